@@ -1,0 +1,188 @@
+//! Assembly (SPEC §2.5): staged blobs + plan → config, member manifests and the root
+//! manifest or index. Pure: no I/O, no clock; the same inputs give the same bytes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use oci_spec::image::{Descriptor, ImageIndexBuilder, ImageManifestBuilder, MediaType};
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::json::canonical_json;
+use crate::mediatype;
+use crate::packfile::Plan;
+use crate::platform::Platform;
+use crate::source::{Origin, StagedBlob};
+
+/// `artifactType` when the pack gives no `type` and the config is empty: the OCI image spec
+/// requires one in that case, and this is the value ORAS uses.
+pub const UNKNOWN_ARTIFACT: &str = "application/vnd.unknown.artifact.v1";
+/// Annotation with the creation time.
+pub const CREATED: &str = "org.opencontainers.image.created";
+
+/// An item after staging: its layers and (index mode) its member config.
+#[derive(Debug, Clone, Default)]
+pub struct StagedItem {
+    /// Layers in order.
+    pub layers: Vec<StagedBlob>,
+    /// The item's own config.
+    pub config: Option<StagedBlob>,
+}
+
+/// The assembled artifact.
+#[derive(Debug, Clone)]
+pub struct Assembled {
+    /// Descriptor of the root manifest or index.
+    pub root: Descriptor,
+    /// Its canonical JSON.
+    pub root_json: Bytes,
+    /// Every blob of the graph, manifests included.
+    pub blobs: Vec<StagedBlob>,
+}
+
+/// The OCI empty descriptor, with its `data` inlined, and its 2-byte blob `{}`.
+pub fn empty_config() -> StagedBlob {
+    let data = Bytes::from_static(b"{}");
+    let mut d = Descriptor::new(mediatype::OCI_EMPTY.into(), 2, Digest::of(&data).to_oci());
+    d.set_data(Some("e30=".to_string()));
+    StagedBlob {
+        descriptor: d,
+        origin: Origin::Bytes(data),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("cannot build the manifest: {e}"),
+    )
+}
+
+fn to_map(a: &BTreeMap<String, String>) -> Option<HashMap<String, String>> {
+    (!a.is_empty()).then(|| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+fn json_blob(media_type: &str, json: Vec<u8>) -> StagedBlob {
+    let bytes = Bytes::from(json);
+    let d = Descriptor::new(
+        media_type.into(),
+        bytes.len() as u64,
+        Digest::of(&bytes).to_oci(),
+    );
+    StagedBlob {
+        descriptor: d,
+        origin: Origin::Bytes(bytes),
+    }
+}
+
+fn manifest(
+    artifact_type: Option<&str>,
+    config: &StagedBlob,
+    layers: &[StagedBlob],
+    annotations: &BTreeMap<String, String>,
+) -> Result<StagedBlob> {
+    let is_empty = config.descriptor.media_type().to_string() == mediatype::OCI_EMPTY;
+    let artifact_type = artifact_type.or(is_empty.then_some(UNKNOWN_ARTIFACT));
+    let mut b = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config.descriptor.clone())
+        .layers(
+            layers
+                .iter()
+                .map(|l| l.descriptor.clone())
+                .collect::<Vec<_>>(),
+        );
+    if let Some(t) = artifact_type {
+        b = b.artifact_type(MediaType::from(t));
+    }
+    if let Some(a) = to_map(annotations) {
+        b = b.annotations(a);
+    }
+    let m = b.build().map_err(internal)?;
+    Ok(json_blob(mediatype::OCI_MANIFEST, canonical_json(&m)?))
+}
+
+/// Builds the artifact. `created` is the value of the root's `created` annotation, if any.
+pub fn assemble(
+    plan: &Plan,
+    top_config: Option<StagedBlob>,
+    items: Vec<StagedItem>,
+    created: Option<&str>,
+) -> Result<Assembled> {
+    let mut root_annotations = plan.annotations.clone();
+    if let Some(c) = created {
+        root_annotations.insert(CREATED.to_string(), c.to_string());
+    }
+    let default_config = top_config.unwrap_or_else(empty_config);
+    let artifact_type = plan.artifact_type.as_deref();
+    let mut blobs: Vec<StagedBlob> = Vec::new();
+
+    let root = if !plan.index_mode {
+        let layers: Vec<StagedBlob> = items.into_iter().flat_map(|i| i.layers).collect();
+        let m = manifest(artifact_type, &default_config, &layers, &root_annotations)?;
+        blobs.push(default_config);
+        blobs.extend(layers);
+        m
+    } else {
+        // Groups in order of first appearance; items without platform form one group too.
+        let mut groups: Vec<(Option<Platform>, Vec<StagedBlob>, Option<StagedBlob>)> = Vec::new();
+        for (plan_item, staged) in plan.items.iter().zip(items) {
+            let pos = match groups.iter().position(|(p, _, _)| *p == plan_item.platform) {
+                Some(p) => p,
+                None => {
+                    groups.push((plan_item.platform.clone(), Vec::new(), None));
+                    groups.len() - 1
+                }
+            };
+            let g = &mut groups[pos];
+            g.1.extend(staged.layers);
+            if g.2.is_none() {
+                g.2 = staged.config;
+            }
+        }
+        let mut entries = Vec::with_capacity(groups.len());
+        for (platform, layers, config) in groups {
+            let config = config.unwrap_or_else(|| default_config.clone());
+            let m = manifest(artifact_type, &config, &layers, &BTreeMap::new())?;
+            let mut entry = m.descriptor.clone();
+            let member_type = artifact_type.or((config.descriptor.media_type().to_string()
+                == mediatype::OCI_EMPTY)
+                .then_some(UNKNOWN_ARTIFACT));
+            entry.set_artifact_type(member_type.map(MediaType::from));
+            entry.set_platform(platform.as_ref().map(Platform::to_oci));
+            entries.push(entry);
+            blobs.push(config);
+            blobs.extend(layers);
+            blobs.push(m);
+        }
+        let mut b = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(entries);
+        if let Some(t) = artifact_type {
+            b = b.artifact_type(MediaType::from(t));
+        }
+        if let Some(a) = to_map(&root_annotations) {
+            b = b.annotations(a);
+        }
+        let index = b.build().map_err(internal)?;
+        json_blob(mediatype::OCI_INDEX, canonical_json(&index)?)
+    };
+    let mut root_desc = root.descriptor.clone();
+    root_desc.set_artifact_type(
+        artifact_type
+            .or((!plan.index_mode && plan.config.is_none()).then_some(UNKNOWN_ARTIFACT))
+            .map(MediaType::from),
+    );
+    let root_json = match &root.origin {
+        Origin::Bytes(b) => b.clone(),
+        _ => return Err(internal("root is not in memory")),
+    };
+    blobs.push(root);
+    Ok(Assembled {
+        root: root_desc,
+        root_json,
+        blobs,
+    })
+}

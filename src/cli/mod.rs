@@ -1,0 +1,212 @@
+//! The `oci-packer` command line (SPEC §4): parse, call the façade, print. No logic of its own.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::{Error, ErrorKind, Listing, Options, PackInput};
+
+mod bars;
+mod output;
+
+/// Build OCI artifacts from declarative pack files and write them to OCI image layouts.
+#[derive(Debug, Parser)]
+#[command(
+    name = "oci-packer",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "The seed form `oci-packer -f FILE TARGET` is the same as `oci-packer pack -f FILE TARGET`."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Pack file (seed form, same as `pack -f`).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Target (seed form, same as `pack … TARGET`).
+    #[arg(value_name = "TARGET")]
+    target: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr; no progress.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: Format,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    format: Format,
+    /// Blob transfers at once.
+    #[arg(short = 'j', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    concurrency: u16,
+    /// Directory for downloads and archives (default: the system temp dir).
+    #[arg(long, value_name = "DIR", global = true)]
+    tmp_dir: Option<PathBuf>,
+    /// No progress bars, even on a terminal.
+    #[arg(long, global = true)]
+    no_progress: bool,
+    /// Layouts: make blobs durable against a machine crash before index.json names them.
+    #[arg(long, global = true)]
+    fsync: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the artifact described by a pack file and write it to TARGET (oci://DIR[:REF]).
+    Pack(PackArgs),
+    /// Check a pack file and print every problem; exit 0 when it is valid.
+    Validate {
+        /// The pack file.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List a layout's entries (oci://DIR) or one artifact's tree (oci://DIR:REF).
+    List {
+        /// oci://DIR or oci://DIR:REF or oci://DIR@sha256:…
+        reference: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PackArgs {
+    /// The pack file.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: PathBuf,
+    /// Where to write: oci://DIR[:REF] (REF defaults to latest).
+    #[arg(value_name = "TARGET", required_unless_present = "dry_run")]
+    target: Option<String>,
+    /// Print the manifest or index JSON that would be written; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Add org.opencontainers.image.created to the root: "now" or an RFC 3339 time
+    /// (default: from SOURCE_DATE_EPOCH when set, else no timestamp).
+    #[arg(long, value_name = "TIME", num_args = 0..=1, default_missing_value = "now")]
+    created: Option<String>,
+}
+
+fn init_logging(g: &Global) {
+    let level = if g.quiet {
+        "error"
+    } else {
+        match g.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OCI_PACKER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("oci_packer={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match g.log_format {
+        Format::Json => builder.json().try_init(),
+        Format::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+}
+
+/// Runs the command line; returns the exit status (0 ok, 1 failed, 2 bad usage or pack file).
+pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    init_logging(&cli.global);
+    let format = cli.global.format;
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(format, &e);
+            if e.kind().is_usage() {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn options(g: &Global) -> (Options, Option<bars::BarsGuard>) {
+    let show_bars = !g.quiet && !g.no_progress && std::io::stderr().is_terminal();
+    let (progress, guard) = if show_bars {
+        let (p, g) = bars::progress();
+        (p, Some(g))
+    } else {
+        Default::default()
+    };
+    let opts = Options {
+        concurrency: usize::from(g.concurrency),
+        tmp_dir: g.tmp_dir.clone(),
+        fsync: g.fsync,
+        progress,
+        ..Options::default()
+    };
+    (opts, guard)
+}
+
+fn execute(cli: Cli) -> Result<i32, Error> {
+    let g = &cli.global;
+    let command = match (cli.command, cli.file, cli.target) {
+        (Some(c), _, _) => c,
+        (None, Some(file), Some(target)) => Command::Pack(PackArgs {
+            file,
+            target: Some(target),
+            dry_run: false,
+            created: None,
+        }),
+        (None, _, _) => {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "nothing to do: give a command (see --help), or -f FILE TARGET to pack",
+            ))
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Pack(a) => {
+            let (mut opts, bars) = options(g);
+            opts.dry_run = a.dry_run;
+            opts.created = a.created;
+            let target = a.target.unwrap_or_default();
+            let packed = crate::pack(PackInput::File(a.file), &target, &opts)?;
+            drop(bars);
+            output::packed(&mut out, g.format, &packed, a.dry_run)
+        }
+        Command::Validate { file } => {
+            let problems = crate::validate(PackInput::File(file.clone()))?;
+            output::validated(&mut out, g.format, &file, &problems)?;
+            Ok(if problems.is_empty() { 0 } else { 2 })
+        }
+        Command::List { reference } => {
+            let listing: Listing = crate::list(&reference)?;
+            output::listing(&mut out, g.format, &listing)
+        }
+    }
+    .and_then(|code| {
+        out.flush()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("writing to stdout: {e}")))?;
+        Ok(code)
+    })
+}

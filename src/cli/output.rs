@@ -1,0 +1,199 @@
+//! What the commands print: text for people, JSON (`--format json`) for programs.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::Format;
+use crate::list::TreeNode;
+use crate::source::TITLE;
+use crate::{Error, ErrorKind, Listing, Packed, Problem};
+
+fn io(e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("writing to stdout: {e}"))
+}
+
+fn print_json(out: &mut dyn Write, v: &serde_json::Value) -> Result<(), Error> {
+    serde_json::to_writer_pretty(&mut *out, v)
+        .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+    writeln!(out).map_err(io)
+}
+
+/// Errors go to stderr; with `--format json` as one JSON object.
+pub fn error(format: Format, e: &Error) {
+    let mut err = std::io::stderr().lock();
+    let _ = match format {
+        Format::Text => writeln!(err, "error: {e}"),
+        Format::Json => writeln!(
+            err,
+            "{}",
+            json!({"error": {
+                "kind": e.kind().as_str(),
+                "message": e.message(),
+                "problems": e.problems(),
+                "path": e.path(),
+                "reference": e.reference(),
+                "digest": e.digest(),
+            }})
+        ),
+    };
+}
+
+pub fn packed(
+    out: &mut dyn Write,
+    format: Format,
+    p: &Packed,
+    dry_run: bool,
+) -> Result<i32, Error> {
+    if dry_run {
+        out.write_all(&p.manifest).map_err(io)?;
+        writeln!(out).map_err(io)?;
+        return Ok(0);
+    }
+    match format {
+        Format::Text => {
+            writeln!(out, "Pushed {}", p.reference).map_err(io)?;
+            writeln!(out, "Digest: {}", p.descriptor.digest()).map_err(io)?;
+        }
+        Format::Json => print_json(
+            out,
+            &json!({
+                "reference": p.reference,
+                "digest": p.descriptor.digest().to_string(),
+                "mediaType": p.descriptor.media_type().to_string(),
+                "size": p.descriptor.size(),
+                "artifactType": p.descriptor.artifact_type().as_ref().map(ToString::to_string),
+                "blobsStored": p.stats.stored,
+                "blobsSkipped": p.stats.skipped,
+                "bytesStored": p.stats.bytes,
+            }),
+        )?,
+    }
+    Ok(0)
+}
+
+pub fn validated(
+    out: &mut dyn Write,
+    format: Format,
+    file: &Path,
+    problems: &[Problem],
+) -> Result<(), Error> {
+    match format {
+        Format::Text if problems.is_empty() => {
+            writeln!(out, "{}: valid", file.display()).map_err(io)
+        }
+        Format::Text => {
+            for p in problems {
+                writeln!(out, "{p}").map_err(io)?;
+            }
+            writeln!(out, "{}: {} problem(s)", file.display(), problems.len()).map_err(io)
+        }
+        Format::Json => print_json(
+            out,
+            &json!({"file": file, "valid": problems.is_empty(), "problems": problems}),
+        ),
+    }
+}
+
+/// Sizes for people: 1536 → "1.5 KiB".
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn tree_line(n: &TreeNode) -> String {
+    let d = &n.descriptor;
+    let mut s = format!("{} {} ({})", d.media_type(), d.digest(), human(d.size()));
+    if let Some(p) = d.platform() {
+        s.push_str(&format!(" [{}]", crate::platform::Platform::from_oci(p)));
+    }
+    if let Some(t) = d.artifact_type() {
+        s.push_str(&format!(" type={t}"));
+    }
+    if let Some(t) = d.annotations().as_ref().and_then(|a| a.get(TITLE)) {
+        s.push_str(&format!(" {t}"));
+    }
+    s
+}
+
+fn print_tree(out: &mut dyn Write, n: &TreeNode, prefix: &str) -> Result<(), Error> {
+    for (i, c) in n.children.iter().enumerate() {
+        let last = i + 1 == n.children.len();
+        writeln!(
+            out,
+            "{prefix}{}{}",
+            if last { "└── " } else { "├── " },
+            tree_line(c)
+        )
+        .map_err(io)?;
+        print_tree(
+            out,
+            c,
+            &format!("{prefix}{}", if last { "    " } else { "│   " }),
+        )?;
+    }
+    Ok(())
+}
+
+pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, Error> {
+    if format == Format::Json {
+        print_json(
+            out,
+            &serde_json::to_value(l).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?,
+        )?;
+        return Ok(0);
+    }
+    match l {
+        Listing::Layout { entries, .. } => {
+            let rows: Vec<[String; 6]> = entries
+                .iter()
+                .map(|e| {
+                    [
+                        e.reference.clone(),
+                        e.kind.clone(),
+                        e.digest.clone(),
+                        if e.platforms.is_empty() {
+                            "-".into()
+                        } else {
+                            e.platforms.join(",")
+                        },
+                        e.artifact_type.clone().unwrap_or_else(|| "-".into()),
+                        human(e.size),
+                    ]
+                })
+                .collect();
+            let header =
+                ["REF", "KIND", "DIGEST", "PLATFORM", "ARTIFACT-TYPE", "SIZE"].map(String::from);
+            let mut widths = header.clone().map(|h| h.len());
+            for r in &rows {
+                for (w, c) in widths.iter_mut().zip(r) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            for r in std::iter::once(&header).chain(&rows) {
+                let cells: Vec<String> = r
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                writeln!(out, "{}", cells.join("  ").trim_end()).map_err(io)?;
+            }
+        }
+        Listing::Artifact { reference, tree } => {
+            writeln!(out, "{reference}: {}", tree_line(tree)).map_err(io)?;
+            print_tree(out, tree, "")?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,268 @@
+//! The one error type of the library: [`Error`] with a stable [`ErrorKind`] and typed context.
+//!
+//! Kinds map 1:1 to Python exception classes and C status codes (SPEC §6), so a kind is never
+//! reused for a different meaning and new kinds are only appended.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// What went wrong, stable across versions; bindings map each kind to their own error class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The pack file is not valid: YAML syntax, unknown key, wrong type, bad value.
+    PackFile,
+    /// A reference (target or image source) cannot be parsed.
+    InvalidReference,
+    /// A source (file, directory, URL) does not exist or cannot be read.
+    SourceNotFound,
+    /// Authentication is required or was refused.
+    Authentication,
+    /// A tag, digest or blob is not in the registry or layout.
+    NotFound,
+    /// Content does not match its expected digest or size.
+    DigestMismatch,
+    /// A registry (or HTTP server) answered with an error status.
+    Registry,
+    /// A connection failed or timed out.
+    Network,
+    /// A local file system operation failed.
+    Io,
+    /// A feature is not available (in this build, or on this registry/layout).
+    Unsupported,
+    /// The operation was cancelled.
+    Cancelled,
+    /// An argument or option has an invalid value.
+    InvalidArgument,
+    /// A bug: an invariant of the library did not hold.
+    Internal,
+}
+
+impl ErrorKind {
+    /// A short, stable, snake_case name (used by `--format json` and the bindings).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::PackFile => "pack_file",
+            ErrorKind::InvalidReference => "invalid_reference",
+            ErrorKind::SourceNotFound => "source_not_found",
+            ErrorKind::Authentication => "authentication",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::DigestMismatch => "digest_mismatch",
+            ErrorKind::Registry => "registry",
+            ErrorKind::Network => "network",
+            ErrorKind::Io => "io",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// True for errors in what the user gave (exit status 2 in the CLI: nothing was written).
+    pub fn is_usage(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::PackFile | ErrorKind::InvalidReference | ErrorKind::InvalidArgument
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem found in a pack file, with its position and field path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The pack file, when the pack came from a file.
+    pub file: Option<PathBuf>,
+    /// 1-based line, 0 when unknown (a pack given as a dict has no lines).
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub column: usize,
+    /// Field path such as `items[2].platform` (empty for the document itself).
+    pub field: String,
+    /// What is wrong and, where known, what to do.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut wrote = false;
+        if let Some(file) = &self.file {
+            write!(f, "{}", file.display())?;
+            wrote = true;
+        }
+        if self.line > 0 {
+            if wrote {
+                f.write_str(":")?;
+            }
+            write!(f, "{}:{}", self.line, self.column)?;
+            wrote = true;
+        }
+        if wrote {
+            f.write_str(": ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// The library's error: a kind, a message that names the thing, and typed context.
+#[derive(thiserror::Error)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    problems: Vec<Problem>,
+    path: Option<PathBuf>,
+    reference: Option<String>,
+    digest: Option<String>,
+    status: Option<u16>,
+    code: Option<String>,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with a message that names the thing and says what to do.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            problems: Vec::new(),
+            path: None,
+            reference: None,
+            digest: None,
+            status: None,
+            code: None,
+            source: None,
+        }
+    }
+
+    /// An invalid pack file with every problem that was found.
+    pub fn pack_file(problems: Vec<Problem>) -> Self {
+        let message = match problems.len() {
+            0 => "invalid pack file".to_string(),
+            1 => problems[0].to_string(),
+            n => {
+                let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+                format!("invalid pack file ({n} problems):\n{}", lines.join("\n"))
+            }
+        };
+        let mut err = Error::new(ErrorKind::PackFile, message);
+        err.path = problems.iter().find_map(|p| p.file.clone());
+        err.problems = problems;
+        err
+    }
+
+    /// An I/O error on `path`, described by `what` ("reading", "creating" …).
+    pub fn io(what: &str, path: &Path, source: std::io::Error) -> Self {
+        let kind = match source.kind() {
+            std::io::ErrorKind::NotFound => ErrorKind::SourceNotFound,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, format!("{what} {}: {source}", path.display()))
+            .with_path(path)
+            .with_source(source)
+    }
+
+    /// Sets the path this error is about.
+    pub fn with_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Sets the reference (target, source URI) this error is about.
+    pub fn with_reference(mut self, reference: impl Into<String>) -> Self {
+        self.reference = Some(reference.into());
+        self
+    }
+
+    /// Sets the digest this error is about.
+    pub fn with_digest(mut self, digest: impl Into<String>) -> Self {
+        self.digest = Some(digest.into());
+        self
+    }
+
+    /// Sets the HTTP status and, when the server sent one, its error code.
+    pub fn with_status(mut self, status: u16, code: Option<String>) -> Self {
+        self.status = Some(status);
+        self.code = code;
+        self
+    }
+
+    /// Keeps the underlying error as `source()`.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Prefixes the message with context (`"items[1] (file://a): "` …).
+    pub fn context(mut self, prefix: impl fmt::Display) -> Self {
+        self.message = format!("{prefix}: {}", self.message);
+        self
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Every problem of an invalid pack file (empty for other kinds).
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// The file or directory this error is about.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The reference or URI this error is about.
+    pub fn reference(&self) -> Option<&str> {
+        self.reference.as_deref()
+    }
+
+    /// The digest this error is about.
+    pub fn digest(&self) -> Option<&str> {
+        self.digest.as_deref()
+    }
+
+    /// The HTTP status of a registry or HTTP error.
+    pub fn http_status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// The registry's error code (`MANIFEST_UNKNOWN` …).
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("source", &self.source)
+            .finish()
+    }
+}

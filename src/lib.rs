@@ -1,0 +1,94 @@
+//! oci-packer turns a declarative YAML *pack file* into an OCI artifact — an image manifest,
+//! or an image index with platform variants — and writes it to an OCI image layout (and, in
+//! later versions, any registry). Same inputs, same digest, on any machine.
+//!
+//! The public API is a blocking façade: [`pack`], [`validate`], [`list`]. It owns one tokio
+//! runtime and may be called from inside another runtime.
+//!
+//! ```no_run
+//! let packed = oci_packer::pack("examples/pack.yaml", "oci://build/layout:v1", &Default::default())?;
+//! println!("{}", packed.descriptor.digest());
+//! # Ok::<(), oci_packer::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+use std::path::PathBuf;
+
+pub mod archive;
+pub mod assemble;
+pub mod copy;
+pub mod digest;
+mod error;
+pub mod json;
+mod list;
+pub mod mediatype;
+mod pack;
+pub mod packfile;
+pub mod platform;
+pub mod progress;
+pub mod reference;
+mod runtime;
+pub mod source;
+pub mod store;
+pub mod time;
+
+#[doc(hidden)]
+pub mod cli;
+
+pub use error::{Error, ErrorKind, Problem, Result};
+pub use list::{ListEntry, Listing, TreeNode};
+pub use pack::Packed;
+pub use packfile::{ConfigSpec, ItemSpec, PackFile, PackInput};
+pub use progress::{Progress, ProgressEvent};
+
+/// Options shared by the operations, with the CLI's defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Blob transfers at once (`-j`, default 4).
+    pub concurrency: usize,
+    /// Where downloads and archives are staged (`--tmp-dir`, default the system temp dir).
+    pub tmp_dir: Option<PathBuf>,
+    /// Make layout blobs durable before `index.json` names them (`--fsync`).
+    pub fsync: bool,
+    /// `org.opencontainers.image.created` on the root: `"now"` or an RFC 3339 time
+    /// (`--created`); without it `SOURCE_DATE_EPOCH` is used when set, else nothing.
+    pub created: Option<String>,
+    /// Build and print, write nothing (`--dry-run`).
+    pub dry_run: bool,
+    /// Observer of per-blob progress.
+    pub progress: Progress,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: 4,
+            tmp_dir: None,
+            fsync: false,
+            created: None,
+            dry_run: false,
+            progress: Progress::default(),
+        }
+    }
+}
+
+/// Builds the pack and writes it to `target` (`oci://DIR[:REF]`); returns the root.
+///
+/// Nothing is written when the pack file is invalid; a failure never leaves `REF` pointing
+/// at missing content.
+pub fn pack(input: impl Into<PackInput>, target: &str, options: &Options) -> Result<Packed> {
+    let plan = packfile::load_plan(&input.into())?;
+    runtime::block_on(pack::pack(&plan, target, options))?
+}
+
+/// Checks a pack without reading any source; returns every problem (empty when valid).
+///
+/// Fails only when the pack file itself cannot be read.
+pub fn validate(input: impl Into<PackInput>) -> Result<Vec<Problem>> {
+    Ok(packfile::load(&input.into())?.err().unwrap_or_default())
+}
+
+/// Lists a layout's entries (`oci://DIR`) or one artifact's tree (`oci://DIR:REF`).
+pub fn list(reference: &str) -> Result<Listing> {
+    runtime::block_on(list::list(reference))?
+}

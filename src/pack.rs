@@ -1,0 +1,275 @@
+//! `pack`: plan → stage every source → assemble → copy the graph into the target → tag.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use oci_spec::image::Descriptor;
+
+use crate::assemble::{assemble, StagedItem};
+use crate::copy::{copy_graph, CopyStats};
+use crate::error::{Error, ErrorKind, Result};
+use crate::packfile::{BlobPlan, ItemPlan, Plan};
+use crate::reference::{LayoutSelector, Reference};
+use crate::source::{self, dir, file, http, Source, StageContext, StagedBlob};
+use crate::store::layout::Layout;
+use crate::store::staging::Staging;
+use crate::Options;
+
+/// The result of a pack.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    /// Descriptor of the root manifest or index.
+    pub descriptor: Descriptor,
+    /// The target as written.
+    pub reference: String,
+    /// The root manifest or index JSON.
+    pub manifest: Bytes,
+    /// What moved (all zeros for a dry run).
+    pub stats: CopyStats,
+}
+
+/// The writable target of a pack.
+#[derive(Debug)]
+pub(crate) struct LayoutTarget {
+    pub layout: Layout,
+    pub name: String,
+}
+
+/// Parses and opens a pack or copy target, before anything is staged.
+pub(crate) fn open_target(target: &str, fsync: bool) -> Result<LayoutTarget> {
+    match Reference::parse(target)? {
+        Reference::Layout(l) => {
+            let name =
+                match &l.selector {
+                    LayoutSelector::Name(n) => n.clone(),
+                    LayoutSelector::Digest(_) => return Err(Error::new(
+                        ErrorKind::InvalidReference,
+                        format!(
+                            "{target}: a layout target needs a name (oci://DIR:REF), not a digest"
+                        ),
+                    )
+                    .with_reference(target)),
+                };
+            Ok(LayoutTarget {
+                layout: Layout::open(&l.dir, fsync)?,
+                name,
+            })
+        }
+        Reference::Registry(r) => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{target}: pushing to registries ({}) is not available in this build yet; \
+                 write to a local layout with oci://DIR[:REF]",
+                r.host
+            ),
+        )
+        .with_reference(target)),
+    }
+}
+
+fn tmp_dir(options: &Options) -> PathBuf {
+    options.tmp_dir.clone().unwrap_or_else(std::env::temp_dir)
+}
+
+fn source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("SOURCE_DATE_EPOCH=\"{v}\" is not a number of seconds"),
+            )
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// The `created` annotation: `--created` wins, then `SOURCE_DATE_EPOCH`, else none.
+fn created(options: &Options, epoch: Option<u64>) -> Result<Option<String>> {
+    match options.created.as_deref() {
+        None => Ok(epoch.map(crate::time::rfc3339)),
+        Some("now") => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            Ok(Some(crate::time::rfc3339(now)))
+        }
+        Some(t) if crate::time::looks_like_rfc3339(t) => Ok(Some(t.to_string())),
+        Some(t) => Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "--created \"{t}\": give \"now\" or an RFC 3339 time such as 2024-01-02T03:04:05Z"
+            ),
+        )),
+    }
+}
+
+async fn stage_single(
+    uri: &str,
+    src: &Source,
+    ctx: &StageContext,
+    media_type: Option<String>,
+    annotations: std::collections::BTreeMap<String, String>,
+) -> Result<StagedBlob> {
+    match src {
+        Source::File { path } => {
+            file::stage(path.clone(), uri.to_string(), media_type, annotations).await
+        }
+        Source::Http { url } => http::stage(url.clone(), ctx, media_type, annotations).await,
+        Source::Dir { .. } => Err(Error::new(
+            ErrorKind::Internal,
+            format!("{uri}: a directory is not a single blob"),
+        )),
+    }
+}
+
+fn check_pin(
+    field: &str,
+    uri: &str,
+    pin: Option<&crate::digest::Digest>,
+    staged: &StagedBlob,
+) -> Result<()> {
+    let Some(pin) = pin else { return Ok(()) };
+    let got = staged.descriptor.digest().to_string();
+    if got != pin.as_str() {
+        return Err(Error::new(
+            ErrorKind::DigestMismatch,
+            format!("{field} ({uri}): content has digest {got}, but the pack file pins {pin}; update the pin or the source"),
+        )
+        .with_digest(pin.as_str())
+        .with_reference(uri));
+    }
+    Ok(())
+}
+
+async fn stage_config(c: &BlobPlan, ctx: &StageContext) -> Result<StagedBlob> {
+    let mut staged = stage_single(
+        &c.uri,
+        &c.source,
+        ctx,
+        c.media_type.clone(),
+        c.annotations.clone(),
+    )
+    .await
+    .map_err(|e| e.context(&c.field))?;
+    // A config carries no title: it is not a file a user pulls.
+    if let Some(a) = staged.descriptor.annotations().clone() {
+        let mut a = a;
+        if !c.annotations.contains_key(source::TITLE) {
+            a.remove(source::TITLE);
+        }
+        staged
+            .descriptor
+            .set_annotations((!a.is_empty()).then_some(a));
+    }
+    check_pin(&c.field, &c.uri, c.digest.as_ref(), &staged)?;
+    Ok(staged)
+}
+
+async fn stage_item(item: &ItemPlan, ctx: &StageContext) -> Result<StagedItem> {
+    let layers = match (&item.source, item.archive) {
+        (Source::Dir { path, .. }, Some(format)) => vec![
+            dir::stage_archive(
+                path.clone(),
+                item.uri.clone(),
+                format,
+                item.media_type.clone(),
+                item.annotations.clone(),
+                ctx.tmp_dir.clone(),
+                ctx.source_date_epoch.unwrap_or(0),
+            )
+            .await?,
+        ],
+        (Source::Dir { path, written }, None) => {
+            dir::stage_files(
+                path.clone(),
+                written.clone(),
+                item.uri.clone(),
+                item.media_type.clone(),
+                item.annotations.clone(),
+            )
+            .await?
+        }
+        (src, _) => vec![
+            stage_single(
+                &item.uri,
+                src,
+                ctx,
+                item.media_type.clone(),
+                item.annotations.clone(),
+            )
+            .await?,
+        ],
+    };
+    if let Some(l) = layers.first() {
+        check_pin(&item.field, &item.uri, item.digest.as_ref(), l)?;
+    }
+    let config = match &item.config {
+        Some(c) => Some(stage_config(c, ctx).await?),
+        None => None,
+    };
+    Ok(StagedItem { layers, config })
+}
+
+async fn stage_labeled(item: &ItemPlan, ctx: &StageContext) -> Result<StagedItem> {
+    stage_item(item, ctx)
+        .await
+        .map_err(|e| e.context(format!("{} ({})", item.field, item.uri)))
+}
+
+/// Stages and assembles a plan: everything but writing to the target.
+pub(crate) async fn build(plan: &Plan, options: &Options) -> Result<crate::assemble::Assembled> {
+    let epoch = source_date_epoch()?;
+    let created = created(options, epoch)?;
+    let ctx = StageContext {
+        tmp_dir: tmp_dir(options),
+        source_date_epoch: epoch,
+        http: http::client()?,
+        progress: options.progress.clone(),
+    };
+    let top = match &plan.config {
+        Some(c) => Some(stage_config(c, &ctx).await?),
+        None => None,
+    };
+    let staging: Vec<_> = plan
+        .items
+        .iter()
+        .map(|item| stage_labeled(item, &ctx))
+        .collect();
+    let items: Vec<StagedItem> = futures::stream::iter(staging)
+        .buffered(options.concurrency.max(1))
+        .try_collect()
+        .await?;
+    assemble(plan, top, items, created.as_deref())
+}
+
+/// Packs `plan` into `target` (or only builds it, for a dry run).
+pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result<Packed> {
+    let target_store = if options.dry_run {
+        None
+    } else {
+        Some(open_target(target, options.fsync)?)
+    };
+    let built = build(plan, options).await?;
+    let mut stats = CopyStats::default();
+    if let Some(t) = &target_store {
+        let staging = Staging::new(built.blobs.iter().cloned());
+        stats = copy_graph(
+            &staging,
+            &t.layout,
+            &built.root,
+            options.concurrency,
+            &options.progress,
+        )
+        .await?;
+        t.layout.tag(&built.root, &t.name).await?;
+        tracing::info!(target, digest = %built.root.digest(), stored = stats.stored, skipped = stats.skipped, "packed");
+    }
+    Ok(Packed {
+        descriptor: built.root,
+        reference: target.to_string(),
+        manifest: built.root_json,
+        stats,
+    })
+}

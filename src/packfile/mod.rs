@@ -1,0 +1,138 @@
+//! The pack file (SPEC §2): reading ([`raw`]), and validation into a [`Plan`] ([`plan`]).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Problem, Result};
+
+pub mod node;
+pub mod plan;
+pub mod raw;
+
+pub use plan::{BlobPlan, ItemPlan, Plan};
+pub use raw::{ConfigSpec, ItemSpec, PackFile};
+
+/// Where a pack comes from.
+#[derive(Debug, Clone)]
+pub enum PackInput {
+    /// A YAML file; relative paths resolve against its directory.
+    File(PathBuf),
+    /// YAML text; relative paths resolve against `base_dir`.
+    Yaml {
+        /// The YAML.
+        text: String,
+        /// Directory for relative paths.
+        base_dir: PathBuf,
+    },
+    /// A JSON-like value (a Python dict); relative paths resolve against `base_dir`.
+    Json {
+        /// The value.
+        value: serde_json::Value,
+        /// Directory for relative paths.
+        base_dir: PathBuf,
+    },
+}
+
+impl From<&Path> for PackInput {
+    fn from(p: &Path) -> Self {
+        PackInput::File(p.to_path_buf())
+    }
+}
+
+impl From<PathBuf> for PackInput {
+    fn from(p: PathBuf) -> Self {
+        PackInput::File(p)
+    }
+}
+
+impl From<&str> for PackInput {
+    fn from(p: &str) -> Self {
+        PackInput::File(PathBuf::from(p))
+    }
+}
+
+impl PackInput {
+    /// A pack model (built in code) with `base_dir` for relative paths.
+    pub fn model(pack: &PackFile, base_dir: impl Into<PathBuf>) -> Result<PackInput> {
+        let value = serde_json::to_value(pack).map_err(|e| {
+            Error::new(
+                crate::ErrorKind::Internal,
+                format!("cannot convert the pack: {e}"),
+            )
+        })?;
+        Ok(PackInput::Json {
+            value,
+            base_dir: base_dir.into(),
+        })
+    }
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn problem(file: Option<&Path>, line: usize, column: usize, message: String) -> Problem {
+    Problem {
+        file: file.map(Path::to_path_buf),
+        line,
+        column,
+        field: String::new(),
+        message,
+    }
+}
+
+/// Reads and validates a pack: `Ok(Ok(plan))`, `Ok(Err(problems))` for an invalid pack, or
+/// `Err` when the pack file itself cannot be read.
+pub fn load(input: &PackInput) -> Result<std::result::Result<(Plan, PackFile), Vec<Problem>>> {
+    let (root, file, base_dir) = match input {
+        PackInput::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::io("reading pack file", path, e))?;
+            let base = path
+                .parent()
+                .map(plan::absolute)
+                .unwrap_or_else(|| plan::absolute(Path::new(".")));
+            match node::parse_yaml(&text) {
+                Ok(root) => (root, Some(path.as_path()), base),
+                Err(e) => {
+                    return Ok(Err(vec![problem(
+                        Some(path),
+                        e.line,
+                        e.column,
+                        format!("YAML syntax error: {}", e.message),
+                    )]))
+                }
+            }
+        }
+        PackInput::Yaml { text, base_dir } => match node::parse_yaml(text) {
+            Ok(root) => (root, None, plan::absolute(base_dir)),
+            Err(e) => {
+                return Ok(Err(vec![problem(
+                    None,
+                    e.line,
+                    e.column,
+                    format!("YAML syntax error: {}", e.message),
+                )]))
+            }
+        },
+        PackInput::Json { value, base_dir } => (
+            Some(node::Node::from_json(value)),
+            None,
+            plan::absolute(base_dir),
+        ),
+    };
+    let Some(root) = root else {
+        return Ok(Err(vec![problem(
+            file,
+            0,
+            0,
+            "the pack file is empty (it needs at least `items:`)".into(),
+        )]));
+    };
+    let (pack, positions, raw) = raw::read_pack(&root, &env_lookup);
+    Ok(plan::plan(&pack, &positions, raw, file, &base_dir).map(|p| (p, pack)))
+}
+
+/// Reads and validates a pack, turning problems into one [`Error`] of kind `PackFile`.
+pub fn load_plan(input: &PackInput) -> Result<Plan> {
+    load(input)?.map(|(p, _)| p).map_err(Error::pack_file)
+}

@@ -1,0 +1,297 @@
+//! A YAML document as a tree of nodes that remember their line and column, so that every
+//! problem found later (unknown key, bad platform, unset variable) can point at the text.
+//!
+//! Why not serde_yaml_ng for reading: its errors carry a position only for the first syntax
+//! or type error, and a deserialised value has no spans, so it cannot report *every* problem
+//! with `file:line:column` (SPEC §2.1). yaml-rust2's event parser gives a marker per event.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// One node of the document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// The value.
+    pub value: Value,
+    /// 1-based line (0 when the node did not come from text).
+    pub line: usize,
+    /// 1-based column (0 when the node did not come from text).
+    pub column: usize,
+}
+
+/// What a node holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `~`, `null` or nothing.
+    Null,
+    /// A scalar, as text (YAML numbers and booleans stay text: annotation values are strings).
+    Scalar(String),
+    /// A mapping, in document order.
+    Map(Vec<(Node, Node)>),
+    /// A sequence.
+    Seq(Vec<Node>),
+}
+
+impl Node {
+    fn at(value: Value, mark: Marker) -> Node {
+        // yaml-rust2 reports 1-based lines and 0-based columns; editors count both from 1.
+        Node {
+            value,
+            line: mark.line(),
+            column: mark.col() + 1,
+        }
+    }
+
+    /// A node with no position (built from a dict / JSON).
+    pub fn bare(value: Value) -> Node {
+        Node {
+            value,
+            line: 0,
+            column: 0,
+        }
+    }
+
+    /// A short name of the node's type for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self.value {
+            Value::Null => "null",
+            Value::Scalar(_) => "a string",
+            Value::Map(_) => "a mapping",
+            Value::Seq(_) => "a list",
+        }
+    }
+
+    /// Converts a JSON value (a Python dict, say) to nodes without positions.
+    pub fn from_json(v: &serde_json::Value) -> Node {
+        Node::bare(match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Scalar(b.to_string()),
+            serde_json::Value::Number(n) => Value::Scalar(n.to_string()),
+            serde_json::Value::String(s) => Value::Scalar(s.clone()),
+            serde_json::Value::Array(a) => Value::Seq(a.iter().map(Node::from_json).collect()),
+            serde_json::Value::Object(o) => Value::Map(
+                o.iter()
+                    .map(|(k, v)| (Node::bare(Value::Scalar(k.clone())), Node::from_json(v)))
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// A YAML syntax error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What the parser said.
+    pub message: String,
+}
+
+/// Parses the first document of `text`; `Ok(None)` for an empty document.
+pub fn parse_yaml(text: &str) -> Result<Option<Node>, SyntaxError> {
+    let mut builder = TreeBuilder::default();
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut builder, false).map_err(|e| SyntaxError {
+        line: e.marker().line(),
+        column: e.marker().col() + 1,
+        message: e.info().to_string(),
+    })?;
+    if let Some(msg) = builder.error {
+        return Err(msg);
+    }
+    Ok(builder.root)
+}
+
+enum Open {
+    Map(Node, Vec<(Node, Node)>, Option<Node>, usize),
+    Seq(Node, Vec<Node>, usize),
+}
+
+#[derive(Default)]
+struct TreeBuilder {
+    stack: Vec<Open>,
+    root: Option<Node>,
+    anchors: HashMap<usize, Node>,
+    done: bool,
+    error: Option<SyntaxError>,
+}
+
+impl TreeBuilder {
+    fn push_value(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => {
+                self.root = Some(node);
+                self.done = true;
+            }
+            Some(Open::Seq(_, items, _)) => items.push(node),
+            Some(Open::Map(_, entries, key, _)) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => entries.push((k, node)),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for TreeBuilder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.done {
+            return; // only the first document counts
+        }
+        match ev {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let null = style == TScalarStyle::Plain
+                    && matches!(text.as_str(), "~" | "null" | "Null" | "NULL" | "");
+                let value = if null {
+                    Value::Null
+                } else {
+                    Value::Scalar(text)
+                };
+                self.push_value(Node::at(value, mark), anchor);
+            }
+            Event::MappingStart(anchor, _) => self.stack.push(Open::Map(
+                Node::at(Value::Null, mark),
+                Vec::new(),
+                None,
+                anchor,
+            )),
+            Event::SequenceStart(anchor, _) => {
+                self.stack
+                    .push(Open::Seq(Node::at(Value::Null, mark), Vec::new(), anchor))
+            }
+            Event::MappingEnd => {
+                if let Some(Open::Map(mut node, entries, _, anchor)) = self.stack.pop() {
+                    // A block mapping's start event is reported after its first key was
+                    // scanned; the first key is where a reader looks.
+                    if let Some((k, _)) = entries.first() {
+                        node.line = k.line;
+                        node.column = k.column;
+                    }
+                    node.value = Value::Map(entries);
+                    self.push_value(node, anchor);
+                }
+            }
+            Event::SequenceEnd => {
+                if let Some(Open::Seq(mut node, items, anchor)) = self.stack.pop() {
+                    node.value = Value::Seq(items);
+                    self.push_value(node, anchor);
+                }
+            }
+            Event::Alias(id) => match self.anchors.get(&id).cloned() {
+                Some(mut node) => {
+                    node.line = mark.line();
+                    node.column = mark.col() + 1;
+                    self.push_value(node, 0);
+                }
+                None => {
+                    self.error.get_or_insert(SyntaxError {
+                        line: mark.line(),
+                        column: mark.col() + 1,
+                        message: "alias to an unknown anchor".into(),
+                    });
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` from `lookup`; `$$` is a literal `$`.
+///
+/// Returns the names of unset variables without a default as the error.
+pub fn expand_vars(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(text.len());
+    let mut missing = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                out.push_str(&rest[i..]);
+                rest = "";
+                break;
+            };
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            match (lookup(name), default) {
+                (Some(v), Some(d)) if v.is_empty() => out.push_str(d),
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => missing.push(name.to_string()),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based() {
+        let root = parse_yaml("a: 1\nitems:\n  - from: x\n")
+            .expect("valid")
+            .expect("doc");
+        let Value::Map(entries) = root.value else {
+            panic!("map")
+        };
+        let (k, v) = &entries[1];
+        assert_eq!((k.line, k.column), (2, 1));
+        let Value::Seq(items) = &v.value else {
+            panic!("seq")
+        };
+        let Value::Map(item) = &items[0].value else {
+            panic!("map")
+        };
+        assert_eq!((item[0].1.line, item[0].1.column), (3, 11));
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let e = parse_yaml("items: [unclosed\n").expect_err("invalid");
+        assert!(e.line >= 1 && e.column >= 1, "{e:?}");
+    }
+
+    #[test]
+    fn vars() {
+        let env = |n: &str| match n {
+            "SET" => Some("v".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(expand_vars("a${SET}b", &env), Ok("avb".into()));
+        assert_eq!(expand_vars("${NOPE:-d}", &env), Ok("d".into()));
+        assert_eq!(expand_vars("${EMPTY:-d}", &env), Ok("d".into()));
+        assert_eq!(expand_vars("$$HOME $5", &env), Ok("$HOME $5".into()));
+        assert_eq!(
+            expand_vars("${NOPE}/${ALSO}", &env),
+            Err(vec!["NOPE".into(), "ALSO".into()])
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! References to targets and image sources: registries and OCI image layouts (SPEC §3).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where an artifact lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// A repository in a registry.
+    Registry(RegistryRef),
+    /// An entry of a local OCI image layout.
+    Layout(LayoutRef),
+}
+
+/// `host[:port]/repo[:tag][@digest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRef {
+    /// Registry host with optional port, normalised (`docker.io` → `index.docker.io`).
+    pub host: String,
+    /// Repository path (`library/alpine`).
+    pub repository: String,
+    /// Tag, when given.
+    pub tag: Option<String>,
+    /// Digest, when given; it wins over the tag for fetching.
+    pub digest: Option<Digest>,
+}
+
+/// `oci://DIR[:REF]` or `oci://DIR@sha256:…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutRef {
+    /// The layout directory as written (relative paths are relative to the working directory).
+    pub dir: PathBuf,
+    /// Which entry.
+    pub selector: LayoutSelector,
+}
+
+/// How an entry of a layout is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayoutSelector {
+    /// Matched against `org.opencontainers.image.ref.name`.
+    Name(String),
+    /// Matched against the entry's digest.
+    Digest(Digest),
+}
+
+impl Reference {
+    /// Parses a target or image reference.
+    ///
+    /// Without a scheme the text is a registry reference (CLI and API targets); `docker://`
+    /// and `cr://` are registries; `oci://` is a registry when its first segment looks like
+    /// a host, else a layout.
+    pub fn parse(text: &str) -> Result<Reference> {
+        let invalid = |why: String| {
+            Error::new(
+                ErrorKind::InvalidReference,
+                format!("invalid reference \"{text}\": {why}"),
+            )
+            .with_reference(text)
+        };
+        if text.is_empty() {
+            return Err(invalid("empty".into()));
+        }
+        match text.split_once("://") {
+            Some(("oci", rest)) if looks_like_registry(rest) => RegistryRef::parse(rest)
+                .map(Reference::Registry)
+                .map_err(invalid),
+            Some(("oci", rest)) => LayoutRef::parse(rest)
+                .map(Reference::Layout)
+                .map_err(invalid),
+            Some(("docker" | "cr", rest)) => RegistryRef::parse(rest)
+                .map(Reference::Registry)
+                .map_err(invalid),
+            Some((scheme, _)) => Err(invalid(format!(
+                "unknown scheme \"{scheme}://\" (use oci://DIR[:REF] for a layout, or \
+                 host/repo[:tag], docker:// or cr:// for a registry)"
+            ))),
+            None => RegistryRef::parse(text)
+                .map(Reference::Registry)
+                .map_err(invalid),
+        }
+    }
+}
+
+/// SPEC §3: a `/`, and before it a `.` or `:` or `localhost`; never a path-looking start.
+fn looks_like_registry(rest: &str) -> bool {
+    if ["./", "../", "/", "~"].iter().any(|p| rest.starts_with(p)) {
+        return false;
+    }
+    match rest.split_once('/') {
+        Some((host, _)) => host.contains('.') || host.contains(':') || host == "localhost",
+        None => false,
+    }
+}
+
+fn valid_path_component(c: &str) -> bool {
+    // distribution's path-component grammar: [a-z0-9]+ joined by ".", "_", "__" or "-"+.
+    !c.is_empty()
+        && c.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+        && c.as_bytes()[0].is_ascii_alphanumeric()
+        && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
+}
+
+fn valid_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+impl RegistryRef {
+    fn parse(text: &str) -> std::result::Result<RegistryRef, String> {
+        let (name, digest) = match text.split_once('@') {
+            Some((n, d)) => (
+                n,
+                Some(Digest::parse(d).map_err(|e| e.message().to_string())?),
+            ),
+            None => (text, None),
+        };
+        let (name, tag) = match name.rfind(':') {
+            Some(i) if !name[i..].contains('/') => (&name[..i], Some(name[i + 1..].to_string())),
+            _ => (name, None),
+        };
+        if let Some(t) = &tag {
+            if !valid_tag(t) {
+                return Err(format!(
+                    "invalid tag \"{t}\" (letters, digits, '_', '.', '-'; at most 128)"
+                ));
+            }
+        }
+        let (host, repo) = match name.split_once('/') {
+            Some((h, r)) if h.contains('.') || h.contains(':') || h == "localhost" => {
+                (h.to_string(), r.to_string())
+            }
+            _ => ("docker.io".to_string(), name.to_string()),
+        };
+        if host.is_empty() {
+            return Err("missing registry host".into());
+        }
+        let host = match host.as_str() {
+            "docker.io" | "registry-1.docker.io" => "index.docker.io".to_string(),
+            _ => host,
+        };
+        if repo.is_empty() || !repo.split('/').all(valid_path_component) {
+            return Err(format!(
+                "invalid repository \"{repo}\" (lower-case letters, digits and separators, \
+                 components joined by '/')"
+            ));
+        }
+        let repository = if host == "index.docker.io" && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo
+        };
+        let tag = if tag.is_none() && digest.is_none() {
+            Some("latest".into())
+        } else {
+            tag
+        };
+        Ok(RegistryRef {
+            host,
+            repository,
+            tag,
+            digest,
+        })
+    }
+}
+
+impl LayoutRef {
+    fn parse(text: &str) -> std::result::Result<LayoutRef, String> {
+        let cut = text.find([':', '@']);
+        let (dir, selector) = match cut {
+            Some(i) if text.as_bytes()[i] == b'@' => {
+                let d = Digest::parse(&text[i + 1..]).map_err(|e| e.message().to_string())?;
+                (&text[..i], LayoutSelector::Digest(d))
+            }
+            Some(i) => {
+                let r = &text[i + 1..];
+                if r.is_empty() {
+                    return Err("empty reference after ':'".into());
+                }
+                (&text[..i], LayoutSelector::Name(r.to_string()))
+            }
+            None => (text, LayoutSelector::Name("latest".into())),
+        };
+        if dir.is_empty() {
+            return Err("missing layout directory (write oci://DIR[:REF])".into());
+        }
+        let dir = match dir.strip_prefix("~/") {
+            Some(rest) => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(rest))
+                .unwrap_or_else(|| PathBuf::from(dir)),
+            None => PathBuf::from(dir),
+        };
+        Ok(LayoutRef { dir, selector })
+    }
+
+    /// The `org.opencontainers.image.ref.name` this reference tags with, if it names one.
+    pub fn name(&self) -> Option<&str> {
+        match &self.selector {
+            LayoutSelector::Name(n) => Some(n),
+            LayoutSelector::Digest(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reference::Registry(r) => write!(f, "{r}"),
+            Reference::Layout(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+impl fmt::Display for RegistryRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.host, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for LayoutRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.selector {
+            LayoutSelector::Name(n) => write!(f, "oci://{}:{n}", self.dir.display()),
+            LayoutSelector::Digest(d) => write!(f, "oci://{}@{d}", self.dir.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(text: &str) -> (String, String) {
+        match Reference::parse(text).expect(text) {
+            Reference::Layout(l) => (
+                l.dir.display().to_string(),
+                match l.selector {
+                    LayoutSelector::Name(n) => n,
+                    LayoutSelector::Digest(d) => format!("@{d}"),
+                },
+            ),
+            other => panic!("{text} parsed as {other:?}"),
+        }
+    }
+
+    fn registry(text: &str) -> RegistryRef {
+        match Reference::parse(text).expect(text) {
+            Reference::Registry(r) => r,
+            other => panic!("{text} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn spec_examples() {
+        assert_eq!(
+            layout("oci://target/directory:image:tag"),
+            ("target/directory".into(), "image:tag".into())
+        );
+        assert_eq!(layout("oci://out:v1"), ("out".into(), "v1".into()));
+        assert_eq!(layout("oci://out"), ("out".into(), "latest".into()));
+        assert_eq!(
+            layout("oci://./build.d/x:v1"),
+            ("./build.d/x".into(), "v1".into())
+        );
+        assert_eq!(
+            layout("oci:///srv/images:team/app:2.3"),
+            ("/srv/images".into(), "team/app:2.3".into())
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            layout(&format!("oci://out@{d}")),
+            ("out".into(), format!("@{d}"))
+        );
+
+        let r = registry("oci://build.d/x:v1");
+        assert_eq!(
+            (r.host.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("build.d", "x", Some("v1"))
+        );
+        let r = registry("oci://registry.example.com/app:v1");
+        assert_eq!(
+            (r.host.as_str(), r.repository.as_str()),
+            ("registry.example.com", "app")
+        );
+        let r = registry("oci://localhost:5000/app");
+        assert_eq!(
+            (r.host.as_str(), r.tag.as_deref()),
+            ("localhost:5000", Some("latest"))
+        );
+        let r = registry("oci://localhost/app");
+        assert_eq!(r.host, "localhost");
+    }
+
+    #[test]
+    fn docker_hub_and_plain_targets() {
+        let r = registry("docker://alpine");
+        assert_eq!(
+            (r.host.as_str(), r.repository.as_str()),
+            ("index.docker.io", "library/alpine")
+        );
+        let r = registry("docker.io/myrepo/nginx:1");
+        assert_eq!(
+            (r.host.as_str(), r.repository.as_str()),
+            ("index.docker.io", "myrepo/nginx")
+        );
+        let r = registry("registry-1.docker.io/nginx");
+        assert_eq!(r.repository, "library/nginx");
+        let d = format!("sha256:{}", "b".repeat(64));
+        let r = registry(&format!("cr://127.0.0.1:5000/a/b:v1@{d}"));
+        assert_eq!(r.tag.as_deref(), Some("v1"));
+        assert_eq!(r.digest.as_ref().map(|d| d.as_str().to_string()), Some(d));
+    }
+
+    #[test]
+    fn errors() {
+        for bad in [
+            "",
+            "ftp://x/y",
+            "localhost:5000/UPPER",
+            "host.io/a//b",
+            "host.io/a:bad tag",
+            "oci://:v1",
+        ] {
+            let e = Reference::parse(bad).expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::InvalidReference, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The one tokio runtime behind the blocking façade.
+//!
+//! Built lazily; rebuilt in a child after `fork()` (a runtime's threads do not survive a
+//! fork); when the caller is already inside a runtime, work runs on a scoped thread instead
+//! of nesting `block_on` (which would panic).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::runtime::{Builder, Handle, Runtime};
+
+use crate::error::{Error, ErrorKind, Result};
+
+static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+
+fn runtime() -> Result<Arc<Runtime>> {
+    let mut guard = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    if let Some((owner, rt)) = guard.as_ref() {
+        if *owner == pid {
+            return Ok(rt.clone());
+        }
+    }
+    if let Some((_, stale)) = guard.take() {
+        // Inherited from the parent across fork(): its threads are gone here, so dropping it
+        // could wait forever. Leak it.
+        std::mem::forget(stale);
+    }
+    let rt = Arc::new(
+        Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("oci-packer")
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot start the async runtime: {e}"),
+                )
+            })?,
+    );
+    *guard = Some((pid, rt.clone()));
+    Ok(rt)
+}
+
+/// Runs `fut` to completion on the library's runtime and returns its output.
+pub fn block_on<F>(fut: F) -> Result<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let rt = runtime()?;
+    if Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(fut))
+                .join()
+                .map_err(|_| Error::new(ErrorKind::Internal, "the worker thread panicked"))
+        })
+    } else {
+        Ok(rt.block_on(fut))
+    }
+}

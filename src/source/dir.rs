@@ -1,0 +1,263 @@
+//! `dir://PATH`: one layer per regular file, or with `archive:` one deterministic tar layer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{
+    blocking, descriptor, file::hash_file, with_title, Origin, StagedBlob, DIR_ANNOTATION,
+};
+use crate::archive;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mediatype;
+use crate::source::ArchiveFormat;
+
+/// What a directory entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file (or a followed symlink to one).
+    File,
+    /// A directory.
+    Dir,
+    /// A symlink kept as a link (archive mode), with its target text.
+    Symlink(PathBuf),
+}
+
+/// One entry of a walked directory.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path relative to the root, `/`-separated.
+    pub rel: String,
+    /// Where to read it.
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+fn err(uri: &str, path: &Path, what: &str) -> Error {
+    Error::new(
+        ErrorKind::SourceNotFound,
+        format!("{uri}: {}: {what}", path.display()),
+    )
+    .with_path(path)
+    .with_reference(uri)
+}
+
+#[cfg(unix)]
+fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    if meta.is_dir() {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+/// Walks `root`, returning entries sorted by the bytes of their relative path.
+///
+/// `keep_links`: archive mode stores symlinks as links; otherwise they are followed. Either
+/// way a link that resolves outside `root` is an error, and so are sockets, FIFOs and devices.
+pub fn walk(root: &Path, uri: &str, keep_links: bool) -> Result<Vec<Entry>> {
+    let meta = std::fs::metadata(root)
+        .map_err(|e| Error::io(&format!("{uri}: cannot read"), root, e).with_reference(uri))?;
+    if !meta.is_dir() {
+        return Err(err(
+            uri,
+            root,
+            "is not a directory (use file://… for a single file)",
+        ));
+    }
+    let canon_root = root
+        .canonicalize()
+        .map_err(|e| Error::io(&format!("{uri}: cannot resolve"), root, e))?;
+    let mut out = Vec::new();
+    let mut ancestors = vec![canon_root.clone()];
+    walk_into(
+        root,
+        "",
+        &canon_root,
+        uri,
+        keep_links,
+        &mut ancestors,
+        &mut out,
+    )?;
+    out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+    Ok(out)
+}
+
+fn walk_into(
+    dir: &Path,
+    prefix: &str,
+    canon_root: &Path,
+    uri: &str,
+    keep_links: bool,
+    ancestors: &mut Vec<PathBuf>,
+    out: &mut Vec<Entry>,
+) -> Result<()> {
+    let rd =
+        std::fs::read_dir(dir).map_err(|e| Error::io(&format!("{uri}: cannot list"), dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(&format!("{uri}: cannot list"), dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(err(uri, &path, "file name is not valid UTF-8"));
+        };
+        let rel = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let lmeta = std::fs::symlink_metadata(&path)
+            .map_err(|e| Error::io(&format!("{uri}: cannot read"), &path, e))?;
+        let ft = lmeta.file_type();
+        if ft.is_symlink() {
+            let target = std::fs::read_link(&path)
+                .map_err(|e| Error::io(&format!("{uri}: cannot read link"), &path, e))?;
+            let resolved = path.canonicalize().ok();
+            let inside = resolved.as_ref().is_some_and(|r| r.starts_with(canon_root));
+            if !inside {
+                return Err(err(
+                    uri,
+                    &path,
+                    &format!(
+                        "symlink to {} resolves outside the directory (copy the file in, or remove the link)",
+                        target.display()
+                    ),
+                ));
+            }
+            if keep_links {
+                out.push(Entry {
+                    rel,
+                    path,
+                    kind: EntryKind::Symlink(target),
+                    mode: 0o777,
+                });
+                continue;
+            }
+            let meta = std::fs::metadata(&path)
+                .map_err(|e| Error::io(&format!("{uri}: cannot read"), &path, e))?;
+            if meta.is_dir() {
+                let canon = resolved.unwrap_or_default();
+                if ancestors.contains(&canon) {
+                    return Err(err(uri, &path, "symlink loop"));
+                }
+                ancestors.push(canon);
+                walk_into(&path, &rel, canon_root, uri, keep_links, ancestors, out)?;
+                ancestors.pop();
+            } else if meta.is_file() {
+                out.push(Entry {
+                    rel,
+                    path,
+                    kind: EntryKind::File,
+                    mode: mode_of(&meta),
+                });
+            } else {
+                return Err(err(
+                    uri,
+                    &path,
+                    "symlink to a special file (socket, FIFO or device)",
+                ));
+            }
+        } else if ft.is_dir() {
+            out.push(Entry {
+                rel: rel.clone(),
+                path: path.clone(),
+                kind: EntryKind::Dir,
+                mode: mode_of(&lmeta),
+            });
+            walk_into(&path, &rel, canon_root, uri, keep_links, ancestors, out)?;
+        } else if ft.is_file() {
+            out.push(Entry {
+                rel,
+                path,
+                kind: EntryKind::File,
+                mode: mode_of(&lmeta),
+            });
+        } else {
+            return Err(err(
+                uri,
+                &path,
+                "is a socket, FIFO or device; only files, directories and symlinks can be packed",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Stages a directory as one layer per regular file, in byte order of the relative path.
+pub async fn stage_files(
+    path: PathBuf,
+    written: String,
+    uri: String,
+    media_type: Option<String>,
+    annotations: BTreeMap<String, String>,
+) -> Result<Vec<StagedBlob>> {
+    blocking(move || {
+        let entries = walk(&path, &uri, false)?;
+        let mut staged = Vec::new();
+        for e in entries.into_iter().filter(|e| e.kind == EntryKind::File) {
+            let (digest, size) = hash_file(&e.path, &uri)?;
+            let mut ann = with_title(&annotations, &e.rel);
+            ann.insert(DIR_ANNOTATION.to_string(), written.clone());
+            let mt = media_type
+                .clone()
+                .unwrap_or_else(|| mediatype::infer(&e.rel).to_string());
+            staged.push(StagedBlob {
+                descriptor: descriptor(&mt, &digest, size, ann),
+                origin: Origin::File(e.path),
+            });
+        }
+        Ok(staged)
+    })
+    .await
+}
+
+/// Annotation ORAS uses to unpack a directory layer on pull.
+pub const ORAS_UNPACK: &str = "io.deis.oras.content.unpack";
+/// Annotation ORAS uses for the digest of the uncompressed tar.
+pub const ORAS_DIGEST: &str = "io.deis.oras.content.digest";
+
+/// Stages a directory as one deterministic archive layer in `tmp_dir`.
+pub async fn stage_archive(
+    path: PathBuf,
+    uri: String,
+    format: ArchiveFormat,
+    media_type: Option<String>,
+    annotations: BTreeMap<String, String>,
+    tmp_dir: PathBuf,
+    mtime: u64,
+) -> Result<StagedBlob> {
+    blocking(move || {
+        let entries = walk(&path, &uri, true)?;
+        let base = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "dir".into());
+        let built = archive::write_temp(&entries, &base, format, mtime, &tmp_dir)?;
+        let mut ann = with_title(&annotations, &base);
+        ann.insert(ORAS_UNPACK.into(), "true".into());
+        ann.insert(ORAS_DIGEST.into(), built.tar_digest.to_string());
+        let mt = media_type.unwrap_or_else(|| {
+            match format {
+                ArchiveFormat::Tar => mediatype::LAYER_TAR,
+                ArchiveFormat::TarGzip => mediatype::LAYER_TAR_GZIP,
+                ArchiveFormat::TarZstd => mediatype::LAYER_TAR_ZSTD,
+            }
+            .to_string()
+        });
+        Ok(StagedBlob {
+            descriptor: descriptor(&mt, &built.digest, built.size, ann),
+            origin: Origin::Temp(Arc::new(built.file)),
+        })
+    })
+    .await
+}

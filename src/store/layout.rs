@@ -1,0 +1,395 @@
+//! OCI image layout store (OCI Image Layout 1.0): blobs hashed while written to a temp file
+//! inside the layout and renamed into place; `index.json` rewritten atomically under an
+//! exclusive `index.lock`, only after every blob it names is in place.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use oci_spec::image::{Descriptor, ImageIndex};
+
+use super::{Blob, PushOutcome, Store};
+use crate::digest::{copy_hashing, Digest};
+use crate::error::{Error, ErrorKind, Result};
+use crate::json::canonical_json;
+use crate::mediatype;
+use crate::progress::{Progress, ProgressEvent};
+use crate::reference::LayoutSelector;
+use crate::source::blocking;
+
+/// The annotation that names an entry of `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const LAYOUT_FILE: &str = "oci-layout";
+const INDEX_FILE: &str = "index.json";
+const LOCK_FILE: &str = "index.lock";
+const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// An OCI image layout directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    dir: PathBuf,
+    fsync: bool,
+}
+
+fn layout_err(dir: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!("layout {}: {msg}", dir.display()),
+    )
+    .with_path(dir)
+}
+
+impl Layout {
+    /// Opens a layout for writing: an existing one is checked (its `oci-layout` and
+    /// `index.json` must be valid, else nothing is touched); a missing one is created on the
+    /// first write. `fsync` makes blobs durable before `index.json` names them.
+    pub fn open(dir: &Path, fsync: bool) -> Result<Layout> {
+        let layout = Layout {
+            dir: dir.to_path_buf(),
+            fsync,
+        };
+        if dir.join(LAYOUT_FILE).exists() {
+            layout.check()?;
+        } else if dir.is_file() {
+            return Err(layout_err(dir, "is a file, not a directory"));
+        } else if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(layout_err(
+                dir,
+                "exists but is not an OCI image layout (no oci-layout file); use a new or empty directory",
+            ));
+        }
+        Ok(layout)
+    }
+
+    /// Opens a layout that must exist already (reading).
+    pub fn open_existing(dir: &Path) -> Result<Layout> {
+        if !dir.join(LAYOUT_FILE).exists() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "layout {}: no OCI image layout there (no oci-layout file)",
+                    dir.display()
+                ),
+            )
+            .with_path(dir));
+        }
+        let layout = Layout {
+            dir: dir.to_path_buf(),
+            fsync: false,
+        };
+        layout.check()?;
+        Ok(layout)
+    }
+
+    /// The layout directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check(&self) -> Result<()> {
+        let text = fs::read(self.dir.join(LAYOUT_FILE))
+            .map_err(|e| Error::io("reading", &self.dir.join(LAYOUT_FILE), e))?;
+        let v: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| layout_err(&self.dir, format!("oci-layout is not valid JSON ({e})")))?;
+        if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+            return Err(layout_err(
+                &self.dir,
+                "unsupported imageLayoutVersion in oci-layout (expected 1.0.0)",
+            ));
+        }
+        self.read_index().map(|_| ())
+    }
+
+    /// Path of a blob in this layout.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let (algo, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+        self.dir.join("blobs").join(algo).join(hex)
+    }
+
+    /// Reads `index.json` (an empty index when it does not exist yet).
+    pub fn read_index(&self) -> Result<ImageIndex> {
+        let path = self.dir.join(INDEX_FILE);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(empty_index()),
+            Err(e) => return Err(Error::io("reading", &path, e)),
+        };
+        serde_json::from_slice(&text).map_err(|e| {
+            layout_err(
+                &self.dir,
+                format!("index.json is not a valid OCI index ({e}); fix or remove it — it was left unchanged"),
+            )
+        })
+    }
+
+    /// The entries of `index.json`.
+    pub fn entries(&self) -> Result<Vec<Descriptor>> {
+        Ok(self.read_index()?.manifests().clone())
+    }
+
+    /// Creates the layout's skeleton if it is missing (idempotent, safe across processes).
+    fn ensure(&self) -> Result<()> {
+        let blobs = self.dir.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).map_err(|e| Error::io("creating", &blobs, e))?;
+        let marker = self.dir.join(LAYOUT_FILE);
+        if !marker.exists() {
+            write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
+        }
+        Ok(())
+    }
+
+    /// Finds an entry by name or digest.
+    pub fn resolve(&self, selector: &LayoutSelector) -> Result<Descriptor> {
+        let entries = self.entries()?;
+        let found = match selector {
+            LayoutSelector::Name(n) => entries
+                .into_iter()
+                .find(|d| ref_name(d) == Some(n.as_str())),
+            LayoutSelector::Digest(dg) => entries
+                .into_iter()
+                .find(|d| d.digest().to_string() == dg.as_str())
+                .or_else(|| self.describe_blob(dg)),
+        };
+        found.ok_or_else(|| {
+            let what = match selector {
+                LayoutSelector::Name(n) => format!("no entry named \"{n}\""),
+                LayoutSelector::Digest(d) => format!("no manifest {d}"),
+            };
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "layout {}: {what} (see `oci-packer list oci://{}`)",
+                    self.dir.display(),
+                    self.dir.display()
+                ),
+            )
+            .with_path(&self.dir)
+        })
+    }
+
+    /// A descriptor for a manifest blob that is not in `index.json` (child of an index).
+    fn describe_blob(&self, digest: &Digest) -> Option<Descriptor> {
+        let data = fs::read(self.blob_path(digest.as_str())).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
+        let mt = v.get("mediaType")?.as_str()?;
+        mediatype::is_manifest(mt)
+            .then(|| Descriptor::new(mt.into(), data.len() as u64, digest.to_oci()))
+    }
+
+    /// Names `desc` as `name` in `index.json`, replacing an older entry of that name.
+    ///
+    /// Refuses when the blob is not in the layout, so a tag never points at missing content.
+    pub async fn tag(&self, desc: &Descriptor, name: &str) -> Result<()> {
+        let this = self.clone();
+        let desc = desc.clone();
+        let name = name.to_string();
+        blocking(move || this.tag_blocking(&desc, &name)).await
+    }
+
+    fn tag_blocking(&self, desc: &Descriptor, name: &str) -> Result<()> {
+        let blob = self.blob_path(&desc.digest().to_string());
+        if !fs::metadata(&blob).is_ok_and(|m| m.len() == desc.size()) {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "refusing to tag {name}: blob {} is not in layout {}",
+                    desc.digest(),
+                    self.dir.display()
+                ),
+            ));
+        }
+        self.ensure()?;
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let mut entry = desc.clone();
+        let mut ann = entry.annotations().clone().unwrap_or_default();
+        ann.insert(REF_NAME.to_string(), name.to_string());
+        entry.set_annotations(Some(ann));
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| ref_name(d) != Some(name))
+            .cloned()
+            .collect();
+        manifests.push(entry);
+        manifests.sort_by(|a, b| {
+            (ref_name(a), a.digest().to_string()).cmp(&(ref_name(b), b.digest().to_string()))
+        });
+        index.set_manifests(manifests);
+        write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)
+    }
+
+    fn lock(&self) -> Result<File> {
+        let path = self.dir.join(LOCK_FILE);
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("opening", &path, e))?;
+        fs4::fs_std::FileExt::lock_exclusive(&f).map_err(|e| Error::io("locking", &path, e))?;
+        Ok(f)
+    }
+
+    fn write_blob(
+        &self,
+        desc: &Descriptor,
+        blob: Blob,
+        progress: &Progress,
+    ) -> Result<PushOutcome> {
+        let digest = desc.digest().to_string();
+        let final_path = self.blob_path(&digest);
+        if fs::metadata(&final_path).is_ok_and(|m| m.len() == desc.size()) {
+            return Ok(PushOutcome::AlreadyExists);
+        }
+        if !digest.starts_with("sha256:") {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("cannot verify {digest}: only sha256 blobs can be written"),
+            ));
+        }
+        self.ensure()?;
+        let dir = final_path.parent().unwrap_or(&self.dir).to_path_buf();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".oci-packer-")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io("creating temp blob in", &dir, e))?;
+        let mut report = |n: u64| {
+            if !progress.is_silent() {
+                progress.emit(ProgressEvent::Advanced {
+                    digest: digest.clone(),
+                    bytes: n,
+                });
+            }
+        };
+        let (got, size) = {
+            let out: &mut dyn Write = tmp.as_file_mut();
+            match &blob {
+                Blob::Bytes(b) => copy_hashing(&mut &b[..], Some(out), &mut report),
+                Blob::File(p) => {
+                    let mut f = File::open(p).map_err(|e| Error::io("reading", p, e))?;
+                    copy_hashing(&mut f as &mut dyn Read, Some(out), &mut report)
+                }
+            }
+        }
+        .map_err(|e| Error::io("writing blob", tmp.path(), e))?;
+        if got.as_str() != digest || size != desc.size() {
+            let from = match &blob {
+                Blob::File(p) => format!(" (read from {})", p.display()),
+                Blob::Bytes(_) => String::new(),
+            };
+            return Err(Error::new(
+                ErrorKind::DigestMismatch,
+                format!("expected {digest} ({} bytes), got {got} ({size} bytes){from}; the source changed while packing?", desc.size()),
+            )
+            .with_digest(digest));
+        }
+        if self.fsync {
+            tmp.as_file()
+                .sync_all()
+                .map_err(|e| Error::io("syncing", tmp.path(), e))?;
+        }
+        set_readable(tmp.as_file());
+        tmp.persist(&final_path)
+            .map_err(|e| Error::io("renaming blob to", &final_path, e.error))?;
+        if self.fsync {
+            sync_dir(&dir)?;
+        }
+        Ok(PushOutcome::Stored)
+    }
+}
+
+fn empty_index() -> ImageIndex {
+    let mut i = ImageIndex::default();
+    i.set_media_type(Some(oci_spec::image::MediaType::ImageIndex));
+    i.set_manifests(Vec::new());
+    i
+}
+
+/// The `ref.name` annotation of an entry.
+pub fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME))
+        .map(String::as_str)
+}
+
+#[cfg(unix)]
+fn set_readable(f: &File) {
+    use std::os::unix::fs::PermissionsExt;
+    // tempfile creates 0600; blobs are content, readable like any file the user writes.
+    let _ = f.set_permissions(fs::Permissions::from_mode(0o644));
+}
+
+#[cfg(not(unix))]
+fn set_readable(_f: &File) {}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("syncing", dir, e))?;
+    Ok(())
+}
+
+/// Writes `name` in `dir` via temp file + rename (+ fsync of file and directory when `sync`).
+fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("creating temp file in", dir, e))?;
+    tmp.write_all(data)
+        .map_err(|e| Error::io("writing", tmp.path(), e))?;
+    if sync {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("syncing", tmp.path(), e))?;
+    }
+    set_readable(tmp.as_file());
+    let target = dir.join(name);
+    tmp.persist(&target)
+        .map_err(|e| Error::io("replacing", &target, e.error))?;
+    if sync {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for Layout {
+    fn name(&self) -> String {
+        format!("oci://{}", self.dir.display())
+    }
+
+    async fn exists(&self, desc: &Descriptor) -> Result<bool> {
+        let p = self.blob_path(&desc.digest().to_string());
+        Ok(tokio::fs::metadata(&p)
+            .await
+            .is_ok_and(|m| m.len() == desc.size()))
+    }
+
+    async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
+        let p = self.blob_path(&desc.digest().to_string());
+        if tokio::fs::metadata(&p).await.is_err() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("{}: blob {} is missing", self.name(), desc.digest()),
+            )
+            .with_digest(desc.digest().to_string()));
+        }
+        Ok(Blob::File(p))
+    }
+
+    async fn push(
+        &self,
+        desc: &Descriptor,
+        blob: Blob,
+        progress: &Progress,
+    ) -> Result<PushOutcome> {
+        let this = self.clone();
+        let desc = desc.clone();
+        let progress = progress.clone();
+        blocking(move || this.write_blob(&desc, blob, &progress)).await
+    }
+}
