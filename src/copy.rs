@@ -43,7 +43,7 @@ pub fn successors(media_type: &str, data: &[u8]) -> Result<Vec<Descriptor>> {
     if !mediatype::is_manifest(media_type) {
         return Ok(Vec::new());
     }
-    let c: Children = serde_json::from_slice(data)
+    let c: Children = crate::json::from_slice(data)
         .map_err(|e| Error::new(ErrorKind::Registry, format!("invalid {media_type}: {e}")))?;
     Ok(c.config
         .into_iter()

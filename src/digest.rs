@@ -68,7 +68,7 @@ impl Digest {
 
     /// Converts an oci-spec digest.
     pub fn from_oci(d: &oci_spec::image::Digest) -> Result<Digest> {
-        Digest::parse(&d.to_string())
+        Digest::parse(d.as_ref())
     }
 }
 

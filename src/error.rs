@@ -113,8 +113,11 @@ impl fmt::Display for Problem {
 }
 
 /// The library's error: a kind, a message that names the thing, and typed context.
-#[derive(thiserror::Error)]
-pub struct Error {
+///
+/// Boxed, so that `Result<T, Error>` stays one pointer wide on the happy path.
+pub struct Error(Box<Inner>);
+
+struct Inner {
     kind: ErrorKind,
     message: String,
     problems: Vec<Problem>,
@@ -123,8 +126,16 @@ pub struct Error {
     digest: Option<String>,
     status: Option<u16>,
     code: Option<String>,
-    #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// Shorthand for results of this crate.
@@ -133,7 +144,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind` with a message that names the thing and says what to do.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: message.into(),
             problems: Vec::new(),
@@ -143,7 +154,7 @@ impl Error {
             status: None,
             code: None,
             source: None,
-        }
+        }))
     }
 
     /// An invalid pack file with every problem that was found.
@@ -157,8 +168,8 @@ impl Error {
             }
         };
         let mut err = Error::new(ErrorKind::PackFile, message);
-        err.path = problems.iter().find_map(|p| p.file.clone());
-        err.problems = problems;
+        err.0.path = problems.iter().find_map(|p| p.file.clone());
+        err.0.problems = problems;
         err
     }
 
@@ -175,94 +186,94 @@ impl Error {
 
     /// Sets the path this error is about.
     pub fn with_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.path = Some(path.into());
+        self.0.path = Some(path.into());
         self
     }
 
     /// Sets the reference (target, source URI) this error is about.
     pub fn with_reference(mut self, reference: impl Into<String>) -> Self {
-        self.reference = Some(reference.into());
+        self.0.reference = Some(reference.into());
         self
     }
 
     /// Sets the digest this error is about.
     pub fn with_digest(mut self, digest: impl Into<String>) -> Self {
-        self.digest = Some(digest.into());
+        self.0.digest = Some(digest.into());
         self
     }
 
     /// Sets the HTTP status and, when the server sent one, its error code.
     pub fn with_status(mut self, status: u16, code: Option<String>) -> Self {
-        self.status = Some(status);
-        self.code = code;
+        self.0.status = Some(status);
+        self.0.code = code;
         self
     }
 
     /// Keeps the underlying error as `source()`.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.0.source = Some(Box::new(source));
         self
     }
 
     /// Prefixes the message with context (`"items[1] (file://a): "` …).
     pub fn context(mut self, prefix: impl fmt::Display) -> Self {
-        self.message = format!("{prefix}: {}", self.message);
+        self.0.message = format!("{prefix}: {}", self.0.message);
         self
     }
 
     /// The kind of error.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The message, without the kind.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// Every problem of an invalid pack file (empty for other kinds).
     pub fn problems(&self) -> &[Problem] {
-        &self.problems
+        &self.0.problems
     }
 
     /// The file or directory this error is about.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.0.path.as_deref()
     }
 
     /// The reference or URI this error is about.
     pub fn reference(&self) -> Option<&str> {
-        self.reference.as_deref()
+        self.0.reference.as_deref()
     }
 
     /// The digest this error is about.
     pub fn digest(&self) -> Option<&str> {
-        self.digest.as_deref()
+        self.0.digest.as_deref()
     }
 
     /// The HTTP status of a registry or HTTP error.
     pub fn http_status(&self) -> Option<u16> {
-        self.status
+        self.0.status
     }
 
     /// The registry's error code (`MANIFEST_UNKNOWN` …).
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.0.code.as_deref()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
-            .field("kind", &self.kind)
-            .field("message", &self.message)
-            .field("source", &self.source)
+            .field("kind", &self.0.kind)
+            .field("message", &self.0.message)
+            .field("source", &self.0.source)
             .finish()
     }
 }

@@ -55,7 +55,7 @@ pub enum Listing {
         /// The reference listed.
         reference: String,
         /// Its graph.
-        tree: TreeNode,
+        tree: Box<TreeNode>,
     },
 }
 
@@ -148,6 +148,6 @@ pub(crate) async fn list(reference: &str) -> Result<Listing> {
     let root = layout.resolve(&selector)?;
     Ok(Listing::Artifact {
         reference: reference.to_string(),
-        tree: tree(&layout, &root, 0).await?,
+        tree: Box::new(tree(&layout, &root, 0).await?),
     })
 }

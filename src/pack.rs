@@ -40,17 +40,18 @@ pub(crate) struct LayoutTarget {
 pub(crate) fn open_target(target: &str, fsync: bool) -> Result<LayoutTarget> {
     match Reference::parse(target)? {
         Reference::Layout(l) => {
-            let name =
-                match &l.selector {
-                    LayoutSelector::Name(n) => n.clone(),
-                    LayoutSelector::Digest(_) => return Err(Error::new(
+            let name = match &l.selector {
+                LayoutSelector::Name(n) => n.clone(),
+                LayoutSelector::Digest(_) => {
+                    return Err(Error::new(
                         ErrorKind::InvalidReference,
                         format!(
                             "{target}: a layout target needs a name (oci://DIR:REF), not a digest"
                         ),
                     )
-                    .with_reference(target)),
-                };
+                    .with_reference(target))
+                }
+            };
             Ok(LayoutTarget {
                 layout: Layout::open(&l.dir, fsync)?,
                 name,

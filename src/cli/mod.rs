@@ -16,7 +16,6 @@ mod output;
 #[command(
     name = "oci-packer",
     version,
-    args_conflicts_with_subcommands = true,
     after_help = "The seed form `oci-packer -f FILE TARGET` is the same as `oci-packer pack -f FILE TARGET`."
 )]
 struct Cli {

@@ -148,10 +148,7 @@ fn print_tree(out: &mut dyn Write, n: &TreeNode, prefix: &str) -> Result<(), Err
 
 pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, Error> {
     if format == Format::Json {
-        print_json(
-            out,
-            &serde_json::to_value(l).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?,
-        )?;
+        print_json(out, &crate::json::to_value(l)?)?;
         return Ok(0);
     }
     match l {

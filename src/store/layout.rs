@@ -115,7 +115,7 @@ impl Layout {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(empty_index()),
             Err(e) => return Err(Error::io("reading", &path, e)),
         };
-        serde_json::from_slice(&text).map_err(|e| {
+        crate::json::from_slice(&text).map_err(|e| {
             layout_err(
                 &self.dir,
                 format!("index.json is not a valid OCI index ({e}); fix or remove it — it was left unchanged"),
@@ -188,7 +188,7 @@ impl Layout {
     }
 
     fn tag_blocking(&self, desc: &Descriptor, name: &str) -> Result<()> {
-        let blob = self.blob_path(&desc.digest().to_string());
+        let blob = self.blob_path(desc.digest().as_ref());
         if !fs::metadata(&blob).is_ok_and(|m| m.len() == desc.size()) {
             return Err(Error::new(
                 ErrorKind::Internal,
@@ -363,14 +363,14 @@ impl Store for Layout {
     }
 
     async fn exists(&self, desc: &Descriptor) -> Result<bool> {
-        let p = self.blob_path(&desc.digest().to_string());
+        let p = self.blob_path(desc.digest().as_ref());
         Ok(tokio::fs::metadata(&p)
             .await
             .is_ok_and(|m| m.len() == desc.size()))
     }
 
     async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
-        let p = self.blob_path(&desc.digest().to_string());
+        let p = self.blob_path(desc.digest().as_ref());
         if tokio::fs::metadata(&p).await.is_err() {
             return Err(Error::new(
                 ErrorKind::NotFound,

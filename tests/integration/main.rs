@@ -1,1 +1,8 @@
+//! Integration tests: one binary, read like the spec (SPEC §2–§4, §6).
 
+mod assembly;
+mod cli;
+mod layout;
+mod packfile;
+mod sources;
+mod util;

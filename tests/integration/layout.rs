@@ -1,0 +1,322 @@
+//! SPEC §3 layouts: atomic, locked index.json, re-tagging, corrupt input, concurrent writers,
+//! crashes, and `list`.
+
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// Every blob under a digest name has that digest; index.json names only blobs that exist.
+fn assert_layout_valid(dir: &std::path::Path) {
+    use sha2::Digest;
+    assert_eq!(
+        std::fs::read(dir.join("oci-layout")).expect("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#
+    );
+    let index = read_json(&dir.join("index.json"));
+    for e in index["manifests"].as_array().expect("manifests") {
+        let d = e["digest"].as_str().expect("digest");
+        assert_eq!(
+            blob(dir, d).len() as u64,
+            e["size"].as_u64().expect("size"),
+            "{d}"
+        );
+    }
+    for f in std::fs::read_dir(dir.join("blobs/sha256")).expect("blobs") {
+        let f = f.expect("entry");
+        let name = f.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue; // an unfinished temp file, never under a digest name
+        }
+        let data = std::fs::read(f.path()).expect("read");
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&data)),
+            name,
+            "partial or wrong blob under a digest name"
+        );
+    }
+}
+
+#[test]
+fn retagging_replaces_the_older_entry_and_entries_are_sorted() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("b.txt", "b");
+    d.write("a.yaml", "items:\n  - from: file://a.txt\n");
+    d.write("b.yaml", "items:\n  - from: file://b.txt\n");
+    let a = packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "a.yaml", "oci://out:zeta"],
+        &[],
+    ));
+    packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "a.yaml", "oci://out:alpha"],
+        &[],
+    ));
+    let b = packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "b.yaml", "oci://out:zeta"],
+        &[],
+    ));
+    assert_ne!(a, b);
+    let index = read_json(&d.join("out/index.json"));
+    let names: Vec<(&str, &str)> = index["manifests"]
+        .as_array()
+        .expect("m")
+        .iter()
+        .map(|m| {
+            (
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .expect("n"),
+                m["digest"].as_str().expect("d"),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("alpha", a.as_str()), ("zeta", b.as_str())]);
+    assert_eq!(index["schemaVersion"], 2);
+    assert_layout_valid(&d.join("out"));
+    skopeo_reads(&d.join("out"), "zeta");
+    skopeo_reads(&d.join("out"), "alpha");
+}
+
+#[test]
+fn corrupt_index_json_is_an_error_and_left_unchanged() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
+    packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "pack.yaml", "oci://out:v1"],
+        &[],
+    ));
+    std::fs::write(d.join("out/index.json"), b"{\"manifests\": [").expect("corrupt");
+    let before = snapshot(&d.join("out"));
+    let o = run(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v2"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("layout out: index.json is not a valid OCI index")
+            && err.contains("left unchanged"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&d.join("out")), before);
+    let o = run(&d.path, &["list", "oci://out"], &[]);
+    assert!(
+        stderr(&o).contains("index.json is not a valid OCI index"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_directory_that_is_not_a_layout_is_refused() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
+    d.write("notalayout/readme", "mine");
+    let o = run(
+        &d.path,
+        &["pack", "-f", "pack.yaml", "oci://notalayout:v1"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("exists but is not an OCI image layout"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(snapshot(&d.join("notalayout")).len(), 1);
+}
+
+#[test]
+fn eight_processes_pack_into_one_layout_at_once() {
+    let d = TestDir::new();
+    d.write("shared.bin", vec![42u8; 300_000]);
+    let mut children = Vec::new();
+    for i in 0..8 {
+        d.write(&format!("own{i}.txt"), format!("own {i}"));
+        d.write(
+            &format!("p{i}.yaml"),
+            format!("items:\n  - from: file://shared.bin\n  - from: file://own{i}.txt\n"),
+        );
+        let child = bin()
+            .current_dir(&d.path)
+            .args([
+                "pack",
+                "-f",
+                &format!("p{i}.yaml"),
+                &format!("oci://out:tag{i}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        children.push(child);
+    }
+    for c in children {
+        let o = c.wait_with_output().expect("wait");
+        packed_digest(&o);
+    }
+    let index = read_json(&d.join("out/index.json"));
+    let mut names: Vec<String> = index["manifests"]
+        .as_array()
+        .expect("m")
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .expect("n")
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, (0..8).map(|i| format!("tag{i}")).collect::<Vec<_>>());
+    assert_layout_valid(&d.join("out"));
+    for i in 0..8 {
+        skopeo_reads(&d.join("out"), &format!("tag{i}"));
+    }
+}
+
+#[test]
+fn a_pack_killed_midway_leaves_the_layout_valid() {
+    let d = TestDir::new();
+    d.write("small.txt", "small");
+    d.write("small.yaml", "items:\n  - from: file://small.txt\n");
+    packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "small.yaml", "oci://out:before"],
+        &[],
+    ));
+    // Large enough that hashing and copying take a while even in a release build.
+    let big = std::fs::File::create(d.join("big.bin")).expect("create");
+    big.set_len(512 << 20).expect("sparse 512 MiB");
+    d.write(
+        "big.yaml",
+        "items:\n  - from: file://big.bin\n  - from: file://small.txt\n",
+    );
+    for delay_ms in [50u64, 400, 1200] {
+        let mut child = bin()
+            .current_dir(&d.path)
+            .args(["pack", "-f", "big.yaml", "oci://out:big"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_layout_valid(&d.join("out"));
+        skopeo_reads(&d.join("out"), "before");
+    }
+    // A re-run completes and the earlier entry is still there.
+    packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "big.yaml", "oci://out:big"],
+        &[],
+    ));
+    assert_layout_valid(&d.join("out"));
+    assert_eq!(
+        read_json(&d.join("out/index.json"))["manifests"]
+            .as_array()
+            .expect("m")
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn fsync_option_writes_the_same_layout() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
+    let a = packed_digest(&run(
+        &d.path,
+        &["--fsync", "pack", "-f", "pack.yaml", "oci://synced:v1"],
+        &[],
+    ));
+    let b = packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "pack.yaml", "oci://plain:v1"],
+        &[],
+    ));
+    assert_eq!(a, b);
+    assert_eq!(snapshot(&d.join("synced")), snapshot(&d.join("plain")));
+}
+
+#[test]
+fn list_shows_entries_and_trees() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("b.json", "{}");
+    d.write(
+        "m.yaml",
+        "type: application/vnd.example\nitems:\n  - from: file://a.txt\n",
+    );
+    d.write("i.yaml", "items:\n  - from: file://a.txt\n    platform: linux/amd64\n  - from: file://b.json\n    platform: linux/arm/v7\n");
+    let m = packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "m.yaml", "oci://out:man"],
+        &[],
+    ));
+    let i = packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "i.yaml", "oci://out:idx"],
+        &[],
+    ));
+    let o = run(&d.path, &["list", "oci://out"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["REF", "KIND", "DIGEST", "PLATFORM", "ARTIFACT-TYPE", "SIZE"]
+    );
+    assert_eq!(
+        &lines[1][..5],
+        ["idx", "index", i.as_str(), "linux/amd64,linux/arm/v7", "-"]
+    );
+    assert_eq!(
+        &lines[2][..5],
+        [
+            "man",
+            "manifest",
+            m.as_str(),
+            "-",
+            "application/vnd.example"
+        ]
+    );
+
+    let o = run(&d.path, &["--format", "json", "list", "oci://out:idx"], &[]);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["kind"], "artifact");
+    assert_eq!(v["tree"]["descriptor"]["digest"], i.as_str());
+    let members = v["tree"]["children"].as_array().expect("children");
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[1]["descriptor"]["platform"]["variant"], "v7");
+    assert_eq!(
+        members[0]["children"][1]["descriptor"]["annotations"]["org.opencontainers.image.title"],
+        "a.txt"
+    );
+
+    let o = run(&d.path, &["list", &format!("oci://out@{m}")], &[]);
+    assert!(stdout(&o).contains("└── text/plain"), "{}", stdout(&o));
+    let o = run(&d.path, &["list", "oci://out:nope"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no entry named \"nope\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&d.path, &["list", "oci://missing"], &[]);
+    assert!(
+        stderr(&o).contains("no OCI image layout there"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1,0 +1,272 @@
+//! SPEC §2.1: strict pack files, every problem at once with file, line, column and field.
+
+use oci_packer::{PackInput, Problem};
+
+use crate::util::*;
+
+fn problems(yaml: &str) -> Vec<Problem> {
+    let d = TestDir::new();
+    let f = d.write("pack.yaml", yaml);
+    oci_packer::validate(PackInput::File(f)).expect("readable")
+}
+
+fn has(ps: &[Problem], field: &str, line: usize, column: usize, text: &str) {
+    assert!(
+        ps.iter().any(|p| p.field == field
+            && p.line == line
+            && p.column == column
+            && p.message.contains(text)),
+        "no problem {field} at {line}:{column} containing {text:?} in {ps:#?}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_position_and_field() {
+    let ps = problems(
+        "type: application/vnd.example\n\
+         bogus: 1\n\
+         items:\n\
+         \x20 - from: file://a.txt\n\
+         \x20   platform: linux/amd46\n\
+         \x20 - from: ftp://host/x\n\
+         \x20   extra: y\n\
+         \x20 - type: text/plain\n\
+         \x20 - from: file://${OCI_PACKER_TEST_UNSET_VAR}/x\n\
+         \x20 - from: \"\"\n\
+         \x20 - from: dir://d/\n\
+         \x20   archive: zip\n\
+         \x20 - from: file://a.txt\n\
+         \x20   digest: sha256:1234\n",
+    );
+    has(&ps, "bogus", 2, 1, "unknown key \"bogus\"");
+    has(
+        &ps,
+        "items[0].platform",
+        5,
+        15,
+        "unknown architecture \"amd46\"",
+    );
+    has(&ps, "items[1].from", 6, 11, "unknown scheme \"ftp://\"");
+    has(&ps, "items[1].extra", 7, 5, "unknown key \"extra\"");
+    has(&ps, "items[2].from", 8, 5, "missing required key \"from\"");
+    has(
+        &ps,
+        "items[3].from",
+        9,
+        11,
+        "environment variable OCI_PACKER_TEST_UNSET_VAR is not set",
+    );
+    has(&ps, "items[4].from", 10, 11, "empty \"from\"");
+    has(&ps, "items[5].archive", 12, 14, "unknown archive \"zip\"");
+    has(&ps, "items[6].digest", 14, 13, "invalid digest");
+    assert_eq!(ps.len(), 9, "{ps:#?}");
+    assert!(ps
+        .iter()
+        .all(|p| p.file.as_ref().is_some_and(|f| f.ends_with("pack.yaml"))));
+}
+
+#[test]
+fn yaml_syntax_error_has_line_and_column() {
+    let ps = problems("items:\n  - from: file://a\n    type: [unclosed\n");
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert!(
+        ps[0].message.starts_with("YAML syntax error"),
+        "{}",
+        ps[0].message
+    );
+    assert!(ps[0].line >= 3, "{:?}", ps[0]);
+    assert!(ps[0].to_string().contains("pack.yaml:"), "{}", ps[0]);
+}
+
+#[test]
+fn structural_rules() {
+    has(&problems(""), "", 0, 0, "the pack file is empty");
+    has(
+        &problems("type: a/b\n"),
+        "items",
+        1,
+        1,
+        "missing required key \"items\"",
+    );
+    has(&problems("items: []\n"), "items", 1, 8, "at least one item");
+    has(
+        &problems("items: file://x\n"),
+        "items",
+        1,
+        8,
+        "expected a list of items",
+    );
+    has(
+        &problems("items:\n  - from: [a]\n"),
+        "items[0].from",
+        2,
+        11,
+        "expected a string",
+    );
+    has(
+        &problems("items:\n  - from: file://a\n    type: nonsense\n"),
+        "items[0].type",
+        3,
+        11,
+        "invalid media type",
+    );
+    has(
+        &problems("items:\n  - from: file://a\n    archive: tar\n"),
+        "items[0].archive",
+        3,
+        14,
+        "only to dir://",
+    );
+    has(
+        &problems("items:\n  - from: dir://d\n    digest: sha256:0000000000000000000000000000000000000000000000000000000000000000\n"),
+        "items[0].digest",
+        3,
+        13,
+        "add archive: to pin",
+    );
+    has(
+        &problems("config:\n  from: dir://d\nitems:\n  - from: file://a\n"),
+        "config.from",
+        2,
+        9,
+        "single blob",
+    );
+    has(
+        &problems("items:\n  - from: file://a\n    config: {from: file://c}\n"),
+        "items[0].config",
+        3,
+        14,
+        "only in index mode",
+    );
+    has(
+        &problems("items:\n  - from: file://a\n    platform: linux\n"),
+        "items[0].platform",
+        3,
+        15,
+        "expected os/arch",
+    );
+    has(
+        &problems("items:\n  - from: oci://localhost:5000/app:v1\n"),
+        "items[0].from",
+        2,
+        11,
+        "not available in this build",
+    );
+    has(
+        &problems("items:\n  - from: s3://bucket/key\n"),
+        "items[0].from",
+        2,
+        11,
+        "not available in this build",
+    );
+    has(
+        &problems("items:\n  - from: file://a\n    from: file://b\n"),
+        "items[0].from",
+        3,
+        5,
+        "duplicate key",
+    );
+}
+
+#[test]
+fn two_configs_in_one_platform_group_are_an_error() {
+    let ps = problems(
+        "items:\n\
+         \x20 - from: file://a\n\
+         \x20   platform: linux/amd64\n\
+         \x20   config: {from: file://c1.json}\n\
+         \x20 - from: file://b\n\
+         \x20   platform: linux/x86_64\n\
+         \x20   config: {from: file://c2.json}\n",
+    );
+    has(
+        &ps,
+        "items[1].config",
+        7,
+        14,
+        "items[0] and items[1] land in one member manifest (linux/amd64)",
+    );
+}
+
+#[test]
+fn variables_defaults_and_dollar_escape() {
+    let d = TestDir::new();
+    let f = d.write(
+        "pack.yaml",
+        "type: ${OCI_PACKER_T:-application/vnd.default}\n\
+         annotations: {price: \"$$5\", who: \"${OCI_PACKER_WHO}\"}\n\
+         items:\n  - from: file://a.txt\n",
+    );
+    d.write("a.txt", "a");
+    let o = run(
+        &d.path,
+        &["pack", "--dry-run", "-f", f.to_str().expect("utf8")],
+        &[("OCI_PACKER_WHO", "me")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(m["artifactType"], "application/vnd.default");
+    assert_eq!(m["annotations"]["price"], "$5");
+    assert_eq!(m["annotations"]["who"], "me");
+    let o = run(
+        &d.path,
+        &["pack", "--dry-run", "-f", "pack.yaml"],
+        &[
+            ("OCI_PACKER_WHO", "me"),
+            ("OCI_PACKER_T", "application/vnd.set"),
+        ],
+    );
+    let m: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(m["artifactType"], "application/vnd.set");
+}
+
+#[test]
+fn a_dict_pack_is_read_with_the_same_rules() {
+    let v = serde_json::json!({"items": [{"from": "file://a", "colour": "red"}], "extra": 1});
+    let ps = oci_packer::validate(PackInput::Json {
+        value: v,
+        base_dir: ".".into(),
+    })
+    .expect("ok");
+    let fields: Vec<&str> = ps.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["extra", "items[0].colour"], "{ps:#?}");
+    assert!(ps.iter().all(|p| p.line == 0 && p.file.is_none()));
+}
+
+#[test]
+fn the_model_round_trips_through_yaml() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    let pack = oci_packer::PackFile {
+        artifact_type: Some("application/vnd.x".into()),
+        items: vec![oci_packer::ItemSpec {
+            from: "file://a.txt".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let text = serde_yaml_ng::to_string(&pack).expect("yaml");
+    let ps = oci_packer::validate(PackInput::Yaml {
+        text,
+        base_dir: d.path.clone(),
+    })
+    .expect("ok");
+    assert!(ps.is_empty(), "{ps:#?}");
+    let input = PackInput::model(&pack, &d.path).expect("model");
+    let out = d.join("layout");
+    let packed = oci_packer::pack(
+        input,
+        &format!("oci://{}:v1", out.display()),
+        &Default::default(),
+    )
+    .expect("pack");
+    assert_eq!(
+        packed
+            .descriptor
+            .artifact_type()
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("application/vnd.x")
+    );
+}

@@ -1,0 +1,513 @@
+//! SPEC §2.2–§2.4: what each source produces, archives, downloads, and their failures.
+
+use std::io::Read;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// Packs `yaml` in `d` into `d/out:v1` and returns the root manifest JSON.
+fn pack_manifest(d: &TestDir, yaml: &str) -> Value {
+    d.write("pack.yaml", yaml);
+    let o = run(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v1"], &[]);
+    let digest = packed_digest(&o);
+    skopeo_reads(&d.join("out"), "v1");
+    blob_json(&d.join("out"), &digest)
+}
+
+/// Runs a pack that must fail; returns stderr and checks the existing layout is unchanged.
+fn pack_fails(d: &TestDir, yaml: &str, code: i32) -> String {
+    if !d.join("out/index.json").exists() {
+        d.write("seed.txt", "seed");
+        d.write("seed.yaml", "items:\n  - from: file://seed.txt\n");
+        packed_digest(&run(
+            &d.path,
+            &["pack", "-f", "seed.yaml", "oci://out:seed"],
+            &[],
+        ));
+    }
+    let before = snapshot(&d.join("out"));
+    d.write("pack.yaml", yaml);
+    let o = run(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v1"], &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert_eq!(
+        snapshot(&d.join("out")),
+        before,
+        "the layout changed after a failed pack"
+    );
+    stderr(&o)
+}
+
+fn layers(m: &Value) -> Vec<Value> {
+    m["layers"].as_array().expect("layers").clone()
+}
+
+#[test]
+fn file_source_title_type_and_inference() {
+    let d = TestDir::new();
+    d.write("bin/tool", "#!/bin/sh\n");
+    d.write("schema.json", "{}\n");
+    d.write("doc.txt", "doc");
+    let m = pack_manifest(
+        &d,
+        "items:\n\
+         \x20 - from: file://bin/tool\n\
+         \x20 - from: file://schema.json\n\
+         \x20   type: application/vnd.example.schema\n\
+         \x20   annotations: {description: \"the schema\"}\n\
+         \x20 - from: file://doc.txt\n\
+         \x20   annotations: {org.opencontainers.image.title: renamed.txt}\n",
+    );
+    let l = layers(&m);
+    assert_eq!(l[0]["mediaType"], "application/octet-stream");
+    assert_eq!(
+        l[0]["annotations"]["org.opencontainers.image.title"],
+        "tool"
+    );
+    assert_eq!(l[1]["mediaType"], "application/vnd.example.schema");
+    assert_eq!(l[1]["annotations"]["description"], "the schema");
+    assert_eq!(
+        l[1]["annotations"]["org.opencontainers.image.title"],
+        "schema.json"
+    );
+    assert_eq!(l[2]["mediaType"], "text/plain");
+    assert_eq!(
+        l[2]["annotations"]["org.opencontainers.image.title"], "renamed.txt",
+        "a user title wins"
+    );
+    assert_eq!(
+        blob(&d.join("out"), l[0]["digest"].as_str().expect("d")),
+        b"#!/bin/sh\n"
+    );
+    assert_eq!(l[0]["size"], 10);
+}
+
+#[test]
+fn dir_source_one_layer_per_file_in_byte_order() {
+    let d = TestDir::new();
+    d.write("data/b", "b");
+    d.write("data/a.txt", "a");
+    d.write("data/a/z.json", "{}");
+    d.write("data/A", "A");
+    d.write("data/.hidden", "h");
+    d.mkdir("data/empty/deeper");
+    let m = pack_manifest(
+        &d,
+        "items:\n  - from: dir://./data/\n    type: application/vnd.example.data\n    annotations: {k: v}\n",
+    );
+    let l = layers(&m);
+    let titles: Vec<&str> = l
+        .iter()
+        .map(|x| {
+            x["annotations"]["org.opencontainers.image.title"]
+                .as_str()
+                .expect("t")
+        })
+        .collect();
+    assert_eq!(titles, [".hidden", "A", "a.txt", "a/z.json", "b"]);
+    for x in &l {
+        assert_eq!(x["annotations"]["io.arenadata.oci-packer.dir"], "data");
+        assert_eq!(x["annotations"]["k"], "v");
+        assert_eq!(x["mediaType"], "application/vnd.example.data");
+    }
+    let m = pack_manifest(&d, "items:\n  - from: dir://data\n");
+    let l = layers(&m);
+    let types: Vec<&str> = l
+        .iter()
+        .map(|x| x["mediaType"].as_str().expect("mt"))
+        .collect();
+    assert_eq!(types[2], "text/plain");
+    assert_eq!(types[3], "application/json");
+}
+
+#[test]
+fn dir_symlinks_inside_are_followed_outside_are_errors() {
+    let d = TestDir::new();
+    d.write("data/real.txt", "real");
+    std::os::unix::fs::symlink("real.txt", d.join("data/link.txt")).expect("symlink");
+    let m = pack_manifest(&d, "items:\n  - from: dir://data/\n");
+    let l = layers(&m);
+    assert_eq!(l.len(), 2);
+    assert_eq!(
+        l[0]["annotations"]["org.opencontainers.image.title"],
+        "link.txt"
+    );
+    assert_eq!(
+        l[0]["digest"], l[1]["digest"],
+        "a link inside is packed with its target's bytes"
+    );
+
+    d.write("secret.txt", "secret");
+    std::os::unix::fs::symlink("../secret.txt", d.join("data/escape")).expect("symlink");
+    let err = pack_fails(&d, "items:\n  - from: dir://data/\n", 1);
+    assert!(
+        err.contains("escape") && err.contains("resolves outside the directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn special_files_are_errors() {
+    let d = TestDir::new();
+    d.write("data/a.txt", "a");
+    let fifo = d.join("data/pipe");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(ok.success());
+    let err = pack_fails(&d, "items:\n  - from: dir://data/\n", 1);
+    assert!(
+        err.contains("pipe") && err.contains("socket, FIFO or device"),
+        "{err}"
+    );
+}
+
+#[test]
+fn source_kind_mismatches_and_missing_files() {
+    let d = TestDir::new();
+    d.write("adir/x", "x");
+    d.write("afile", "f");
+    let err = pack_fails(&d, "items:\n  - from: file://adir\n", 1);
+    assert!(
+        err.contains("items[0] (file://adir)") && err.contains("is a directory (use dir://"),
+        "{err}"
+    );
+    let err = pack_fails(&d, "items:\n  - from: dir://afile\n", 1);
+    assert!(err.contains("is not a directory (use file://"), "{err}");
+    let err = pack_fails(&d, "items:\n  - from: file://nope.bin\n", 1);
+    assert!(
+        err.contains("file://nope.bin: cannot read") && err.contains("nope.bin"),
+        "{err}"
+    );
+    // Invalid pack files are exit 2 and touch nothing either.
+    let err = pack_fails(
+        &d,
+        "items:\n  - from: file://afile\n    platform: linux/amd46\n",
+        2,
+    );
+    assert!(
+        err.contains("pack.yaml:3:15: items[0].platform: unknown architecture \"amd46\""),
+        "{err}"
+    );
+    let err = pack_fails(&d, "items:\n  - frm: file://afile\n", 2);
+    assert!(err.contains("unknown key \"frm\""), "{err}");
+    let err = pack_fails(&d, "items:\n  - from: gopher://x\n", 2);
+    assert!(err.contains("unknown scheme \"gopher://\""), "{err}");
+    let err = pack_fails(&d, "items:\n  - from: file://${OCI_PACKER_NOT_SET}\n", 2);
+    assert!(err.contains("OCI_PACKER_NOT_SET is not set"), "{err}");
+    let err = pack_fails(&d, "items: [\n", 2);
+    assert!(err.contains("pack.yaml:2:1: YAML syntax error"), "{err}");
+    let err = pack_fails(&d, "items:\n  - type: text/plain\n", 2);
+    assert!(err.contains("missing required key \"from\""), "{err}");
+}
+
+fn tar_entries(data: &[u8]) -> Vec<(String, u32, u64, u64, u64, Option<String>)> {
+    let mut ar = tar::Archive::new(data);
+    ar.entries()
+        .expect("entries")
+        .map(|e| {
+            let e = e.expect("entry");
+            let h = e.header();
+            (
+                e.path().expect("path").to_string_lossy().into_owned(),
+                h.mode().expect("mode"),
+                h.mtime().expect("mtime"),
+                h.uid().expect("uid"),
+                h.gid().expect("gid"),
+                e.link_name()
+                    .expect("link")
+                    .map(|l| l.to_string_lossy().into_owned()),
+            )
+        })
+        .collect()
+}
+
+fn make_tree(d: &TestDir, root: &str, mode_file: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    d.write(&format!("{root}/site/index.html"), "<h1>hi</h1>");
+    d.write(&format!("{root}/site/bin/run.sh"), "#!/bin/sh\necho run\n");
+    d.write(&format!("{root}/site/css/a.css"), "a{}");
+    d.mkdir(&format!("{root}/site/empty"));
+    std::os::unix::fs::symlink("index.html", d.join(&format!("{root}/site/home.html")))
+        .expect("symlink");
+    let set = |p: &str, m: u32| {
+        std::fs::set_permissions(d.join(p), std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    set(&format!("{root}/site/bin/run.sh"), 0o750);
+    set(&format!("{root}/site/index.html"), mode_file);
+    set(&format!("{root}/site/css/a.css"), mode_file);
+}
+
+#[test]
+fn archives_are_deterministic_across_mtimes_owners_and_paths() {
+    let d = TestDir::new();
+    make_tree(&d, "one", 0o644);
+    make_tree(&d, "other/checkout", 0o600);
+    // Different mtimes and, when we may, different owners in the second checkout.
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    for f in ["site/index.html", "site/css/a.css", "site/bin/run.sh"] {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(d.join(&format!("other/checkout/{f}")))
+            .expect("open");
+        file.set_modified(old).expect("mtime");
+        if is_root() {
+            std::os::unix::fs::chown(
+                d.join(&format!("other/checkout/{f}")),
+                Some(1234),
+                Some(4321),
+            )
+            .expect("chown");
+        }
+    }
+    for (archive, mt) in [
+        ("tar", "application/vnd.oci.image.layer.v1.tar"),
+        ("tar+gzip", "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ("tar+zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+    ] {
+        let m1 = pack_manifest(
+            &d,
+            &format!("items:\n  - from: dir://one/site\n    archive: {archive}\n"),
+        );
+        let m2 = pack_manifest(
+            &d,
+            &format!("items:\n  - from: dir://other/checkout/site/\n    archive: {archive}\n"),
+        );
+        let (l1, l2) = (&layers(&m1)[0], &layers(&m2)[0]);
+        assert_eq!(
+            l1["digest"], l2["digest"],
+            "{archive}: digest differs between checkouts"
+        );
+        assert_eq!(l1["mediaType"], mt);
+        assert_eq!(l1["annotations"]["org.opencontainers.image.title"], "site");
+        assert_eq!(l1["annotations"]["io.deis.oras.content.unpack"], "true");
+        let data = blob(&d.join("out"), l1["digest"].as_str().expect("d"));
+        let mut tar_bytes = Vec::new();
+        match archive {
+            "tar" => tar_bytes = data.clone(),
+            "tar+gzip" => {
+                assert_eq!(&data[4..8], &[0, 0, 0, 0], "gzip header carries no mtime");
+                assert_eq!(data[3] & 0x08, 0, "gzip header carries no file name");
+                flate2::read::GzDecoder::new(&data[..])
+                    .read_to_end(&mut tar_bytes)
+                    .expect("gunzip");
+            }
+            _ => tar_bytes = zstd::decode_all(&data[..]).expect("unzstd"),
+        }
+        let tar_digest = format!("sha256:{}", sha256_hex(&tar_bytes));
+        assert_eq!(l1["annotations"]["io.deis.oras.content.digest"], tar_digest);
+        let entries = tar_entries(&tar_bytes);
+        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "site/",
+                "site/bin/",
+                "site/bin/run.sh",
+                "site/css/",
+                "site/css/a.css",
+                "site/empty/",
+                "site/home.html",
+                "site/index.html"
+            ]
+        );
+        for (name, mode, mtime, uid, gid, link) in &entries {
+            assert_eq!((*mtime, *uid, *gid), (0, 0, 0), "{name}");
+            let want = match name.as_str() {
+                n if n.ends_with('/') || n.ends_with(".sh") => 0o755,
+                "site/home.html" => 0o777,
+                _ => 0o644,
+            };
+            assert_eq!(*mode, want, "{name}");
+            assert_eq!(
+                link.as_deref(),
+                (name == "site/home.html").then_some("index.html")
+            );
+        }
+    }
+    // SOURCE_DATE_EPOCH sets the entries' mtime (and so changes the digest, deterministically).
+    d.write(
+        "pack.yaml",
+        "items:\n  - from: dir://one/site\n    archive: tar\n",
+    );
+    let run_with_epoch = || {
+        let o = run(
+            &d.path,
+            &["pack", "-f", "pack.yaml", "oci://out:epoch"],
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        );
+        let root = blob_json(&d.join("out"), &packed_digest(&o));
+        let digest = root["layers"][0]["digest"].as_str().expect("d").to_string();
+        (digest.clone(), tar_entries(&blob(&d.join("out"), &digest)))
+    };
+    let (a, entries) = run_with_epoch();
+    assert_eq!(run_with_epoch().0, a);
+    assert!(entries.iter().all(|e| e.2 == 1_700_000_000));
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+#[test]
+fn http_source_download_title_conditional_reuse() {
+    let srv = HttpServer::start();
+    srv.route(
+        "/files/tool.tar.gz?x=1",
+        Reply::Body {
+            body: b"tarball".to_vec(),
+            etag: "\"v1\"".into(),
+        },
+    );
+    srv.route(
+        "/files/tool.tar.gz",
+        Reply::Body {
+            body: b"tarball".to_vec(),
+            etag: "\"v1\"".into(),
+        },
+    );
+    let d = TestDir::new();
+    let yaml = format!("items:\n  - from: {}\n", srv.url("/files/tool.tar.gz"));
+    let tmp = d.mkdir("dl");
+    d.write("pack.yaml", &yaml);
+    let args = ["--tmp-dir", "dl", "pack", "-f", "pack.yaml", "oci://out:v1"];
+    let digest = packed_digest(&run(&d.path, &args, &[]));
+    let m = blob_json(&d.join("out"), &digest);
+    let l = &layers(&m)[0];
+    assert_eq!(
+        l["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_eq!(
+        l["annotations"]["org.opencontainers.image.title"],
+        "tool.tar.gz"
+    );
+    assert_eq!(
+        blob(&d.join("out"), l["digest"].as_str().expect("d")),
+        b"tarball"
+    );
+    assert!(
+        tmp.join("oci-packer-http").is_dir(),
+        "downloads go to --tmp-dir"
+    );
+    // Second run: the server answers 304 to If-None-Match and the download is re-used.
+    assert_eq!(packed_digest(&run(&d.path, &args, &[])), digest);
+    assert_eq!(srv.statuses("/files/tool.tar.gz"), [200, 304]);
+    let seen = srv.seen.lock().expect("lock");
+    assert_eq!(
+        seen[1].headers.get("if-none-match").map(String::as_str),
+        Some("\"v1\"")
+    );
+}
+
+#[test]
+fn http_retries_on_5xx_and_cut_connections_and_follows_redirects() {
+    let srv = HttpServer::start();
+    srv.route(
+        "/flaky.bin",
+        Reply::FailFirst {
+            n: 2,
+            body: b"flaky".to_vec(),
+        },
+    );
+    srv.route(
+        "/cut.bin",
+        Reply::CutOnce {
+            body: vec![7u8; 100_000],
+            cut: 1000,
+        },
+    );
+    srv.route(
+        "/old/location.json",
+        Reply::Redirect("/new/location.json".into()),
+    );
+    srv.route(
+        "/new/location.json",
+        Reply::Body {
+            body: b"{}".to_vec(),
+            etag: "\"e\"".into(),
+        },
+    );
+    let d = TestDir::new();
+    let m = pack_manifest(
+        &d,
+        &format!(
+            "items:\n  - from: {}\n  - from: {}\n  - from: {}\n",
+            srv.url("/flaky.bin"),
+            srv.url("/cut.bin"),
+            srv.url("/old/location.json")
+        ),
+    );
+    let l = layers(&m);
+    assert_eq!(srv.statuses("/flaky.bin"), [500, 500, 200]);
+    assert_eq!(
+        srv.statuses("/cut.bin"),
+        [200, 200],
+        "a cut body is downloaded again"
+    );
+    assert_eq!(l[1]["size"], 100_000);
+    assert_eq!(
+        l[2]["annotations"]["org.opencontainers.image.title"],
+        "location.json"
+    );
+    assert_eq!(l[2]["mediaType"], "application/json");
+}
+
+#[test]
+fn http_404_and_digest_pins() {
+    let srv = HttpServer::start();
+    srv.route(
+        "/data.bin",
+        Reply::Body {
+            body: b"data".to_vec(),
+            etag: "\"d\"".into(),
+        },
+    );
+    let d = TestDir::new();
+    let err = pack_fails(
+        &d,
+        &format!("items:\n  - from: {}\n", srv.url("/missing.bin")),
+        1,
+    );
+    assert!(
+        err.contains(&format!("GET {}: HTTP 404", srv.url("/missing.bin"))),
+        "{err}"
+    );
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let err = pack_fails(
+        &d,
+        &format!(
+            "items:\n  - from: {}\n    digest: {wrong}\n",
+            srv.url("/data.bin")
+        ),
+        1,
+    );
+    assert!(
+        err.contains("items[0]") && err.contains(&format!("the pack file pins {wrong}")),
+        "{err}"
+    );
+    let right = format!("sha256:{}", sha256_hex(b"data"));
+    let m = pack_manifest(
+        &d,
+        &format!(
+            "items:\n  - from: {}\n    digest: {right}\n",
+            srv.url("/data.bin")
+        ),
+    );
+    assert_eq!(layers(&m)[0]["digest"], right.as_str());
+}

@@ -1,0 +1,334 @@
+//! Test helpers: temp dirs with files, the CLI binary, layout snapshots, skopeo checks and a
+//! small HTTP server on 127.0.0.1 that can misbehave on purpose.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+/// A temporary directory with helpers to fill it.
+pub struct TestDir {
+    pub path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        let tmp = tempfile::Builder::new()
+            .prefix("oci-packer-test-")
+            .tempdir()
+            .expect("temp dir");
+        TestDir {
+            path: tmp.path().to_path_buf(),
+            _tmp: tmp,
+        }
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, content).expect("write");
+        p
+    }
+
+    pub fn mkdir(&self, rel: &str) -> PathBuf {
+        let p = self.join(rel);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        p
+    }
+}
+
+/// The `oci-packer` binary of this build.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_oci-packer"))
+}
+
+/// Runs the CLI in `cwd`, with `SOURCE_DATE_EPOCH` removed unless given in `env`.
+pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = bin();
+    c.current_dir(cwd)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run oci-packer")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns the digest printed by `pack`.
+pub fn packed_digest(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "pack failed: {}{}",
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+        .lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .expect("Digest line")
+        .to_string()
+}
+
+/// Every file under `dir` with its bytes, for byte-for-byte comparisons.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    fn go(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd {
+            let e = e.expect("entry");
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
+            if p.is_dir() {
+                out.insert(format!("{rel}/"), Vec::new());
+                go(root, &p, out);
+            } else {
+                out.insert(rel, std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    go(dir, dir, &mut out);
+    out
+}
+
+pub fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .expect("json")
+}
+
+/// The blob `digest` of layout `dir`.
+pub fn blob(dir: &Path, digest: &str) -> Vec<u8> {
+    let (algo, hex) = digest.split_once(':').expect("digest");
+    std::fs::read(dir.join("blobs").join(algo).join(hex)).expect("blob")
+}
+
+pub fn blob_json(dir: &Path, digest: &str) -> Value {
+    serde_json::from_slice(&blob(dir, digest)).expect("json blob")
+}
+
+/// The `index.json` entry named `name`.
+pub fn entry(dir: &Path, name: &str) -> Value {
+    let index = read_json(&dir.join("index.json"));
+    index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no entry {name} in {index}"))
+}
+
+/// skopeo (from Debian) must read what we wrote: the raw manifest byte for byte, and a
+/// full copy of the image to a `dir:` destination. A missing skopeo fails the test.
+pub fn skopeo_reads(layout: &Path, name: &str) {
+    let reference = format!("oci:{}:{name}", layout.display());
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", &reference])
+        .output()
+        .expect("skopeo must be installed (.ci/run installs it)");
+    assert!(
+        raw.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let digest = entry(layout, name)["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    assert_eq!(
+        raw.stdout,
+        blob(layout, &digest),
+        "skopeo's raw manifest differs from ours"
+    );
+    let index: Value = serde_json::from_slice(&raw.stdout).expect("json");
+    if index["mediaType"] == "application/vnd.oci.image.index.v1+json" {
+        return; // skopeo copies an index only as a whole image list; the raw read is the check
+    }
+    let out = TestDir::new();
+    let dest = format!("dir:{}", out.join("copy").display());
+    let copy = Command::new("skopeo")
+        .args(["copy", "--quiet", &reference, &dest])
+        .output()
+        .expect("skopeo");
+    assert!(
+        copy.status.success(),
+        "skopeo copy {reference}: {}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let manifest = std::fs::read(out.join("copy/manifest.json")).expect("copied manifest");
+    assert_eq!(manifest, blob(layout, &digest));
+}
+
+/// What the test server answers for a path.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// 200 with the body and an ETag; 304 when If-None-Match matches.
+    Body { body: Vec<u8>, etag: String },
+    /// This status with an empty body.
+    Status(u16),
+    /// 500 for the first `n` requests, then the body.
+    FailFirst { n: usize, body: Vec<u8> },
+    /// 302 to another path.
+    Redirect(String),
+    /// Announces the full length but closes after `cut` bytes, once; then the full body.
+    CutOnce { body: Vec<u8>, cut: usize },
+}
+
+/// A request the server saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub status: u16,
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 (one thread per connection, `Connection: close`).
+pub struct HttpServer {
+    pub addr: String,
+    routes: Arc<Mutex<HashMap<String, Reply>>>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl HttpServer {
+    pub fn start() -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (r, s) = (routes.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (r, s) = (r.clone(), s.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &r, &s);
+                });
+            }
+        });
+        HttpServer { addr, routes, seen }
+    }
+
+    pub fn route(&self, path: &str, reply: Reply) {
+        self.routes
+            .lock()
+            .expect("lock")
+            .insert(path.to_string(), reply);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn statuses(&self, path: &str) -> Vec<u16> {
+        self.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|s| s.path == path)
+            .map(|s| s.status)
+            .collect()
+    }
+}
+
+fn serve(
+    mut conn: TcpStream,
+    routes: &Mutex<HashMap<String, Reply>>,
+    seen: &Mutex<Vec<Seen>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let reply = routes
+        .lock()
+        .expect("lock")
+        .get(&path)
+        .cloned()
+        .unwrap_or(Reply::Status(404));
+    let (status, extra, body, cut): (u16, String, Vec<u8>, Option<usize>) = match reply {
+        Reply::Body { body, etag } => {
+            if headers.get("if-none-match") == Some(&etag) {
+                (304, format!("ETag: {etag}\r\n"), Vec::new(), None)
+            } else {
+                (200, format!("ETag: {etag}\r\n"), body, None)
+            }
+        }
+        Reply::Status(s) => (s, String::new(), Vec::new(), None),
+        Reply::FailFirst { n, body } => {
+            if n > 0 {
+                routes
+                    .lock()
+                    .expect("lock")
+                    .insert(path.clone(), Reply::FailFirst { n: n - 1, body });
+                (500, String::new(), Vec::new(), None)
+            } else {
+                (200, String::new(), body, None)
+            }
+        }
+        Reply::Redirect(to) => (302, format!("Location: {to}\r\n"), Vec::new(), None),
+        Reply::CutOnce { body, cut } => {
+            routes.lock().expect("lock").insert(
+                path.clone(),
+                Reply::Body {
+                    body: body.clone(),
+                    etag: "\"full\"".into(),
+                },
+            );
+            (200, String::new(), body, Some(cut))
+        }
+    };
+    seen.lock().expect("lock").push(Seen {
+        path,
+        headers,
+        status,
+    });
+    let head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes())?;
+    match cut {
+        Some(c) => conn.write_all(&body[..c])?,
+        None => conn.write_all(&body)?,
+    }
+    conn.flush()?;
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+    let mut sink = Vec::new();
+    let _ = reader.read_to_end(&mut sink);
+    Ok(())
+}
