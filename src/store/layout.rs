@@ -53,7 +53,11 @@ impl Layout {
             layout.check()?;
         } else if dir.is_file() {
             return Err(layout_err(dir, "is a file, not a directory"));
-        } else if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        } else if fs::read_dir(dir).is_ok_and(|d| {
+            // A temp `oci-layout` means another process is creating this layout right now.
+            d.flatten()
+                .any(|e| !e.file_name().to_string_lossy().starts_with(".oci-layout."))
+        }) {
             return Err(layout_err(
                 dir,
                 "exists but is not an OCI image layout (no oci-layout file); use a new or empty directory",
@@ -130,13 +134,14 @@ impl Layout {
 
     /// Creates the layout's skeleton if it is missing (idempotent, safe across processes).
     fn ensure(&self) -> Result<()> {
-        let blobs = self.dir.join("blobs").join("sha256");
-        fs::create_dir_all(&blobs).map_err(|e| Error::io("creating", &blobs, e))?;
-        let marker = self.dir.join(LAYOUT_FILE);
-        if !marker.exists() {
+        // `oci-layout` first: another process opening the directory meanwhile must see
+        // either nothing of ours or a layout (see `open`).
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io("creating", &self.dir, e))?;
+        if !self.dir.join(LAYOUT_FILE).exists() {
             write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
         }
-        Ok(())
+        let blobs = self.dir.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).map_err(|e| Error::io("creating", &blobs, e))
     }
 
     /// Finds an entry by name or digest.

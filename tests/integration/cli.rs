@@ -189,3 +189,30 @@ fn logs_go_to_stderr_as_json_when_asked() {
     assert_eq!(v["level"], "INFO");
     assert!(!stdout(&o).contains("packed"), "logs stay off stdout");
 }
+
+/// The README's examples pack as documented, and skopeo reads them.
+#[test]
+fn readme_examples_pack() {
+    let d = TestDir::new();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for (file, name) in [("pack.yaml", "example"), ("multiarch.yaml", "multi")] {
+        let pack = examples.join(file);
+        let target = format!("oci://{}:{name}", d.join("layout").display());
+        packed_digest(&run(
+            &d.path,
+            &["pack", "-f", pack.to_str().expect("utf8"), &target],
+            &[],
+        ));
+        skopeo_reads(&d.join("layout"), name);
+    }
+    let o = run(
+        &d.path,
+        &["list", &format!("oci://{}", d.join("layout").display())],
+        &[],
+    );
+    assert!(
+        stdout(&o).contains("linux/amd64,linux/arm64/v8"),
+        "{}",
+        stdout(&o)
+    );
+}
