@@ -85,10 +85,7 @@ pub fn write_temp(
     tmp_dir: &Path,
 ) -> Result<Built> {
     std::fs::create_dir_all(tmp_dir).map_err(|e| Error::io("creating temp dir", tmp_dir, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".oci-packer-archive-")
-        .tempfile_in(tmp_dir)
-        .map_err(|e| Error::io("creating temp file in", tmp_dir, e))?;
+    let tmp = crate::store::spool_file(tmp_dir)?;
     let (file, path) = tmp.into_parts();
     let io_err = |e: io::Error| Error::io("writing archive", &path, e);
     let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));

@@ -90,35 +90,57 @@ impl<'a> Engine<'a> {
         .boxed()
     }
 
-    async fn copy_once(&'a self, desc: &Descriptor) -> Result<()> {
-        let digest = desc.digest().to_string();
-        let size = desc.size();
-        // A manifest in the destination means its whole sub-graph is there: we and every
-        // well-behaved store write children before parents.
-        if self.dst.exists(desc).await? {
-            self.count(PushOutcome::AlreadyExists, size);
-            self.progress.emit(ProgressEvent::Skipped { digest, size });
-            return Ok(());
-        }
-        let media_type = desc.media_type().to_string();
-        if mediatype::is_manifest(&media_type) {
-            let data = fetch_small(self.src, desc).await?;
-            let children = successors(&media_type, &data)?;
-            // No slot is held while waiting for children, so deep graphs cannot deadlock.
-            try_join_all(children.into_iter().map(|c| self.copy_node(c))).await?;
-            self.transfer(desc, crate::store::Blob::Bytes(data)).await
-        } else {
-            let blob = self.src.fetch(desc).await?;
-            self.transfer(desc, blob).await
-        }
-    }
-
-    async fn transfer(&self, desc: &Descriptor, blob: crate::store::Blob) -> Result<()> {
-        let _slot = self
-            .slots
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.slots
             .acquire()
             .await
-            .map_err(|_| Error::new(ErrorKind::Cancelled, "copy cancelled"))?;
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "copy cancelled"))
+    }
+
+    /// True (and reported) when the destination has the blob already.
+    async fn skip(&self, desc: &Descriptor) -> Result<bool> {
+        if !self.dst.exists(desc).await? {
+            return Ok(false);
+        }
+        self.count(PushOutcome::AlreadyExists, desc.size());
+        self.progress.emit(ProgressEvent::Skipped {
+            digest: desc.digest().to_string(),
+            size: desc.size(),
+        });
+        Ok(true)
+    }
+
+    async fn copy_once(&'a self, desc: &Descriptor) -> Result<()> {
+        let media_type = desc.media_type().to_string();
+        if !mediatype::is_manifest(&media_type) {
+            // The slot covers the existence check too, so thousands of small blobs never
+            // mean thousands of requests (or blocking threads) at once.
+            let _slot = self.slot().await?;
+            if self.skip(desc).await? {
+                return Ok(());
+            }
+            let blob = self.src.fetch(desc).await?;
+            return self.transfer(desc, blob).await;
+        }
+        // A manifest in the destination means its whole sub-graph is there: we and every
+        // well-behaved store write children before parents.
+        let present = {
+            let _slot = self.slot().await?;
+            self.skip(desc).await?
+        };
+        if present {
+            return Ok(());
+        }
+        let data = fetch_small(self.src, desc).await?;
+        let children = successors(&media_type, &data)?;
+        // No slot is held while waiting for children, so deep graphs cannot deadlock.
+        try_join_all(children.into_iter().map(|c| self.copy_node(c))).await?;
+        let _slot = self.slot().await?;
+        self.transfer(desc, crate::store::Blob::Bytes(data)).await
+    }
+
+    /// Pushes one blob; the caller holds a slot.
+    async fn transfer(&self, desc: &Descriptor, blob: crate::store::Blob) -> Result<()> {
         let digest = desc.digest().to_string();
         let title = desc
             .annotations()

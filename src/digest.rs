@@ -181,6 +181,65 @@ pub fn copy_hashing(
     Ok(hasher.finish())
 }
 
+/// Files at least this large are copied with reading+hashing and writing on two threads.
+pub const PIPELINE_THRESHOLD: u64 = 8 << 20;
+
+/// Like [`copy_hashing`] into a writer, but reads and hashes on this thread while another
+/// thread writes, so one pass costs about one hash instead of one hash plus one write.
+/// The bytes written are exactly the bytes hashed (they are the same buffers).
+pub fn copy_hashing_pipelined(
+    reader: &mut dyn Read,
+    writer: &mut (dyn Write + Send),
+    on_bytes: &mut dyn FnMut(u64),
+) -> io::Result<(Digest, u64)> {
+    use std::sync::mpsc;
+    const IN_FLIGHT: usize = 4;
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..IN_FLIGHT {
+        let _ = empty_tx.send(vec![0u8; COPY_BUFFER]);
+    }
+    std::thread::scope(|s| {
+        let writer_thread = s.spawn(move || -> io::Result<()> {
+            for (buf, n) in full_rx {
+                writer.write_all(&buf[..n])?;
+                // The reader may have stopped already; a lost buffer is fine then.
+                let _ = empty_tx.send(buf);
+            }
+            writer.flush()
+        });
+        let mut hasher = Hasher::new();
+        let read_result = (|| -> io::Result<()> {
+            loop {
+                let Ok(mut buf) = empty_rx.recv() else {
+                    return Ok(()); // the writer failed; its error is reported below
+                };
+                let n = loop {
+                    match reader.read(&mut buf) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => break other?,
+                    }
+                };
+                if n == 0 {
+                    return Ok(());
+                }
+                hasher.update(&buf[..n]);
+                on_bytes(n as u64);
+                if full_tx.send((buf, n)).is_err() {
+                    return Ok(());
+                }
+            }
+        })();
+        drop(full_tx);
+        let write_result = writer_thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")));
+        read_result?;
+        write_result?;
+        Ok(hasher.finish())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +250,20 @@ mod tests {
             Digest::of(b"{}").as_str(),
             "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
         );
+    }
+
+    #[test]
+    fn pipelined_copy_writes_and_hashes_the_same_bytes() {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut out = Vec::new();
+        let mut seen = 0;
+        let (d, n) =
+            copy_hashing_pipelined(&mut &data[..], &mut out, &mut |b| seen += b).expect("copy");
+        assert_eq!(
+            (d, n, seen),
+            (Digest::of(&data), data.len() as u64, data.len() as u64)
+        );
+        assert_eq!(out, data);
     }
 
     #[test]

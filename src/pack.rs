@@ -14,6 +14,7 @@ use crate::reference::{LayoutSelector, Reference};
 use crate::source::{self, dir, file, http, Source, StageContext, StagedBlob};
 use crate::store::layout::Layout;
 use crate::store::staging::Staging;
+use crate::store::Store;
 use crate::Options;
 
 /// The result of a pack.
@@ -115,7 +116,15 @@ async fn stage_single(
 ) -> Result<StagedBlob> {
     match src {
         Source::File { path } => {
-            file::stage(path.clone(), uri.to_string(), media_type, annotations).await
+            let spool = ctx.spool.clone();
+            file::stage(
+                path.clone(),
+                uri.to_string(),
+                media_type,
+                annotations,
+                spool,
+            )
+            .await
         }
         Source::Http { url } => http::stage(url.clone(), ctx, media_type, annotations).await,
         Source::Dir { .. } => Err(Error::new(
@@ -177,8 +186,7 @@ async fn stage_item(item: &ItemPlan, ctx: &StageContext) -> Result<StagedItem> {
                 format,
                 item.media_type.clone(),
                 item.annotations.clone(),
-                ctx.tmp_dir.clone(),
-                ctx.source_date_epoch.unwrap_or(0),
+                ctx,
             )
             .await?,
         ],
@@ -189,6 +197,7 @@ async fn stage_item(item: &ItemPlan, ctx: &StageContext) -> Result<StagedItem> {
                 item.uri.clone(),
                 item.media_type.clone(),
                 item.annotations.clone(),
+                ctx.spool.clone(),
             )
             .await?
         }
@@ -220,11 +229,16 @@ async fn stage_labeled(item: &ItemPlan, ctx: &StageContext) -> Result<StagedItem
 }
 
 /// Stages and assembles a plan: everything but writing to the target.
-pub(crate) async fn build(plan: &Plan, options: &Options) -> Result<crate::assemble::Assembled> {
+pub(crate) async fn build(
+    plan: &Plan,
+    options: &Options,
+    spool: Option<PathBuf>,
+) -> Result<crate::assemble::Assembled> {
     let epoch = source_date_epoch()?;
     let created = created(options, epoch)?;
     let ctx = StageContext {
         tmp_dir: tmp_dir(options),
+        spool,
         source_date_epoch: epoch,
         http: http::client()?,
         progress: options.progress.clone(),
@@ -252,7 +266,11 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
     } else {
         Some(open_target(target, options.fsync)?)
     };
-    let built = build(plan, options).await?;
+    let spool = match &target_store {
+        Some(t) => t.layout.spool_dir().await?,
+        None => None,
+    };
+    let built = build(plan, options, spool).await?;
     let mut stats = CopyStats::default();
     if let Some(t) = &target_store {
         let staging = Staging::new(built.blobs.iter().cloned());

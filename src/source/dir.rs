@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{
-    blocking, descriptor, file::hash_file, with_title, Origin, StagedBlob, DIR_ANNOTATION,
+    blocking, descriptor, file::stage_path, with_title, Origin, StagedBlob, DIR_ANNOTATION,
 };
 use crate::archive;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mediatype;
-use crate::source::ArchiveFormat;
+use crate::source::{ArchiveFormat, StageContext};
 
 /// What a directory entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,12 +199,13 @@ pub async fn stage_files(
     uri: String,
     media_type: Option<String>,
     annotations: BTreeMap<String, String>,
+    spool: Option<PathBuf>,
 ) -> Result<Vec<StagedBlob>> {
     blocking(move || {
         let entries = walk(&path, &uri, false)?;
         let mut staged = Vec::new();
         for e in entries.into_iter().filter(|e| e.kind == EntryKind::File) {
-            let (digest, size) = hash_file(&e.path, &uri)?;
+            let (digest, size, origin) = stage_path(&e.path, &uri, spool.as_deref())?;
             let mut ann = with_title(&annotations, &e.rel);
             ann.insert(DIR_ANNOTATION.to_string(), written.clone());
             let mt = media_type
@@ -212,7 +213,7 @@ pub async fn stage_files(
                 .unwrap_or_else(|| mediatype::infer(&e.rel).to_string());
             staged.push(StagedBlob {
                 descriptor: descriptor(&mt, &digest, size, ann),
-                origin: Origin::File(e.path),
+                origin,
             });
         }
         Ok(staged)
@@ -225,16 +226,18 @@ pub const ORAS_UNPACK: &str = "io.deis.oras.content.unpack";
 /// Annotation ORAS uses for the digest of the uncompressed tar.
 pub const ORAS_DIGEST: &str = "io.deis.oras.content.digest";
 
-/// Stages a directory as one deterministic archive layer in `tmp_dir`.
+/// Stages a directory as one deterministic archive layer, built in the target's `spool`
+/// directory when it has one, else in `tmp_dir`.
 pub async fn stage_archive(
     path: PathBuf,
     uri: String,
     format: ArchiveFormat,
     media_type: Option<String>,
     annotations: BTreeMap<String, String>,
-    tmp_dir: PathBuf,
-    mtime: u64,
+    ctx: &StageContext,
 ) -> Result<StagedBlob> {
+    let (tmp_dir, spool) = (ctx.tmp_dir.clone(), ctx.spool.clone());
+    let mtime = ctx.source_date_epoch.unwrap_or(0);
     blocking(move || {
         let entries = walk(&path, &uri, true)?;
         let base = path
@@ -242,7 +245,8 @@ pub async fn stage_archive(
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "dir".into());
-        let built = archive::write_temp(&entries, &base, format, mtime, &tmp_dir)?;
+        let dir = spool.as_deref().unwrap_or(&tmp_dir);
+        let built = archive::write_temp(&entries, &base, format, mtime, dir)?;
         let mut ann = with_title(&annotations, &base);
         ann.insert(ORAS_UNPACK.into(), "true".into());
         ann.insert(ORAS_DIGEST.into(), built.tar_digest.to_string());
@@ -256,7 +260,10 @@ pub async fn stage_archive(
         });
         Ok(StagedBlob {
             descriptor: descriptor(&mt, &built.digest, built.size, ann),
-            origin: Origin::Temp(Arc::new(built.file)),
+            origin: match spool {
+                Some(_) => Origin::Spooled(Arc::new(built.file)),
+                None => Origin::Temp(Arc::new(built.file)),
+            },
         })
     })
     .await

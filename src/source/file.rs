@@ -3,10 +3,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use super::{blocking, descriptor, with_title, Origin, StagedBlob};
-use crate::digest::copy_hashing;
+use crate::digest::{copy_hashing, copy_hashing_pipelined, Digest, PIPELINE_THRESHOLD};
 use crate::error::{Error, ErrorKind, Result};
 use crate::mediatype;
+use crate::store::spool_file;
 
 /// Checks that `path` is a readable regular file and returns it opened.
 pub fn open_regular(path: &Path, uri: &str) -> Result<std::fs::File> {
@@ -33,11 +36,24 @@ pub fn open_regular(path: &Path, uri: &str) -> Result<std::fs::File> {
     std::fs::File::open(path).map_err(|e| Error::io(&format!("{uri}: cannot open"), path, e))
 }
 
-/// Hashes a file where it is; returns its digest and size.
-pub fn hash_file(path: &Path, uri: &str) -> Result<(crate::digest::Digest, u64)> {
+/// Hashes a file; a large one is also copied into the `spool` directory in the same pass.
+///
+/// Small files are only hashed: copying them later costs one more read of a file in the page
+/// cache, while spooling would create (and, on a re-pack, throw away) one temp file each —
+/// the expensive part on most file systems. Returns the digest, the size and where the staged
+/// bytes are.
+pub fn stage_path(path: &Path, uri: &str, spool: Option<&Path>) -> Result<(Digest, u64, Origin)> {
     let mut f = open_regular(path, uri)?;
-    copy_hashing(&mut f, None, &mut |_| {})
-        .map_err(|e| Error::io(&format!("{uri}: reading"), path, e))
+    let big = f.metadata().is_ok_and(|m| m.len() >= PIPELINE_THRESHOLD);
+    let Some(dir) = spool.filter(|_| big) else {
+        let (d, n) = copy_hashing(&mut f, None, &mut |_| {})
+            .map_err(|e| Error::io(&format!("{uri}: reading"), path, e))?;
+        return Ok((d, n, Origin::File(path.to_path_buf())));
+    };
+    let (mut out, tmp) = spool_file(dir)?.into_parts();
+    let (d, n) = copy_hashing_pipelined(&mut f, &mut out, &mut |_| {})
+        .map_err(|e| Error::io(&format!("{uri}: copying to"), &tmp, e))?;
+    Ok((d, n, Origin::Spooled(Arc::new(tmp))))
 }
 
 /// Stages one file as one layer.
@@ -46,9 +62,10 @@ pub async fn stage(
     uri: String,
     media_type: Option<String>,
     annotations: BTreeMap<String, String>,
+    spool: Option<PathBuf>,
 ) -> Result<StagedBlob> {
     blocking(move || {
-        let (digest, size) = hash_file(&path, &uri)?;
+        let (digest, size, origin) = stage_path(&path, &uri, spool.as_deref())?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -56,7 +73,7 @@ pub async fn stage(
         let mt = media_type.unwrap_or_else(|| mediatype::infer(&name).to_string());
         Ok(StagedBlob {
             descriptor: descriptor(&mt, &digest, size, with_title(&annotations, &name)),
-            origin: Origin::File(path),
+            origin,
         })
     })
     .await

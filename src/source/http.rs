@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use super::{descriptor, file::hash_file, with_title, Origin, StageContext, StagedBlob};
+use super::{descriptor, file::stage_path, with_title, StageContext, StagedBlob};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::mediatype;
@@ -104,12 +104,13 @@ pub async fn stage(
         match try_download(&ctx.http, &url, &dir, &data).await? {
             Attempt::Done(path) => {
                 let uri = url.clone();
-                let p = path.clone();
-                let (digest, size) = super::blocking(move || hash_file(&p, &uri)).await?;
+                let spool = ctx.spool.clone();
+                let (digest, size, origin) =
+                    super::blocking(move || stage_path(&path, &uri, spool.as_deref())).await?;
                 let mt = media_type.unwrap_or_else(|| mediatype::infer(&name).to_string());
                 return Ok(StagedBlob {
                     descriptor: descriptor(&mt, &digest, size, with_title(&annotations, &name)),
-                    origin: Origin::File(path),
+                    origin,
                 });
             }
             Attempt::Retry(e) => {

@@ -168,6 +168,9 @@ pub enum Origin {
     File(PathBuf),
     /// A temporary file this run made; deleted when the last handle goes.
     Temp(Arc<tempfile::TempPath>),
+    /// A temporary file in the target's spool directory, adopted by the target on push
+    /// (deleted when the last handle goes, if it was not adopted).
+    Spooled(Arc<tempfile::TempPath>),
     /// Small content in memory (manifests, configs, the empty config).
     Bytes(Bytes),
 }
@@ -177,7 +180,7 @@ impl Origin {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Origin::File(p) => Some(p),
-            Origin::Temp(t) => Some(t),
+            Origin::Temp(t) | Origin::Spooled(t) => Some(t),
             Origin::Bytes(_) => None,
         }
     }
@@ -197,6 +200,9 @@ pub struct StagedBlob {
 pub struct StageContext {
     /// Where downloads and archives go (`--tmp-dir`).
     pub tmp_dir: PathBuf,
+    /// The target's spool directory, when it has one: staged files are copied there while
+    /// they are hashed, and archives are built there.
+    pub spool: Option<PathBuf>,
     /// `SOURCE_DATE_EPOCH`, used as archive mtime.
     pub source_date_epoch: Option<u64>,
     /// Shared HTTP client for `http(s)://` sources.

@@ -3,14 +3,15 @@
 //! exclusive `index.lock`, only after every blob it names is in place.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use oci_spec::image::{Descriptor, ImageIndex};
 
-use super::{Blob, PushOutcome, Store};
-use crate::digest::{copy_hashing, Digest};
+use super::{spool_file, Blob, PushOutcome, Store};
+use crate::digest::{copy_hashing, copy_hashing_pipelined, Digest, PIPELINE_THRESHOLD};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::canonical_json;
 use crate::mediatype;
@@ -28,8 +29,13 @@ const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// An OCI image layout directory.
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// Absolute, for I/O (temp files get absolute names; adoption compares parents).
     dir: PathBuf,
+    /// As the user wrote it, for messages.
+    shown: PathBuf,
     fsync: bool,
+    /// Set once the skeleton exists, so per-blob writes skip `ensure`.
+    ensured: Arc<OnceLock<()>>,
 }
 
 fn layout_err(dir: &Path, msg: impl std::fmt::Display) -> Error {
@@ -41,14 +47,20 @@ fn layout_err(dir: &Path, msg: impl std::fmt::Display) -> Error {
 }
 
 impl Layout {
+    fn new(dir: &Path, fsync: bool) -> Layout {
+        Layout {
+            dir: crate::packfile::plan::absolute(dir),
+            shown: dir.to_path_buf(),
+            fsync,
+            ensured: Arc::default(),
+        }
+    }
+
     /// Opens a layout for writing: an existing one is checked (its `oci-layout` and
     /// `index.json` must be valid, else nothing is touched); a missing one is created on the
     /// first write. `fsync` makes blobs durable before `index.json` names them.
     pub fn open(dir: &Path, fsync: bool) -> Result<Layout> {
-        let layout = Layout {
-            dir: dir.to_path_buf(),
-            fsync,
-        };
+        let layout = Layout::new(dir, fsync);
         if dir.join(LAYOUT_FILE).exists() {
             layout.check()?;
         } else if dir.is_file() {
@@ -78,15 +90,12 @@ impl Layout {
             )
             .with_path(dir));
         }
-        let layout = Layout {
-            dir: dir.to_path_buf(),
-            fsync: false,
-        };
+        let layout = Layout::new(dir, false);
         layout.check()?;
         Ok(layout)
     }
 
-    /// The layout directory.
+    /// The layout directory (absolute).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -95,10 +104,10 @@ impl Layout {
         let text = fs::read(self.dir.join(LAYOUT_FILE))
             .map_err(|e| Error::io("reading", &self.dir.join(LAYOUT_FILE), e))?;
         let v: serde_json::Value = serde_json::from_slice(&text)
-            .map_err(|e| layout_err(&self.dir, format!("oci-layout is not valid JSON ({e})")))?;
+            .map_err(|e| layout_err(&self.shown, format!("oci-layout is not valid JSON ({e})")))?;
         if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
             return Err(layout_err(
-                &self.dir,
+                &self.shown,
                 "unsupported imageLayoutVersion in oci-layout (expected 1.0.0)",
             ));
         }
@@ -121,7 +130,7 @@ impl Layout {
         };
         crate::json::from_slice(&text).map_err(|e| {
             layout_err(
-                &self.dir,
+                &self.shown,
                 format!("index.json is not a valid OCI index ({e}); fix or remove it — it was left unchanged"),
             )
         })
@@ -134,6 +143,9 @@ impl Layout {
 
     /// Creates the layout's skeleton if it is missing (idempotent, safe across processes).
     fn ensure(&self) -> Result<()> {
+        if self.ensured.get().is_some() {
+            return Ok(());
+        }
         // `oci-layout` first: another process opening the directory meanwhile must see
         // either nothing of ours or a layout (see `open`).
         fs::create_dir_all(&self.dir).map_err(|e| Error::io("creating", &self.dir, e))?;
@@ -141,7 +153,20 @@ impl Layout {
             write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
         }
         let blobs = self.dir.join("blobs").join("sha256");
-        fs::create_dir_all(&blobs).map_err(|e| Error::io("creating", &blobs, e))
+        fs::create_dir_all(&blobs).map_err(|e| Error::io("creating", &blobs, e))?;
+        if !self.dir.join(INDEX_FILE).exists() {
+            let _lock = self.lock()?;
+            if !self.dir.join(INDEX_FILE).exists() {
+                write_atomic(
+                    &self.dir,
+                    INDEX_FILE,
+                    &canonical_json(&empty_index())?,
+                    true,
+                )?;
+            }
+        }
+        let _ = self.ensured.set(());
+        Ok(())
     }
 
     /// Finds an entry by name or digest.
@@ -165,11 +190,11 @@ impl Layout {
                 ErrorKind::NotFound,
                 format!(
                     "layout {}: {what} (see `oci-packer list oci://{}`)",
-                    self.dir.display(),
-                    self.dir.display()
+                    self.shown.display(),
+                    self.shown.display()
                 ),
             )
-            .with_path(&self.dir)
+            .with_path(&self.shown)
         })
     }
 
@@ -200,7 +225,7 @@ impl Layout {
                 format!(
                     "refusing to tag {name}: blob {} is not in layout {}",
                     desc.digest(),
-                    self.dir.display()
+                    self.shown.display()
                 ),
             ));
         }
@@ -256,10 +281,6 @@ impl Layout {
         }
         self.ensure()?;
         let dir = final_path.parent().unwrap_or(&self.dir).to_path_buf();
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".oci-packer-")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io("creating temp blob in", &dir, e))?;
         let mut report = |n: u64| {
             if !progress.is_silent() {
                 progress.emit(ProgressEvent::Advanced {
@@ -268,40 +289,75 @@ impl Layout {
                 });
             }
         };
-        let (got, size) = {
-            let out: &mut dyn Write = tmp.as_file_mut();
-            match &blob {
-                Blob::Bytes(b) => copy_hashing(&mut &b[..], Some(out), &mut report),
-                Blob::File(p) => {
-                    let mut f = File::open(p).map_err(|e| Error::io("reading", p, e))?;
-                    copy_hashing(&mut f as &mut dyn Read, Some(out), &mut report)
-                }
+        // Staging wrote and hashed this file in our blobs directory: adopt it by renaming.
+        if let Blob::Spooled(p) = &blob {
+            if p.parent() == Some(dir.as_path())
+                && fs::metadata(p).is_ok_and(|m| m.len() == desc.size())
+            {
+                self.commit(None, p, &final_path, &dir)?;
+                report(desc.size());
+                return Ok(PushOutcome::Stored);
             }
         }
-        .map_err(|e| Error::io("writing blob", tmp.path(), e))?;
+        let (mut out, tmp) = spool_file(&dir)?.into_parts();
+        let copied = match &blob {
+            Blob::Bytes(b) => copy_hashing(&mut &b[..], Some(&mut out), &mut report),
+            Blob::File(p) | Blob::Spooled(p) => {
+                let mut f = File::open(p).map_err(|e| Error::io("reading", p, e))?;
+                if desc.size() >= PIPELINE_THRESHOLD {
+                    copy_hashing_pipelined(&mut f, &mut out, &mut report)
+                } else {
+                    copy_hashing(&mut f, Some(&mut out), &mut report)
+                }
+            }
+        };
+        let (got, size) = copied.map_err(|e| Error::io("writing blob", &tmp, e))?;
         if got.as_str() != digest || size != desc.size() {
             let from = match &blob {
-                Blob::File(p) => format!(" (read from {})", p.display()),
+                Blob::File(p) | Blob::Spooled(p) => format!(" (read from {})", p.display()),
                 Blob::Bytes(_) => String::new(),
             };
             return Err(Error::new(
                 ErrorKind::DigestMismatch,
-                format!("expected {digest} ({} bytes), got {got} ({size} bytes){from}; the source changed while packing?", desc.size()),
+                format!(
+                    "expected {digest} ({} bytes), got {got} ({size} bytes){from}; did the source change while packing?",
+                    desc.size()
+                ),
             )
             .with_digest(digest));
         }
-        if self.fsync {
-            tmp.as_file()
-                .sync_all()
-                .map_err(|e| Error::io("syncing", tmp.path(), e))?;
-        }
-        set_readable(tmp.as_file());
-        tmp.persist(&final_path)
-            .map_err(|e| Error::io("renaming blob to", &final_path, e.error))?;
-        if self.fsync {
-            sync_dir(&dir)?;
-        }
+        self.commit(Some(&out), &tmp, &final_path, &dir)?;
+        // Renamed into place: nothing left for the temp path to delete.
+        let _ = tmp.keep();
         Ok(PushOutcome::Stored)
+    }
+
+    /// Makes a written temp file the blob at `to`: readable, synced when asked, renamed.
+    fn commit(&self, open: Option<&File>, from: &Path, to: &Path, dir: &Path) -> Result<()> {
+        if self.fsync {
+            let reopened;
+            let file = match open {
+                Some(f) => f,
+                None => {
+                    reopened = File::open(from).map_err(|e| Error::io("opening", from, e))?;
+                    &reopened
+                }
+            };
+            file.sync_all().map_err(|e| Error::io("syncing", from, e))?;
+        }
+        set_readable(from);
+        fs::rename(from, to).map_err(|e| Error::io("renaming blob to", to, e))?;
+        if self.fsync {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Where staging may write blobs it hashes (see [`Store::spool_dir`]); creates the
+    /// layout when it is new.
+    fn spool_path(&self) -> Result<PathBuf> {
+        self.ensure()?;
+        Ok(self.dir.join("blobs").join("sha256"))
     }
 }
 
@@ -321,14 +377,14 @@ pub fn ref_name(d: &Descriptor) -> Option<&str> {
 }
 
 #[cfg(unix)]
-fn set_readable(f: &File) {
+fn set_readable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     // tempfile creates 0600; blobs are content, readable like any file the user writes.
-    let _ = f.set_permissions(fs::Permissions::from_mode(0o644));
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o644));
 }
 
 #[cfg(not(unix))]
-fn set_readable(_f: &File) {}
+fn set_readable(_path: &Path) {}
 
 fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
@@ -351,7 +407,7 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
             .sync_all()
             .map_err(|e| Error::io("syncing", tmp.path(), e))?;
     }
-    set_readable(tmp.as_file());
+    set_readable(tmp.path());
     let target = dir.join(name);
     tmp.persist(&target)
         .map_err(|e| Error::io("replacing", &target, e.error))?;
@@ -364,7 +420,7 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
 #[async_trait]
 impl Store for Layout {
     fn name(&self) -> String {
-        format!("oci://{}", self.dir.display())
+        format!("oci://{}", self.shown.display())
     }
 
     async fn exists(&self, desc: &Descriptor) -> Result<bool> {
@@ -396,5 +452,10 @@ impl Store for Layout {
         let desc = desc.clone();
         let progress = progress.clone();
         blocking(move || this.write_blob(&desc, blob, &progress)).await
+    }
+
+    async fn spool_dir(&self) -> Result<Option<PathBuf>> {
+        let this = self.clone();
+        blocking(move || this.spool_path().map(Some)).await
     }
 }

@@ -25,6 +25,20 @@ pub enum Blob {
     Bytes(Bytes),
     /// A file to read.
     File(PathBuf),
+    /// A temp file made in this store's [`Store::spool_dir`] while staging; the store may
+    /// adopt it by renaming instead of copying (its digest was computed as it was written).
+    Spooled(PathBuf),
+}
+
+/// Prefix of the temp files stores and spools create; never a digest name.
+pub const SPOOL_PREFIX: &str = ".oci-packer-";
+
+/// A new temp file in `dir` for a blob being written.
+pub fn spool_file(dir: &std::path::Path) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(SPOOL_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("creating temp file in", dir, e))
 }
 
 /// What a push did.
@@ -51,6 +65,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Stores a blob, verifying its digest and size while it is written.
     async fn push(&self, desc: &Descriptor, blob: Blob, progress: &Progress)
         -> Result<PushOutcome>;
+
+    /// A directory on this store's file system where staging may write the blobs it hashes,
+    /// so that pushing them is a rename, not a second copy and hash. `None` by default.
+    async fn spool_dir(&self) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
 }
 
 /// Reads a whole (small) blob, refusing anything over [`MAX_MANIFEST_BYTES`].
@@ -68,7 +88,7 @@ pub async fn fetch_small(store: &dyn Store, desc: &Descriptor) -> Result<Bytes> 
     }
     match store.fetch(desc).await? {
         Blob::Bytes(b) => Ok(b),
-        Blob::File(p) => {
+        Blob::File(p) | Blob::Spooled(p) => {
             let data = tokio::fs::read(&p)
                 .await
                 .map_err(|e| Error::io("reading", &p, e))?;

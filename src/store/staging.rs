@@ -45,6 +45,7 @@ impl Store for Staging {
             Some(Origin::Bytes(b)) => Ok(Blob::Bytes(b.clone())),
             Some(Origin::File(p)) => Ok(Blob::File(p.clone())),
             Some(Origin::Temp(t)) => Ok(Blob::File(t.to_path_buf())),
+            Some(Origin::Spooled(t)) => Ok(Blob::Spooled(t.to_path_buf())),
             None => Err(Error::new(
                 ErrorKind::NotFound,
                 format!("{} is not among the staged blobs", desc.digest()),

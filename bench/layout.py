@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Benchmarks of packing into an OCI layout (issue 2), against peers measured in the same run.
+
+Prints figures and ratios; asserts nothing. Usage: python3 bench/layout.py [--runs N]
+Needs: a release build (built here), openssl, dd, tar and zstd (Debian packages).
+Data goes to $BENCH_DIR (default: a temp dir), removed afterwards.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "oci-packer")
+GiB = 1 << 30
+
+
+def run(cmd, cwd=None, stdout=subprocess.DEVNULL, shell=False):
+    """Runs a command; returns (seconds, peak RSS in MiB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, shell=shell)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    err = proc.stderr.read().decode()
+    if status != 0:
+        sys.exit(f"failed ({status}): {cmd}\n{err}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def settle():
+    """Writes back dirty pages so one run's writeback does not bill the next."""
+    os.sync()
+    time.sleep(1)
+
+
+def median_runs(label, make_cmd, runs, cleanup=None, cwd=None, shell=False):
+    times, rss = [], []
+    for i in range(runs):
+        settle()
+        t, r = run(make_cmd(i), cwd=cwd, shell=shell)
+        times.append(t)
+        rss.append(r)
+        if cleanup:
+            cleanup(i)
+    med = statistics.median(times)
+    print(f"  {label:<44} median {med:7.3f} s  (runs: {', '.join(f'{t:.2f}' for t in times)})  peak RSS {max(rss):6.1f} MiB")
+    return med, max(rss)
+
+
+def write_random(path, size):
+    with open("/dev/urandom", "rb") as src, open(path, "wb") as dst:
+        left = size
+        while left:
+            chunk = src.read(min(left, 16 << 20))
+            dst.write(chunk)
+            left -= len(chunk)
+
+
+def copy_tree_upto(dst, limit):
+    """Fills dst with regular files from /usr until `limit` bytes: real, mixed content."""
+    total = 0
+    for top in ("/usr/lib", "/usr/share", "/usr/bin"):
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames):
+                src = os.path.join(dirpath, name)
+                if os.path.islink(src) or not os.path.isfile(src):
+                    continue
+                try:
+                    size = os.path.getsize(src)
+                    if size == 0 or total + size > limit:
+                        continue
+                    rel = os.path.relpath(src, "/usr")
+                    os.makedirs(os.path.join(dst, os.path.dirname(rel)), exist_ok=True)
+                    shutil.copyfile(src, os.path.join(dst, rel))
+                    total += size
+                except OSError:
+                    continue
+                if total >= limit * 0.99:
+                    return total
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="oci-packer-bench-", dir=os.environ.get("BENCH_DIR"))
+    try:
+        bench(work, args.runs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(work, runs):
+    print(f"oci-packer layout benchmarks, {os.cpu_count()} cores, {runs} runs each, data in {work}")
+
+    # 1. One 1 GiB file -> layout, against one OpenSSL SHA-256 pass and a plain copy.
+    big = os.path.join(work, "big.bin")
+    write_random(big, GiB)
+    with open(os.path.join(work, "file.yaml"), "w") as f:
+        f.write("items:\n  - from: file://big.bin\n")
+    print("\n1 GiB file -> layout")
+    rm = lambda i: shutil.rmtree(os.path.join(work, f"l{i}"), ignore_errors=True)
+    ssl, _ = median_runs("openssl dgst -sha256 (one hash pass)", lambda i: ["openssl", "dgst", "-sha256", big], runs)
+    dd, _ = median_runs("dd bs=1M (one read + one write)",
+                        lambda i: ["dd", f"if={big}", f"of={work}/copy{i}", "bs=1M", "status=none"], runs,
+                        cleanup=lambda i: os.remove(f"{work}/copy{i}"))
+    ours, rss = median_runs("oci-packer pack", lambda i: [BIN, "pack", "-f", "file.yaml", f"oci://l{i}:v1"], runs,
+                            cleanup=rm, cwd=work)
+    print(f"  => {ours / ssl:.2f}x OpenSSL's hash time, {ours / max(ssl, dd):.2f}x the slower of hash and copy "
+          f"(goal <= 1.3x OpenSSL), peak RSS {rss:.1f} MiB (goal <= 64)")
+    dds, _ = median_runs("dd conv=fdatasync",
+                         lambda i: ["dd", f"if={big}", f"of={work}/copy{i}", "bs=1M", "conv=fdatasync", "status=none"],
+                         runs, cleanup=lambda i: os.remove(f"{work}/copy{i}"))
+    synced, _ = median_runs("oci-packer --fsync pack",
+                            lambda i: [BIN, "--fsync", "pack", "-f", "file.yaml", f"oci://l{i}:v1"], runs,
+                            cleanup=rm, cwd=work)
+    print(f"  => --fsync: {synced / dds:.2f}x dd conv=fdatasync (goal <= 1.1x)")
+    os.remove(big)
+
+    # 2. 10,000 files of 4 KiB via dir:// -> layout.
+    small = os.path.join(work, "small")
+    for i in range(10_000):
+        d = os.path.join(small, f"d{i // 500:02d}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i:05d}.bin"), "wb") as f:
+            f.write(os.urandom(4096))
+    with open(os.path.join(work, "dir.yaml"), "w") as f:
+        f.write("items:\n  - from: dir://small\n")
+    print("\n10,000 files of 4 KiB via dir:// -> layout (one layer per file)")
+    cp, _ = median_runs("cp -r (copy only, no hashing)", lambda i: ["cp", "-r", small, f"{work}/cp{i}"], runs,
+                        cleanup=lambda i: shutil.rmtree(f"{work}/cp{i}"))
+    t, rss = median_runs("oci-packer pack", lambda i: [BIN, "pack", "-f", "dir.yaml", f"oci://l{i}:v1"], runs,
+                         cleanup=rm, cwd=work)
+    print(f"  => {10_000 / t:,.0f} files/s (goal >= 5,000), {t / cp:.2f}x cp -r, peak RSS {rss:.1f} MiB")
+    shutil.rmtree(small)
+
+    # 3. A 1 GiB directory (files from /usr) as one tar+zstd layer.
+    tree = os.path.join(work, "tree")
+    size = copy_tree_upto(tree, GiB)
+    with open(os.path.join(work, "zstd.yaml"), "w") as f:
+        f.write("items:\n  - from: dir://tree\n    archive: tar+zstd\n")
+    print(f"\n{size / 1e6:,.0f} MB directory (files from /usr) -> one tar+zstd layer")
+    peer, _ = median_runs("tar -c | zstd -3 -T0 (peer)", lambda i: f"tar -C {work} -cf - tree | zstd -q -3 -T0 > {work}/t{i}.tzst",
+                          runs, cleanup=lambda i: os.remove(f"{work}/t{i}.tzst"), shell=True)
+    t, rss = median_runs("oci-packer pack (archive: tar+zstd)",
+                         lambda i: [BIN, "pack", "-f", "zstd.yaml", f"oci://l{i}:v1"], runs, cwd=work)
+    layer = max((os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(f"{work}/l0/blobs") for f in fs))
+    for i in range(runs):
+        rm(i)
+    print(f"  => {size / t / 1e6:,.0f} MB/s ({t / peer:.2f}x the peer's time), ratio {size / layer:.2f}, "
+          f"peak RSS {rss:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
