@@ -289,12 +289,11 @@ impl Layout {
                 });
             }
         };
-        // Staging wrote and hashed this file in our blobs directory: adopt it by renaming.
+        // Staging wrote and hashed this file as it copied it: adopt it by renaming.
         if let Blob::Spooled(p) = &blob {
-            if p.parent() == Some(dir.as_path())
-                && fs::metadata(p).is_ok_and(|m| m.len() == desc.size())
+            if fs::metadata(p).is_ok_and(|m| m.len() == desc.size())
+                && self.commit(p, &final_path, &dir)?
             {
-                self.commit(None, p, &final_path, &dir)?;
                 report(desc.size());
                 return Ok(PushOutcome::Stored);
             }
@@ -326,38 +325,45 @@ impl Layout {
             )
             .with_digest(digest));
         }
-        self.commit(Some(&out), &tmp, &final_path, &dir)?;
+        drop(out);
+        self.commit(&tmp, &final_path, &dir)?;
         // Renamed into place: nothing left for the temp path to delete.
         let _ = tmp.keep();
         Ok(PushOutcome::Stored)
     }
 
-    /// Makes a written temp file the blob at `to`: readable, synced when asked, renamed.
-    fn commit(&self, open: Option<&File>, from: &Path, to: &Path, dir: &Path) -> Result<()> {
+    /// Makes a written, verified file the blob at `to`: readable, synced when asked,
+    /// renamed. `Ok(false)` when `from` is on another file system (the caller copies).
+    fn commit(&self, from: &Path, to: &Path, dir: &Path) -> Result<bool> {
         if self.fsync {
-            let reopened;
-            let file = match open {
-                Some(f) => f,
-                None => {
-                    reopened = File::open(from).map_err(|e| Error::io("opening", from, e))?;
-                    &reopened
-                }
-            };
-            file.sync_all().map_err(|e| Error::io("syncing", from, e))?;
+            File::open(from)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io("syncing", from, e))?;
         }
         set_readable(from);
-        fs::rename(from, to).map_err(|e| Error::io("renaming blob to", to, e))?;
+        match fs::rename(from, to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => return Ok(false),
+            Err(e) => return Err(Error::io("renaming blob to", to, e)),
+        }
         if self.fsync {
             sync_dir(dir)?;
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Where staging may write blobs it hashes (see [`Store::spool_dir`]); creates the
-    /// layout when it is new.
-    fn spool_path(&self) -> Result<PathBuf> {
-        self.ensure()?;
-        Ok(self.dir.join("blobs").join("sha256"))
+    /// Where staging may write blobs it hashes (see [`Store::spool_dir`]): the blobs
+    /// directory of an existing layout; for a new one its parent directory, so that a pack
+    /// that fails leaves no layout behind (and a rename still adopts the file).
+    fn spool_path(&self) -> Option<PathBuf> {
+        if self.dir.join(LAYOUT_FILE).exists() {
+            let blobs = self.dir.join("blobs").join("sha256");
+            return fs::create_dir_all(&blobs).is_ok().then_some(blobs);
+        }
+        self.dir
+            .parent()
+            .filter(|p| p.is_dir())
+            .map(Path::to_path_buf)
     }
 }
 
@@ -456,6 +462,6 @@ impl Store for Layout {
 
     async fn spool_dir(&self) -> Result<Option<PathBuf>> {
         let this = self.clone();
-        blocking(move || this.spool_path().map(Some)).await
+        blocking(move || Ok(this.spool_path())).await
     }
 }

@@ -3,6 +3,7 @@
 mod assembly;
 mod cli;
 mod layout;
+mod library;
 mod packfile;
 mod sources;
 mod util;

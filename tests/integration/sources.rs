@@ -511,3 +511,39 @@ fn http_404_and_digest_pins() {
     );
     assert_eq!(layers(&m)[0]["digest"], right.as_str());
 }
+
+/// Large files are copied into the layout while they are hashed (one pass) and adopted by
+/// rename; nothing of that copy survives a pack that fails later.
+#[test]
+fn large_files_are_spooled_and_cleaned_up_on_failure() {
+    let d = TestDir::new();
+    let big: Vec<u8> = (0..9u32 << 20).map(|i| (i % 253) as u8).collect();
+    d.write("big.bin", &big);
+    d.write("tree/a.txt", "a");
+    let err = pack_fails(
+        &d,
+        "items:\n  - from: file://big.bin\n  - from: file://missing.txt\n",
+        1,
+    );
+    assert!(err.contains("missing.txt"), "{err}");
+    let m = pack_manifest(
+        &d,
+        "items:\n  - from: file://big.bin\n  - from: dir://tree\n    archive: tar\n",
+    );
+    assert_eq!(
+        blob(
+            &d.join("out"),
+            m["layers"][0]["digest"].as_str().expect("d")
+        ),
+        big
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(d.join("out/blobs/sha256"))
+        .expect("blobs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temp files left behind: {leftovers:?}"
+    );
+}

@@ -1,0 +1,169 @@
+//! The blocking Rust façade: error kinds, progress events, use from inside a runtime.
+
+use std::sync::{Arc, Mutex};
+
+use oci_packer::{ErrorKind, Options, PackInput, Progress, ProgressEvent};
+
+use crate::util::*;
+
+fn yaml(d: &TestDir, text: &str) -> PackInput {
+    PackInput::Yaml {
+        text: text.to_string(),
+        base_dir: d.path.clone(),
+    }
+}
+
+#[test]
+fn errors_have_stable_kinds_and_context() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    let target = format!("oci://{}:v1", d.join("out").display());
+    let opts = Options::default();
+    let e = oci_packer::pack(
+        yaml(
+            &d,
+            "items:\n  - from: file://a.txt\n    platform: linux/amd46\n",
+        ),
+        &target,
+        &opts,
+    )
+    .expect_err("bad platform");
+    assert_eq!(e.kind(), ErrorKind::PackFile);
+    assert_eq!(e.problems()[0].field, "items[0].platform");
+    assert_eq!((e.problems()[0].line, e.problems()[0].column), (3, 15));
+
+    let e = oci_packer::pack(yaml(&d, "items:\n  - from: file://nope\n"), &target, &opts)
+        .expect_err("missing");
+    assert_eq!(e.kind(), ErrorKind::SourceNotFound);
+    assert!(e.path().is_some_and(|p| p.ends_with("nope")), "{e:?}");
+
+    let pin = format!("sha256:{}", "1".repeat(64));
+    let e = oci_packer::pack(
+        yaml(
+            &d,
+            &format!("items:\n  - from: file://a.txt\n    digest: {pin}\n"),
+        ),
+        &target,
+        &opts,
+    )
+    .expect_err("pin");
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch);
+    assert_eq!(e.digest(), Some(pin.as_str()));
+
+    let e = oci_packer::pack(
+        yaml(&d, "items:\n  - from: file://a.txt\n"),
+        "ftp://x/y",
+        &opts,
+    )
+    .expect_err("ref");
+    assert_eq!(e.kind(), ErrorKind::InvalidReference);
+    assert_eq!(e.reference(), Some("ftp://x/y"));
+
+    let e = oci_packer::pack(
+        yaml(&d, "items:\n  - from: file://a.txt\n"),
+        "localhost:5000/x:v1",
+        &opts,
+    )
+    .expect_err("registry");
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+
+    let e = oci_packer::list(&format!("oci://{}:nope", d.join("missing").display()))
+        .expect_err("no layout");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(!d.join("out").exists(), "no failed call wrote anything");
+}
+
+#[test]
+fn progress_events_add_up_to_the_bytes_written() {
+    let d = TestDir::new();
+    d.write("a.bin", vec![1u8; 300_000]);
+    d.write("b.bin", vec![2u8; 12 << 20]);
+    let events: Arc<Mutex<Vec<ProgressEvent>>> = Arc::default();
+    let sink = events.clone();
+    let opts = Options {
+        progress: Progress::new(move |e| sink.lock().expect("lock").push(e.clone())),
+        ..Options::default()
+    };
+    let target = format!("oci://{}:v1", d.join("out").display());
+    let packed = oci_packer::pack(
+        yaml(
+            &d,
+            "items:\n  - from: file://a.bin\n  - from: file://b.bin\n",
+        ),
+        &target,
+        &opts,
+    )
+    .expect("pack");
+    let events = events.lock().expect("lock");
+    let started: Vec<(&str, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::Started { digest, size, .. } => Some((digest.as_str(), *size)),
+            _ => None,
+        })
+        .collect();
+    let finished = events
+        .iter()
+        .filter(|e| matches!(e, ProgressEvent::Finished { .. }))
+        .count();
+    let advanced: u64 = events
+        .iter()
+        .map(|e| match e {
+            ProgressEvent::Advanced { bytes, .. } => *bytes,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        started.len(),
+        4,
+        "two layers, the empty config, the manifest: {started:?}"
+    );
+    assert_eq!(finished, 4);
+    assert_eq!(
+        advanced, packed.stats.bytes,
+        "byte events add up to what was stored"
+    );
+    assert_eq!(advanced, started.iter().map(|s| s.1).sum::<u64>());
+    assert!(started
+        .iter()
+        .any(|s| s.0 == packed.descriptor.digest().to_string()));
+}
+
+#[test]
+fn works_from_inside_a_tokio_runtime() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    let target = format!("oci://{}:v1", d.join("out").display());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let digest = rt.block_on(async {
+        let packed = oci_packer::pack(
+            yaml(&d, "items:\n  - from: file://a.txt\n"),
+            &target,
+            &Options::default(),
+        )
+        .expect("pack inside a runtime");
+        tokio::task::yield_now().await;
+        packed.descriptor.digest().to_string()
+    });
+    let listing = oci_packer::list(&target).expect("list");
+    match listing {
+        oci_packer::Listing::Artifact { tree, .. } => {
+            assert_eq!(tree.descriptor.digest().to_string(), digest)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn validate_returns_problems_and_fails_only_on_unreadable_files() {
+    let d = TestDir::new();
+    assert!(
+        oci_packer::validate(yaml(&d, "items:\n  - from: file://x\n"))
+            .expect("ok")
+            .is_empty()
+    );
+    let ps = oci_packer::validate(yaml(&d, "items:\n  - from: nope\n")).expect("ok");
+    assert_eq!(ps.len(), 1);
+    let e = oci_packer::validate(d.join("missing.yaml").as_path()).expect_err("unreadable");
+    assert_eq!(e.kind(), ErrorKind::SourceNotFound);
+}
