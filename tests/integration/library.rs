@@ -70,7 +70,19 @@ fn errors_have_stable_kinds_and_context() {
     let e = oci_packer::list(&format!("oci://{}:nope", d.join("missing").display()))
         .expect_err("no layout");
     assert_eq!(e.kind(), ErrorKind::NotFound);
+
+    // A large file is spooled next to a new layout while it is hashed; a later failure
+    // removes the spooled copy and leaves no layout.
+    d.write("big.bin", vec![7u8; 9 << 20]);
+    let two = "items:\n  - from: file://big.bin\n  - from: file://nope\n";
+    let e = oci_packer::pack(yaml(&d, two), &target, &opts).expect_err("missing");
+    assert_eq!(e.kind(), ErrorKind::SourceNotFound);
     assert!(!d.join("out").exists(), "no failed call wrote anything");
+    let names: Vec<String> = snapshot(&d.path)
+        .into_keys()
+        .filter(|k| k.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "spooled temp files left: {names:?}");
 }
 
 #[test]
