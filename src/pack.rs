@@ -116,15 +116,7 @@ async fn stage_single(
 ) -> Result<StagedBlob> {
     match src {
         Source::File { path } => {
-            let spool = ctx.spool.clone();
-            file::stage(
-                path.clone(),
-                uri.to_string(),
-                media_type,
-                annotations,
-                spool,
-            )
-            .await
+            file::stage(path.clone(), uri.to_string(), media_type, annotations, ctx).await
         }
         Source::Http { url } => http::stage(url.clone(), ctx, media_type, annotations).await,
         Source::Dir { .. } => Err(Error::new(
@@ -197,7 +189,7 @@ async fn stage_item(item: &ItemPlan, ctx: &StageContext) -> Result<StagedItem> {
                 item.uri.clone(),
                 item.media_type.clone(),
                 item.annotations.clone(),
-                ctx.spool.clone(),
+                ctx,
             )
             .await?
         }

@@ -3,9 +3,29 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// One thing that happened to one blob while it moved to the target.
+/// One thing that happened to one source while it was staged, or to one blob while it moved
+/// to the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProgressEvent {
+    /// A large source started being read (hashed, copied or downloaded) while staging.
+    StageStarted {
+        /// The source: a path or URL.
+        source: String,
+        /// Its size, when known.
+        size: Option<u64>,
+    },
+    /// More bytes of a source were read.
+    StageAdvanced {
+        /// The source.
+        source: String,
+        /// Bytes read since the last event for this source.
+        bytes: u64,
+    },
+    /// A source was read completely.
+    StageFinished {
+        /// The source.
+        source: String,
+    },
     /// A blob started moving.
     Started {
         /// Its digest.

@@ -199,13 +199,14 @@ pub async fn stage_files(
     uri: String,
     media_type: Option<String>,
     annotations: BTreeMap<String, String>,
-    spool: Option<PathBuf>,
+    ctx: &StageContext,
 ) -> Result<Vec<StagedBlob>> {
+    let ctx = ctx.clone();
     blocking(move || {
         let entries = walk(&path, &uri, false)?;
         let mut staged = Vec::new();
         for e in entries.into_iter().filter(|e| e.kind == EntryKind::File) {
-            let (digest, size, origin) = stage_path(&e.path, &uri, spool.as_deref())?;
+            let (digest, size, origin) = stage_path(&e.path, &uri, &ctx)?;
             let mut ann = with_title(&annotations, &e.rel);
             ann.insert(DIR_ANNOTATION.to_string(), written.clone());
             let mt = media_type

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use super::{blocking, descriptor, with_title, Origin, StagedBlob};
+use super::{blocking, descriptor, with_title, Origin, StageContext, StagedBlob};
 use crate::digest::{copy_hashing, copy_hashing_pipelined, Digest, PIPELINE_THRESHOLD};
 use crate::error::{Error, ErrorKind, Result};
 use crate::mediatype;
+use crate::progress::ProgressEvent;
 use crate::store::spool_file;
 
 /// Checks that `path` is a readable regular file and returns it opened.
@@ -36,24 +37,50 @@ pub fn open_regular(path: &Path, uri: &str) -> Result<std::fs::File> {
     std::fs::File::open(path).map_err(|e| Error::io(&format!("{uri}: cannot open"), path, e))
 }
 
-/// Hashes a file; a large one is also copied into the `spool` directory in the same pass.
+/// Hashes a file; a large one is also copied into the target's spool directory in the same
+/// pass, with progress events.
 ///
 /// Small files are only hashed: copying them later costs one more read of a file in the page
 /// cache, while spooling would create (and, on a re-pack, throw away) one temp file each —
 /// the expensive part on most file systems. Returns the digest, the size and where the staged
 /// bytes are.
-pub fn stage_path(path: &Path, uri: &str, spool: Option<&Path>) -> Result<(Digest, u64, Origin)> {
+pub fn stage_path(path: &Path, uri: &str, ctx: &StageContext) -> Result<(Digest, u64, Origin)> {
     let mut f = open_regular(path, uri)?;
-    let big = f.metadata().is_ok_and(|m| m.len() >= PIPELINE_THRESHOLD);
-    let Some(dir) = spool.filter(|_| big) else {
-        let (d, n) = copy_hashing(&mut f, None, &mut |_| {})
-            .map_err(|e| Error::io(&format!("{uri}: reading"), path, e))?;
-        return Ok((d, n, Origin::File(path.to_path_buf())));
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let big = size >= PIPELINE_THRESHOLD;
+    let source = path.display().to_string();
+    let progress = &ctx.progress;
+    if big {
+        progress.emit(ProgressEvent::StageStarted {
+            source: source.clone(),
+            size: Some(size),
+        });
+    }
+    let mut report = |bytes| {
+        if big {
+            progress.emit(ProgressEvent::StageAdvanced {
+                source: source.clone(),
+                bytes,
+            });
+        }
     };
-    let (mut out, tmp) = spool_file(dir)?.into_parts();
-    let (d, n) = copy_hashing_pipelined(&mut f, &mut out, &mut |_| {})
-        .map_err(|e| Error::io(&format!("{uri}: copying to"), &tmp, e))?;
-    Ok((d, n, Origin::Spooled(Arc::new(tmp))))
+    let staged = match ctx.spool.as_deref().filter(|_| big) {
+        None => {
+            let (d, n) = copy_hashing(&mut f, None, &mut report)
+                .map_err(|e| Error::io(&format!("{uri}: reading"), path, e))?;
+            (d, n, Origin::File(path.to_path_buf()))
+        }
+        Some(dir) => {
+            let (mut out, tmp) = spool_file(dir)?.into_parts();
+            let (d, n) = copy_hashing_pipelined(&mut f, &mut out, &mut report)
+                .map_err(|e| Error::io(&format!("{uri}: copying to"), &tmp, e))?;
+            (d, n, Origin::Spooled(Arc::new(tmp)))
+        }
+    };
+    if big {
+        progress.emit(ProgressEvent::StageFinished { source });
+    }
+    Ok(staged)
 }
 
 /// Stages one file as one layer.
@@ -62,10 +89,11 @@ pub async fn stage(
     uri: String,
     media_type: Option<String>,
     annotations: BTreeMap<String, String>,
-    spool: Option<PathBuf>,
+    ctx: &StageContext,
 ) -> Result<StagedBlob> {
+    let ctx = ctx.clone();
     blocking(move || {
-        let (digest, size, origin) = stage_path(&path, &uri, spool.as_deref())?;
+        let (digest, size, origin) = stage_path(&path, &uri, &ctx)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

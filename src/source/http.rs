@@ -104,9 +104,9 @@ pub async fn stage(
         match try_download(&ctx.http, &url, &dir, &data).await? {
             Attempt::Done(path) => {
                 let uri = url.clone();
-                let spool = ctx.spool.clone();
+                let ctx = ctx.clone();
                 let (digest, size, origin) =
-                    super::blocking(move || stage_path(&path, &uri, spool.as_deref())).await?;
+                    super::blocking(move || stage_path(&path, &uri, &ctx)).await?;
                 let mt = media_type.unwrap_or_else(|| mediatype::infer(&name).to_string());
                 return Ok(StagedBlob {
                     descriptor: descriptor(&mt, &digest, size, with_title(&annotations, &name)),

@@ -216,3 +216,33 @@ fn readme_examples_pack() {
         stdout(&o)
     );
 }
+
+/// On a terminal, progress bars are drawn on stderr (here a pseudo-terminal from `script`).
+#[test]
+fn progress_bars_on_a_terminal() {
+    let d = TestDir::new();
+    d.write("big.bin", vec![3u8; 64 << 20]);
+    d.write("pack.yaml", "items:\n  - from: file://big.bin\n");
+    let cmd = format!(
+        "{} pack -f pack.yaml oci://out:v1",
+        env!("CARGO_BIN_EXE_oci-packer")
+    );
+    let o = std::process::Command::new("script")
+        .current_dir(&d.path)
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux)");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        screen.contains("reading [") && screen.contains("big.bin"),
+        "{screen}"
+    );
+    assert!(screen.contains("written ["), "{screen}");
+    assert!(screen.contains("Digest: sha256:"), "{screen}");
+    let quiet = run(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v2"], &[]);
+    assert!(
+        !stderr(&quiet).contains('['),
+        "no bars when stderr is not a terminal"
+    );
+}

@@ -139,6 +139,21 @@ fn progress_events_add_up_to_the_bytes_written() {
     assert!(started
         .iter()
         .any(|s| s.0 == packed.descriptor.digest().to_string()));
+    let staged: u64 = events
+        .iter()
+        .map(|e| match e {
+            ProgressEvent::StageAdvanced { source, bytes } if source.ends_with("b.bin") => *bytes,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        staged,
+        12 << 20,
+        "reading the large file is reported while staging"
+    );
+    assert!(events.iter().any(
+        |e| matches!(e, ProgressEvent::StageFinished { source } if source.ends_with("b.bin"))
+    ));
 }
 
 #[test]
