@@ -190,3 +190,228 @@ pub async fn copy_graph(
     let stats = *engine.stats.lock().unwrap_or_else(|p| p.into_inner());
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use oci_spec::image::Descriptor;
+
+    use super::copy_graph;
+    use crate::digest::Digest;
+    use crate::error::{Error, ErrorKind, Result};
+    use crate::json::canonical_json;
+    use crate::progress::Progress;
+    use crate::store::{Blob, PushOutcome, Store};
+
+    /// An in-memory store that records pushes and can be slow or fail on purpose.
+    #[derive(Debug, Default)]
+    struct Mem {
+        blobs: Mutex<HashMap<String, Bytes>>,
+        pushed: Mutex<Vec<String>>,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+        delay_ms: u64,
+        fail: Option<String>,
+    }
+
+    impl Mem {
+        fn add(&self, media_type: &str, data: &[u8]) -> Descriptor {
+            let d = Descriptor::new(
+                media_type.into(),
+                data.len() as u64,
+                Digest::of(data).to_oci(),
+            );
+            self.blobs
+                .lock()
+                .expect("lock")
+                .insert(d.digest().to_string(), Bytes::copy_from_slice(data));
+            d
+        }
+
+        fn has(&self, d: &Descriptor) -> bool {
+            self.blobs
+                .lock()
+                .expect("lock")
+                .contains_key(&d.digest().to_string())
+        }
+    }
+
+    #[async_trait]
+    impl Store for Mem {
+        fn name(&self) -> String {
+            "memory".into()
+        }
+        async fn exists(&self, desc: &Descriptor) -> Result<bool> {
+            Ok(self.has(desc))
+        }
+        async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
+            let b = self
+                .blobs
+                .lock()
+                .expect("lock")
+                .get(&desc.digest().to_string())
+                .cloned();
+            b.map(Blob::Bytes)
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, "missing"))
+        }
+        async fn push(&self, desc: &Descriptor, blob: Blob, _p: &Progress) -> Result<PushOutcome> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(self.delay_ms)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let digest = desc.digest().to_string();
+            if self.fail.as_deref() == Some(digest.as_str()) {
+                return Err(Error::new(ErrorKind::Io, "disk full"));
+            }
+            let Blob::Bytes(b) = blob else {
+                panic!("memory source gives bytes")
+            };
+            self.blobs.lock().expect("lock").insert(digest.clone(), b);
+            self.pushed.lock().expect("lock").push(digest);
+            Ok(PushOutcome::Stored)
+        }
+    }
+
+    struct Graph {
+        root: Descriptor,
+        manifests: Vec<(Descriptor, Vec<Descriptor>)>,
+        layers: Vec<Descriptor>,
+    }
+
+    /// index → two manifests; layer 0 is shared by both and repeated inside the first.
+    fn graph(src: &Mem) -> Graph {
+        let config = src.add(crate::mediatype::OCI_EMPTY, b"{}");
+        let layers: Vec<Descriptor> = (0..6)
+            .map(|i| src.add("application/octet-stream", format!("layer {i}").as_bytes()))
+            .collect();
+        let mut manifests = Vec::new();
+        for children in [vec![0, 1, 2, 0], vec![0, 3, 4, 5]] {
+            let ls: Vec<Descriptor> = children.iter().map(|&i| layers[i].clone()).collect();
+            let json = serde_json::json!({"schemaVersion": 2, "mediaType": crate::mediatype::OCI_MANIFEST,
+                "config": config, "layers": ls});
+            let m = src.add(
+                crate::mediatype::OCI_MANIFEST,
+                &canonical_json(&json).expect("json"),
+            );
+            let mut kids = vec![config.clone()];
+            kids.extend(ls);
+            manifests.push((m, kids));
+        }
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": crate::mediatype::OCI_INDEX,
+            "manifests": manifests.iter().map(|m| m.0.clone()).collect::<Vec<_>>()});
+        let root = src.add(
+            crate::mediatype::OCI_INDEX,
+            &canonical_json(&index).expect("json"),
+        );
+        Graph {
+            root,
+            manifests,
+            layers,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn children_before_parents_each_digest_once() {
+        let src = Mem::default();
+        let g = graph(&src);
+        let dst = Mem {
+            delay_ms: 5,
+            ..Mem::default()
+        };
+        let stats = copy_graph(&src, &dst, &g.root, 3, &Progress::default())
+            .await
+            .expect("copy");
+        let pushed = dst.pushed.lock().expect("lock").clone();
+        let pos = |d: &Descriptor| {
+            pushed
+                .iter()
+                .position(|p| *p == d.digest().to_string())
+                .expect("pushed")
+        };
+        assert_eq!(
+            pushed.len(),
+            1 + 6 + 2 + 1,
+            "config, six layers, two manifests, index: {pushed:?}"
+        );
+        assert_eq!(stats.stored, pushed.len());
+        for (m, kids) in &g.manifests {
+            for k in kids {
+                assert!(pos(k) < pos(m), "child after parent");
+            }
+            assert!(pos(m) < pos(&g.root));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn skips_what_the_destination_has() {
+        let src = Mem::default();
+        let g = graph(&src);
+        let dst = Mem::default();
+        copy_graph(&src, &dst, &g.manifests[0].0, 4, &Progress::default())
+            .await
+            .expect("first");
+        dst.pushed.lock().expect("lock").clear();
+        let stats = copy_graph(&src, &dst, &g.root, 4, &Progress::default())
+            .await
+            .expect("copy");
+        let pushed = dst.pushed.lock().expect("lock").clone();
+        assert_eq!(
+            pushed.len(),
+            3 + 1 + 1,
+            "layers 3-5, the second manifest, the index: {pushed:?}"
+        );
+        assert_eq!(
+            stats.skipped, 3,
+            "the first manifest (whole sub-graph), and the config and layer 0 the second shares"
+        );
+        assert!(g.layers.iter().all(|l| dst.has(l)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrency_is_bounded() {
+        for limit in [1, 2, 4] {
+            let src = Mem::default();
+            let g = graph(&src);
+            let dst = Mem {
+                delay_ms: 20,
+                ..Mem::default()
+            };
+            copy_graph(&src, &dst, &g.root, limit, &Progress::default())
+                .await
+                .expect("copy");
+            let max = dst.max_in_flight.load(Ordering::SeqCst);
+            assert_eq!(
+                max, limit,
+                "at most (and, with enough work, exactly) -j transfers at once"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn first_error_cancels_and_parents_are_never_pushed() {
+        let src = Mem::default();
+        let g = graph(&src);
+        let dst = Mem {
+            delay_ms: 30,
+            fail: Some(g.layers[3].digest().to_string()),
+            ..Mem::default()
+        };
+        let err = copy_graph(&src, &dst, &g.root, 2, &Progress::default())
+            .await
+            .expect_err("fails");
+        assert!(
+            err.message().contains("disk full")
+                && err.message().contains(&g.layers[3].digest().to_string())
+        );
+        assert!(!dst.has(&g.root));
+        assert!(
+            !dst.has(&g.manifests[1].0),
+            "a manifest whose child failed is never pushed"
+        );
+    }
+}
