@@ -158,7 +158,28 @@ impl Reader<'_> {
                 return;
             }
         };
-        let mut seen: Vec<&str> = Vec::new();
+        for (key, k, v, field) in self.entries(entries, path) {
+            if !allowed.contains(&key) {
+                let allowed = allowed.join(", ");
+                self.problem(
+                    k,
+                    &field,
+                    format!("unknown key \"{key}\" (allowed here: {allowed})"),
+                );
+                continue;
+            }
+            f(self, key, &field, v);
+        }
+    }
+
+    /// The entries of a mapping with string keys, each with its field path (recorded in
+    /// `positions`); other keys and duplicates are reported and left out.
+    fn entries<'n>(
+        &mut self,
+        entries: &'n [(Node, Node)],
+        path: &str,
+    ) -> Vec<(&'n str, &'n Node, &'n Node, String)> {
+        let mut out: Vec<(&'n str, &'n Node, &'n Node, String)> = Vec::new();
         for (k, v) in entries {
             let Value::Scalar(key) = &k.value else {
                 self.problem(
@@ -169,25 +190,14 @@ impl Reader<'_> {
                 continue;
             };
             let field = join(path, key);
-            if !allowed.contains(&key.as_str()) {
-                self.problem(
-                    k,
-                    &field,
-                    format!(
-                        "unknown key \"{key}\" (allowed here: {})",
-                        allowed.join(", ")
-                    ),
-                );
-                continue;
-            }
-            if seen.contains(&key.as_str()) {
+            if out.iter().any(|e| e.0 == key) {
                 self.problem(k, &field, format!("duplicate key \"{key}\""));
                 continue;
             }
-            seen.push(key);
             self.positions.insert(field.clone(), (v.line, v.column));
-            f(self, key, &field, v);
+            out.push((key, k, v, field));
         }
+        out
     }
 
     fn string(&mut self, node: &Node, path: &str) -> Option<String> {
@@ -222,26 +232,13 @@ impl Reader<'_> {
         match &node.value {
             Value::Null => {}
             Value::Map(entries) => {
-                for (k, v) in entries {
-                    let Value::Scalar(key) = &k.value else {
-                        self.problem(
-                            k,
-                            path,
-                            format!("keys must be strings, found {}", k.type_name()),
-                        );
-                        continue;
-                    };
-                    let field = join(path, key);
-                    self.positions.insert(field.clone(), (v.line, v.column));
-                    if out.contains_key(key) {
-                        self.problem(k, &field, format!("duplicate key \"{key}\""));
-                    }
+                for (key, _, v, field) in self.entries(entries, path) {
                     let value = match &v.value {
                         Value::Null => Some(String::new()),
                         _ => self.string(v, &field),
                     };
                     if let Some(value) = value {
-                        out.insert(key.clone(), value);
+                        out.insert(key.to_string(), value);
                     }
                 }
             }

@@ -121,11 +121,7 @@ fn index_mode_groups_by_platform_with_configs_and_annotations() {
          \x20 - from: file://data/one.bin\n\
          \x20   platform: Linux(v8)/x86_64\n",
     );
-    let digest = packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "pack.yaml", "oci://out:multi"],
-        &[],
-    ));
+    let digest = pack_ok(&d, "pack.yaml", "oci://out:multi");
     let out = d.join("out");
     skopeo_reads(&out, "multi");
     let index = blob_json(&out, &digest);
@@ -188,11 +184,7 @@ fn empty_config_and_default_artifact_type() {
     let d = TestDir::new();
     d.write("a.txt", "a");
     d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
-    let digest = packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "pack.yaml", "oci://out"],
-        &[],
-    ));
+    let digest = pack_ok(&d, "pack.yaml", "oci://out");
     let m = blob_json(&d.join("out"), &digest);
     assert_eq!(
         m["config"],
@@ -227,11 +219,7 @@ fn same_inputs_same_digest_in_other_dirs_at_other_times() {
                     .expect("mtime");
             }
         }
-        let digest = packed_digest(&run(
-            &d.path,
-            &["pack", "-f", "pack.yaml", "oci://layout:r"],
-            &[],
-        ));
+        let digest = pack_ok(&d, "pack.yaml", "oci://layout:r");
         (d, digest)
     };
     let (_a, d1) = make(false);
@@ -346,12 +334,5 @@ fn dry_run_prints_what_would_be_written_and_writes_nothing() {
         "sha256:{}",
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(json))
     );
-    assert_eq!(
-        packed_digest(&run(
-            &d.path,
-            &["pack", "-f", "pack.yaml", "oci://out:v1"],
-            &[]
-        )),
-        digest
-    );
+    assert_eq!(pack_ok(&d, "pack.yaml", "oci://out:v1"), digest);
 }

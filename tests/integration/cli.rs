@@ -15,14 +15,7 @@ fn seed_form_and_pack_command_agree() {
         stdout(&o),
         format!("Pushed oci://out:seed\nDigest: {seed}\n")
     );
-    assert_eq!(
-        packed_digest(&run(
-            &d.path,
-            &["pack", "-f", "pack.yaml", "oci://out:cmd"],
-            &[]
-        )),
-        seed
-    );
+    assert_eq!(pack_ok(&d, "pack.yaml", "oci://out:cmd"), seed);
 }
 
 #[test]

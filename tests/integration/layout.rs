@@ -45,21 +45,9 @@ fn retagging_replaces_the_older_entry_and_entries_are_sorted() {
     d.write("b.txt", "b");
     d.write("a.yaml", "items:\n  - from: file://a.txt\n");
     d.write("b.yaml", "items:\n  - from: file://b.txt\n");
-    let a = packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "a.yaml", "oci://out:zeta"],
-        &[],
-    ));
-    packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "a.yaml", "oci://out:alpha"],
-        &[],
-    ));
-    let b = packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "b.yaml", "oci://out:zeta"],
-        &[],
-    ));
+    let a = pack_ok(&d, "a.yaml", "oci://out:zeta");
+    pack_ok(&d, "a.yaml", "oci://out:alpha");
+    let b = pack_ok(&d, "b.yaml", "oci://out:zeta");
     assert_ne!(a, b);
     let index = read_json(&d.join("out/index.json"));
     let names: Vec<(&str, &str)> = index["manifests"]
@@ -87,11 +75,7 @@ fn corrupt_index_json_is_an_error_and_left_unchanged() {
     let d = TestDir::new();
     d.write("a.txt", "a");
     d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
-    packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "pack.yaml", "oci://out:v1"],
-        &[],
-    ));
+    pack_ok(&d, "pack.yaml", "oci://out:v1");
     std::fs::write(d.join("out/index.json"), b"{\"manifests\": [").expect("corrupt");
     let before = snapshot(&d.join("out"));
     let o = run(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v2"], &[]);
@@ -185,11 +169,7 @@ fn a_pack_killed_midway_leaves_the_layout_valid() {
     let d = TestDir::new();
     d.write("small.txt", "small");
     d.write("small.yaml", "items:\n  - from: file://small.txt\n");
-    packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "small.yaml", "oci://out:before"],
-        &[],
-    ));
+    pack_ok(&d, "small.yaml", "oci://out:before");
     // Large enough that hashing and copying take a while even in a release build.
     let big = std::fs::File::create(d.join("big.bin")).expect("create");
     big.set_len(512 << 20).expect("sparse 512 MiB");
@@ -212,11 +192,7 @@ fn a_pack_killed_midway_leaves_the_layout_valid() {
         skopeo_reads(&d.join("out"), "before");
     }
     // A re-run completes and the earlier entry is still there.
-    packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "big.yaml", "oci://out:big"],
-        &[],
-    ));
+    pack_ok(&d, "big.yaml", "oci://out:big");
     assert_layout_valid(&d.join("out"));
     assert_eq!(
         read_json(&d.join("out/index.json"))["manifests"]
@@ -237,11 +213,7 @@ fn fsync_option_writes_the_same_layout() {
         &["--fsync", "pack", "-f", "pack.yaml", "oci://synced:v1"],
         &[],
     ));
-    let b = packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "pack.yaml", "oci://plain:v1"],
-        &[],
-    ));
+    let b = pack_ok(&d, "pack.yaml", "oci://plain:v1");
     assert_eq!(a, b);
     assert_eq!(snapshot(&d.join("synced")), snapshot(&d.join("plain")));
 }
@@ -256,16 +228,8 @@ fn list_shows_entries_and_trees() {
         "type: application/vnd.example\nitems:\n  - from: file://a.txt\n",
     );
     d.write("i.yaml", "items:\n  - from: file://a.txt\n    platform: linux/amd64\n  - from: file://b.json\n    platform: linux/arm/v7\n");
-    let m = packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "m.yaml", "oci://out:man"],
-        &[],
-    ));
-    let i = packed_digest(&run(
-        &d.path,
-        &["pack", "-f", "i.yaml", "oci://out:idx"],
-        &[],
-    ));
+    let m = pack_ok(&d, "m.yaml", "oci://out:man");
+    let i = pack_ok(&d, "i.yaml", "oci://out:idx");
     let o = run(&d.path, &["list", "oci://out"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);

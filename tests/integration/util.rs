@@ -88,6 +88,11 @@ pub fn packed_digest(o: &Output) -> String {
         .to_string()
 }
 
+/// `oci-packer pack -f FILE TARGET` in `d`, which must succeed; returns the digest.
+pub fn pack_ok(d: &TestDir, file: &str, target: &str) -> String {
+    packed_digest(&run(&d.path, &["pack", "-f", file, target], &[]))
+}
+
 /// Every file under `dir` with its bytes, for byte-for-byte comparisons.
 pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
