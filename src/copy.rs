@@ -23,6 +23,8 @@ pub struct CopyStats {
     pub stored: usize,
     /// Blobs the destination had.
     pub skipped: usize,
+    /// Blobs mounted from another repository of the same registry.
+    pub mounted: usize,
     /// Bytes written.
     pub bytes: u64,
 }
@@ -76,6 +78,7 @@ impl<'a> Engine<'a> {
                 s.bytes += size;
             }
             PushOutcome::AlreadyExists => s.skipped += 1,
+            PushOutcome::Mounted => s.mounted += 1,
         }
     }
 
@@ -117,6 +120,18 @@ impl<'a> Engine<'a> {
             // mean thousands of requests (or blocking threads) at once.
             let _slot = self.slot().await?;
             if self.skip(desc).await? {
+                return Ok(());
+            }
+            if let Some(outcome) = self.dst.mount_from(desc, self.src).await? {
+                self.count(outcome, desc.size());
+                let digest = desc.digest().to_string();
+                self.progress.emit(match outcome {
+                    PushOutcome::Mounted => ProgressEvent::Mounted {
+                        digest,
+                        size: desc.size(),
+                    },
+                    _ => ProgressEvent::Finished { digest },
+                });
                 return Ok(());
             }
             let blob = self.src.fetch(desc).await?;
@@ -161,6 +176,10 @@ impl<'a> Engine<'a> {
         self.progress.emit(match outcome {
             PushOutcome::Stored => ProgressEvent::Finished { digest },
             PushOutcome::AlreadyExists => ProgressEvent::Skipped {
+                digest,
+                size: desc.size(),
+            },
+            PushOutcome::Mounted => ProgressEvent::Mounted {
                 digest,
                 size: desc.size(),
             },

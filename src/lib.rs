@@ -18,6 +18,7 @@ pub mod archive;
 pub mod assemble;
 pub mod copy;
 pub mod digest;
+mod endpoint;
 mod error;
 pub mod json;
 mod list;
@@ -35,11 +36,13 @@ pub mod time;
 #[doc(hidden)]
 pub mod cli;
 
+pub use endpoint::Copied;
 pub use error::{Error, ErrorKind, Problem, Result};
 pub use list::{ListEntry, Listing, TreeNode};
 pub use pack::Packed;
 pub use packfile::{ConfigSpec, ItemSpec, PackFile, PackInput};
 pub use progress::{Progress, ProgressEvent};
+pub use store::registry::RegistryOptions;
 
 /// Options shared by the operations, with the CLI's defaults.
 #[derive(Debug, Clone)]
@@ -57,6 +60,10 @@ pub struct Options {
     pub dry_run: bool,
     /// Observer of per-blob progress.
     pub progress: Progress,
+    /// Registry connection and credentials (`--plain-http`, `-u`, …).
+    pub registry: RegistryOptions,
+    /// `copy`: the member of an index to copy (`--platform`).
+    pub platform: Option<String>,
 }
 
 impl Default for Options {
@@ -68,6 +75,8 @@ impl Default for Options {
             created: None,
             dry_run: false,
             progress: Progress::default(),
+            registry: RegistryOptions::default(),
+            platform: None,
         }
     }
 }
@@ -91,4 +100,37 @@ pub fn validate(input: impl Into<PackInput>) -> Result<Vec<Problem>> {
 /// Lists a layout's entries (`oci://DIR`) or one artifact's tree (`oci://DIR:REF`).
 pub fn list(reference: &str) -> Result<Listing> {
     runtime::block_on(list::list(reference))?
+}
+
+/// Copies an artifact between registries and layouts, in any direction (`copy SRC DST`):
+/// the whole graph, or with [`Options::platform`] one member of an index. Digests are kept
+/// byte for byte; the destination is tagged only after everything arrived.
+pub fn copy(src: &str, dst: &str, options: &Options) -> Result<Copied> {
+    runtime::block_on(endpoint::copy(src, dst, options))?
+}
+
+/// Checks credentials against `host` and stores them in the Docker config (`login`);
+/// returns the config file written.
+pub fn login(host: &str, options: &RegistryOptions) -> Result<PathBuf> {
+    let (Some(username), Some(password)) = (&options.username, &options.password) else {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "login needs a user name (-u) and a password (-p or --password-stdin)",
+        ));
+    };
+    let reference = reference::RegistryRef::for_host(host)?;
+    let registry = store::registry::Registry::new(&reference, options)?;
+    runtime::block_on(registry.ping())??;
+    let cred = store::registry::credentials::Credential {
+        username: username.clone(),
+        password: password.clone(),
+    };
+    store::registry::credentials::store(&reference.host, &cred, options.config.as_deref())
+}
+
+/// Removes stored credentials for `host` from the Docker config (`logout`); false when there
+/// were none.
+pub fn logout(host: &str, options: &RegistryOptions) -> Result<bool> {
+    let reference = reference::RegistryRef::for_host(host)?;
+    store::registry::credentials::remove(&reference.host, options.config.as_deref())
 }

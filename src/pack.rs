@@ -8,13 +8,11 @@ use oci_spec::image::Descriptor;
 
 use crate::assemble::{assemble, StagedItem};
 use crate::copy::{copy_graph, CopyStats};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::packfile::{BlobPlan, ItemPlan, Plan};
-use crate::reference::{LayoutSelector, Reference};
 use crate::source::{self, dir, file, http, Source, StageContext, StagedBlob};
-use crate::store::layout::Layout;
 use crate::store::staging::Staging;
-use crate::store::Store;
 use crate::Options;
 
 /// The result of a pack.
@@ -28,46 +26,6 @@ pub struct Packed {
     pub manifest: Bytes,
     /// What moved (all zeros for a dry run).
     pub stats: CopyStats,
-}
-
-/// The writable target of a pack.
-#[derive(Debug)]
-pub(crate) struct LayoutTarget {
-    pub layout: Layout,
-    pub name: String,
-}
-
-/// Parses and opens a pack or copy target, before anything is staged.
-pub(crate) fn open_target(target: &str, fsync: bool) -> Result<LayoutTarget> {
-    match Reference::parse(target)? {
-        Reference::Layout(l) => {
-            let name = match &l.selector {
-                LayoutSelector::Name(n) => n.clone(),
-                LayoutSelector::Digest(_) => {
-                    return Err(Error::new(
-                        ErrorKind::InvalidReference,
-                        format!(
-                            "{target}: a layout target needs a name (oci://DIR:REF), not a digest"
-                        ),
-                    )
-                    .with_reference(target))
-                }
-            };
-            Ok(LayoutTarget {
-                layout: Layout::open(&l.dir, fsync)?,
-                name,
-            })
-        }
-        Reference::Registry(r) => Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "{target}: pushing to registries ({}) is not available in this build yet; \
-                 write to a local layout with oci://DIR[:REF]",
-                r.host
-            ),
-        )
-        .with_reference(target)),
-    }
 }
 
 fn tmp_dir(options: &Options) -> PathBuf {
@@ -256,10 +214,10 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
     let target_store = if options.dry_run {
         None
     } else {
-        Some(open_target(target, options.fsync)?)
+        Some(Endpoint::open(target, options, true)?)
     };
     let spool = match &target_store {
-        Some(t) => t.layout.spool_dir().await?,
+        Some(t) => t.store().spool_dir().await?,
         None => None,
     };
     let built = build(plan, options, spool).await?;
@@ -268,13 +226,13 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
         let staging = Staging::new(built.blobs.iter().cloned());
         stats = copy_graph(
             &staging,
-            &t.layout,
+            t.store(),
             &built.root,
             options.concurrency,
             &options.progress,
         )
         .await?;
-        t.layout.tag(&built.root, &t.name).await?;
+        t.tag(&built.root).await?;
         tracing::info!(target, digest = %built.root.digest(), stored = stats.stored, skipped = stats.skipped, "packed");
     }
     Ok(Packed {

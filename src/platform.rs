@@ -173,6 +173,58 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// The variant with the architecture's default filled in (`arm64` → `v8`, `arm` → `v7`,
+    /// `amd64` → `v1`), so `linux/arm64` and `linux/arm64/v8` compare equal.
+    fn effective_variant(&self) -> Option<&str> {
+        match (self.architecture.as_str(), self.variant.as_deref()) {
+            (_, Some(v)) => Some(v),
+            ("arm64", None) => Some("v8"),
+            ("arm", None) => Some("v7"),
+            ("amd64", None) => Some("v1"),
+            _ => None,
+        }
+    }
+
+    /// The index of the best of `candidates` for this platform, containerd-style: same OS
+    /// and architecture (and `os.version` when asked for); the exact variant wins, else the
+    /// highest lower variant that still runs here (`arm/v7` runs `arm/v6`, `amd64/v3` runs
+    /// `amd64/v2`).
+    pub fn best_match(&self, candidates: &[Platform]) -> Option<usize> {
+        let level = |v: Option<&str>| {
+            v.and_then(|v| {
+                v.trim_start_matches('v')
+                    .split('.')
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            })
+        };
+        let want = level(self.effective_variant());
+        let mut best: Option<(u32, usize)> = None;
+        for (i, c) in candidates.iter().enumerate() {
+            if c.os != self.os || c.architecture != self.architecture {
+                continue;
+            }
+            if self.os_version.is_some() && c.os_version != self.os_version {
+                continue;
+            }
+            let score = if c.effective_variant() == self.effective_variant() {
+                1000
+            } else {
+                match (level(c.effective_variant()), want) {
+                    (Some(have), Some(want)) if have < want && self.architecture != "arm64" => have,
+                    _ => continue,
+                }
+            };
+            if best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, i));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+}
+
 /// containerd's `normalizeArch`.
 fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
     let (a, v) = match arch {
@@ -242,6 +294,36 @@ mod tests {
             norm("windows(10.0.17763)/amd64"),
             "windows(10.0.17763)/amd64"
         );
+    }
+
+    #[test]
+    fn best_match_with_variants() {
+        let list: Vec<Platform> = [
+            "linux/amd64",
+            "linux/arm64/v8",
+            "linux/arm/v7",
+            "linux/arm/v6",
+            "windows(10.0)/amd64",
+        ]
+        .iter()
+        .map(|s| Platform::parse(s).expect("valid"))
+        .collect();
+        let pick = |s: &str| Platform::parse(s).expect("valid").best_match(&list);
+        assert_eq!(pick("linux/amd64"), Some(0));
+        assert_eq!(pick("linux/arm64"), Some(1), "arm64 means arm64/v8");
+        assert_eq!(pick("linux/arm64/v8"), Some(1));
+        assert_eq!(pick("linux/arm/v7"), Some(2));
+        assert_eq!(pick("linux/arm"), Some(2), "arm means arm/v7");
+        assert_eq!(pick("linux/arm/v6"), Some(3));
+        assert_eq!(
+            pick("linux/arm/v8"),
+            Some(2),
+            "v8 runs v7, the best lower variant"
+        );
+        assert_eq!(pick("linux/arm/v5"), None);
+        assert_eq!(pick("linux/s390x"), None);
+        assert_eq!(pick("windows(10.0)/amd64"), Some(4));
+        assert_eq!(pick("windows(11.0)/amd64"), None);
     }
 
     #[test]

@@ -47,6 +47,13 @@ pub enum ProgressEvent {
         /// Its digest.
         digest: String,
     },
+    /// The registry linked the blob from another repository; no bytes moved.
+    Mounted {
+        /// Its digest.
+        digest: String,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// The target had the blob already; nothing moved.
     Skipped {
         /// Its digest.

@@ -170,6 +170,35 @@ impl RegistryRef {
     }
 }
 
+impl RegistryRef {
+    /// A reference to the registry `host` itself (for `login`), normalised like any other.
+    pub fn for_host(host: &str) -> Result<RegistryRef> {
+        let host = host
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let invalid = |why: &str| {
+            Error::new(
+                ErrorKind::InvalidReference,
+                format!("invalid registry host \"{host}\": {why}"),
+            )
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(invalid(
+                "give a host name, e.g. registry.example.com or localhost:5000",
+            ));
+        }
+        let parsed =
+            RegistryRef::parse(&format!("{host}/oci-packer-login")).map_err(|w| invalid(&w))?;
+        if parsed.host == "index.docker.io" && !host.contains("docker.io") && !host.contains('.') {
+            return Err(invalid(
+                "not a host name (it needs a '.', a ':port' or to be localhost)",
+            ));
+        }
+        Ok(parsed)
+    }
+}
+
 impl LayoutRef {
     fn parse(text: &str) -> std::result::Result<LayoutRef, String> {
         let cut = text.find([':', '@']);

@@ -98,9 +98,9 @@ pub fn progress() -> (Progress, BarsGuard) {
                 b.advance(digest, *bytes);
                 b.total.inc(*bytes);
             }
-            ProgressEvent::Finished { digest } | ProgressEvent::Skipped { digest, .. } => {
-                b.finish(digest)
-            }
+            ProgressEvent::Finished { digest }
+            | ProgressEvent::Skipped { digest, .. }
+            | ProgressEvent::Mounted { digest, .. } => b.finish(digest),
         }
     });
     (progress, guard)

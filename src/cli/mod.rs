@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::{Error, ErrorKind, Listing, Options, PackInput};
+use crate::{Error, ErrorKind, Listing, Options, PackInput, RegistryOptions};
 
 mod bars;
 mod output;
@@ -63,6 +63,34 @@ struct Global {
     /// Layouts: make blobs durable against a machine crash before index.json names them.
     #[arg(long, global = true)]
     fsync: bool,
+    /// Registries: talk plain HTTP instead of HTTPS.
+    #[arg(long, global = true, conflicts_with = "insecure")]
+    plain_http: bool,
+    /// Registries: do not verify TLS certificates.
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// Registries: also trust this CA certificate (PEM).
+    #[arg(long, value_name = "FILE", global = true)]
+    ca_file: Option<PathBuf>,
+    /// Registry user name (alias -l/--login).
+    #[arg(
+        short = 'u',
+        long = "username",
+        visible_alias = "login",
+        short_alias = 'l',
+        global = true
+    )]
+    username: Option<String>,
+    /// Registry password (prefer --password-stdin: arguments are visible to other users).
+    #[arg(short = 'p', long, global = true, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the registry password from standard input.
+    #[arg(long, global = true)]
+    password_stdin: bool,
+    /// Docker config file with registry credentials (default: $DOCKER_CONFIG/config.json,
+    /// ~/.docker/config.json).
+    #[arg(long, value_name = "PATH", global = true)]
+    registry_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +107,26 @@ enum Command {
     List {
         /// oci://DIR or oci://DIR:REF or oci://DIR@sha256:…
         reference: String,
+    },
+    /// Copy an artifact between registries and layouts (any direction), digests unchanged.
+    Copy {
+        /// Source: host/repo[:tag|@digest], docker://…, cr://…, oci://DIR[:REF].
+        src: String,
+        /// Destination, same forms.
+        dst: String,
+        /// Copy only the member of an index that best matches os/arch[/variant].
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
+    },
+    /// Check credentials for a registry and store them in the Docker config.
+    Login {
+        /// Registry host, e.g. registry.example.com or localhost:5000.
+        host: String,
+    },
+    /// Remove stored credentials for a registry from the Docker config.
+    Logout {
+        /// Registry host.
+        host: String,
     },
 }
 
@@ -165,6 +213,29 @@ fn options(g: &Global) -> (Options, Option<bars::BarsGuard>) {
     (opts, guard)
 }
 
+fn registry_options(g: &Global) -> Result<RegistryOptions, Error> {
+    let password = if g.password_stdin {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("reading the password from stdin: {e}"),
+            )
+        })?;
+        Some(text.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        g.password.clone()
+    };
+    Ok(RegistryOptions {
+        plain_http: g.plain_http,
+        insecure: g.insecure,
+        ca_file: g.ca_file.clone(),
+        username: g.username.clone(),
+        password,
+        config: g.registry_config.clone(),
+    })
+}
+
 fn execute(cli: Cli) -> Result<i32, Error> {
     let g = &cli.global;
     let command = match (cli.command, cli.file, cli.target) {
@@ -186,6 +257,7 @@ fn execute(cli: Cli) -> Result<i32, Error> {
     match command {
         Command::Pack(a) => {
             let (mut opts, bars) = options(g);
+            opts.registry = registry_options(g)?;
             opts.dry_run = a.dry_run;
             opts.created = a.created;
             let target = a.target.unwrap_or_default();
@@ -201,6 +273,31 @@ fn execute(cli: Cli) -> Result<i32, Error> {
         Command::List { reference } => {
             let listing: Listing = crate::list(&reference)?;
             output::listing(&mut out, g.format, &listing)
+        }
+        Command::Copy { src, dst, platform } => {
+            let (mut opts, bars) = options(g);
+            opts.registry = registry_options(g)?;
+            opts.platform = platform;
+            let copied = crate::copy(&src, &dst, &opts)?;
+            drop(bars);
+            output::copied(&mut out, g.format, &copied)
+        }
+        Command::Login { host } => {
+            let path = crate::login(&host, &registry_options(g)?)?;
+            output::message(
+                &mut out,
+                g.format,
+                &format!("Login succeeded; credentials stored in {}", path.display()),
+            )
+        }
+        Command::Logout { host } => {
+            let removed = crate::logout(&host, &registry_options(g)?)?;
+            let text = if removed {
+                format!("Removed credentials for {host}")
+            } else {
+                format!("No credentials stored for {host}")
+            };
+            output::message(&mut out, g.format, &text)
         }
     }
     .and_then(|code| {

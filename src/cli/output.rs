@@ -194,3 +194,34 @@ pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, 
     }
     Ok(0)
 }
+
+pub fn copied(out: &mut dyn Write, format: Format, c: &crate::Copied) -> Result<i32, Error> {
+    match format {
+        Format::Text => {
+            writeln!(out, "Copied {}", c.reference).map_err(io)?;
+            writeln!(out, "Digest: {}", c.descriptor.digest()).map_err(io)?;
+        }
+        Format::Json => print_json(
+            out,
+            &json!({
+                "reference": c.reference,
+                "digest": c.descriptor.digest().to_string(),
+                "mediaType": c.descriptor.media_type().to_string(),
+                "size": c.descriptor.size(),
+                "blobsStored": c.stats.stored,
+                "blobsSkipped": c.stats.skipped,
+                "blobsMounted": c.stats.mounted,
+                "bytesStored": c.stats.bytes,
+            }),
+        )?,
+    }
+    Ok(0)
+}
+
+pub fn message(out: &mut dyn Write, format: Format, text: &str) -> Result<i32, Error> {
+    match format {
+        Format::Text => writeln!(out, "{text}").map_err(io)?,
+        Format::Json => print_json(out, &json!({ "message": text }))?,
+    }
+    Ok(0)
+}

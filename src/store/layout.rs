@@ -299,27 +299,35 @@ impl Layout {
             }
         }
         let (mut out, tmp) = spool_file(&dir)?.into_parts();
-        let copied = match &blob {
+        let from = match &blob {
+            Blob::File(p) | Blob::Spooled(p) => format!("read from {}", p.display()),
+            Blob::Bytes(_) => "in memory".to_string(),
+            Blob::Stream(_) => "downloaded".to_string(),
+        };
+        let big = desc.size() >= PIPELINE_THRESHOLD;
+        let copied = match blob {
             Blob::Bytes(b) => copy_hashing(&mut &b[..], Some(&mut out), &mut report),
             Blob::File(p) | Blob::Spooled(p) => {
-                let mut f = File::open(p).map_err(|e| Error::io("reading", p, e))?;
-                if desc.size() >= PIPELINE_THRESHOLD {
+                let mut f = File::open(&p).map_err(|e| Error::io("reading", &p, e))?;
+                if big {
                     copy_hashing_pipelined(&mut f, &mut out, &mut report)
                 } else {
                     copy_hashing(&mut f, Some(&mut out), &mut report)
                 }
             }
+            // We run on a blocking thread of the runtime: bridge the async download.
+            Blob::Stream(r) => {
+                let mut r = tokio_util::io::SyncIoBridge::new(r);
+                copy_hashing_pipelined(&mut r, &mut out, &mut report)
+            }
         };
-        let (got, size) = copied.map_err(|e| Error::io("writing blob", &tmp, e))?;
+        let (got, size) =
+            copied.map_err(|e| Error::io(&format!("writing blob ({from}) to"), &tmp, e))?;
         if got.as_str() != digest || size != desc.size() {
-            let from = match &blob {
-                Blob::File(p) | Blob::Spooled(p) => format!(" (read from {})", p.display()),
-                Blob::Bytes(_) => String::new(),
-            };
             return Err(Error::new(
                 ErrorKind::DigestMismatch,
                 format!(
-                    "expected {digest} ({} bytes), got {got} ({size} bytes){from}; did the source change while packing?",
+                    "expected {digest} ({} bytes), got {got} ({size} bytes), {from}; the content is not what its descriptor says",
                     desc.size()
                 ),
             )

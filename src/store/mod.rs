@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 
 pub mod layout;
+pub mod registry;
 pub mod staging;
 
 /// Manifests and indexes are read into memory; anything larger than this is refused
@@ -19,7 +20,6 @@ pub mod staging;
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
 /// The bytes of a blob, as the source store can hand them over.
-#[derive(Debug, Clone)]
 pub enum Blob {
     /// Small content in memory.
     Bytes(Bytes),
@@ -28,6 +28,19 @@ pub enum Blob {
     /// A temp file made in this store's [`Store::spool_dir`] while staging; the store may
     /// adopt it by renaming instead of copying (its digest was computed as it was written).
     Spooled(PathBuf),
+    /// A stream (a registry download), read once.
+    Stream(Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+}
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blob::Bytes(b) => write!(f, "Blob::Bytes({} bytes)", b.len()),
+            Blob::File(p) => write!(f, "Blob::File({})", p.display()),
+            Blob::Spooled(p) => write!(f, "Blob::Spooled({})", p.display()),
+            Blob::Stream(_) => f.write_str("Blob::Stream"),
+        }
+    }
 }
 
 /// Prefix of the temp files stores and spools create; never a digest name.
@@ -48,6 +61,8 @@ pub enum PushOutcome {
     Stored,
     /// The store had the blob already; nothing was written.
     AlreadyExists,
+    /// The registry linked the blob from another repository; no bytes moved.
+    Mounted,
 }
 
 /// A store of content-addressed blobs.
@@ -71,6 +86,21 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn spool_dir(&self) -> Result<Option<PathBuf>> {
         Ok(None)
     }
+
+    /// `(host, repository)` when this store is a registry repository.
+    fn registry_repository(&self) -> Option<(&str, &str)> {
+        None
+    }
+
+    /// Makes the blob appear without copying bytes (cross-repository mount), when this store
+    /// and `source` allow it; `None` means "copy it".
+    async fn mount_from(
+        &self,
+        _desc: &Descriptor,
+        _source: &dyn Store,
+    ) -> Result<Option<PushOutcome>> {
+        Ok(None)
+    }
 }
 
 /// Reads a whole (small) blob, refusing anything over [`MAX_MANIFEST_BYTES`].
@@ -86,25 +116,41 @@ pub async fn fetch_small(store: &dyn Store, desc: &Descriptor) -> Result<Bytes> 
             ),
         ));
     }
-    match store.fetch(desc).await? {
-        Blob::Bytes(b) => Ok(b),
-        Blob::File(p) | Blob::Spooled(p) => {
-            let data = tokio::fs::read(&p)
+    let blob = store.fetch(desc).await?;
+    read_small(blob, desc)
+        .await
+        .map_err(|e| e.context(store.name()))
+}
+
+/// Reads a small blob into memory, verifying its digest.
+pub async fn read_small(blob: Blob, desc: &Descriptor) -> Result<Bytes> {
+    use tokio::io::AsyncReadExt;
+    let data = match blob {
+        Blob::Bytes(b) => return Ok(b),
+        Blob::File(p) | Blob::Spooled(p) => tokio::fs::read(&p)
+            .await
+            .map_err(|e| Error::io("reading", &p, e))?,
+        Blob::Stream(r) => {
+            let mut data = Vec::new();
+            r.take(MAX_MANIFEST_BYTES + 1)
+                .read_to_end(&mut data)
                 .await
-                .map_err(|e| Error::io("reading", &p, e))?;
-            let got = crate::digest::Digest::of(&data);
-            if got.as_str() != desc.digest().to_string() {
-                return Err(Error::new(
-                    ErrorKind::DigestMismatch,
-                    format!(
-                        "{}: content of {} has digest {got}",
-                        store.name(),
-                        desc.digest()
-                    ),
-                )
-                .with_digest(desc.digest().to_string()));
-            }
-            Ok(Bytes::from(data))
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Network,
+                        format!("reading {}: {e}", desc.digest()),
+                    )
+                })?;
+            data
         }
+    };
+    let got = crate::digest::Digest::of(&data);
+    if got.as_str() != desc.digest().to_string() {
+        return Err(Error::new(
+            ErrorKind::DigestMismatch,
+            format!("content of {} has digest {got}", desc.digest()),
+        )
+        .with_digest(desc.digest().to_string()));
     }
+    Ok(Bytes::from(data))
 }

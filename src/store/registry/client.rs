@@ -1,0 +1,420 @@
+//! HTTP for one registry host: TLS options, the auth challenge (anonymous, Basic, Bearer
+//! tokens cached per scope and renewed on 401), retries with back-off on connection errors,
+//! 408, 429 (honouring `Retry-After`) and 5xx, and errors that keep method, URL, status and
+//! the registry's error code.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, Response, StatusCode};
+use tokio::sync::Mutex;
+
+use super::credentials::{basic_header, Credential};
+use crate::error::{Error, ErrorKind, Result};
+use crate::source::http::error_chain;
+
+/// Attempts per request: the first try plus four retries.
+const ATTEMPTS: u32 = 5;
+/// First back-off delay, doubled per retry (with jitter).
+const BACKOFF: Duration = Duration::from_millis(200);
+/// Longest `Retry-After` we honour before giving up waiting.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Connection and credential options for registries (the CLI's global flags).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Talk plain HTTP (`--plain-http`).
+    pub plain_http: bool,
+    /// Skip TLS certificate verification (`--insecure`).
+    pub insecure: bool,
+    /// Extra CA certificate (PEM) to trust (`--ca-file`).
+    pub ca_file: Option<PathBuf>,
+    /// User name (`-u`).
+    pub username: Option<String>,
+    /// Password (`-p`, `--password-stdin`).
+    pub password: Option<String>,
+    /// Docker config file (`--registry-config`).
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct AuthState {
+    challenge: Option<Challenge>,
+    tokens: HashMap<String, String>,
+}
+
+/// A request body that can be produced again for a retry.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// No body.
+    Empty,
+    /// Bytes in memory.
+    Bytes(Bytes),
+    /// A file, streamed (re-opened on every attempt).
+    File(PathBuf, u64),
+}
+
+/// HTTP client for one registry host.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    /// `https://host[:port]` or `http://…`.
+    pub base: String,
+    /// `host[:port]`.
+    pub host: String,
+    credential: Option<Credential>,
+    auth: Mutex<AuthState>,
+}
+
+fn jitter(base: Duration, attempt: u32) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base * 2u32.pow(attempt) + base.mul_f64(f64::from(nanos % 1000) / 1000.0)
+}
+
+fn parse_challenge(value: &str) -> Option<Challenge> {
+    let (scheme, params) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut realm = None;
+    let mut service = None;
+    // key="value" pairs; values may contain commas inside quotes (scope="a:b:pull,push").
+    let mut rest = params;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = &rest[eq + 1..];
+        let (val, next) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (&q[..end], q.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        match key.as_str() {
+            "realm" => realm = Some(val.to_string()),
+            "service" => service = Some(val.to_string()),
+            _ => {}
+        }
+        rest = next;
+    }
+    Some(Challenge::Bearer {
+        realm: realm?,
+        service,
+    })
+}
+
+impl Client {
+    /// A client for `host` with the given options (credentials looked up in SPEC §4 order).
+    pub fn new(host: &str, opts: &RegistryOptions) -> Result<Client> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .user_agent(concat!("oci-packer/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(opts.insecure);
+        if let Some(ca) = &opts.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| Error::io("reading --ca-file", ca, e))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("--ca-file {}: not a PEM certificate ({e})", ca.display()),
+                )
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })?;
+        let credential = match (&opts.username, &opts.password) {
+            (Some(u), Some(p)) => Some(Credential {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "give both a user name (-u) and a password (-p or --password-stdin)",
+                ))
+            }
+            (None, None) => super::credentials::lookup(host, opts.config.as_deref())?,
+        };
+        let scheme = if opts.plain_http { "http" } else { "https" };
+        Ok(Client {
+            http,
+            base: format!("{scheme}://{host}"),
+            host: host.to_string(),
+            credential,
+            auth: Mutex::new(AuthState::default()),
+        })
+    }
+
+    /// The `Authorization` header for `scope`, fetching a token when the registry wants one.
+    async fn authorization(&self, scope: &str) -> Result<Option<String>> {
+        let mut state = self.auth.lock().await;
+        match state.challenge.clone() {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(self.credential.as_ref().map(basic_header)),
+            Some(Challenge::Bearer { realm, service }) => {
+                if let Some(t) = state.tokens.get(scope) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                let token = self.fetch_token(&realm, service.as_deref(), scope).await?;
+                state.tokens.insert(scope.to_string(), token.clone());
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String> {
+        let mut req = self.http.get(realm);
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        for s in scope.split(' ').filter(|s| !s.is_empty()) {
+            query.push(("scope", s));
+        }
+        req = req.query(&query);
+        if let Some(c) = &self.credential {
+            req = req.header(AUTHORIZATION, basic_header(c));
+        }
+        let resp = req.send().await.map_err(|e| {
+            Error::new(
+                ErrorKind::Network,
+                format!("token request to {realm}: {}", error_chain(&e)),
+            )
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let kind = if matches!(status.as_u16(), 401 | 403) {
+                ErrorKind::Authentication
+            } else {
+                ErrorKind::Registry
+            };
+            return Err(Error::new(
+                kind,
+                format!(
+                    "{}: the token service {realm} refused access ({status}){}",
+                    self.host,
+                    self.login_hint()
+                ),
+            )
+            .with_status(status.as_u16(), None));
+        }
+        let body = resp.bytes().await.map_err(|e| {
+            Error::new(
+                ErrorKind::Network,
+                format!("token from {realm}: {}", error_chain(&e)),
+            )
+        })?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            Error::new(
+                ErrorKind::Registry,
+                format!("token from {realm}: invalid JSON ({e})"),
+            )
+        })?;
+        v.get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Registry,
+                    format!("token from {realm}: no token in the answer"),
+                )
+            })
+    }
+
+    fn login_hint(&self) -> String {
+        if self.credential.is_some() {
+            "; check the user name and password".into()
+        } else {
+            format!(
+                "; log in with `oci-packer login {}` or pass -u/-p",
+                self.host
+            )
+        }
+    }
+
+    async fn body(&self, body: &Body) -> Result<(reqwest::Body, Option<u64>)> {
+        Ok(match body {
+            Body::Empty => (reqwest::Body::from(Vec::new()), Some(0)),
+            Body::Bytes(b) => (reqwest::Body::from(b.clone()), Some(b.len() as u64)),
+            Body::File(p, len) => {
+                let f = tokio::fs::File::open(p)
+                    .await
+                    .map_err(|e| Error::io("reading", p, e))?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20);
+                (reqwest::Body::wrap_stream(stream), Some(*len))
+            }
+        })
+    }
+
+    /// Sends a request with auth and retries; returns any response that is not a 401 or a
+    /// retryable failure (the caller maps other statuses).
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+        headers: HeaderMap,
+        body: &Body,
+    ) -> Result<Response> {
+        let mut reauthed = false;
+        let mut attempt = 0;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .headers(headers.clone());
+            if let Some(h) = self.authorization(scope).await? {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let (b, len) = self.body(body).await?;
+            if let Some(n) = len {
+                req = req.header(CONTENT_LENGTH, n);
+            }
+            let last = attempt + 1 >= ATTEMPTS;
+            let resp = match req.body(b).send().await {
+                Ok(r) => r,
+                Err(e) if !last && !e.is_builder() => {
+                    tracing::debug!(%url, error = %error_chain(&e), "request failed, retrying");
+                    tokio::time::sleep(jitter(BACKOFF, attempt)).await;
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::new(
+                        ErrorKind::Network,
+                        format!("{method} {url}: {}", error_chain(&e)),
+                    )
+                    .with_reference(url))
+                }
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !reauthed {
+                let challenge = resp
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_challenge);
+                let mut state = self.auth.lock().await;
+                state.tokens.remove(scope); // expired, or not enough scope
+                state.challenge = challenge;
+                drop(state);
+                if self.authorization(scope).await?.is_some() {
+                    reauthed = true;
+                    continue;
+                }
+            }
+            let retryable = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
+            if retryable && !last {
+                let wait = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs)
+                    .filter(|d| *d <= MAX_RETRY_AFTER)
+                    .unwrap_or_else(|| jitter(BACKOFF, attempt));
+                tracing::debug!(%url, %status, ?wait, "retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// An error for an unexpected response: method, URL, status, the registry's error code
+    /// and message, and what to do.
+    pub async fn error(&self, method: &Method, url: &str, what: &str, resp: Response) -> Error {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let (code, message) = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("errors")?.get(0).cloned())
+            .map(|e| {
+                (
+                    e.get("code").and_then(|c| c.as_str()).map(str::to_string),
+                    e.get("message")
+                        .and_then(|c| c.as_str())
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .unwrap_or((None, text.chars().take(200).collect()));
+        let (kind, hint) = match status.as_u16() {
+            401 | 403 => (ErrorKind::Authentication, self.login_hint()),
+            404 => (ErrorKind::NotFound, format!("; check that {what} exists")),
+            _ => (ErrorKind::Registry, String::new()),
+        };
+        let detail = match (&code, message.is_empty()) {
+            (Some(c), false) => format!(" {c}: {message}"),
+            (Some(c), true) => format!(" {c}"),
+            (None, false) => format!(" {message}"),
+            (None, true) => String::new(),
+        };
+        Error::new(
+            kind,
+            format!("{method} {url}: {status}{detail} ({what}){hint}"),
+        )
+        .with_status(status.as_u16(), code)
+        .with_reference(url)
+    }
+}
+
+/// Headers with one entry.
+pub fn header(name: reqwest::header::HeaderName, value: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        assert_eq!(parse_challenge("Basic realm=\"x\""), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("registry.example".into())
+            })
+        );
+        assert_eq!(parse_challenge("Negotiate"), None);
+    }
+}

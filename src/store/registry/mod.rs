@@ -1,0 +1,520 @@
+//! A repository in a registry as a [`Store`]: our own Distribution-API client on reqwest and
+//! oci-spec types (see DESIGN and `docs/design.md` for why not `oci-client`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use oci_spec::image::Descriptor;
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+
+use super::{Blob, PushOutcome, Store, MAX_MANIFEST_BYTES};
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mediatype;
+use crate::progress::Progress;
+use crate::reference::RegistryRef;
+
+pub mod client;
+pub mod credentials;
+
+pub use client::RegistryOptions;
+use client::{header, Body, Client};
+
+/// Every manifest type we read, for `Accept`.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// One repository of one registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    client: Arc<Client>,
+    reference: RegistryRef,
+}
+
+impl Registry {
+    /// A store for the repository of `reference` (credentials are looked up now).
+    pub fn new(reference: &RegistryRef, opts: &RegistryOptions) -> Result<Registry> {
+        Ok(Registry {
+            client: Arc::new(Client::new(&reference.host, opts)?),
+            reference: reference.clone(),
+        })
+    }
+
+    /// The reference this store was opened with.
+    pub fn reference(&self) -> &RegistryRef {
+        &self.reference
+    }
+
+    fn repo(&self) -> &str {
+        &self.reference.repository
+    }
+
+    fn url(&self, kind: &str, reference: &str) -> String {
+        format!("{}/v2/{}/{kind}/{reference}", self.client.base, self.repo())
+    }
+
+    fn pull_scope(&self) -> String {
+        format!("repository:{}:pull", self.repo())
+    }
+
+    fn push_scope(&self) -> String {
+        format!("repository:{}:pull,push", self.repo())
+    }
+
+    /// Checks that the registry answers and the credentials (if any) are accepted.
+    pub async fn ping(&self) -> Result<()> {
+        let url = format!("{}/v2/", self.client.base);
+        // Ask for push access to the repository: that is what `login` is for.
+        let resp = self
+            .client
+            .send(
+                Method::GET,
+                &url,
+                &self.push_scope(),
+                HeaderMap::new(),
+                &Body::Empty,
+            )
+            .await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(self
+            .client
+            .error(
+                &Method::GET,
+                &url,
+                &format!("registry {}", self.client.host),
+                resp,
+            )
+            .await)
+    }
+
+    /// The descriptor of the tag or digest this store was opened with.
+    pub async fn resolve(&self) -> Result<Descriptor> {
+        let reference = match (&self.reference.digest, &self.reference.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".into(),
+        };
+        let url = self.url("manifests", &reference);
+        let resp = self
+            .client
+            .send(
+                Method::HEAD,
+                &url,
+                &self.pull_scope(),
+                header(ACCEPT, MANIFEST_ACCEPT),
+                &Body::Empty,
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self
+                .client
+                .error(&Method::HEAD, &url, &self.reference.to_string(), resp)
+                .await);
+        }
+        let h = resp.headers();
+        let media_type = h
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+            .unwrap_or_default();
+        let digest = h
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let size = h
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        match (digest, size, mediatype::is_manifest(&media_type)) {
+            (Some(d), Some(size), true) => {
+                let d = Digest::parse(&d)?;
+                Ok(Descriptor::new(
+                    media_type.as_str().into(),
+                    size,
+                    d.to_oci(),
+                ))
+            }
+            // Some registries leave out the digest on HEAD: read the manifest and hash it.
+            _ => {
+                let (bytes, media_type) = self.get_manifest(&reference).await?;
+                let d = Digest::of(&bytes);
+                if let Some(want) = &self.reference.digest {
+                    if *want != d {
+                        return Err(Error::new(
+                            ErrorKind::DigestMismatch,
+                            format!(
+                                "{}: the registry sent content with digest {d}",
+                                self.reference
+                            ),
+                        ));
+                    }
+                }
+                Ok(Descriptor::new(
+                    media_type.as_str().into(),
+                    bytes.len() as u64,
+                    d.to_oci(),
+                ))
+            }
+        }
+    }
+
+    async fn get_manifest(&self, reference: &str) -> Result<(Bytes, String)> {
+        let url = self.url("manifests", reference);
+        let resp = self
+            .client
+            .send(
+                Method::GET,
+                &url,
+                &self.pull_scope(),
+                header(ACCEPT, MANIFEST_ACCEPT),
+                &Body::Empty,
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self
+                .client
+                .error(&Method::GET, &url, &format!("manifest {reference}"), resp)
+                .await);
+        }
+        let media_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+            .unwrap_or_default();
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_MANIFEST_BYTES)
+        {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("{url}: manifest over the 4 MiB limit"),
+            ));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::new(ErrorKind::Network, format!("GET {url}: {e}")))?;
+        Ok((bytes, media_type))
+    }
+
+    async fn put_manifest(&self, media_type: &str, bytes: Bytes, reference: &str) -> Result<()> {
+        let url = self.url("manifests", reference);
+        let resp = self
+            .client
+            .send(
+                Method::PUT,
+                &url,
+                &self.push_scope(),
+                header(CONTENT_TYPE, media_type),
+                &Body::Bytes(bytes),
+            )
+            .await?;
+        if resp.status() == StatusCode::CREATED || resp.status().is_success() {
+            return Ok(());
+        }
+        Err(self
+            .client
+            .error(&Method::PUT, &url, &format!("manifest {reference}"), resp)
+            .await)
+    }
+
+    /// Points `tag` at the manifest `desc` (which must be in the repository already).
+    pub async fn tag(&self, desc: &Descriptor, tag: &str) -> Result<()> {
+        let (bytes, _) = self.get_manifest(desc.digest().as_ref()).await?;
+        self.put_manifest(desc.media_type().as_ref(), bytes, tag)
+            .await
+    }
+
+    /// Resolves an upload `Location` against our base URL; refuses another host or a
+    /// downgrade from https to http.
+    fn location(&self, resp: &reqwest::Response, what: &str) -> Result<reqwest::Url> {
+        let base = reqwest::Url::parse(&self.client.base)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("bad base URL: {e}")))?;
+        let raw = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Registry,
+                    format!("{what}: the registry sent no upload Location"),
+                )
+            })?;
+        let url = base.join(raw).map_err(|e| {
+            Error::new(
+                ErrorKind::Registry,
+                format!("{what}: bad upload Location {raw}: {e}"),
+            )
+        })?;
+        if url.host_str() != base.host_str()
+            || url.port_or_known_default() != base.port_or_known_default()
+        {
+            return Err(Error::new(
+                ErrorKind::Registry,
+                format!("{what}: upload Location {url} points to another host"),
+            ));
+        }
+        if base.scheme() == "https" && url.scheme() != "https" {
+            return Err(Error::new(
+                ErrorKind::Registry,
+                format!("{what}: upload Location {url} downgrades to http"),
+            ));
+        }
+        Ok(url)
+    }
+
+    /// Finishes an upload session at `location` with the whole blob (monolithic PUT).
+    async fn finish_upload(
+        &self,
+        location: reqwest::Url,
+        desc: &Descriptor,
+        body: Body,
+    ) -> Result<PushOutcome> {
+        let digest = desc.digest().to_string();
+        let mut url = location;
+        url.query_pairs_mut().append_pair("digest", &digest);
+        let resp = self
+            .client
+            .send(
+                Method::PUT,
+                url.as_str(),
+                &self.push_scope(),
+                header(CONTENT_TYPE, "application/octet-stream"),
+                &body,
+            )
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => Ok(PushOutcome::Stored),
+            other => {
+                // Cancel the session so the registry does not keep half an upload.
+                let _ = self
+                    .client
+                    .send(
+                        Method::DELETE,
+                        url.as_str(),
+                        &self.push_scope(),
+                        HeaderMap::new(),
+                        &Body::Empty,
+                    )
+                    .await;
+                match other {
+                    Ok(r) => Err(self
+                        .client
+                        .error(&Method::PUT, url.as_str(), &format!("blob {digest}"), r)
+                        .await),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn upload(&self, desc: &Descriptor, body: Body) -> Result<PushOutcome> {
+        let url = format!("{}/v2/{}/blobs/uploads/", self.client.base, self.repo());
+        let resp = self
+            .client
+            .send(
+                Method::POST,
+                &url,
+                &self.push_scope(),
+                HeaderMap::new(),
+                &Body::Empty,
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self
+                .client
+                .error(
+                    &Method::POST,
+                    &url,
+                    &format!("upload of {}", desc.digest()),
+                    resp,
+                )
+                .await);
+        }
+        let location = self.location(&resp, &url)?;
+        self.finish_upload(location, desc, body).await
+    }
+
+    /// Bytes of `blob` as a re-sendable body (streams are read into a temp file first, so a
+    /// retry can send them again without holding them in memory).
+    async fn body_of(
+        &self,
+        desc: &Descriptor,
+        blob: Blob,
+    ) -> Result<(Body, Option<tempfile::TempPath>)> {
+        Ok(match blob {
+            Blob::Bytes(b) => (Body::Bytes(b), None),
+            Blob::File(p) | Blob::Spooled(p) => (Body::File(p, desc.size()), None),
+            Blob::Stream(mut reader) => {
+                let (file, path) = tempfile::Builder::new()
+                    .prefix(".oci-packer-upload-")
+                    .tempfile()
+                    .map_err(|e| Error::io("creating temp file in", &std::env::temp_dir(), e))?
+                    .into_parts();
+                let mut out = tokio::fs::File::from_std(file);
+                tokio::io::copy(&mut reader, &mut out)
+                    .await
+                    .map_err(|e| Error::io("buffering", &path, e))?;
+                (Body::File(path.to_path_buf(), desc.size()), Some(path))
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl Store for Registry {
+    fn name(&self) -> String {
+        format!("{}/{}", self.reference.host, self.reference.repository)
+    }
+
+    async fn exists(&self, desc: &Descriptor) -> Result<bool> {
+        let digest = desc.digest().to_string();
+        let is_manifest = mediatype::is_manifest(desc.media_type().as_ref());
+        let url = self.url(if is_manifest { "manifests" } else { "blobs" }, &digest);
+        let headers = if is_manifest {
+            header(ACCEPT, MANIFEST_ACCEPT)
+        } else {
+            HeaderMap::new()
+        };
+        let resp = self
+            .client
+            .send(
+                Method::HEAD,
+                &url,
+                &self.pull_scope(),
+                headers,
+                &Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.client.error(&Method::HEAD, &url, &digest, resp).await),
+        }
+    }
+
+    async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
+        let digest = desc.digest().to_string();
+        if mediatype::is_manifest(desc.media_type().as_ref()) {
+            return Ok(Blob::Bytes(self.get_manifest(&digest).await?.0));
+        }
+        let url = self.url("blobs", &digest);
+        let resp = self
+            .client
+            .send(
+                Method::GET,
+                &url,
+                &self.pull_scope(),
+                HeaderMap::new(),
+                &Body::Empty,
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self
+                .client
+                .error(&Method::GET, &url, &format!("blob {digest}"), resp)
+                .await);
+        }
+        let stream = resp.bytes_stream().map_err(std::io::Error::other);
+        Ok(Blob::Stream(Box::new(tokio_util::io::StreamReader::new(
+            stream,
+        ))))
+    }
+
+    async fn push(
+        &self,
+        desc: &Descriptor,
+        blob: Blob,
+        progress: &Progress,
+    ) -> Result<PushOutcome> {
+        let media_type = desc.media_type().to_string();
+        if mediatype::is_manifest(&media_type) {
+            // Child manifests go to /manifests/<digest>, never through the blob API (Go §9.15).
+            let bytes = match blob {
+                Blob::Bytes(b) => b,
+                other => crate::store::read_small(other, desc).await?,
+            };
+            self.put_manifest(&media_type, bytes, desc.digest().as_ref())
+                .await?;
+            return Ok(PushOutcome::Stored);
+        }
+        let (body, _tmp) = self.body_of(desc, blob).await?;
+        let outcome = self.upload(desc, body).await?;
+        if !progress.is_silent() {
+            progress.emit(crate::progress::ProgressEvent::Advanced {
+                digest: desc.digest().to_string(),
+                bytes: desc.size(),
+            });
+        }
+        Ok(outcome)
+    }
+
+    fn registry_repository(&self) -> Option<(&str, &str)> {
+        Some((&self.reference.host, &self.reference.repository))
+    }
+
+    async fn mount_from(
+        &self,
+        desc: &Descriptor,
+        source: &dyn Store,
+    ) -> Result<Option<PushOutcome>> {
+        let Some((host, from)) = source.registry_repository() else {
+            return Ok(None);
+        };
+        if host != self.reference.host
+            || from == self.repo()
+            || mediatype::is_manifest(desc.media_type().as_ref())
+        {
+            return Ok(None);
+        }
+        let digest = desc.digest().to_string();
+        let mut url = reqwest::Url::parse(&format!(
+            "{}/v2/{}/blobs/uploads/",
+            self.client.base,
+            self.repo()
+        ))
+        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("mount", &digest)
+            .append_pair("from", from);
+        // The token must allow pulling from the source repository too.
+        let scope = format!("{} repository:{from}:pull", self.push_scope());
+        let resp = self
+            .client
+            .send(
+                Method::POST,
+                url.as_str(),
+                &scope,
+                HeaderMap::new(),
+                &Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(Some(PushOutcome::Mounted)),
+            // The registry would not mount: it opened an upload session instead; use it.
+            StatusCode::ACCEPTED => {
+                let location = self.location(&resp, url.as_str())?;
+                let blob = source.fetch(desc).await?;
+                let (body, _tmp) = self.body_of(desc, blob).await?;
+                self.finish_upload(location, desc, body).await.map(Some)
+            }
+            _ => Err(self
+                .client
+                .error(
+                    &Method::POST,
+                    url.as_str(),
+                    &format!("mount of {digest} from {from}"),
+                    resp,
+                )
+                .await),
+        }
+    }
+}
