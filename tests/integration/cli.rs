@@ -104,13 +104,19 @@ fn json_output_and_exit_statuses() {
 
     let o = run(
         &d.path,
-        &["pack", "-f", "pack.yaml", "localhost:5000/repo:v1"],
+        &[
+            "--plain-http",
+            "pack",
+            "-f",
+            "pack.yaml",
+            "127.0.0.1:1/repo:v1",
+        ],
         &[],
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o)
-            .contains("pushing to registries (localhost:5000) is not available in this build yet"),
+        stderr(&o).contains("http://127.0.0.1:1/v2/repo/")
+            && stderr(&o).contains("Connection refused"),
         "{}",
         stderr(&o)
     );

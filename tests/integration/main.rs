@@ -5,5 +5,6 @@ mod cli;
 mod layout;
 mod library;
 mod packfile;
+mod registry;
 mod sources;
 mod util;

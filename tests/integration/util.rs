@@ -354,3 +354,91 @@ fn serve(
     let _ = reader.read_to_end(&mut sink);
     Ok(())
 }
+
+/// A real Distribution registry (Debian's `docker-registry`) on 127.0.0.1 with a temp
+/// storage directory; stopped when dropped. A missing binary fails the test.
+pub struct RegistryServer {
+    pub addr: String,
+    pub dir: TestDir,
+    child: std::process::Child,
+}
+
+impl RegistryServer {
+    /// No authentication.
+    pub fn start() -> RegistryServer {
+        RegistryServer::start_with(|_| String::new())
+    }
+
+    /// htpasswd Basic authentication with one user.
+    pub fn with_basic_auth(user: &str, password: &str) -> RegistryServer {
+        RegistryServer::start_with(|dir| {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd must be installed (.ci/run installs apache2-utils)");
+            assert!(out.status.success());
+            let file = dir.write("htpasswd", &out.stdout);
+            format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                file.display()
+            )
+        })
+    }
+
+    fn start_with(auth: impl FnOnce(&TestDir) -> String) -> RegistryServer {
+        let dir = TestDir::new();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{}",
+            dir.join("data").display(),
+            auth(&dir)
+        );
+        let config_path = dir.write("config.yml", config);
+        let log = std::fs::File::create(dir.join("registry.log")).expect("log");
+        let child = Command::new("docker-registry")
+            .args(["serve", config_path.to_str().expect("utf8")])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry must be installed (.ci/run installs it)");
+        let server = RegistryServer { addr, dir, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(&server.addr) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut head = [0u8; 12];
+                if s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") {
+                    return server;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not start: {}",
+                server.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:PORT/repo:tag`.
+    pub fn reference(&self, repo_and_tag: &str) -> String {
+        format!("{}/{repo_and_tag}", self.addr)
+    }
+
+    /// The registry's log (access log included).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RegistryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,435 @@
+//! Registries (issue 3): push, copy in all directions, mounts, credentials — against real
+//! Distribution registries started by the tests, read back by skopeo.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn skopeo_raw(reference: &str) -> Vec<u8> {
+    let o = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{reference}"),
+        ])
+        .output()
+        .expect("skopeo");
+    assert!(
+        o.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data))
+    )
+}
+
+fn multi_pack(d: &TestDir) {
+    d.write("a.txt", "amd64 payload");
+    d.write("b.txt", "arm64 payload");
+    d.write("c.txt", "arm v7 payload");
+    d.write("shared.bin", vec![9u8; 100_000]);
+    d.write(
+        "multi.yaml",
+        "type: application/vnd.example.multi\n\
+         items:\n\
+         \x20 - from: file://a.txt\n    platform: linux/amd64\n\
+         \x20 - from: file://b.txt\n    platform: linux/arm64/v8\n\
+         \x20 - from: file://c.txt\n    platform: linux/arm/v7\n\
+         \x20 - from: file://shared.bin\n    platform: linux/amd64\n\
+         \x20 - from: file://shared.bin\n    platform: linux/arm64/v8\n",
+    );
+}
+
+#[test]
+fn pack_to_a_registry_and_read_it_back_with_skopeo() {
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    multi_pack(&d);
+    let target = reg.reference("team/multi:v1");
+    let o = run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "multi.yaml", &target],
+        &[],
+    );
+    let digest = packed_digest(&o);
+    let raw = skopeo_raw(&target);
+    assert_eq!(
+        sha256(&raw),
+        digest,
+        "skopeo reads the index we pushed, byte for byte"
+    );
+    let index: Value = serde_json::from_slice(&raw).expect("json");
+    for m in index["manifests"].as_array().expect("members") {
+        let member = skopeo_raw(&format!(
+            "{}@{}",
+            reg.reference("team/multi"),
+            m["digest"].as_str().expect("d")
+        ));
+        assert_eq!(sha256(&member), m["digest"].as_str().expect("d"));
+    }
+    // The same pack into a layout gives the same digest.
+    assert_eq!(pack_ok(&d, "multi.yaml", "oci://layout:v1"), digest);
+    // Packing again moves nothing but the tag: every blob is there (HEADs only).
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--format",
+            "json",
+            "pack",
+            "-f",
+            "multi.yaml",
+            &target,
+        ],
+        &[],
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(
+        (v["blobsStored"].as_u64(), v["blobsSkipped"].as_u64()),
+        (Some(0), Some(1)),
+        "{v}"
+    );
+}
+
+#[test]
+fn copy_in_all_four_directions_with_platform_selection() {
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    multi_pack(&d);
+    let digest = pack_ok(&d, "multi.yaml", "oci://src:v1");
+    let plain = |args: &[&str]| {
+        let mut all = vec!["--plain-http"];
+        all.extend_from_slice(args);
+        let o = run(&d.path, &all, &[]);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    // layout → registry → registry → layout → layout
+    plain(&["copy", "oci://src:v1", &reg.reference("a/multi:v1")]);
+    plain(&[
+        "copy",
+        &reg.reference("a/multi:v1"),
+        &reg.reference("b/multi:v1"),
+    ]);
+    plain(&["copy", &reg.reference("b/multi:v1"), "oci://back:v1"]);
+    plain(&["copy", "oci://back:v1", "oci://again:v1"]);
+    assert_eq!(sha256(&skopeo_raw(&reg.reference("b/multi:v1"))), digest);
+    assert_eq!(entry(&d.join("back"), "v1")["digest"], digest.as_str());
+    assert_eq!(
+        snapshot(&d.join("back").join("blobs")),
+        snapshot(&d.join("src").join("blobs")),
+        "every blob, byte for byte"
+    );
+    skopeo_reads(&d.join("again"), "v1");
+    // --platform picks one member, with variant rules.
+    let index: Value = blob_json(&d.join("src"), &digest);
+    let member = |p: &str| -> String {
+        index["manifests"]
+            .as_array()
+            .expect("m")
+            .iter()
+            .find(|m| {
+                let pl = &m["platform"];
+                let v = pl["variant"]
+                    .as_str()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default();
+                format!(
+                    "{}/{}{v}",
+                    pl["os"].as_str().unwrap_or(""),
+                    pl["architecture"].as_str().unwrap_or("")
+                ) == p
+            })
+            .and_then(|m| m["digest"].as_str())
+            .expect("member")
+            .to_string()
+    };
+    let out = plain(&[
+        "copy",
+        "--platform",
+        "linux/arm64",
+        &reg.reference("a/multi:v1"),
+        "oci://arm64:v1",
+    ]);
+    assert!(out.contains(&member("linux/arm64/v8")), "{out}");
+    assert_eq!(
+        entry(&d.join("arm64"), "v1")["digest"],
+        member("linux/arm64/v8").as_str()
+    );
+    let out = plain(&[
+        "copy",
+        "--platform",
+        "linux/arm/v7",
+        "oci://src:v1",
+        &reg.reference("c/arm:v7"),
+    ]);
+    assert!(out.contains(&member("linux/arm/v7")), "{out}");
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "copy",
+            "--platform",
+            "linux/s390x",
+            "oci://src:v1",
+            "oci://none:v1",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(
+            "matches platform linux/s390x (available: linux/amd64, linux/arm64/v8, linux/arm/v7)"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !d.join("none").exists(),
+        "nothing written for a failed copy"
+    );
+}
+
+#[test]
+fn copies_within_one_registry_mount_instead_of_moving_bytes() {
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    multi_pack(&d);
+    let src = reg.reference("one/multi:v1");
+    run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "multi.yaml", &src],
+        &[],
+    );
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--format",
+            "json",
+            "copy",
+            &src,
+            &reg.reference("two/multi:v1"),
+        ],
+        &[],
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(
+        v["blobsMounted"], 5,
+        "four layers and the empty config: {v}"
+    );
+    assert_eq!(
+        v["blobsStored"], 4,
+        "only the three member manifests and the index: {v}"
+    );
+    let log = reg.log();
+    let mounts = log
+        .lines()
+        .filter(|l| l.contains("POST /v2/two/multi/blobs/uploads/?") && l.contains("mount="))
+        .count();
+    assert_eq!(mounts, 5, "the registry saw five mount requests");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("PATCH /v2/two/multi/blobs/uploads")
+                || l.contains("PUT /v2/two/multi/blobs/uploads")),
+        "no blob bytes uploaded to the second repository"
+    );
+}
+
+#[test]
+fn basic_auth_flags_login_logout_and_a_credential_helper() {
+    let reg = RegistryServer::with_basic_auth("alice", "s3cret");
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
+    let target = reg.reference("private/a:v1");
+    let config = d.join("docker/config.json");
+    let cfg = config.to_str().expect("utf8");
+    // Refused without credentials: a clear error, nothing tagged.
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            cfg,
+            "pack",
+            "-f",
+            "pack.yaml",
+            &target,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("401") && err.contains(&format!("oci-packer login {}", reg.addr)),
+        "{err}"
+    );
+    // Flags.
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            cfg,
+            "-u",
+            "alice",
+            "-p",
+            "s3cret",
+            "pack",
+            "-f",
+            "pack.yaml",
+            &target,
+        ],
+        &[],
+    );
+    let digest = packed_digest(&o);
+    assert!(!stdout(&o).contains("s3cret") && !stderr(&o).contains("s3cret"));
+    // Wrong password: refused.
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            cfg,
+            "-u",
+            "alice",
+            "-p",
+            "nope",
+            "pack",
+            "-f",
+            "pack.yaml",
+            &target,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("check the user name and password"),
+        "{}",
+        stderr(&o)
+    );
+    // login (password on stdin) writes the Docker config; then no flags are needed.
+    let mut login = bin()
+        .current_dir(&d.path)
+        .args([
+            "--plain-http",
+            "--registry-config",
+            cfg,
+            "-u",
+            "alice",
+            "--password-stdin",
+            "login",
+            &reg.addr,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    use std::io::Write as _;
+    login
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"s3cret\n")
+        .expect("write");
+    let o = login.wait_with_output().expect("login");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stored = read_json(&config);
+    assert!(
+        stored["auths"][reg.addr.as_str()]["auth"].is_string(),
+        "{stored}"
+    );
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            cfg,
+            "copy",
+            &target,
+            "oci://pulled:v1",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(entry(&d.join("pulled"), "v1")["digest"], digest.as_str());
+    // A wrong login is refused and stores nothing new.
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            cfg,
+            "-u",
+            "alice",
+            "-p",
+            "bad",
+            "login",
+            &reg.addr,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    // logout removes the entry; access is refused again.
+    let o = run(
+        &d.path,
+        &["--registry-config", cfg, "logout", &reg.addr],
+        &[],
+    );
+    assert!(stdout(&o).contains("Removed credentials"), "{}", stdout(&o));
+    assert!(read_json(&config)["auths"].get(reg.addr.as_str()).is_none());
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            cfg,
+            "copy",
+            &target,
+            "oci://pulled:v2",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    // A credential helper named by credHelpers, found on PATH.
+    let bin_dir = d.mkdir("helpers");
+    let helper = d.write(
+        "helpers/docker-credential-testhelper",
+        "#!/bin/sh\nread server\n[ \"$server\" = \"$EXPECT_SERVER\" ] || exit 1\necho '{\"ServerURL\":\"x\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}'\n",
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let helper_config = d.write(
+        "helper/config.json",
+        format!("{{\"credHelpers\": {{\"{}\": \"testhelper\"}}}}", reg.addr),
+    );
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            helper_config.to_str().expect("utf8"),
+            "copy",
+            &target,
+            "oci://helped:v1",
+        ],
+        &[("PATH", &path), ("EXPECT_SERVER", &reg.addr)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
