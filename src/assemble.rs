@@ -20,13 +20,23 @@ pub const UNKNOWN_ARTIFACT: &str = "application/vnd.unknown.artifact.v1";
 /// Annotation with the creation time.
 pub const CREATED: &str = "org.opencontainers.image.created";
 
-/// An item after staging: its layers and (index mode) its member config.
+/// An item after staging: its layers and (index mode) its member config, or an image.
 #[derive(Debug, Clone, Default)]
 pub struct StagedItem {
     /// Layers in order.
     pub layers: Vec<StagedBlob>,
     /// The item's own config.
     pub config: Option<StagedBlob>,
+    /// An image item: its index entry (its graph stays in its source).
+    pub image: Option<Descriptor>,
+}
+
+/// A member of the index being built, in order of first appearance.
+enum Member {
+    /// Content items of one platform: one built manifest.
+    Group(Option<Platform>, Vec<StagedBlob>, Option<StagedBlob>),
+    /// An image item: its own entry.
+    Image(Descriptor),
 }
 
 /// The assembled artifact.
@@ -125,24 +135,37 @@ pub fn assemble(
         blobs.extend(layers);
         m
     } else {
-        // Groups in order of first appearance; items without platform form one group too.
-        let mut groups: Vec<(Option<Platform>, Vec<StagedBlob>, Option<StagedBlob>)> = Vec::new();
+        // Groups in order of first appearance; items without platform form one group too;
+        // every image item is a member of its own.
+        let mut members: Vec<Member> = Vec::new();
         for (plan_item, staged) in plan.items.iter().zip(items) {
-            let pos = match groups.iter().position(|(p, _, _)| *p == plan_item.platform) {
-                Some(p) => p,
-                None => {
-                    groups.push((plan_item.platform.clone(), Vec::new(), None));
-                    groups.len() - 1
+            if let Some(entry) = staged.image {
+                members.push(Member::Image(entry));
+                continue;
+            }
+            let found = members
+                .iter()
+                .position(|m| matches!(m, Member::Group(p, _, _) if *p == plan_item.platform));
+            let pos = found.unwrap_or_else(|| {
+                members.push(Member::Group(plan_item.platform.clone(), Vec::new(), None));
+                members.len() - 1
+            });
+            if let Member::Group(_, layers, config) = &mut members[pos] {
+                layers.extend(staged.layers);
+                if config.is_none() {
+                    *config = staged.config;
                 }
-            };
-            let g = &mut groups[pos];
-            g.1.extend(staged.layers);
-            if g.2.is_none() {
-                g.2 = staged.config;
             }
         }
-        let mut entries = Vec::with_capacity(groups.len());
-        for (platform, layers, config) in groups {
+        let mut entries = Vec::with_capacity(members.len());
+        for member in members {
+            let (platform, layers, config) = match member {
+                Member::Image(entry) => {
+                    entries.push(entry);
+                    continue;
+                }
+                Member::Group(p, l, c) => (p, l, c),
+            };
             let config = config.unwrap_or_else(|| default_config.clone());
             let m = manifest(artifact_type, &config, &layers, &BTreeMap::new())?;
             let mut entry = m.descriptor.clone();

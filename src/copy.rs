@@ -122,7 +122,8 @@ impl<'a> Engine<'a> {
             if self.skip(desc).await? {
                 return Ok(());
             }
-            if let Some(outcome) = self.dst.mount_from(desc, self.src).await? {
+            let holder = self.src.holder(desc).unwrap_or(self.src);
+            if let Some(outcome) = self.dst.mount_from(desc, holder).await? {
                 self.count(outcome, desc.size());
                 let digest = desc.digest().to_string();
                 self.progress.emit(match outcome {

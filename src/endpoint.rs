@@ -24,7 +24,24 @@ pub(crate) enum Endpoint {
 impl Endpoint {
     /// Opens `text` for reading, or for writing (a new layout is created on first write).
     pub fn open(text: &str, options: &Options, write: bool) -> Result<Endpoint> {
-        match Reference::parse(text)? {
+        Endpoint::from_reference(
+            Reference::parse(text)?,
+            text,
+            &options.registry,
+            options.fsync,
+            write,
+        )
+    }
+
+    /// Opens a parsed reference (`text` is how it was written, for messages).
+    pub fn from_reference(
+        reference: Reference,
+        text: &str,
+        registry: &crate::RegistryOptions,
+        fsync: bool,
+        write: bool,
+    ) -> Result<Endpoint> {
+        match reference {
             Reference::Layout(l) => {
                 if write && matches!(l.selector, LayoutSelector::Digest(_)) {
                     return Err(Error::new(
@@ -36,7 +53,7 @@ impl Endpoint {
                     .with_reference(text));
                 }
                 let layout = if write {
-                    Layout::open(&l.dir, options.fsync)?
+                    Layout::open(&l.dir, fsync)?
                 } else {
                     Layout::open_existing(&l.dir)?
                 };
@@ -45,7 +62,7 @@ impl Endpoint {
                     selector: l.selector,
                 })
             }
-            Reference::Registry(r) => Ok(Endpoint::Registry(Registry::new(&r, &options.registry)?)),
+            Reference::Registry(r) => Ok(Endpoint::Registry(Registry::new(&r, registry)?)),
         }
     }
 
@@ -53,6 +70,14 @@ impl Endpoint {
         match self {
             Endpoint::Layout { layout, .. } => layout,
             Endpoint::Registry(r) => r,
+        }
+    }
+
+    /// The store, shared.
+    pub fn into_store(self) -> std::sync::Arc<dyn Store> {
+        match self {
+            Endpoint::Layout { layout, .. } => std::sync::Arc::new(layout),
+            Endpoint::Registry(r) => std::sync::Arc::new(r),
         }
     }
 

@@ -11,6 +11,7 @@ use crate::copy::{copy_graph, CopyStats};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::packfile::{BlobPlan, ItemPlan, Plan};
+use crate::source::image::{self, StagedImage};
 use crate::source::{self, dir, file, http, Source, StageContext, StagedBlob};
 use crate::store::staging::Staging;
 use crate::Options;
@@ -77,9 +78,9 @@ async fn stage_single(
             file::stage(path.clone(), uri.to_string(), media_type, annotations, ctx).await
         }
         Source::Http { url } => http::stage(url.clone(), ctx, media_type, annotations).await,
-        Source::Dir { .. } => Err(Error::new(
+        Source::Dir { .. } | Source::Image { .. } => Err(Error::new(
             ErrorKind::Internal,
-            format!("{uri}: a directory is not a single blob"),
+            format!("{uri}: not a single blob"),
         )),
     }
 }
@@ -127,7 +128,26 @@ async fn stage_config(c: &BlobPlan, ctx: &StageContext) -> Result<StagedBlob> {
     Ok(staged)
 }
 
-async fn stage_item(item: &ItemPlan, ctx: &StageContext) -> Result<StagedItem> {
+async fn stage_item(
+    item: &ItemPlan,
+    ctx: &StageContext,
+) -> Result<(StagedItem, Option<StagedImage>)> {
+    if let Source::Image { reference } = &item.source {
+        let image = image::stage(
+            reference,
+            &item.uri,
+            item.media_type.as_deref(),
+            &item.annotations,
+            item.platform.as_ref(),
+            &ctx.registry,
+        )
+        .await?;
+        let staged = StagedItem {
+            image: Some(image.entry.clone()),
+            ..StagedItem::default()
+        };
+        return Ok((staged, Some(image)));
+    }
     let layers = match (&item.source, item.archive) {
         (Source::Dir { path, .. }, Some(format)) => vec![
             dir::stage_archive(
@@ -169,10 +189,20 @@ async fn stage_item(item: &ItemPlan, ctx: &StageContext) -> Result<StagedItem> {
         Some(c) => Some(stage_config(c, ctx).await?),
         None => None,
     };
-    Ok(StagedItem { layers, config })
+    Ok((
+        StagedItem {
+            layers,
+            config,
+            image: None,
+        },
+        None,
+    ))
 }
 
-async fn stage_labeled(item: &ItemPlan, ctx: &StageContext) -> Result<StagedItem> {
+async fn stage_labeled(
+    item: &ItemPlan,
+    ctx: &StageContext,
+) -> Result<(StagedItem, Option<StagedImage>)> {
     stage_item(item, ctx)
         .await
         .map_err(|e| e.context(format!("{} ({})", item.field, item.uri)))
@@ -183,7 +213,7 @@ pub(crate) async fn build(
     plan: &Plan,
     options: &Options,
     spool: Option<PathBuf>,
-) -> Result<crate::assemble::Assembled> {
+) -> Result<(crate::assemble::Assembled, Vec<StagedImage>)> {
     let epoch = source_date_epoch()?;
     let created = created(options, epoch)?;
     let ctx = StageContext {
@@ -192,6 +222,7 @@ pub(crate) async fn build(
         source_date_epoch: epoch,
         http: http::client()?,
         progress: options.progress.clone(),
+        registry: options.registry.clone(),
     };
     let top = match &plan.config {
         Some(c) => Some(stage_config(c, &ctx).await?),
@@ -202,11 +233,15 @@ pub(crate) async fn build(
         .iter()
         .map(|item| stage_labeled(item, &ctx))
         .collect();
-    let items: Vec<StagedItem> = futures::stream::iter(staging)
+    let staged: Vec<(StagedItem, Option<StagedImage>)> = futures::stream::iter(staging)
         .buffered(options.concurrency.max(1))
         .try_collect()
         .await?;
-    assemble(plan, top, items, created.as_deref())
+    let (items, images): (Vec<StagedItem>, Vec<Option<StagedImage>>) = staged.into_iter().unzip();
+    Ok((
+        assemble(plan, top, items, created.as_deref())?,
+        images.into_iter().flatten().collect(),
+    ))
 }
 
 /// Packs `plan` into `target` (or only builds it, for a dry run).
@@ -220,10 +255,10 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
         Some(t) => t.store().spool_dir().await?,
         None => None,
     };
-    let built = build(plan, options, spool).await?;
+    let (built, images) = build(plan, options, spool).await?;
     let mut stats = CopyStats::default();
     if let Some(t) = &target_store {
-        let staging = Staging::new(built.blobs.iter().cloned());
+        let staging = Staging::new(built.blobs.iter().cloned()).with_images(images);
         stats = copy_graph(
             &staging,
             t.store(),

@@ -66,6 +66,7 @@ pub fn packed(
                 "artifactType": p.descriptor.artifact_type().as_ref().map(ToString::to_string),
                 "blobsStored": p.stats.stored,
                 "blobsSkipped": p.stats.skipped,
+                "blobsMounted": p.stats.mounted,
                 "bytesStored": p.stats.bytes,
             }),
         )?,

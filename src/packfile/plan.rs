@@ -129,7 +129,7 @@ impl Checker<'_> {
         if source.as_ref().is_some_and(|s| !s.is_single_blob()) {
             self.report(
                 &from_field,
-                "a config must be a single blob (file:// or http(s)://), not a directory",
+                "a config must be a single blob (file:// or http(s)://), not a directory or an image",
             );
         }
         let media_type = self.media_type(&format!("{field}.type"), &c.media_type);
@@ -195,6 +195,20 @@ pub fn plan(
                 }
             });
         let is_dir = matches!(source, Some(Source::Dir { .. }));
+        if matches!(source, Some(Source::Image { .. })) {
+            if it.config.is_some() {
+                c.report(
+                    &format!("{field}.config"),
+                    "an image item is the member itself and cannot carry a config",
+                );
+            }
+            if it.digest.is_some() {
+                c.report(
+                    &format!("{field}.digest"),
+                    "pin an image by its reference instead (…@sha256:…)",
+                );
+            }
+        }
         if it.archive.is_some() && source.is_some() && !is_dir {
             c.report(
                 &format!("{field}.archive"),
@@ -227,7 +241,10 @@ pub fn plan(
             });
         }
     }
-    let index_mode = pack.items.iter().any(|i| i.platform.is_some());
+    let index_mode = pack.items.iter().any(|i| i.platform.is_some())
+        || items
+            .iter()
+            .any(|i| matches!(i.source, Source::Image { .. }));
     if !index_mode {
         for (i, it) in pack.items.iter().enumerate() {
             if it.config.is_some() {

@@ -15,6 +15,7 @@ use crate::progress::Progress;
 pub mod dir;
 pub mod file;
 pub mod http;
+pub mod image;
 
 /// Annotation naming a layer's file (OCI).
 pub const TITLE: &str = "org.opencontainers.image.title";
@@ -40,6 +41,12 @@ pub enum Source {
     Http {
         /// The URL.
         url: String,
+    },
+    /// `oci://`, `docker://`, `cr://`: an image or artifact in a registry or a layout, which
+    /// becomes a member of the index (layout paths resolved against the pack's directory).
+    Image {
+        /// The parsed reference.
+        reference: crate::reference::Reference,
     },
 }
 
@@ -108,12 +115,12 @@ impl Source {
             });
         }
         if IMAGE_SCHEMES.iter().any(|s| uri.starts_with(s)) {
-            crate::reference::Reference::parse(uri).map_err(|e| e.message().to_string())?;
-            return Err(format!(
-                "image sources ({}) are not available in this build yet: they arrive with \
-                 registry support; pack files, directories and URLs for now",
-                IMAGE_SCHEMES.join(", ")
-            ));
+            let mut reference =
+                crate::reference::Reference::parse(uri).map_err(|e| e.message().to_string())?;
+            if let crate::reference::Reference::Layout(l) = &mut reference {
+                l.dir = resolve(&l.dir.to_string_lossy());
+            }
+            return Ok(Source::Image { reference });
         }
         if S3_SCHEMES.iter().any(|s| uri.starts_with(s)) {
             return Err(
@@ -132,7 +139,7 @@ impl Source {
 
     /// True for sources that give exactly one blob (valid for `config` and `digest:`).
     pub fn is_single_blob(&self) -> bool {
-        !matches!(self, Source::Dir { .. })
+        matches!(self, Source::File { .. } | Source::Http { .. })
     }
 }
 
@@ -209,6 +216,8 @@ pub struct StageContext {
     pub http: reqwest::Client,
     /// Progress observer.
     pub progress: Progress,
+    /// Registry access for image items.
+    pub registry: crate::RegistryOptions,
 }
 
 /// Builds a descriptor with the given annotations; empty maps are left out.
@@ -283,9 +292,20 @@ mod tests {
         assert!(Source::parse("data/x", base)
             .unwrap_err()
             .contains("no scheme"));
-        assert!(Source::parse("oci://localhost:5000/a:b", base)
-            .unwrap_err()
-            .contains("not available in this build"));
+        assert!(matches!(
+            Source::parse("oci://localhost:5000/a:b", base),
+            Ok(Source::Image {
+                reference: crate::reference::Reference::Registry(_)
+            })
+        ));
+        match Source::parse("oci://./layouts/base:v1", base) {
+            Ok(Source::Image {
+                reference: crate::reference::Reference::Layout(l),
+            }) => {
+                assert_eq!(l.dir, Path::new("/base/./layouts/base"))
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(Source::parse("s3://b/k", base)
             .unwrap_err()
             .contains("not available in this build"));

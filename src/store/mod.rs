@@ -87,6 +87,12 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// The store that really holds `desc`, when this one only passes it through (the
+    /// staging store's image items); used to mount from the right repository.
+    fn holder(&self, _desc: &Descriptor) -> Option<&dyn Store> {
+        None
+    }
+
     /// `(host, repository)` when this store is a registry repository.
     fn registry_repository(&self) -> Option<(&str, &str)> {
         None

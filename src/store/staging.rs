@@ -1,7 +1,9 @@
 //! The staging store of a pack: every blob stays where it already is (the user's file, a
-//! finished download, a temp archive) and the assembled manifests live in memory.
+//! finished download, a temp archive, the registry or layout of an image item) and the
+//! assembled manifests live in memory.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use oci_spec::image::Descriptor;
@@ -15,6 +17,8 @@ use crate::source::{Origin, StagedBlob};
 #[derive(Debug, Default)]
 pub struct Staging {
     blobs: HashMap<String, Origin>,
+    /// Digests of image items' graphs, and the store that has them.
+    remote: HashMap<String, Arc<dyn Store>>,
 }
 
 impl Staging {
@@ -28,6 +32,19 @@ impl Staging {
         }
         s
     }
+
+    /// Adds the graphs of image items, served from their own stores.
+    pub fn with_images(
+        mut self,
+        images: impl IntoIterator<Item = crate::source::image::StagedImage>,
+    ) -> Staging {
+        for image in images {
+            for d in image.digests {
+                self.remote.entry(d).or_insert_with(|| image.store.clone());
+            }
+        }
+        self
+    }
 }
 
 #[async_trait]
@@ -37,7 +54,14 @@ impl Store for Staging {
     }
 
     async fn exists(&self, desc: &Descriptor) -> Result<bool> {
-        Ok(self.blobs.contains_key(&desc.digest().to_string()))
+        let d = desc.digest().to_string();
+        Ok(self.blobs.contains_key(&d) || self.remote.contains_key(&d))
+    }
+
+    fn holder(&self, desc: &Descriptor) -> Option<&dyn Store> {
+        self.remote
+            .get(&desc.digest().to_string())
+            .map(|s| s.as_ref())
     }
 
     async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
@@ -46,10 +70,13 @@ impl Store for Staging {
             Some(Origin::File(p)) => Ok(Blob::File(p.clone())),
             Some(Origin::Temp(t)) => Ok(Blob::File(t.to_path_buf())),
             Some(Origin::Spooled(t)) => Ok(Blob::Spooled(t.to_path_buf())),
-            None => Err(Error::new(
-                ErrorKind::NotFound,
-                format!("{} is not among the staged blobs", desc.digest()),
-            )),
+            None => match self.holder(desc) {
+                Some(store) => store.fetch(desc).await,
+                None => Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{} is not among the staged blobs", desc.digest()),
+                )),
+            },
         }
     }
 

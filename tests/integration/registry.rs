@@ -433,3 +433,179 @@ fn basic_auth_flags_login_logout_and_a_credential_helper() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Image items (SPEC §2.5): a registry image with platform selection, a whole index from a
+/// layout, and an image pushed by skopeo, each its own member with the item's type,
+/// annotations and platform; blobs of the target's registry are mounted, not copied.
+#[test]
+fn image_items_from_registries_and_layouts() {
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    multi_pack(&d);
+    let multi = reg.reference("base/multi:v1");
+    let multi_digest = packed_digest(&run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "multi.yaml", &multi],
+        &[],
+    ));
+    pack_ok(&d, "multi.yaml", "oci://layouts/base:v1");
+    // An artifact pushed by skopeo from a layout of ours.
+    d.write("single.txt", "single");
+    d.write(
+        "single.yaml",
+        "type: application/vnd.example.single\nitems:\n  - from: file://single.txt\n",
+    );
+    let single_digest = pack_ok(&d, "single.yaml", "oci://skopeo-src:s");
+    let pushed = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:s", d.join("skopeo-src").display()))
+        .arg(format!("docker://{}", reg.reference("by-skopeo/single:v1")))
+        .output()
+        .expect("skopeo");
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    d.write(
+        "bundle.yaml",
+        format!(
+            "type: application/vnd.example.bundle\n\
+             items:\n\
+             \x20 - from: file://a.txt\n    platform: linux/amd64\n\
+             \x20 - from: oci://{multi}\n    platform: linux/arm64\n    type: application/vnd.example.arm\n    annotations: {{picked: \"yes\"}}\n\
+             \x20 - from: oci://./layouts/base:v1\n\
+             \x20 - from: docker://{}\n",
+            reg.reference("by-skopeo/single:v1")
+        ),
+    );
+    let target = reg.reference("bundle/all:v1");
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--format",
+            "json",
+            "pack",
+            "-f",
+            "bundle.yaml",
+            &target,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert!(
+        v["blobsMounted"].as_u64().unwrap_or(0) >= 3,
+        "blobs of base/multi and by-skopeo are mounted: {v}"
+    );
+    let index: Value = serde_json::from_slice(&skopeo_raw(&target)).expect("json");
+    let m = index["manifests"].as_array().expect("members");
+    assert_eq!(m.len(), 4);
+    assert_eq!(m[0]["platform"]["architecture"], "amd64");
+    let source: Value = blob_json(&d.join("layouts/base"), &multi_digest);
+    let arm = source["manifests"]
+        .as_array()
+        .expect("m")
+        .iter()
+        .find(|x| x["platform"]["architecture"] == "arm64")
+        .expect("arm");
+    assert_eq!(
+        m[1]["digest"], arm["digest"],
+        "the best platform match of the source index"
+    );
+    assert_eq!(m[1]["artifactType"], "application/vnd.example.arm");
+    assert_eq!(m[1]["annotations"]["picked"], "yes");
+    assert_eq!(
+        m[1]["platform"],
+        serde_json::json!({"os": "linux", "architecture": "arm64"})
+    );
+    assert_eq!(
+        m[2]["digest"],
+        multi_digest.as_str(),
+        "no platform: the whole source index"
+    );
+    assert_eq!(m[2]["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(m[2]["artifactType"], "application/vnd.example.multi");
+    assert!(
+        m[2].get("annotations").is_none(),
+        "a layout's ref.name does not leak into the entry"
+    );
+    assert_eq!(m[3]["digest"], single_digest.as_str());
+    // The whole graph arrived: copy it back out and check every node of the tree, byte for
+    // byte (skopeo cannot copy an index nested in an index, so it cannot be the judge here).
+    let o = run(
+        &d.path,
+        &["--plain-http", "copy", &target, "oci://out:bundle"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        &d.path,
+        &["--format", "json", "list", "oci://out:bundle"],
+        &[],
+    );
+    let tree: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    fn check(dir: &std::path::Path, node: &Value, count: &mut usize) {
+        let digest = node["descriptor"]["digest"].as_str().expect("digest");
+        assert_eq!(sha256(&blob(dir, digest)), digest);
+        *count += 1;
+        for c in node["children"].as_array().into_iter().flatten() {
+            check(dir, c, count);
+        }
+    }
+    let mut nodes = 0;
+    check(&d.join("out"), &tree["tree"], &mut nodes);
+    assert!(nodes >= 20, "{nodes} nodes");
+    // An image item with a config is invalid; a missing image is a clear error, nothing tagged.
+    d.write(
+        "bad.yaml",
+        format!("items:\n  - from: oci://{multi}\n    config: {{from: file://a.txt}}\n"),
+    );
+    let o = run(
+        &d.path,
+        &["--plain-http", "validate", "-f", "bad.yaml"],
+        &[],
+    );
+    assert!(
+        stdout(&o).contains("items[0].config: an image item is the member itself"),
+        "{}",
+        stdout(&o)
+    );
+    d.write(
+        "missing.yaml",
+        format!(
+            "items:\n  - from: oci://{}\n",
+            reg.reference("nope/none:v1")
+        ),
+    );
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "pack",
+            "-f",
+            "missing.yaml",
+            &reg.reference("bundle/all:v2"),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("404") && stderr(&o).contains("nope/none"),
+        "{}",
+        stderr(&o)
+    );
+    let tags = Command::new("skopeo")
+        .args([
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{}", reg.reference("bundle/all")),
+        ])
+        .output()
+        .expect("skopeo");
+    assert!(
+        !String::from_utf8_lossy(&tags.stdout).contains("v2"),
+        "no tag after a failure"
+    );
+}
