@@ -146,11 +146,14 @@ fn structural_rules() {
         "expected os/arch",
     );
     has(
-        &problems("items:\n  - from: oci://localhost:5000/app:v1\n"),
-        "items[0].from",
-        2,
-        11,
-        "not available in this build",
+        &problems(&format!(
+            "items:\n  - from: oci://localhost:5000/app:v1\n    digest: sha256:{}\n",
+            "0".repeat(64)
+        )),
+        "items[0].digest",
+        3,
+        13,
+        "pin an image by its reference",
     );
     has(
         &problems("items:\n  - from: s3://bucket/key\n"),
