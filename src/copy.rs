@@ -16,6 +16,10 @@ use crate::progress::{Progress, ProgressEvent};
 use crate::source::TITLE;
 use crate::store::{fetch_small, PushOutcome, Store};
 
+/// Whole-blob transfers tried before a network failure is final (each request inside has
+/// its own retries too).
+const TRANSFER_ATTEMPTS: u32 = 3;
+
 /// What a copy did, in numbers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CopyStats {
@@ -135,8 +139,19 @@ impl<'a> Engine<'a> {
                 });
                 return Ok(());
             }
-            let blob = self.src.fetch(desc).await?;
-            return self.transfer(desc, blob).await;
+            // A blob whose transfer broke off (a dropped connection mid-download) is fetched
+            // again from the start: the source can always be re-read.
+            let mut attempt = 1;
+            loop {
+                let blob = self.src.fetch(desc).await?;
+                match self.transfer(desc, blob).await {
+                    Err(e) if e.kind() == ErrorKind::Network && attempt < TRANSFER_ATTEMPTS => {
+                        tracing::warn!(digest = %desc.digest(), attempt, error = %e, "transfer failed, retrying");
+                        attempt += 1;
+                    }
+                    other => return other,
+                }
+            }
         }
         // A manifest in the destination means its whole sub-graph is there: we and every
         // well-behaved store write children before parents.

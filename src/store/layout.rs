@@ -321,8 +321,15 @@ impl Layout {
                 copy_hashing_pipelined(&mut r, &mut out, &mut report)
             }
         };
-        let (got, size) =
-            copied.map_err(|e| Error::io(&format!("writing blob ({from}) to"), &tmp, e))?;
+        let downloading = from == "downloaded";
+        let (got, size) = copied.map_err(|e| {
+            // A broken download is a network failure (the copy engine retries those).
+            if downloading {
+                Error::new(ErrorKind::Network, format!("downloading {digest}: {e}"))
+            } else {
+                Error::io(&format!("writing blob ({from}) to"), &tmp, e)
+            }
+        })?;
         if got.as_str() != digest || size != desc.size() {
             return Err(Error::new(
                 ErrorKind::DigestMismatch,

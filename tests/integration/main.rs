@@ -2,6 +2,7 @@
 
 mod assembly;
 mod cli;
+mod faults;
 mod layout;
 mod library;
 mod packfile;

@@ -228,7 +228,47 @@ pub struct Seen {
     pub status: u16,
 }
 
-/// A tiny HTTP/1.1 server on 127.0.0.1 (one thread per connection, `Connection: close`).
+/// One HTTP request, as the handler of [`HttpServer`] sees it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// One HTTP response; `cut` closes the connection after that many body bytes.
+#[derive(Clone, Debug, Default)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub cut: Option<usize>,
+}
+
+impl Response {
+    pub fn status(status: u16) -> Response {
+        Response {
+            status,
+            ..Response::default()
+        }
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Response {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Response {
+        self.body = body.into();
+        self
+    }
+}
+
+type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 (one thread per connection, `Connection: close`)
+/// that answers with a handler, or with fixed [`Reply`]s per path.
 pub struct HttpServer {
     pub addr: String,
     routes: Arc<Mutex<HashMap<String, Reply>>>,
@@ -236,21 +276,37 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// Answers from the routes set with [`HttpServer::route`] (404 for anything else).
     pub fn start() -> HttpServer {
+        let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
+        let r = routes.clone();
+        let mut server = HttpServer::with_handler(move |req| reply(&r, req));
+        server.routes = routes;
+        server
+    }
+
+    /// Answers every request with `handler`.
+    pub fn with_handler(
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let (r, s) = (routes.clone(), seen.clone());
+        let handler: Arc<Handler> = Arc::new(handler);
+        let s = seen.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (r, s) = (r.clone(), s.clone());
+                let (h, s) = (handler.clone(), s.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &r, &s);
+                    let _ = serve(conn, h.as_ref(), &s);
                 });
             }
         });
-        HttpServer { addr, routes, seen }
+        HttpServer {
+            addr,
+            routes: Arc::default(),
+            seen,
+        }
     }
 
     pub fn route(&self, path: &str, reply: Reply) {
@@ -275,15 +331,50 @@ impl HttpServer {
     }
 }
 
-fn serve(
-    mut conn: TcpStream,
-    routes: &Mutex<HashMap<String, Reply>>,
-    seen: &Mutex<Vec<Seen>>,
-) -> std::io::Result<()> {
+fn reply(routes: &Mutex<HashMap<String, Reply>>, req: &Request) -> Response {
+    let path = req.path.clone();
+    let found = routes
+        .lock()
+        .expect("lock")
+        .get(&path)
+        .cloned()
+        .unwrap_or(Reply::Status(404));
+    match found {
+        Reply::Body { etag, .. } if req.headers.get("if-none-match") == Some(&etag) => {
+            Response::status(304).header("ETag", &etag)
+        }
+        Reply::Body { body, etag } => Response::status(200).header("ETag", &etag).body(body),
+        Reply::Status(s) => Response::status(s),
+        Reply::FailFirst { n, body } if n > 0 => {
+            routes
+                .lock()
+                .expect("lock")
+                .insert(path, Reply::FailFirst { n: n - 1, body });
+            Response::status(500)
+        }
+        Reply::FailFirst { body, .. } => Response::status(200).body(body),
+        Reply::Redirect(to) => Response::status(302).header("Location", &to),
+        Reply::CutOnce { body, cut } => {
+            let full = Reply::Body {
+                body: body.clone(),
+                etag: "\"full\"".into(),
+            };
+            routes.lock().expect("lock").insert(path, full);
+            Response {
+                cut: Some(cut),
+                ..Response::status(200).body(body)
+            }
+        }
+    }
+}
+
+fn serve(mut conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("GET").to_string();
+    let path = parts.next().unwrap_or("/").to_string();
     let mut headers = HashMap::new();
     loop {
         let mut h = String::new();
@@ -296,62 +387,42 @@ fn serve(
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    let reply = routes
-        .lock()
-        .expect("lock")
-        .get(&path)
-        .cloned()
-        .unwrap_or(Reply::Status(404));
-    let (status, extra, body, cut): (u16, String, Vec<u8>, Option<usize>) = match reply {
-        Reply::Body { body, etag } => {
-            if headers.get("if-none-match") == Some(&etag) {
-                (304, format!("ETag: {etag}\r\n"), Vec::new(), None)
-            } else {
-                (200, format!("ETag: {etag}\r\n"), body, None)
-            }
-        }
-        Reply::Status(s) => (s, String::new(), Vec::new(), None),
-        Reply::FailFirst { n, body } => {
-            if n > 0 {
-                routes
-                    .lock()
-                    .expect("lock")
-                    .insert(path.clone(), Reply::FailFirst { n: n - 1, body });
-                (500, String::new(), Vec::new(), None)
-            } else {
-                (200, String::new(), body, None)
-            }
-        }
-        Reply::Redirect(to) => (302, format!("Location: {to}\r\n"), Vec::new(), None),
-        Reply::CutOnce { body, cut } => {
-            routes.lock().expect("lock").insert(
-                path.clone(),
-                Reply::Body {
-                    body: body.clone(),
-                    etag: "\"full\"".into(),
-                },
-            );
-            (200, String::new(), body, Some(cut))
-        }
-    };
-    seen.lock().expect("lock").push(Seen {
+    let mut body = Vec::new();
+    if let Some(n) = headers
+        .get("content-length")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        body.resize(n, 0);
+        reader.read_exact(&mut body)?;
+    }
+    let req = Request {
+        method,
         path,
         headers,
-        status,
+        body,
+    };
+    let resp = handler(&req);
+    seen.lock().expect("lock").push(Seen {
+        path: req.path,
+        headers: req.headers,
+        status: resp.status,
     });
-    let head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-        body.len()
+    let mut head = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
+        resp.status,
+        resp.body.len()
     );
+    for (k, v) in &resp.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
     conn.write_all(head.as_bytes())?;
-    match cut {
-        Some(c) => conn.write_all(&body[..c])?,
-        None => conn.write_all(&body)?,
+    let end = resp.cut.unwrap_or(resp.body.len()).min(resp.body.len());
+    if req.method != "HEAD" {
+        conn.write_all(&resp.body[..end])?;
     }
     conn.flush()?;
     let _ = conn.shutdown(std::net::Shutdown::Both);
-    let mut sink = Vec::new();
-    let _ = reader.read_to_end(&mut sink);
     Ok(())
 }
 

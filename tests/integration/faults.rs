@@ -1,0 +1,268 @@
+//! A registry that misbehaves on purpose (issue 3): 500s, 429 with Retry-After, connections
+//! dropped mid-blob, content that does not match its digest. A real HTTP server on
+//! 127.0.0.1 that speaks enough of the Distribution API to push to and pull from.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+#[derive(Default)]
+struct State {
+    blobs: HashMap<String, Vec<u8>>,
+    manifests: HashMap<String, (Vec<u8>, String)>,
+    uploads: usize,
+    /// Upload PUTs to answer 500 before accepting.
+    put_500: usize,
+    /// Upload PUTs to answer 429 (Retry-After: 1) before accepting.
+    put_429: usize,
+    /// Blob GETs to cut off halfway.
+    get_drop: usize,
+    /// Serve blobs with one byte changed.
+    wrong_digest: bool,
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data))
+    )
+}
+
+fn handle(state: &Mutex<State>, req: &Request) -> Response {
+    let mut s = state.lock().expect("lock");
+    let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+    if path == "/v2/" {
+        return Response::status(200).body("{}");
+    }
+    let rest = path.trim_start_matches("/v2/");
+    let (repo, kind, reference) = if let Some(i) = rest.find("/blobs/uploads/") {
+        (&rest[..i], "uploads", &rest[i + "/blobs/uploads/".len()..])
+    } else if let Some(i) = rest.find("/blobs/") {
+        (&rest[..i], "blobs", &rest[i + "/blobs/".len()..])
+    } else if let Some(i) = rest.find("/manifests/") {
+        (&rest[..i], "manifests", &rest[i + "/manifests/".len()..])
+    } else {
+        return Response::status(404);
+    };
+    match (req.method.as_str(), kind) {
+        ("HEAD" | "GET", "blobs") => match s.blobs.get(reference).cloned() {
+            None => Response::status(404),
+            Some(mut data) => {
+                if req.method == "GET" && s.wrong_digest {
+                    data[0] ^= 0xff;
+                }
+                let mut r = Response::status(200)
+                    .header("Docker-Content-Digest", reference)
+                    .body(data);
+                if req.method == "GET" && s.get_drop > 0 {
+                    s.get_drop -= 1;
+                    r.cut = Some(r.body.len() / 2);
+                }
+                r
+            }
+        },
+        ("POST", "uploads") => {
+            s.uploads += 1;
+            Response::status(202).header(
+                "Location",
+                &format!("/v2/{repo}/blobs/uploads/u{}", s.uploads),
+            )
+        }
+        ("PUT", "uploads") => {
+            if s.put_500 > 0 {
+                s.put_500 -= 1;
+                return Response::status(500);
+            }
+            if s.put_429 > 0 {
+                s.put_429 -= 1;
+                return Response::status(429).header("Retry-After", "1");
+            }
+            let digest = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("digest="))
+                .unwrap_or("")
+                .replace("%3A", ":");
+            if sha256(&req.body) != digest {
+                return Response::status(400).body(
+                    r#"{"errors":[{"code":"DIGEST_INVALID","message":"digest did not match"}]}"#,
+                );
+            }
+            s.blobs.insert(digest.clone(), req.body.clone());
+            Response::status(201).header("Docker-Content-Digest", &digest)
+        }
+        ("DELETE", "uploads") => Response::status(204),
+        ("HEAD" | "GET", "manifests") => match s.manifests.get(reference).cloned() {
+            None => Response::status(404)
+                .body(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
+            Some((data, mt)) => Response::status(200)
+                .header("Content-Type", &mt)
+                .header("Docker-Content-Digest", &sha256(&data))
+                .body(data),
+        },
+        ("PUT", "manifests") => {
+            let mt = req.headers.get("content-type").cloned().unwrap_or_default();
+            let digest = sha256(&req.body);
+            s.manifests
+                .insert(reference.to_string(), (req.body.clone(), mt.clone()));
+            s.manifests.insert(digest.clone(), (req.body.clone(), mt));
+            Response::status(201).header("Docker-Content-Digest", &digest)
+        }
+        _ => Response::status(405),
+    }
+}
+
+fn fake_registry() -> (HttpServer, Arc<Mutex<State>>) {
+    let state: Arc<Mutex<State>> = Arc::default();
+    let s = state.clone();
+    (HttpServer::with_handler(move |req| handle(&s, req)), state)
+}
+
+fn setup(d: &TestDir) {
+    d.write(
+        "big.bin",
+        (0..300_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    d.write("small.txt", "small");
+    d.write(
+        "pack.yaml",
+        "items:\n  - from: file://big.bin\n  - from: file://small.txt\n",
+    );
+}
+
+#[test]
+fn pushes_retry_500_and_429_with_retry_after() {
+    let (srv, state) = fake_registry();
+    let d = TestDir::new();
+    setup(&d);
+    state.lock().expect("lock").put_500 = 2;
+    state.lock().expect("lock").put_429 = 1;
+    let target = format!("{}/flaky/a:v1", srv.addr);
+    let started = std::time::Instant::now();
+    let digest = packed_digest(&run(
+        &d.path,
+        &[
+            "--plain-http",
+            "-j",
+            "1",
+            "pack",
+            "-f",
+            "pack.yaml",
+            &target,
+        ],
+        &[],
+    ));
+    let statuses: Vec<u16> = srv
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|s| s.path.contains("/blobs/uploads/u"))
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(&statuses[..4], [500, 500, 429, 201], "{statuses:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After: 1 was honoured"
+    );
+    let s = state.lock().expect("lock");
+    assert_eq!(
+        sha256(&s.manifests["v1"].0),
+        digest,
+        "tagged after the retries"
+    );
+}
+
+#[test]
+fn persistent_failures_fail_and_leave_no_tag() {
+    let (srv, state) = fake_registry();
+    let d = TestDir::new();
+    setup(&d);
+    state.lock().expect("lock").put_500 = 1000;
+    let target = format!("{}/broken/a:v1", srv.addr);
+    let o = run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "pack.yaml", &target],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("500") && err.contains("PUT") && err.contains("/v2/broken/a/blobs/uploads/"),
+        "{err}"
+    );
+    assert!(
+        !state.lock().expect("lock").manifests.contains_key("v1"),
+        "no tag after a failure"
+    );
+    // The failed session was cancelled.
+    assert!(
+        srv.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|s| s.status == 204),
+        "DELETE of the upload session"
+    );
+}
+
+#[test]
+fn downloads_cut_midway_are_retried_and_wrong_digests_are_refused() {
+    let (srv, state) = fake_registry();
+    let d = TestDir::new();
+    setup(&d);
+    let source = format!("{}/src/a:v1", srv.addr);
+    let digest = packed_digest(&run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "pack.yaml", &source],
+        &[],
+    ));
+    // A connection dropped halfway through a blob: fetched again, the copy succeeds.
+    state.lock().expect("lock").get_drop = 1;
+    let o = run(
+        &d.path,
+        &["--plain-http", "copy", &source, "oci://out:v1"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(entry(&d.join("out"), "v1")["digest"], digest.as_str());
+    assert_eq!(state.lock().expect("lock").get_drop, 0, "the cut really happened");
+    skopeo_reads(&d.join("out"), "v1");
+    // Content that does not match its digest: refused, and the layout is left as it was.
+    d.write("other.txt", "other");
+    d.write("other.yaml", "items:\n  - from: file://other.txt\n  - from: file://big.bin\n    type: application/x-other\n");
+    let other = format!("{}/src/other:v1", srv.addr);
+    let _ = packed_digest(&run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "other.yaml", &other],
+        &[],
+    ));
+    state.lock().expect("lock").wrong_digest = true;
+    let before = snapshot(&d.join("out"));
+    let o = run(
+        &d.path,
+        &["--plain-http", "copy", &other, "oci://out:v2"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("sha256:") && err.contains("not what its descriptor says"),
+        "{err}"
+    );
+    let index: Value = read_json(&d.join("out/index.json"));
+    assert_eq!(
+        index["manifests"].as_array().expect("m").len(),
+        1,
+        "no v2 entry"
+    );
+    assert_eq!(
+        snapshot(&d.join("out")),
+        before,
+        "the layout is byte for byte unchanged"
+    );
+}
