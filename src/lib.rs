@@ -1,9 +1,9 @@
 //! oci-packer turns a declarative YAML *pack file* into an OCI artifact — an image manifest,
-//! or an image index with platform variants — and writes it to an OCI image layout (and, in
-//! later versions, any registry). Same inputs, same digest, on any machine.
+//! or an image index with platform variants — and writes it to any OCI registry or an OCI
+//! image layout. Same inputs, same digest, on any machine.
 //!
-//! The public API is a blocking façade: [`pack`], [`validate`], [`list`]. It owns one tokio
-//! runtime and may be called from inside another runtime.
+//! The public API is a blocking façade: [`pack`], [`validate`], [`list`], [`copy`], [`login`],
+//! [`logout`]. It owns one tokio runtime and may be called from inside another runtime.
 //!
 //! ```no_run
 //! let packed = oci_packer::pack("examples/pack.yaml", "oci://build/layout:v1", &Default::default())?;

@@ -11,7 +11,8 @@ use crate::{Error, ErrorKind, Listing, Options, PackInput, RegistryOptions};
 mod bars;
 mod output;
 
-/// Build OCI artifacts from declarative pack files and write them to OCI image layouts.
+/// Build OCI artifacts from declarative pack files and write them to registries and OCI image
+/// layouts; copy them between both.
 #[derive(Debug, Parser)]
 #[command(
     name = "oci-packer",
@@ -95,7 +96,8 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build the artifact described by a pack file and write it to TARGET (oci://DIR[:REF]).
+    /// Build the artifact described by a pack file and write it to TARGET (host/repo[:tag] or
+    /// oci://DIR[:REF]).
     Pack(PackArgs),
     /// Check a pack file and print every problem; exit 0 when it is valid.
     Validate {
@@ -135,7 +137,8 @@ struct PackArgs {
     /// The pack file.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: PathBuf,
-    /// Where to write: oci://DIR[:REF] (REF defaults to latest).
+    /// Where to write: a registry host/repo[:tag] (also docker://, cr://, oci://host/…) or a
+    /// layout oci://DIR[:REF] (REF defaults to latest).
     #[arg(value_name = "TARGET", required_unless_present = "dry_run")]
     target: Option<String>,
     /// Print the manifest or index JSON that would be written; write nothing.
