@@ -230,7 +230,11 @@ fn downloads_cut_midway_are_retried_and_wrong_digests_are_refused() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(entry(&d.join("out"), "v1")["digest"], digest.as_str());
-    assert_eq!(state.lock().expect("lock").get_drop, 0, "the cut really happened");
+    assert_eq!(
+        state.lock().expect("lock").get_drop,
+        0,
+        "the cut really happened"
+    );
     skopeo_reads(&d.join("out"), "v1");
     // Content that does not match its digest: refused, and the layout is left as it was.
     d.write("other.txt", "other");

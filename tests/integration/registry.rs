@@ -609,3 +609,68 @@ fn image_items_from_registries_and_layouts() {
         "no tag after a failure"
     );
 }
+
+/// The Rust `oci-client` crate (a peer, dev-dependency) reads back what we push, byte for byte.
+#[test]
+fn oci_client_reads_what_we_push() {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    use oci_client::secrets::RegistryAuth;
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    multi_pack(&d);
+    let target = reg.reference("peer/multi:v1");
+    let digest = packed_digest(&run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "multi.yaml", &target],
+        &[],
+    ));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::Http,
+            ..Default::default()
+        });
+        let reference: oci_client::Reference = target.parse().expect("reference");
+        let accept = [
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.oci.image.manifest.v1+json",
+        ];
+        let (raw, got) = client
+            .pull_manifest_raw(&reference, &RegistryAuth::Anonymous, &accept)
+            .await
+            .expect("index");
+        assert_eq!(got, digest);
+        assert_eq!(sha256(&raw), digest);
+        let index: Value = serde_json::from_slice(&raw).expect("json");
+        let mut layers = 0;
+        for m in index["manifests"].as_array().expect("members") {
+            let member_ref: oci_client::Reference = format!(
+                "{}@{}",
+                reg.reference("peer/multi"),
+                m["digest"].as_str().expect("d")
+            )
+            .parse()
+            .expect("ref");
+            let (raw, got) = client
+                .pull_manifest_raw(&member_ref, &RegistryAuth::Anonymous, &accept)
+                .await
+                .expect("member");
+            assert_eq!(got, m["digest"].as_str().expect("d"));
+            let manifest: Value = serde_json::from_slice(&raw).expect("json");
+            for l in manifest["layers"].as_array().expect("layers") {
+                let mut data = Vec::new();
+                client
+                    .pull_blob(&member_ref, l["digest"].as_str().expect("d"), &mut data)
+                    .await
+                    .expect("blob");
+                assert_eq!(sha256(&data), l["digest"].as_str().expect("d"));
+                let title = l["annotations"]["org.opencontainers.image.title"]
+                    .as_str()
+                    .expect("title");
+                assert_eq!(data, std::fs::read(d.join(title)).expect("source file"));
+                layers += 1;
+            }
+        }
+        assert_eq!(layers, 5);
+    });
+}
