@@ -674,3 +674,199 @@ fn oci_client_reads_what_we_push() {
         assert_eq!(layers, 5);
     });
 }
+
+fn oras(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    let o = Command::new(peer("oras", "OCI_PACKER_ORAS"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("oras");
+    assert!(
+        o.status.success(),
+        "oras {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// The ORAS CLI reads what we push (manifests byte for byte; `oras pull` unpacks our archive
+/// layers), and what ORAS pushes is an image item and a `copy` source for us.
+#[test]
+fn oras_interop_both_ways() {
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    d.write("site/index.html", "<h1>hi</h1>");
+    d.write("site/css/a.css", "a{}");
+    d.write("notes.txt", "notes");
+    d.write(
+        "pack.yaml",
+        "type: application/vnd.example.site\nitems:\n  - from: dir://site\n    archive: tar+gzip\n  - from: file://notes.txt\n",
+    );
+    let target = reg.reference("ours/site:v1");
+    let digest = packed_digest(&run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "pack.yaml", &target],
+        &[],
+    ));
+    let fetched = oras(&["manifest", "fetch", "--plain-http", &target], &d.path);
+    assert_eq!(
+        sha256(&fetched.stdout),
+        digest,
+        "oras fetches our manifest byte for byte"
+    );
+    let pulled = d.mkdir("pulled");
+    oras(
+        &[
+            "pull",
+            "--plain-http",
+            &target,
+            "-o",
+            pulled.to_str().expect("utf8"),
+        ],
+        &d.path,
+    );
+    assert_eq!(
+        std::fs::read_to_string(pulled.join("site/index.html")).expect("unpacked"),
+        "<h1>hi</h1>"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pulled.join("site/css/a.css")).expect("unpacked"),
+        "a{}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pulled.join("notes.txt")).expect("file"),
+        "notes"
+    );
+
+    // ORAS pushes an artifact; we pack it as an image item and copy it to a layout.
+    d.write("oras/readme.md", "pushed by oras");
+    let theirs = reg.reference("theirs/readme:v1");
+    oras(
+        &[
+            "push",
+            "--plain-http",
+            "--artifact-type",
+            "application/vnd.example.oras",
+            &theirs,
+            "readme.md:text/markdown",
+        ],
+        &d.join("oras"),
+    );
+    let their_digest =
+        String::from_utf8(oras(&["resolve", "--plain-http", &theirs], &d.path).stdout)
+            .expect("utf8");
+    let their_digest = their_digest.trim();
+    d.write("bundle.yaml", format!("items:\n  - from: docker://{theirs}\n  - from: file://notes.txt\n    platform: linux/amd64\n"));
+    let bundle = reg.reference("ours/bundle:v1");
+    let o = run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "bundle.yaml", &bundle],
+        &[],
+    );
+    let bundle_digest = packed_digest(&o);
+    let index: Value = serde_json::from_slice(
+        &oras(&["manifest", "fetch", "--plain-http", &bundle], &d.path).stdout,
+    )
+    .expect("json");
+    assert_eq!(index["manifests"][0]["digest"], their_digest);
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        "application/vnd.example.oras"
+    );
+    let o = run(
+        &d.path,
+        &["--plain-http", "copy", &theirs, "oci://layout:readme"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    skopeo_reads(&d.join("layout"), "readme");
+    // And ORAS copies our index too (it understands what we wrote).
+    oras(
+        &[
+            "cp",
+            "--from-plain-http",
+            "--to-plain-http",
+            &bundle,
+            &reg.reference("oras-copied/bundle:v1"),
+        ],
+        &d.path,
+    );
+    let copied = oras(
+        &[
+            "manifest",
+            "fetch",
+            "--plain-http",
+            &reg.reference("oras-copied/bundle:v1"),
+        ],
+        &d.path,
+    );
+    assert_eq!(sha256(&copied.stdout), bundle_digest);
+}
+
+/// oras-py (from PyPI, in the venv `scripts/test` makes) reads what we push.
+#[test]
+fn oras_py_reads_what_we_push() {
+    let python = std::env::var_os("OCI_PACKER_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+        });
+    assert!(
+        python.is_file(),
+        "{} missing: run scripts/test (it makes the venv with oras-py)",
+        python.display()
+    );
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    d.write("files/a.json", r#"{"a": 1}"#);
+    d.write("files/sub/b.txt", "b");
+    d.write(
+        "pack.yaml",
+        "type: application/vnd.example.py\nitems:\n  - from: dir://files\n",
+    );
+    let target = reg.reference("py/art:v1");
+    let digest = packed_digest(&run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "pack.yaml", &target],
+        &[],
+    ));
+    let script = r#"
+import json, sys, oras.client
+host, target, out = sys.argv[1:4]
+c = oras.client.OrasClient(hostname=host, insecure=True)
+print(json.dumps({"manifest": c.get_manifest(target), "files": sorted(c.pull(target=target, outdir=out))}))
+"#;
+    let out = d.mkdir("pulled");
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            script,
+            &reg.addr,
+            &target,
+            out.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("python");
+    assert!(
+        o.status.success(),
+        "oras-py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let layout_manifest = {
+        pack_ok(&d, "pack.yaml", "oci://layout:v1");
+        blob_json(&d.join("layout"), &digest)
+    };
+    assert_eq!(
+        v["manifest"], layout_manifest,
+        "oras-py reads the manifest we pushed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("a.json")).expect("a"),
+        r#"{"a": 1}"#
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("sub/b.txt")).expect("b"),
+        "b"
+    );
+}

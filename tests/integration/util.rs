@@ -513,3 +513,25 @@ impl Drop for RegistryServer {
         let _ = self.child.wait();
     }
 }
+
+/// A peer tool: `$NAME_ENV` if set, else on PATH, else in `~/go/bin` (where `go install`
+/// puts it). Missing fails the test: `.ci/run` installs every peer.
+pub fn peer(name: &str, env: &str) -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return p.into();
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|c| c.is_file())
+        })
+        .unwrap_or_default();
+    let in_go =
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join("go/bin").join(name));
+    on_path
+        .or(in_go.filter(|p| p.is_file()))
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: run scripts/test (it installs the peers) or set {env}")
+        })
+}
