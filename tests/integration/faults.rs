@@ -22,6 +22,16 @@ struct State {
     get_drop: usize,
     /// Serve blobs with one byte changed.
     wrong_digest: bool,
+    /// Refuse a PUT that carries the blob (405), like registries that need PATCH.
+    no_monolithic: bool,
+    /// Refuse PATCHes larger than this (413).
+    max_patch: Option<usize>,
+    /// Announce this OCI-Chunk-Min-Length.
+    min_chunk: Option<usize>,
+    /// Bytes received per upload session.
+    sessions: HashMap<String, Vec<u8>>,
+    /// Sizes of the PATCHes accepted.
+    patches: Vec<usize>,
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -66,10 +76,37 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
         },
         ("POST", "uploads") => {
             s.uploads += 1;
-            Response::status(202).header(
-                "Location",
-                &format!("/v2/{repo}/blobs/uploads/u{}", s.uploads),
-            )
+            let id = format!("u{}", s.uploads);
+            s.sessions.insert(id.clone(), Vec::new());
+            let mut r =
+                Response::status(202).header("Location", &format!("/v2/{repo}/blobs/uploads/{id}"));
+            if let Some(m) = s.min_chunk {
+                r = r.header("OCI-Chunk-Min-Length", &m.to_string());
+            }
+            r
+        }
+        ("PATCH", "uploads") => {
+            if s.max_patch.is_some_and(|m| req.body.len() > m) {
+                return Response::status(413);
+            }
+            let have = s.sessions.get(reference).map_or(0, Vec::len);
+            if let Some(range) = req.headers.get("content-range") {
+                let start: usize = range
+                    .split('-')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(usize::MAX);
+                if start != have {
+                    return Response::status(416);
+                }
+            }
+            s.patches.push(req.body.len());
+            s.sessions
+                .entry(reference.to_string())
+                .or_default()
+                .extend_from_slice(&req.body);
+            Response::status(202)
+                .header("Location", &format!("/v2/{repo}/blobs/uploads/{reference}"))
         }
         ("PUT", "uploads") => {
             if s.put_500 > 0 {
@@ -80,17 +117,23 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 s.put_429 -= 1;
                 return Response::status(429).header("Retry-After", "1");
             }
+            if s.no_monolithic && !req.body.is_empty() {
+                return Response::status(405)
+                    .body(r#"{"errors":[{"code":"UNSUPPORTED","message":"use PATCH"}]}"#);
+            }
+            let mut data = s.sessions.remove(reference).unwrap_or_default();
+            data.extend_from_slice(&req.body);
             let digest = query
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("digest="))
                 .unwrap_or("")
                 .replace("%3A", ":");
-            if sha256(&req.body) != digest {
+            if sha256(&data) != digest {
                 return Response::status(400).body(
                     r#"{"errors":[{"code":"DIGEST_INVALID","message":"digest did not match"}]}"#,
                 );
             }
-            s.blobs.insert(digest.clone(), req.body.clone());
+            s.blobs.insert(digest.clone(), data);
             Response::status(201).header("Docker-Content-Digest", &digest)
         }
         ("DELETE", "uploads") => Response::status(204),
@@ -269,4 +312,52 @@ fn downloads_cut_midway_are_retried_and_wrong_digests_are_refused() {
         before,
         "the layout is byte for byte unchanged"
     );
+}
+
+/// A registry that refuses monolithic uploads gets one streamed PATCH; one that also caps
+/// PATCH sizes gets chunks of its OCI-Chunk-Min-Length (or 4 MiB), in order.
+#[test]
+fn uploads_fall_back_to_patch_and_to_chunks() {
+    let cases = [
+        (None, None, None),
+        (Some(5 << 20), None, Some(4 << 20)),
+        (Some(5 << 20), Some(4_500_000), Some(4_500_000)),
+    ];
+    for (max_patch, min_chunk, expect_chunk) in cases {
+        let (srv, state) = fake_registry();
+        {
+            let mut s = state.lock().expect("lock");
+            s.no_monolithic = true;
+            s.max_patch = max_patch;
+            s.min_chunk = min_chunk;
+        }
+        let d = TestDir::new();
+        let big: Vec<u8> = (0..10_000_000u32).map(|i| (i % 253) as u8).collect();
+        d.write("big.bin", &big);
+        d.write("pack.yaml", "items:\n  - from: file://big.bin\n");
+        let target = format!("{}/chunky/a:v1", srv.addr);
+        packed_digest(&run(
+            &d.path,
+            &["--plain-http", "pack", "-f", "pack.yaml", &target],
+            &[],
+        ));
+        let s = state.lock().expect("lock");
+        assert_eq!(
+            s.blobs.get(&sha256(&big)),
+            Some(&big),
+            "the blob arrived whole"
+        );
+        let patches: Vec<usize> = s.patches.iter().copied().filter(|n| *n > 1000).collect();
+        match expect_chunk {
+            None => assert_eq!(patches, [big.len()], "one streamed PATCH"),
+            Some(c) => {
+                assert!(patches.len() >= 2, "{patches:?}");
+                assert!(
+                    patches[..patches.len() - 1].iter().all(|p| *p == c),
+                    "{patches:?}"
+                );
+                assert_eq!(patches.iter().sum::<usize>(), big.len());
+            }
+        }
+    }
 }

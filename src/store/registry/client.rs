@@ -64,8 +64,55 @@ pub enum Body {
     Empty,
     /// Bytes in memory.
     Bytes(Bytes),
-    /// A file, streamed (re-opened on every attempt).
-    File(PathBuf, u64),
+    /// `len` bytes of a file from `offset`, streamed (re-opened on every attempt).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// First byte.
+        offset: u64,
+        /// Bytes to send.
+        len: u64,
+    },
+}
+
+impl Body {
+    /// A whole file of `len` bytes.
+    pub fn file(path: PathBuf, len: u64) -> Body {
+        Body::File {
+            path,
+            offset: 0,
+            len,
+        }
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+
+    /// True when it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `len` bytes from `offset` of this body (a chunk).
+    pub fn slice(&self, offset: u64, len: u64) -> Body {
+        match self {
+            Body::Empty => Body::Empty,
+            Body::Bytes(b) => Body::Bytes(b.slice(offset as usize..(offset + len) as usize)),
+            Body::File {
+                path, offset: base, ..
+            } => Body::File {
+                path: path.clone(),
+                offset: base + offset,
+                len,
+            },
+        }
+    }
 }
 
 /// HTTP client for one registry host.
@@ -266,11 +313,15 @@ impl Client {
         Ok(match body {
             Body::Empty => (reqwest::Body::from(Vec::new()), Some(0)),
             Body::Bytes(b) => (reqwest::Body::from(b.clone()), Some(b.len() as u64)),
-            Body::File(p, len) => {
-                let f = tokio::fs::File::open(p)
+            Body::File { path, offset, len } => {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let mut f = tokio::fs::File::open(path)
                     .await
-                    .map_err(|e| Error::io("reading", p, e))?;
-                let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20);
+                    .map_err(|e| Error::io("reading", path, e))?;
+                f.seek(std::io::SeekFrom::Start(*offset))
+                    .await
+                    .map_err(|e| Error::io("reading", path, e))?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(f.take(*len), 1 << 20);
                 (reqwest::Body::wrap_stream(stream), Some(*len))
             }
         })

@@ -23,6 +23,16 @@ pub mod credentials;
 pub use client::RegistryOptions;
 use client::{header, Body, Client};
 
+/// Chunk size when a registry wants chunked uploads and names no minimum: the largest that
+/// GHCR and others accept.
+const DEFAULT_CHUNK: u64 = 4 << 20;
+
+/// True when the registry turned down the way we uploaded (not the content, not the auth).
+fn refused(e: &Error) -> bool {
+    matches!(e.http_status(), Some(400 | 405 | 411 | 413 | 416 | 501))
+        && e.code() != Some("DIGEST_INVALID")
+}
+
 /// Every manifest type we read, for `Accept`.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
@@ -316,7 +326,8 @@ impl Registry {
         }
     }
 
-    async fn upload(&self, desc: &Descriptor, body: Body) -> Result<PushOutcome> {
+    /// Opens an upload session; returns its location and the registry's minimum chunk size.
+    async fn start_upload(&self, desc: &Descriptor) -> Result<(reqwest::Url, Option<u64>)> {
         let url = format!("{}/v2/{}/blobs/uploads/", self.client.base, self.repo());
         let resp = self
             .client
@@ -339,8 +350,95 @@ impl Registry {
                 )
                 .await);
         }
-        let location = self.location(&resp, &url)?;
-        self.finish_upload(location, desc, body).await
+        let min_chunk = resp
+            .headers()
+            .get("oci-chunk-min-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok((self.location(&resp, &url)?, min_chunk))
+    }
+
+    /// Uploads a blob: one streamed monolithic PUT (two round trips); when the registry
+    /// refuses that, one streamed PATCH; when it refuses that too, chunked PATCHes of at
+    /// least its `OCI-Chunk-Min-Length`.
+    async fn upload(&self, desc: &Descriptor, body: Body) -> Result<PushOutcome> {
+        let (location, _) = self.start_upload(desc).await?;
+        match self.finish_upload(location, desc, body.clone()).await {
+            Err(e) if refused(&e) => {
+                tracing::info!(digest = %desc.digest(), error = %e, "monolithic upload refused, trying a PATCH session");
+            }
+            other => return other,
+        }
+        let (location, min_chunk) = self.start_upload(desc).await?;
+        let whole = body.len().max(1);
+        match self.patch_chunks(location, desc, &body, whole).await {
+            Err(e) if refused(&e) => {
+                tracing::info!(digest = %desc.digest(), error = %e, "streamed PATCH refused, uploading in chunks");
+            }
+            other => return other,
+        }
+        let (location, min_chunk2) = self.start_upload(desc).await?;
+        let chunk = min_chunk.or(min_chunk2).unwrap_or(0).max(DEFAULT_CHUNK);
+        self.patch_chunks(location, desc, &body, chunk).await
+    }
+
+    /// Sends `body` as PATCHes of `chunk` bytes (one PATCH when `chunk` covers it), following
+    /// the `Location` of each answer, then closes the session with the digest.
+    async fn patch_chunks(
+        &self,
+        mut location: reqwest::Url,
+        desc: &Descriptor,
+        body: &Body,
+        chunk: u64,
+    ) -> Result<PushOutcome> {
+        let total = body.len();
+        let mut offset = 0;
+        while offset < total {
+            let len = chunk.min(total - offset);
+            let mut headers = header(CONTENT_TYPE, "application/octet-stream");
+            if len < total {
+                let range = format!("{}-{}", offset, offset + len - 1);
+                if let Ok(v) = reqwest::header::HeaderValue::from_str(&range) {
+                    headers.insert(reqwest::header::CONTENT_RANGE, v);
+                }
+            }
+            let part = body.slice(offset, len);
+            let resp = self
+                .client
+                .send(
+                    Method::PATCH,
+                    location.as_str(),
+                    &self.push_scope(),
+                    headers,
+                    &part,
+                )
+                .await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                let e = self
+                    .client
+                    .error(
+                        &Method::PATCH,
+                        location.as_str(),
+                        &format!("blob {}", desc.digest()),
+                        resp,
+                    )
+                    .await;
+                let _ = self
+                    .client
+                    .send(
+                        Method::DELETE,
+                        location.as_str(),
+                        &self.push_scope(),
+                        HeaderMap::new(),
+                        &Body::Empty,
+                    )
+                    .await;
+                return Err(e);
+            }
+            location = self.location(&resp, location.as_str())?;
+            offset += len;
+        }
+        self.finish_upload(location, desc, Body::Empty).await
     }
 
     /// Bytes of `blob` as a re-sendable body (streams are read into a temp file first, so a
@@ -352,7 +450,7 @@ impl Registry {
     ) -> Result<(Body, Option<tempfile::TempPath>)> {
         Ok(match blob {
             Blob::Bytes(b) => (Body::Bytes(b), None),
-            Blob::File(p) | Blob::Spooled(p) => (Body::File(p, desc.size()), None),
+            Blob::File(p) | Blob::Spooled(p) => (Body::file(p, desc.size()), None),
             Blob::Stream(mut reader) => {
                 let (file, path) = tempfile::Builder::new()
                     .prefix(".oci-packer-upload-")
@@ -363,7 +461,7 @@ impl Registry {
                 tokio::io::copy(&mut reader, &mut out)
                     .await
                     .map_err(|e| Error::io("buffering", &path, e))?;
-                (Body::File(path.to_path_buf(), desc.size()), Some(path))
+                (Body::file(path.to_path_buf(), desc.size()), Some(path))
             }
         })
     }
