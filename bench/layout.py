@@ -8,38 +8,11 @@ Data goes to $BENCH_DIR (default: a temp dir), removed afterwards.
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "oci-packer")
-GiB = 1 << 30
-
-
-def run(cmd, cwd=None, shell=False):
-    """Runs a command under GNU time; returns (seconds, peak RSS in MiB of the command).
-
-    (os.wait4's ru_maxrss would count the forked Python before exec.)"""
-    if shell:
-        cmd = ["sh", "-c", cmd]
-    start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, cwd=cwd, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - start
-    err = proc.stderr.decode().strip().splitlines()
-    if proc.returncode != 0:
-        sys.exit(f"failed ({proc.returncode}): {cmd}\n" + "\n".join(err))
-    return elapsed, int(err[-1]) / 1024
-
-
-def settle():
-    """Writes back dirty pages so one run's writeback does not bill the next."""
-    os.sync()
-    time.sleep(1)
-
+from common import BIN, GiB, ROOT, median_runs, write_random
 
 CREATE_FLOOR = """
 import os, sys
@@ -53,40 +26,6 @@ for i in range(10000):
     os.close(fd)
     os.rename(tmp, os.path.join(d, f"f{i}"))
 """
-
-
-def median_runs(label, make_cmd, runs, cleanup=None, cwd=None, shell=False):
-    times, rss = [], []
-    for i in range(runs):
-        settle()
-        t, r = run(make_cmd(i), cwd=cwd, shell=shell)
-        times.append(t)
-        rss.append(r)
-        if cleanup:
-            cleanup(i)
-    med = statistics.median(times)
-    print(f"  {label:<48} median {med:7.3f} s  best {min(times):6.3f} s  (runs: {', '.join(f'{t:.2f}' for t in times)})"
-          f"  peak RSS {max(rss):6.1f} MiB")
-    return Figure(med, min(times), max(rss))
-
-
-class Figure:
-    """Median and best time of a series, and its peak RSS."""
-
-    def __init__(self, median, best, rss):
-        self.median, self.best, self.rss = median, best, rss
-
-    def ratio(self, other):
-        return f"{self.median / other.median:.2f}x (best {self.best / other.best:.2f}x)"
-
-
-def write_random(path, size):
-    with open("/dev/urandom", "rb") as src, open(path, "wb") as dst:
-        left = size
-        while left:
-            chunk = src.read(min(left, 16 << 20))
-            dst.write(chunk)
-            left -= len(chunk)
 
 
 def copy_tree_upto(dst, limit):

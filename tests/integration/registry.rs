@@ -870,3 +870,81 @@ print(json.dumps({"manifest": c.get_manifest(target), "files": sorted(c.pull(tar
         "b"
     );
 }
+
+/// Distribution's `auth: token`: Bearer tokens fetched from the realm with service and
+/// scope (pull and push on the target, pull on a mount source), refused without credentials.
+#[test]
+fn token_auth_registry() {
+    let t = TokenRegistry::start("bob", "hunter2");
+    let d = TestDir::new();
+    multi_pack(&d);
+    let target = t.registry.reference("tok/multi:v1");
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            "none.json",
+            "pack",
+            "-f",
+            "multi.yaml",
+            &target,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("refused access") && stderr(&o).contains("oci-packer login"),
+        "{}",
+        stderr(&o)
+    );
+    let creds = ["--plain-http", "-u", "bob", "-p", "hunter2"];
+    let mut args = creds.to_vec();
+    args.extend(["pack", "-f", "multi.yaml", &target]);
+    let digest = packed_digest(&run(&d.path, &args, &[]));
+    assert_eq!(
+        sha256(&skopeo_raw_with_creds(&target, "bob:hunter2")),
+        digest
+    );
+    let mut args = creds.to_vec();
+    let other = t.registry.reference("tok2/multi:v1");
+    args.extend(["--format", "json", "copy", &target, &other]);
+    let o = run(&d.path, &args, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(
+        v["blobsMounted"], 5,
+        "mounts work with a token that may pull from the source: {v}"
+    );
+    let granted = t.granted.lock().expect("lock").clone();
+    assert!(
+        granted
+            .iter()
+            .any(|s| s == "repository:tok/multi:pull,push"),
+        "{granted:?}"
+    );
+    assert!(
+        granted.iter().any(|s| s == "repository:tok/multi:pull"),
+        "mount scope: {granted:?}"
+    );
+}
+
+fn skopeo_raw_with_creds(reference: &str, creds: &str) -> Vec<u8> {
+    let o = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            creds,
+            "--raw",
+            &format!("docker://{reference}"),
+        ])
+        .output()
+        .expect("skopeo");
+    assert!(
+        o.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}

@@ -456,7 +456,7 @@ impl RegistryServer {
         })
     }
 
-    fn start_with(auth: impl FnOnce(&TestDir) -> String) -> RegistryServer {
+    pub fn start_with(auth: impl FnOnce(&TestDir) -> String) -> RegistryServer {
         let dir = TestDir::new();
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("bind")
@@ -534,4 +534,125 @@ pub fn peer(name: &str, env: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| {
             panic!("{name} is not installed: run scripts/test (it installs the peers) or set {env}")
         })
+}
+
+/// A Distribution registry with `auth: token`, and the token server it trusts (a real HTTP
+/// server on 127.0.0.1 that checks Basic credentials and signs RS256 JWTs with `openssl`,
+/// carrying its self-signed certificate in `x5c`).
+pub struct TokenRegistry {
+    pub registry: RegistryServer,
+    pub tokens: HttpServer,
+    /// Token requests the server granted (scope strings).
+    pub granted: Arc<Mutex<Vec<String>>>,
+}
+
+impl TokenRegistry {
+    pub fn start(user: &'static str, password: &'static str) -> TokenRegistry {
+        use base64::Engine as _;
+        let keys = TestDir::new();
+        let key = keys.join("key.pem");
+        let cert = keys.join("cert.pem");
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=oci-packer-test-token",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        let x5c = base64::engine::general_purpose::STANDARD.encode(&der.stdout);
+        let granted: Arc<Mutex<Vec<String>>> = Arc::default();
+        let g = granted.clone();
+        let key_path = key.clone();
+        let keys_dir = Arc::new(keys);
+        let tokens = HttpServer::with_handler(move |req| {
+            let _keep = &keys_dir;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            );
+            if req.headers.get("authorization") != Some(&expected) {
+                return Response::status(401).body(r#"{"details":"bad credentials"}"#);
+            }
+            let query = req.path.split_once('?').map(|(_, q)| q).unwrap_or("");
+            let mut access = Vec::new();
+            for kv in query.split('&') {
+                if let Some(scope) = kv.strip_prefix("scope=") {
+                    let scope = scope
+                        .replace("%3A", ":")
+                        .replace("%2F", "/")
+                        .replace("%2C", ",");
+                    g.lock().expect("lock").push(scope.clone());
+                    let parts: Vec<&str> = scope.split(':').collect();
+                    if parts.len() == 3 {
+                        access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}));
+                    }
+                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_secs();
+            let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+            let claims = serde_json::json!({"iss": "oci-packer-test", "sub": user, "aud": "oci-packer-registry",
+                "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()), "access": access});
+            let signing_input = format!(
+                "{}.{}",
+                b64.encode(header.to_string()),
+                b64.encode(claims.to_string())
+            );
+            let mut child = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(&key_path)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("openssl");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(signing_input.as_bytes())
+                .expect("write");
+            let sig = child.wait_with_output().expect("sign").stdout;
+            let token = format!("{signing_input}.{}", b64.encode(sig));
+            Response::status(200)
+                .header("Content-Type", "application/json")
+                .body(serde_json::json!({"token": token}).to_string())
+        });
+        let realm = tokens.url("/token");
+        let cert_path = cert.clone();
+        let registry = RegistryServer::start_with(move |_| {
+            format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: oci-packer-registry\n    issuer: oci-packer-test\n    rootcertbundle: {}\n",
+                cert_path.display()
+            )
+        });
+        TokenRegistry {
+            registry,
+            tokens,
+            granted,
+        }
+    }
 }
