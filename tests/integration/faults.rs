@@ -32,6 +32,8 @@ struct State {
     sessions: HashMap<String, Vec<u8>>,
     /// Sizes of the PATCHes accepted.
     patches: Vec<usize>,
+    /// Refuse (500) every upload of this digest.
+    fail_digest: Option<String>,
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -121,13 +123,16 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 return Response::status(405)
                     .body(r#"{"errors":[{"code":"UNSUPPORTED","message":"use PATCH"}]}"#);
             }
-            let mut data = s.sessions.remove(reference).unwrap_or_default();
-            data.extend_from_slice(&req.body);
             let digest = query
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("digest="))
                 .unwrap_or("")
                 .replace("%3A", ":");
+            if s.fail_digest.as_deref() == Some(digest.as_str()) {
+                return Response::status(500);
+            }
+            let mut data = s.sessions.remove(reference).unwrap_or_default();
+            data.extend_from_slice(&req.body);
             if sha256(&data) != digest {
                 return Response::status(400).body(
                     r#"{"errors":[{"code":"DIGEST_INVALID","message":"digest did not match"}]}"#,
@@ -360,4 +365,58 @@ fn uploads_fall_back_to_patch_and_to_chunks() {
             }
         }
     }
+}
+
+/// A copy that fails halfway leaves the destination untagged; run again, it skips what
+/// arrived and finishes.
+#[test]
+fn a_failed_copy_resumes() {
+    let (srv, state) = fake_registry();
+    let d = TestDir::new();
+    setup(&d);
+    let digest = pack_ok(&d, "pack.yaml", "oci://src:v1");
+    let big = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(d.join("big.bin")).expect("big")
+        ))
+    );
+    state.lock().expect("lock").fail_digest = Some(big);
+    let target = format!("{}/resume/a:v1", srv.addr);
+    let o = run(
+        &d.path,
+        &["--plain-http", "-j", "1", "copy", "oci://src:v1", &target],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        !state.lock().expect("lock").manifests.contains_key("v1"),
+        "no tag after the failure"
+    );
+    let arrived = state.lock().expect("lock").blobs.len();
+    assert!(arrived >= 1, "something arrived before the failure");
+    state.lock().expect("lock").fail_digest = None;
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--format",
+            "json",
+            "copy",
+            "oci://src:v1",
+            &target,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(
+        v["blobsSkipped"].as_u64(),
+        Some(arrived as u64),
+        "what arrived is skipped: {v}"
+    );
+    assert_eq!(
+        sha256(&state.lock().expect("lock").manifests["v1"].0),
+        digest
+    );
 }
