@@ -91,7 +91,8 @@ impl Endpoint {
 
     /// Names `desc` with the reference's tag (layouts: its ref name). A registry reference
     /// by digest only needs no tag, but must name this very content.
-    pub async fn tag(&self, desc: &Descriptor) -> Result<()> {
+    /// `bytes` are the manifest's when the caller has them.
+    pub async fn tag(&self, desc: &Descriptor, bytes: Option<Bytes>) -> Result<()> {
         match self {
             Endpoint::Layout {
                 layout,
@@ -109,7 +110,7 @@ impl Endpoint {
                     }
                 }
                 match &reference.tag {
-                    Some(t) if reference.digest.is_none() => r.tag(desc, t).await,
+                    Some(t) if reference.digest.is_none() => r.tag(desc, t, bytes).await,
                     _ => Ok(()),
                 }
             }
@@ -197,7 +198,7 @@ pub(crate) async fn copy(src: &str, dst: &str, options: &Options) -> Result<Copi
     )
     .await
     .map_err(|e| e.context(format!("copying {src} to {dst}")))?;
-    to.tag(&root).await?;
+    to.tag(&root, None).await?;
     tracing::info!(src, dst, digest = %root.digest(), stored = stats.stored, mounted = stats.mounted, "copied");
     Ok(Copied {
         descriptor: root,

@@ -267,7 +267,7 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
             &options.progress,
         )
         .await?;
-        t.tag(&built.root).await?;
+        t.tag(&built.root, Some(built.root_json.clone())).await?;
         tracing::info!(target, digest = %built.root.digest(), stored = stats.stored, skipped = stats.skipped, "packed");
     }
     Ok(Packed {

@@ -78,7 +78,8 @@ fn pack_to_a_registry_and_read_it_back_with_skopeo() {
     }
     // The same pack into a layout gives the same digest.
     assert_eq!(pack_ok(&d, "multi.yaml", "oci://layout:v1"), digest);
-    // Packing again moves nothing but the tag: every blob is there (HEADs only).
+    // Packing again moves nothing: the root is there, the tag points at it (HEADs only).
+    let log_before = reg.log().len();
     let o = run(
         &d.path,
         &[
@@ -97,6 +98,16 @@ fn pack_to_a_registry_and_read_it_back_with_skopeo() {
         (v["blobsStored"].as_u64(), v["blobsSkipped"].as_u64()),
         (Some(0), Some(1)),
         "{v}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let requests: Vec<String> = reg.log()[log_before..]
+        .lines()
+        .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+        .filter(|r| r.contains("/v2/"))
+        .collect();
+    assert!(
+        !requests.is_empty() && requests.iter().all(|r| r.starts_with("HEAD ")),
+        "{requests:?}"
     );
 }
 

@@ -237,8 +237,31 @@ impl Registry {
     }
 
     /// Points `tag` at the manifest `desc` (which must be in the repository already).
-    pub async fn tag(&self, desc: &Descriptor, tag: &str) -> Result<()> {
-        let (bytes, _) = self.get_manifest(desc.digest().as_ref()).await?;
+    /// `bytes` are the manifest's, when the caller has them (else they are fetched). A tag
+    /// that already points there is left alone: a re-push costs HEADs only.
+    pub async fn tag(&self, desc: &Descriptor, tag: &str, bytes: Option<Bytes>) -> Result<()> {
+        let url = self.url("manifests", tag);
+        let resp = self
+            .client
+            .send(
+                Method::HEAD,
+                &url,
+                &self.pull_scope(),
+                header(ACCEPT, MANIFEST_ACCEPT),
+                &Body::Empty,
+            )
+            .await?;
+        let current = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok());
+        if resp.status().is_success() && current == Some(desc.digest().as_ref()) {
+            return Ok(());
+        }
+        let bytes = match bytes {
+            Some(b) => b,
+            None => self.get_manifest(desc.digest().as_ref()).await?.0,
+        };
         self.put_manifest(desc.media_type().as_ref(), bytes, tag)
             .await
     }
