@@ -19,6 +19,10 @@ import time
 from common import BIN, GiB, ROOT, median_runs, write_random
 
 
+CLEAR_SKOPEO_CACHE = ("rm -f /var/lib/containers/cache/blob-info-cache-v1.* "
+                      "$HOME/.local/share/containers/cache/blob-info-cache-v1.*")
+
+
 def oras_bin():
     for c in (os.environ.get("OCI_PACKER_ORAS"), shutil.which("oras"), os.path.expanduser("~/go/bin/oras")):
         if c and os.path.isfile(c):
@@ -90,10 +94,10 @@ def bench(work, host, log, runs):
                        runs, cwd=work)
     oras_t = median_runs("oras push", lambda i: [oras, "push", "--plain-http", f"{host}/oras{i}/big:v1", "big.bin"], runs,
                          cwd=work)
-    # A fresh HOME per run: skopeo's blob-info cache would otherwise mount the blob it pushed
-    # the run before instead of uploading it.
+    # skopeo's blob-info cache (root: /var/lib/containers/cache, users: ~/.local/share) would
+    # make it mount the blob it pushed the run before instead of uploading it: clear it.
     skopeo = median_runs("skopeo copy oci:layout -> registry",
-                         lambda i: f"HOME={work}/skopeo-home-{i} skopeo copy --quiet --dest-tls-verify=false "
+                         lambda i: f"{CLEAR_SKOPEO_CACHE}; skopeo copy --quiet --dest-tls-verify=false "
                                    f"oci:layout:v1 docker://{host}/skopeo{i}/big:v1", runs, cwd=work, shell=True)
     print(f"  => throughput {GiB / ours.median / 2**20:,.0f} MiB/s; {oras_t.median / ours.median:.2f}x ORAS's throughput "
           f"(goal >= 1.2x), {skopeo.median / ours.median:.2f}x skopeo's; peak RSS {ours.rss:.1f} MiB (goal <= 64), "
@@ -128,7 +132,7 @@ def bench(work, host, log, runs):
           f"{moved['probe']['bytesStored']} (manifests only), requests {json.dumps(counts, sort_keys=True)}")
     ours = median_runs("oci-packer copy", lambda i: [BIN, "--plain-http", "copy", src, f"{host}/copy-ours{i}/big:v1"],
                        runs, cwd=work)
-    sk = median_runs("skopeo copy", lambda i: f"HOME={work}/skopeo-copy-home-{i} skopeo copy --quiet "
+    sk = median_runs("skopeo copy", lambda i: f"{CLEAR_SKOPEO_CACHE}; skopeo copy --quiet "
                                               f"--src-tls-verify=false --dest-tls-verify=false docker://{src} "
                                               f"docker://{host}/copy-skopeo{i}/big:v1", runs, cwd=work, shell=True)
     oc = median_runs("oras cp", lambda i: [oras, "cp", "--from-plain-http", "--to-plain-http", src,

@@ -959,3 +959,54 @@ fn skopeo_raw_with_creds(reference: &str, creds: &str) -> Vec<u8> {
     );
     o.stdout
 }
+
+/// HTTPS registries: certificates are verified; `--ca-file` trusts a private CA,
+/// `--insecure` skips verification, and the errors say which to use.
+#[test]
+fn tls_verification_ca_file_and_insecure() {
+    let (reg, cert) = RegistryServer::with_tls();
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
+    let target = reg.reference("tls/a:v1");
+    let o = run(&d.path, &["pack", "-f", "pack.yaml", &target], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("https://{}/v2/", reg.addr)) && err.contains("--ca-file"),
+        "{err}"
+    );
+    let ca = cert.to_str().expect("utf8");
+    let digest = packed_digest(&run(
+        &d.path,
+        &["--ca-file", ca, "pack", "-f", "pack.yaml", &target],
+        &[],
+    ));
+    let o = run(
+        &d.path,
+        &["--insecure", "copy", &target, "oci://out:v1"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(entry(&d.join("out"), "v1")["digest"], digest.as_str());
+    let o = run(
+        &d.path,
+        &["--plain-http", "copy", &target, "oci://out:v2"],
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "plain HTTP to an HTTPS registry fails"
+    );
+    let o = run(
+        &d.path,
+        &["--ca-file", "missing.pem", "copy", &target, "oci://out:v3"],
+        &[],
+    );
+    assert!(
+        stderr(&o).contains("--ca-file") && stderr(&o).contains("missing.pem"),
+        "{}",
+        stderr(&o)
+    );
+}

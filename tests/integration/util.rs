@@ -440,6 +440,21 @@ impl RegistryServer {
         RegistryServer::start_with(|_| String::new())
     }
 
+    /// HTTPS with a certificate from a test CA; returns the server and the CA certificate.
+    pub fn with_tls() -> (RegistryServer, PathBuf) {
+        let mut cert_path = PathBuf::new();
+        let server = RegistryServer::start_with(|dir| {
+            let (ca, cert, key) = test_certificates(dir);
+            cert_path = ca;
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )
+        });
+        (server, cert_path)
+    }
+
     /// htpasswd Basic authentication with one user.
     pub fn with_basic_auth(user: &str, password: &str) -> RegistryServer {
         RegistryServer::start_with(|dir| {
@@ -655,4 +670,71 @@ impl TokenRegistry {
             granted,
         }
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl; returns
+/// (CA certificate, server certificate, server key).
+pub fn test_certificates(dir: &TestDir) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n);
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .current_dir(&dir.path)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=oci-packer test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+    ]);
+    dir.write(
+        "ext.cnf",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "tls.crt",
+    ]);
+    (p("ca.crt"), p("tls.crt"), p("tls.key"))
 }

@@ -354,18 +354,27 @@ impl Client {
             let last = attempt + 1 >= ATTEMPTS;
             let resp = match req.body(b).send().await {
                 Ok(r) => r,
-                Err(e) if !last && !e.is_builder() => {
+                // A certificate problem will not go away by asking again.
+                Err(e) if !last && !e.is_builder() && !error_chain(&e).contains("certificate") => {
                     tracing::debug!(%url, error = %error_chain(&e), "request failed, retrying");
                     tokio::time::sleep(jitter(BACKOFF, attempt)).await;
                     attempt += 1;
                     continue;
                 }
                 Err(e) => {
+                    let chain = error_chain(&e);
+                    let hint = if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+                        "; trust the registry's CA with --ca-file FILE, or skip verification with --insecure"
+                    } else if chain.contains("InvalidContentType") || chain.contains("record") {
+                        "; is it a plain-HTTP registry? pass --plain-http"
+                    } else {
+                        ""
+                    };
                     return Err(Error::new(
                         ErrorKind::Network,
-                        format!("{method} {url}: {}", error_chain(&e)),
+                        format!("{method} {url}: {chain}{hint}"),
                     )
-                    .with_reference(url))
+                    .with_reference(url));
                 }
             };
             let status = resp.status();
