@@ -97,9 +97,10 @@ pub fn validate(input: impl Into<PackInput>) -> Result<Vec<Problem>> {
     Ok(packfile::load(&input.into())?.err().unwrap_or_default())
 }
 
-/// Lists a layout's entries (`oci://DIR`) or one artifact's tree (`oci://DIR:REF`).
-pub fn list(reference: &str) -> Result<Listing> {
-    runtime::block_on(list::list(reference))?
+/// Lists a layout's entries (`oci://DIR`), a repository's tags (`host/repo`), or one
+/// artifact's tree (`oci://DIR:REF`, `host/repo:tag`, `…@sha256:…`).
+pub fn list(reference: &str, options: &Options) -> Result<Listing> {
+    runtime::block_on(list::list(reference, &options.registry))?
 }
 
 /// Copies an artifact between registries and layouts, in any direction (`copy SRC DST`):

@@ -6,11 +6,12 @@ use oci_spec::image::Descriptor;
 use serde::Serialize;
 
 use crate::copy::successors;
-use crate::error::{Error, ErrorKind, Result};
+use crate::endpoint::Endpoint;
+use crate::error::Result;
 use crate::mediatype;
 use crate::platform::Platform;
-use crate::reference::{LayoutRef, Reference};
-use crate::store::layout::{ref_name, Layout};
+use crate::reference::Reference;
+use crate::store::layout::ref_name;
 use crate::store::{fetch_small, Store};
 
 /// One entry of a layout's `index.json`.
@@ -50,6 +51,13 @@ pub enum Listing {
         /// Its entries.
         entries: Vec<ListEntry>,
     },
+    /// Every tag of a registry repository.
+    Repository {
+        /// `host/repository`.
+        repository: String,
+        /// Its tags.
+        entries: Vec<ListEntry>,
+    },
     /// One artifact.
     Artifact {
         /// The reference listed.
@@ -73,14 +81,26 @@ fn kind_of(d: &Descriptor) -> &'static str {
 async fn tree(store: &dyn Store, d: &Descriptor, depth: usize) -> Result<TreeNode> {
     let mt = d.media_type().to_string();
     let mut children = Vec::new();
+    let mut descriptor = d.clone();
     if mediatype::is_manifest(&mt) && depth < 16 {
         let data = fetch_small(store, d).await?;
+        // A descriptor from a registry HEAD has no artifactType: show the manifest's own.
+        if descriptor.artifact_type().is_none() {
+            let own = serde_json::from_slice::<serde_json::Value>(&data)
+                .ok()
+                .and_then(|v| {
+                    v.get("artifactType")
+                        .and_then(|t| t.as_str())
+                        .map(str::to_string)
+                });
+            descriptor.set_artifact_type(own.map(|t| t.as_str().into()));
+        }
         for c in successors(&mt, &data)? {
             children.push(Box::pin(tree(store, &c, depth + 1)).await?);
         }
     }
     Ok(TreeNode {
-        descriptor: d.clone(),
+        descriptor,
         children,
     })
 }
@@ -116,38 +136,70 @@ fn platforms(entry: &Descriptor, t: &TreeNode) -> Vec<String> {
 }
 
 /// Lists `reference`: `oci://DIR` gives the layout's entries, `oci://DIR:REF` one tree.
-pub(crate) async fn list(reference: &str) -> Result<Listing> {
-    let parsed = Reference::parse(reference)?;
-    let Reference::Layout(LayoutRef { dir, selector }) = parsed else {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!("{reference}: listing registries is not available in this build yet"),
-        ));
+/// One row of a listing: a named entry and the size and platforms of its graph.
+async fn entry(store: &dyn Store, name: String, e: &Descriptor) -> Result<ListEntry> {
+    let t = tree(store, e, 0).await?;
+    Ok(ListEntry {
+        reference: name,
+        kind: kind_of(e).to_string(),
+        digest: e.digest().to_string(),
+        platforms: platforms(e, &t),
+        artifact_type: t
+            .descriptor
+            .artifact_type()
+            .as_ref()
+            .map(ToString::to_string),
+        size: t.total_size(),
+    })
+}
+
+/// Lists `reference`: `oci://DIR` gives the layout's entries and `host/repo` the repository's
+/// tags; `oci://DIR:REF`, `host/repo:tag` and `…@sha256:…` give one artifact's tree.
+pub(crate) async fn list(reference: &str, registry: &crate::RegistryOptions) -> Result<Listing> {
+    // A name after the last '/' (or after `oci://DIR`) selects one artifact.
+    let tail = reference.trim_start_matches("oci://");
+    let tail = tail.rsplit('/').next().unwrap_or(tail);
+    let one = match Reference::parse(reference)? {
+        Reference::Layout(_) => reference.trim_start_matches("oci://").contains([':', '@']),
+        Reference::Registry(_) => tail.contains([':', '@']),
     };
-    let layout = Layout::open_existing(&dir)?;
-    let rest = reference.trim_start_matches("oci://");
-    let whole_layout = !rest.contains([':', '@']);
-    if whole_layout {
-        let mut entries = Vec::new();
-        for e in layout.entries()? {
-            let t = tree(&layout, &e, 0).await?;
-            entries.push(ListEntry {
-                reference: ref_name(&e).unwrap_or_default().to_string(),
-                kind: kind_of(&e).to_string(),
-                digest: e.digest().to_string(),
-                platforms: platforms(&e, &t),
-                artifact_type: e.artifact_type().as_ref().map(ToString::to_string),
-                size: t.total_size(),
-            });
-        }
-        return Ok(Listing::Layout {
-            layout: dir.display().to_string(),
-            entries,
+    let endpoint = Endpoint::open(
+        reference,
+        &crate::Options {
+            registry: registry.clone(),
+            ..Default::default()
+        },
+        false,
+    )?;
+    if one {
+        let root = endpoint.resolve().await?;
+        return Ok(Listing::Artifact {
+            reference: reference.to_string(),
+            tree: Box::new(tree(endpoint.store(), &root, 0).await?),
         });
     }
-    let root = layout.resolve(&selector)?;
-    Ok(Listing::Artifact {
-        reference: reference.to_string(),
-        tree: Box::new(tree(&layout, &root, 0).await?),
-    })
+    match &endpoint {
+        Endpoint::Layout { layout, .. } => {
+            let mut entries = Vec::new();
+            for e in layout.entries()? {
+                entries
+                    .push(entry(layout, ref_name(&e).unwrap_or_default().to_string(), &e).await?);
+            }
+            Ok(Listing::Layout {
+                layout: layout.dir().display().to_string(),
+                entries,
+            })
+        }
+        Endpoint::Registry(r) => {
+            let mut entries = Vec::new();
+            for tag in r.tags().await? {
+                let e = r.resolve_ref(&tag).await?;
+                entries.push(entry(r, tag, &e).await?);
+            }
+            Ok(Listing::Repository {
+                repository: r.name(),
+                entries,
+            })
+        }
+    }
 }

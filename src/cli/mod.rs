@@ -105,9 +105,9 @@ enum Command {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: PathBuf,
     },
-    /// List a layout's entries (oci://DIR) or one artifact's tree (oci://DIR:REF).
+    /// List a layout's entries, a repository's tags, or one artifact's tree.
     List {
-        /// oci://DIR or oci://DIR:REF or oci://DIR@sha256:…
+        /// oci://DIR, host/repo (its tags), or one artifact: oci://DIR:REF, host/repo:tag, …@sha256:…
         reference: String,
     },
     /// Copy an artifact between registries and layouts (any direction), digests unchanged.
@@ -274,7 +274,9 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             Ok(if problems.is_empty() { 0 } else { 2 })
         }
         Command::List { reference } => {
-            let listing: Listing = crate::list(&reference)?;
+            let mut opts = Options::default();
+            opts.registry = registry_options(g)?;
+            let listing: Listing = crate::list(&reference, &opts)?;
             output::listing(&mut out, g.format, &listing)
         }
         Command::Copy { src, dst, platform } => {

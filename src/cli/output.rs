@@ -153,7 +153,7 @@ pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, 
         return Ok(0);
     }
     match l {
-        Listing::Layout { entries, .. } => {
+        Listing::Layout { entries, .. } | Listing::Repository { entries, .. } => {
             let rows: Vec<[String; 6]> = entries
                 .iter()
                 .map(|e| {

@@ -67,8 +67,11 @@ fn errors_have_stable_kinds_and_context() {
     .expect_err("no registry there");
     assert_eq!(e.kind(), ErrorKind::Network);
 
-    let e = oci_packer::list(&format!("oci://{}:nope", d.join("missing").display()))
-        .expect_err("no layout");
+    let e = oci_packer::list(
+        &format!("oci://{}:nope", d.join("missing").display()),
+        &opts,
+    )
+    .expect_err("no layout");
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
     // A large file is spooled next to a new layout while it is hashed; a later failure
@@ -172,7 +175,7 @@ fn works_from_inside_a_tokio_runtime() {
         tokio::task::yield_now().await;
         packed.descriptor.digest().to_string()
     });
-    let listing = oci_packer::list(&target).expect("list");
+    let listing = oci_packer::list(&target, &Options::default()).expect("list");
     match listing {
         oci_packer::Listing::Artifact { tree, .. } => {
             assert_eq!(tree.descriptor.digest().to_string(), digest)

@@ -1010,3 +1010,85 @@ fn tls_verification_ca_file_and_insecure() {
         stderr(&o)
     );
 }
+
+/// `list host/repo` shows the repository's tags; `list host/repo:tag` one tree.
+#[test]
+fn list_a_repository_and_an_artifact() {
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    multi_pack(&d);
+    d.write(
+        "one.yaml",
+        "type: application/vnd.example.one\nitems:\n  - from: file://a.txt\n",
+    );
+    let multi = packed_digest(&run(
+        &d.path,
+        &[
+            "--plain-http",
+            "pack",
+            "-f",
+            "multi.yaml",
+            &reg.reference("lst/art:multi"),
+        ],
+        &[],
+    ));
+    let one = packed_digest(&run(
+        &d.path,
+        &[
+            "--plain-http",
+            "pack",
+            "-f",
+            "one.yaml",
+            &reg.reference("lst/art:one"),
+        ],
+        &[],
+    ));
+    let o = run(
+        &d.path,
+        &["--plain-http", "list", &reg.reference("lst/art")],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<Vec<String>> = stdout(&o)
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", stdout(&o));
+    assert_eq!(
+        rows[0][..4],
+        [
+            "multi",
+            "index",
+            multi.as_str(),
+            "linux/amd64,linux/arm64/v8,linux/arm/v7"
+        ]
+    );
+    assert_eq!(
+        rows[1][..5],
+        [
+            "one",
+            "manifest",
+            one.as_str(),
+            "-",
+            "application/vnd.example.one"
+        ]
+    );
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--format",
+            "json",
+            "list",
+            &reg.reference("lst/art:multi"),
+        ],
+        &[],
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(
+        v["tree"]["descriptor"]["artifactType"],
+        "application/vnd.example.multi"
+    );
+    assert_eq!(v["tree"]["children"].as_array().expect("members").len(), 3);
+}

@@ -111,6 +111,81 @@ impl Registry {
             (None, Some(t)) => t.clone(),
             (None, None) => "latest".into(),
         };
+        self.resolve_ref(&reference).await
+    }
+
+    /// Every tag of the repository, following `Link` pagination.
+    pub async fn tags(&self) -> Result<Vec<String>> {
+        let mut tags = Vec::new();
+        let mut next = Some(format!(
+            "{}/v2/{}/tags/list?n=1000",
+            self.client.base,
+            self.repo()
+        ));
+        while let Some(url) = next.take() {
+            let resp = self
+                .client
+                .send(
+                    Method::GET,
+                    &url,
+                    &self.pull_scope(),
+                    HeaderMap::new(),
+                    &Body::Empty,
+                )
+                .await?;
+            if !resp.status().is_success() {
+                return Err(self
+                    .client
+                    .error(
+                        &Method::GET,
+                        &url,
+                        &format!("repository {}", self.name()),
+                        resp,
+                    )
+                    .await);
+            }
+            // Link: </v2/repo/tags/list?last=x&n=1000>; rel="next"
+            next = resp
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| {
+                    l.split_once('<')
+                        .and_then(|(_, r)| r.split_once('>'))
+                        .map(|(u, _)| u.to_string())
+                })
+                .map(|u| {
+                    if u.starts_with('/') {
+                        format!("{}{u}", self.client.base)
+                    } else {
+                        u
+                    }
+                });
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| Error::new(ErrorKind::Network, format!("GET {url}: {e}")))?;
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                Error::new(
+                    ErrorKind::Registry,
+                    format!("GET {url}: invalid tag list ({e})"),
+                )
+            })?;
+            tags.extend(
+                v["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(str::to_string)),
+            );
+        }
+        tags.sort();
+        Ok(tags)
+    }
+
+    /// The descriptor of a tag or digest of this repository.
+    pub async fn resolve_ref(&self, reference: &str) -> Result<Descriptor> {
+        let reference = reference.to_string();
         let url = self.url("manifests", &reference);
         let resp = self
             .client
