@@ -274,8 +274,7 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             Ok(if problems.is_empty() { 0 } else { 2 })
         }
         Command::List { reference } => {
-            let mut opts = Options::default();
-            opts.registry = registry_options(g)?;
+            let opts = Options { registry: registry_options(g)?, ..Options::default() };
             let listing: Listing = crate::list(&reference, &opts)?;
             output::listing(&mut out, g.format, &listing)
         }
