@@ -274,7 +274,10 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             Ok(if problems.is_empty() { 0 } else { 2 })
         }
         Command::List { reference } => {
-            let opts = Options { registry: registry_options(g)?, ..Options::default() };
+            let opts = Options {
+                registry: registry_options(g)?,
+                ..Options::default()
+            };
             let listing: Listing = crate::list(&reference, &opts)?;
             output::listing(&mut out, g.format, &listing)
         }

@@ -1092,3 +1092,99 @@ fn list_a_repository_and_an_artifact() {
     );
     assert_eq!(v["tree"]["children"].as_array().expect("members").len(), 3);
 }
+
+/// The rest of SPEC §4's credential order: the containers auth file, `credsStore`, and flags
+/// winning over a config that holds wrong credentials.
+#[test]
+fn containers_auth_file_creds_store_and_flag_precedence() {
+    use base64::Engine as _;
+    let reg = RegistryServer::with_basic_auth("carol", "pw");
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
+    let target = reg.reference("creds/a:v1");
+    let good = base64::engine::general_purpose::STANDARD.encode("carol:pw");
+    let bad = base64::engine::general_purpose::STANDARD.encode("carol:wrong");
+    // Containers auth file ($REGISTRY_AUTH_FILE), no Docker config.
+    let auth_file = d.write(
+        "auth.json",
+        format!(r#"{{"auths": {{"{}": {{"auth": "{good}"}}}}}}"#, reg.addr),
+    );
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            "absent.json",
+            "pack",
+            "-f",
+            "pack.yaml",
+            &target,
+        ],
+        &[("REGISTRY_AUTH_FILE", auth_file.to_str().expect("utf8"))],
+    );
+    packed_digest(&o);
+    // credsStore names a helper for every host.
+    let helpers = d.mkdir("bin");
+    let helper = d.write(
+        "bin/docker-credential-teststore",
+        "#!/bin/sh\nread s\necho '{\"Username\":\"carol\",\"Secret\":\"pw\"}'\n",
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store_cfg = d.write("store.json", r#"{"credsStore": "teststore"}"#);
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            store_cfg.to_str().expect("utf8"),
+            "copy",
+            &target,
+            "oci://out:a",
+        ],
+        &[("PATH", &path)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Wrong credentials in the Docker config lose to the flags; alone they are refused.
+    let wrong_cfg = d.write(
+        "wrong.json",
+        format!(r#"{{"auths": {{"{}": {{"auth": "{bad}"}}}}}}"#, reg.addr),
+    );
+    let w = wrong_cfg.to_str().expect("utf8");
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            w,
+            "copy",
+            &target,
+            "oci://out:b",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            w,
+            "-u",
+            "carol",
+            "-p",
+            "pw",
+            "copy",
+            &target,
+            "oci://out:c",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
