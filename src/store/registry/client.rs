@@ -412,6 +412,25 @@ impl Client {
         }
     }
 
+    /// Sends a request and returns a successful (2xx) response; any other is turned into an
+    /// [`Error`] about `what`.
+    pub async fn expect(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+        headers: HeaderMap,
+        body: &Body,
+        what: &str,
+    ) -> Result<Response> {
+        let resp = self.send(method.clone(), url, scope, headers, body).await?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(self.error(&method, url, what, resp).await)
+        }
+    }
+
     /// An error for an unexpected response: method, URL, status, the registry's error code
     /// and message, and what to do.
     pub async fn error(&self, method: &Method, url: &str, what: &str, resp: Response) -> Error {

@@ -33,6 +33,15 @@ fn refused(e: &Error) -> bool {
         && e.code() != Some("DIGEST_INVALID")
 }
 
+/// The media type of a response, without parameters (`; charset=…`).
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Every manifest type we read, for `Accept`.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
@@ -79,29 +88,20 @@ impl Registry {
     /// Checks that the registry answers and the credentials (if any) are accepted.
     pub async fn ping(&self) -> Result<()> {
         let url = format!("{}/v2/", self.client.base);
+        let what = format!("registry {}", self.client.host);
         // Ask for push access to the repository: that is what `login` is for.
-        let resp = self
-            .client
-            .send(
+        let scope = self.push_scope();
+        self.client
+            .expect(
                 Method::GET,
                 &url,
-                &self.push_scope(),
+                &scope,
                 HeaderMap::new(),
                 &Body::Empty,
+                &what,
             )
-            .await?;
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        Err(self
-            .client
-            .error(
-                &Method::GET,
-                &url,
-                &format!("registry {}", self.client.host),
-                resp,
-            )
-            .await)
+            .await
+            .map(|_| ())
     }
 
     /// The descriptor of the tag or digest this store was opened with.
@@ -125,25 +125,15 @@ impl Registry {
         while let Some(url) = next.take() {
             let resp = self
                 .client
-                .send(
+                .expect(
                     Method::GET,
                     &url,
                     &self.pull_scope(),
                     HeaderMap::new(),
                     &Body::Empty,
+                    &format!("repository {}", self.name()),
                 )
                 .await?;
-            if !resp.status().is_success() {
-                return Err(self
-                    .client
-                    .error(
-                        &Method::GET,
-                        &url,
-                        &format!("repository {}", self.name()),
-                        resp,
-                    )
-                    .await);
-            }
             // Link: </v2/repo/tags/list?last=x&n=1000>; rel="next"
             next = resp
                 .headers()
@@ -189,26 +179,17 @@ impl Registry {
         let url = self.url("manifests", &reference);
         let resp = self
             .client
-            .send(
+            .expect(
                 Method::HEAD,
                 &url,
                 &self.pull_scope(),
                 header(ACCEPT, MANIFEST_ACCEPT),
                 &Body::Empty,
+                &format!("{} {reference}", self.name()),
             )
             .await?;
-        if !resp.status().is_success() {
-            return Err(self
-                .client
-                .error(&Method::HEAD, &url, &self.reference.to_string(), resp)
-                .await);
-        }
         let h = resp.headers();
-        let media_type = h
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
-            .unwrap_or_default();
+        let media_type = content_type(h);
         let digest = h
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
@@ -254,26 +235,16 @@ impl Registry {
         let url = self.url("manifests", reference);
         let resp = self
             .client
-            .send(
+            .expect(
                 Method::GET,
                 &url,
                 &self.pull_scope(),
                 header(ACCEPT, MANIFEST_ACCEPT),
                 &Body::Empty,
+                &format!("manifest {reference}"),
             )
             .await?;
-        if !resp.status().is_success() {
-            return Err(self
-                .client
-                .error(&Method::GET, &url, &format!("manifest {reference}"), resp)
-                .await);
-        }
-        let media_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
-            .unwrap_or_default();
+        let media_type = content_type(resp.headers());
         if resp
             .content_length()
             .is_some_and(|n| n > MAX_MANIFEST_BYTES)
@@ -292,23 +263,12 @@ impl Registry {
 
     async fn put_manifest(&self, media_type: &str, bytes: Bytes, reference: &str) -> Result<()> {
         let url = self.url("manifests", reference);
-        let resp = self
-            .client
-            .send(
-                Method::PUT,
-                &url,
-                &self.push_scope(),
-                header(CONTENT_TYPE, media_type),
-                &Body::Bytes(bytes),
-            )
-            .await?;
-        if resp.status() == StatusCode::CREATED || resp.status().is_success() {
-            return Ok(());
-        }
-        Err(self
-            .client
-            .error(&Method::PUT, &url, &format!("manifest {reference}"), resp)
-            .await)
+        let (headers, body) = (header(CONTENT_TYPE, media_type), Body::Bytes(bytes));
+        let what = format!("manifest {reference}");
+        self.client
+            .expect(Method::PUT, &url, &self.push_scope(), headers, &body, &what)
+            .await
+            .map(|_| ())
     }
 
     /// Points `tag` at the manifest `desc` (which must be in the repository already).
@@ -427,27 +387,18 @@ impl Registry {
     /// Opens an upload session; returns its location and the registry's minimum chunk size.
     async fn start_upload(&self, desc: &Descriptor) -> Result<(reqwest::Url, Option<u64>)> {
         let url = format!("{}/v2/{}/blobs/uploads/", self.client.base, self.repo());
+        let what = format!("upload of {}", desc.digest());
         let resp = self
             .client
-            .send(
+            .expect(
                 Method::POST,
                 &url,
                 &self.push_scope(),
                 HeaderMap::new(),
                 &Body::Empty,
+                &what,
             )
             .await?;
-        if resp.status() != StatusCode::ACCEPTED {
-            return Err(self
-                .client
-                .error(
-                    &Method::POST,
-                    &url,
-                    &format!("upload of {}", desc.digest()),
-                    resp,
-                )
-                .await);
-        }
         let min_chunk = resp
             .headers()
             .get("oci-chunk-min-length")
@@ -605,20 +556,15 @@ impl Store for Registry {
         let url = self.url("blobs", &digest);
         let resp = self
             .client
-            .send(
+            .expect(
                 Method::GET,
                 &url,
                 &self.pull_scope(),
                 HeaderMap::new(),
                 &Body::Empty,
+                &format!("blob {digest}"),
             )
             .await?;
-        if !resp.status().is_success() {
-            return Err(self
-                .client
-                .error(&Method::GET, &url, &format!("blob {digest}"), resp)
-                .await);
-        }
         let stream = resp.bytes_stream().map_err(std::io::Error::other);
         Ok(Blob::Stream(Box::new(tokio_util::io::StreamReader::new(
             stream,
