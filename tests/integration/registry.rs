@@ -414,21 +414,10 @@ fn basic_auth_flags_login_logout_and_a_credential_helper() {
     );
     assert_eq!(o.status.code(), Some(1));
     // A credential helper named by credHelpers, found on PATH.
-    let bin_dir = d.mkdir("helpers");
-    let helper = d.write(
-        "helpers/docker-credential-testhelper",
-        "#!/bin/sh\nread server\n[ \"$server\" = \"$EXPECT_SERVER\" ] || exit 1\necho '{\"ServerURL\":\"x\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}'\n",
-    );
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = credential_helper(&d, "testhelper", "alice", "s3cret");
     let helper_config = d.write(
         "helper/config.json",
         format!("{{\"credHelpers\": {{\"{}\": \"testhelper\"}}}}", reg.addr),
-    );
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
     );
     let o = run(
         &d.path,
@@ -1125,19 +1114,8 @@ fn containers_auth_file_creds_store_and_flag_precedence() {
     );
     packed_digest(&o);
     // credsStore names a helper for every host.
-    let helpers = d.mkdir("bin");
-    let helper = d.write(
-        "bin/docker-credential-teststore",
-        "#!/bin/sh\nread s\necho '{\"Username\":\"carol\",\"Secret\":\"pw\"}'\n",
-    );
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = credential_helper(&d, "teststore", "carol", "pw");
     let store_cfg = d.write("store.json", r#"{"credsStore": "teststore"}"#);
-    let path = format!(
-        "{}:{}",
-        helpers.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let o = run(
         &d.path,
         &[

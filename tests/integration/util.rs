@@ -738,3 +738,25 @@ pub fn test_certificates(dir: &TestDir) -> (PathBuf, PathBuf, PathBuf) {
     ]);
     (p("ca.crt"), p("tls.crt"), p("tls.key"))
 }
+
+/// Writes an executable `docker-credential-NAME` that prints `user`/`secret` (after reading
+/// the server from stdin, which must equal `$EXPECT_SERVER` when that is set); returns a
+/// `PATH` that finds it first.
+pub fn credential_helper(d: &TestDir, name: &str, user: &str, secret: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = d.mkdir("credential-helpers");
+    let script = format!(
+        "#!/bin/sh\nread server\n[ -z \"$EXPECT_SERVER\" ] || [ \"$server\" = \"$EXPECT_SERVER\" ] || exit 1\n\
+         echo '{{\"ServerURL\":\"x\",\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}'\n"
+    );
+    let helper = d.write(
+        &format!("credential-helpers/docker-credential-{name}"),
+        script,
+    );
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
