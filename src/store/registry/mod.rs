@@ -77,6 +77,19 @@ impl Registry {
         format!("{}/v2/{}/{kind}/{reference}", self.client.base, self.repo())
     }
 
+    /// A request that only reads (pull scope, no body), checked for success.
+    async fn read(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        what: &str,
+    ) -> Result<reqwest::Response> {
+        self.client
+            .expect(method, url, &self.pull_scope(), headers, &Body::Empty, what)
+            .await
+    }
+
     fn pull_scope(&self) -> String {
         format!("repository:{}:pull", self.repo())
     }
@@ -124,13 +137,10 @@ impl Registry {
         ));
         while let Some(url) = next.take() {
             let resp = self
-                .client
-                .expect(
+                .read(
                     Method::GET,
                     &url,
-                    &self.pull_scope(),
                     HeaderMap::new(),
-                    &Body::Empty,
                     &format!("repository {}", self.name()),
                 )
                 .await?;
@@ -178,13 +188,10 @@ impl Registry {
         let reference = reference.to_string();
         let url = self.url("manifests", &reference);
         let resp = self
-            .client
-            .expect(
+            .read(
                 Method::HEAD,
                 &url,
-                &self.pull_scope(),
                 header(ACCEPT, MANIFEST_ACCEPT),
-                &Body::Empty,
                 &format!("{} {reference}", self.name()),
             )
             .await?;
@@ -234,13 +241,10 @@ impl Registry {
     async fn get_manifest(&self, reference: &str) -> Result<(Bytes, String)> {
         let url = self.url("manifests", reference);
         let resp = self
-            .client
-            .expect(
+            .read(
                 Method::GET,
                 &url,
-                &self.pull_scope(),
                 header(ACCEPT, MANIFEST_ACCEPT),
-                &Body::Empty,
                 &format!("manifest {reference}"),
             )
             .await?;
@@ -555,13 +559,10 @@ impl Store for Registry {
         }
         let url = self.url("blobs", &digest);
         let resp = self
-            .client
-            .expect(
+            .read(
                 Method::GET,
                 &url,
-                &self.pull_scope(),
                 HeaderMap::new(),
-                &Body::Empty,
                 &format!("blob {digest}"),
             )
             .await?;
