@@ -73,6 +73,14 @@ impl Endpoint {
         }
     }
 
+    /// The store, shared (a clone: registries share their client and tokens).
+    pub fn shared_store(&self) -> std::sync::Arc<dyn Store> {
+        match self {
+            Endpoint::Layout { layout, .. } => std::sync::Arc::new(layout.clone()),
+            Endpoint::Registry(r) => std::sync::Arc::new(r.clone()),
+        }
+    }
+
     /// The store, shared.
     pub fn into_store(self) -> std::sync::Arc<dyn Store> {
         match self {

@@ -213,6 +213,7 @@ pub(crate) async fn build(
     plan: &Plan,
     options: &Options,
     spool: Option<PathBuf>,
+    ingest: Option<std::sync::Arc<dyn crate::store::Store>>,
 ) -> Result<(crate::assemble::Assembled, Vec<StagedImage>)> {
     let epoch = source_date_epoch()?;
     let created = created(options, epoch)?;
@@ -223,6 +224,8 @@ pub(crate) async fn build(
         http: http::client()?,
         progress: options.progress.clone(),
         registry: options.registry.clone(),
+        ingest,
+        cache: source::cache::DigestCache::new(&tmp_dir(options)),
     };
     let top = match &plan.config {
         Some(c) => Some(stage_config(c, &ctx).await?),
@@ -255,7 +258,8 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
         Some(t) => t.store().spool_dir().await?,
         None => None,
     };
-    let (built, images) = build(plan, options, spool).await?;
+    let ingest = target_store.as_ref().map(Endpoint::shared_store);
+    let (built, images) = build(plan, options, spool, ingest).await?;
     let mut stats = CopyStats::default();
     if let Some(t) = &target_store {
         let staging = Staging::new(built.blobs.iter().cloned()).with_images(images);

@@ -83,7 +83,9 @@ pub fn stage_path(path: &Path, uri: &str, ctx: &StageContext) -> Result<(Digest,
     Ok(staged)
 }
 
-/// Stages one file as one layer.
+/// Stages one file as one layer. A large file whose digest is cached is not read at all; one
+/// that is not goes to a registry target while it is hashed ([`crate::store::Store::ingest`]),
+/// or is hashed (and spooled into a layout) here.
 pub async fn stage(
     path: PathBuf,
     uri: String,
@@ -91,18 +93,46 @@ pub async fn stage(
     annotations: BTreeMap<String, String>,
     ctx: &StageContext,
 ) -> Result<StagedBlob> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mt = media_type.unwrap_or_else(|| mediatype::infer(&name).to_string());
+    let describe = move |digest: &Digest, size: u64, origin: Origin| StagedBlob {
+        descriptor: descriptor(&mt, digest, size, with_title(&annotations, &name)),
+        origin,
+    };
+    let meta = std::fs::metadata(&path)
+        .ok()
+        .filter(|m| m.is_file() && m.len() >= PIPELINE_THRESHOLD);
+    if let Some(meta) = &meta {
+        if let Some(d) = ctx.cache.lookup(&path, meta) {
+            return Ok(describe(&d, meta.len(), Origin::File(path)));
+        }
+        if let Some(store) = &ctx.ingest {
+            let source = path.display().to_string();
+            ctx.progress.emit(ProgressEvent::StageStarted {
+                source: source.clone(),
+                size: Some(meta.len()),
+            });
+            let ingested = store
+                .ingest(&path, meta.len(), &ctx.progress)
+                .await
+                .map_err(|e| e.context(&uri))?;
+            ctx.progress.emit(ProgressEvent::StageFinished { source });
+            if let Some(d) = ingested {
+                ctx.cache.store(&path, meta, &d);
+                return Ok(describe(&d, meta.len(), Origin::File(path)));
+            }
+        }
+    }
     let ctx = ctx.clone();
     blocking(move || {
         let (digest, size, origin) = stage_path(&path, &uri, &ctx)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mt = media_type.unwrap_or_else(|| mediatype::infer(&name).to_string());
-        Ok(StagedBlob {
-            descriptor: descriptor(&mt, &digest, size, with_title(&annotations, &name)),
-            origin,
-        })
+        if let Some(meta) = &meta {
+            ctx.cache.store(&path, meta, &digest);
+        }
+        Ok(describe(&digest, size, origin))
     })
     .await
 }

@@ -12,6 +12,7 @@ use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 
+pub mod cache;
 pub mod dir;
 pub mod file;
 pub mod http;
@@ -218,6 +219,11 @@ pub struct StageContext {
     pub progress: Progress,
     /// Registry access for image items.
     pub registry: crate::RegistryOptions,
+    /// The target, for stores that can take a large file while hashing it
+    /// ([`crate::store::Store::ingest`]).
+    pub ingest: Option<Arc<dyn crate::store::Store>>,
+    /// Digests of large files that did not change.
+    pub cache: cache::DigestCache,
 }
 
 /// Builds a descriptor with the given annotations; empty maps are left out.

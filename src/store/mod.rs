@@ -93,6 +93,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Stores a large file while computing its digest in the same pass (a registry streams it
+    /// into an upload session); `None` when this store cannot, and staging hashes it first.
+    async fn ingest(
+        &self,
+        _path: &std::path::Path,
+        _size: u64,
+        _progress: &Progress,
+    ) -> Result<Option<crate::digest::Digest>> {
+        Ok(None)
+    }
+
     /// `(host, repository)` when this store is a registry repository.
     fn registry_repository(&self) -> Option<(&str, &str)> {
         None

@@ -1166,3 +1166,95 @@ fn containers_auth_file_creds_store_and_flag_precedence() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A large file goes to the registry while it is hashed (one streamed PATCH, one pass), and
+/// its digest is remembered: packing it again reads nothing and uploads nothing, until the
+/// file changes.
+#[test]
+fn large_files_upload_while_hashing_and_are_not_read_again() {
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    let big: Vec<u8> = (0..20_000_000u32).map(|i| (i % 241) as u8).collect();
+    d.write("big.bin", &big);
+    d.write("note.txt", "v1");
+    d.write(
+        "pack.yaml",
+        "items:\n  - from: file://big.bin\n  - from: file://note.txt\n",
+    );
+    let tmp = d.mkdir("tmp");
+    let args = |target: &str| -> Vec<String> {
+        [
+            "--plain-http",
+            "--tmp-dir",
+            tmp.to_str().expect("utf8"),
+            "--format",
+            "json",
+            "pack",
+            "-f",
+            "pack.yaml",
+            target,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let requests = |from: usize| -> Vec<String> {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        reg.log()[from..]
+            .lines()
+            .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+            .filter(|r| r.contains("/v2/big/"))
+            .collect()
+    };
+    let target = reg.reference("big/a:v1");
+    let start = reg.log().len();
+    let o = run(
+        &d.path,
+        &args(&target).iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = requests(start);
+    assert_eq!(
+        first.iter().filter(|r| r.starts_with("PATCH ")).count(),
+        1,
+        "one streamed PATCH: {first:?}"
+    );
+    let raw = skopeo_raw(&target);
+    let manifest: Value = serde_json::from_slice(&raw).expect("json");
+    assert_eq!(manifest["layers"][0]["digest"], sha256(&big).as_str());
+    // Change only the small file: the big one is neither read nor uploaded again.
+    d.write("note.txt", "v2");
+    let start = reg.log().len();
+    let o = run(
+        &d.path,
+        &args(&target).iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second = requests(start);
+    assert_eq!(
+        second.iter().filter(|r| r.starts_with("PATCH ")).count(),
+        0,
+        "{second:?}"
+    );
+    assert!(
+        second
+            .iter()
+            .any(|r| r.starts_with(&format!("HEAD /v2/big/a/blobs/{}", sha256(&big)))),
+        "{second:?}"
+    );
+    // Rewrite the big file (same size, other bytes): the cache misses, the new bytes go up.
+    let changed: Vec<u8> = big.iter().map(|b| b.wrapping_add(1)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    d.write("big.bin", &changed);
+    let o = run(
+        &d.path,
+        &args(&target).iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest: Value = serde_json::from_slice(&skopeo_raw(&target)).expect("json");
+    assert_eq!(manifest["layers"][0]["digest"], sha256(&changed).as_str());
+    // The same file into a layout uses the cached digest and still verifies the bytes.
+    assert!(pack_ok(&d, "pack.yaml", "oci://layout:v1").starts_with("sha256:"));
+}

@@ -73,6 +73,18 @@ pub enum Body {
         /// Bytes to send.
         len: u64,
     },
+    /// A whole file, hashed as it is sent (the hasher is reset on every attempt) and reported
+    /// to `progress` as staging of `path`.
+    Hashing {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+        /// Receives every byte sent.
+        hasher: std::sync::Arc<std::sync::Mutex<crate::digest::Hasher>>,
+        /// Progress observer.
+        progress: crate::progress::Progress,
+    },
 }
 
 impl Body {
@@ -90,7 +102,7 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
-            Body::File { len, .. } => *len,
+            Body::File { len, .. } | Body::Hashing { len, .. } => *len,
         }
     }
 
@@ -109,6 +121,11 @@ impl Body {
             } => Body::File {
                 path: path.clone(),
                 offset: base + offset,
+                len,
+            },
+            Body::Hashing { path, .. } => Body::File {
+                path: path.clone(),
+                offset,
                 len,
             },
         }
@@ -313,6 +330,33 @@ impl Client {
         Ok(match body {
             Body::Empty => (reqwest::Body::from(Vec::new()), Some(0)),
             Body::Bytes(b) => (reqwest::Body::from(b.clone()), Some(b.len() as u64)),
+            Body::Hashing {
+                path,
+                len,
+                hasher,
+                progress,
+            } => {
+                use futures::TryStreamExt;
+                *hasher.lock().unwrap_or_else(|p| p.into_inner()) = crate::digest::Hasher::new();
+                let f = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| Error::io("reading", path, e))?;
+                let (hasher, progress, source) =
+                    (hasher.clone(), progress.clone(), path.display().to_string());
+                let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect_ok(
+                    move |chunk| {
+                        hasher
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .update(chunk);
+                        progress.emit(crate::progress::ProgressEvent::StageAdvanced {
+                            source: source.clone(),
+                            bytes: chunk.len() as u64,
+                        });
+                    },
+                );
+                (reqwest::Body::wrap_stream(stream), Some(*len))
+            }
             Body::File { path, offset, len } => {
                 use tokio::io::{AsyncReadExt, AsyncSeekExt};
                 let mut f = tokio::fs::File::open(path)

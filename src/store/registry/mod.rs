@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, MediaType};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 
@@ -389,9 +389,8 @@ impl Registry {
     }
 
     /// Opens an upload session; returns its location and the registry's minimum chunk size.
-    async fn start_upload(&self, desc: &Descriptor) -> Result<(reqwest::Url, Option<u64>)> {
+    async fn start_upload(&self, what: &str) -> Result<(reqwest::Url, Option<u64>)> {
         let url = format!("{}/v2/{}/blobs/uploads/", self.client.base, self.repo());
-        let what = format!("upload of {}", desc.digest());
         let resp = self
             .client
             .expect(
@@ -400,7 +399,7 @@ impl Registry {
                 &self.push_scope(),
                 HeaderMap::new(),
                 &Body::Empty,
-                &what,
+                what,
             )
             .await?;
         let min_chunk = resp
@@ -415,14 +414,18 @@ impl Registry {
     /// refuses that, one streamed PATCH; when it refuses that too, chunked PATCHes of at
     /// least its `OCI-Chunk-Min-Length`.
     async fn upload(&self, desc: &Descriptor, body: Body) -> Result<PushOutcome> {
-        let (location, _) = self.start_upload(desc).await?;
+        let (location, _) = self
+            .start_upload(&format!("upload of {}", desc.digest()))
+            .await?;
         match self.finish_upload(location, desc, body.clone()).await {
             Err(e) if refused(&e) => {
                 tracing::info!(digest = %desc.digest(), error = %e, "monolithic upload refused, trying a PATCH session");
             }
             other => return other,
         }
-        let (location, min_chunk) = self.start_upload(desc).await?;
+        let (location, min_chunk) = self
+            .start_upload(&format!("upload of {}", desc.digest()))
+            .await?;
         let whole = body.len().max(1);
         match self.patch_chunks(location, desc, &body, whole).await {
             Err(e) if refused(&e) => {
@@ -430,7 +433,9 @@ impl Registry {
             }
             other => return other,
         }
-        let (location, min_chunk2) = self.start_upload(desc).await?;
+        let (location, min_chunk2) = self
+            .start_upload(&format!("upload of {}", desc.digest()))
+            .await?;
         let chunk = min_chunk.or(min_chunk2).unwrap_or(0).max(DEFAULT_CHUNK);
         self.patch_chunks(location, desc, &body, chunk).await
     }
@@ -598,6 +603,69 @@ impl Store for Registry {
             });
         }
         Ok(outcome)
+    }
+
+    async fn ingest(
+        &self,
+        path: &std::path::Path,
+        size: u64,
+        progress: &Progress,
+    ) -> Result<Option<Digest>> {
+        let what = format!("upload of {}", path.display());
+        let (location, _) = self.start_upload(&what).await?;
+        let hasher = Arc::new(std::sync::Mutex::new(crate::digest::Hasher::new()));
+        let body = Body::Hashing {
+            path: path.to_path_buf(),
+            len: size,
+            hasher: hasher.clone(),
+            progress: progress.clone(),
+        };
+        let scope = self.push_scope();
+        let headers = header(CONTENT_TYPE, "application/octet-stream");
+        let resp = self
+            .client
+            .send(Method::PATCH, location.as_str(), &scope, headers, &body)
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            let e = self
+                .client
+                .error(&Method::PATCH, location.as_str(), &what, resp)
+                .await;
+            let _ = self
+                .client
+                .send(
+                    Method::DELETE,
+                    location.as_str(),
+                    &scope,
+                    HeaderMap::new(),
+                    &Body::Empty,
+                )
+                .await;
+            // A registry that takes no streamed PATCH still takes the file the other way.
+            return if refused(&e) { Ok(None) } else { Err(e) };
+        }
+        let location = self.location(&resp, location.as_str())?;
+        let (digest, sent) = hasher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .finish();
+        if sent != size {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{}: the file changed size while it was uploaded ({size} → {sent} bytes)",
+                    path.display()
+                ),
+            ));
+        }
+        let desc = Descriptor::new(
+            MediaType::Other("application/octet-stream".into()),
+            size,
+            digest.to_oci(),
+        );
+        self.finish_upload(location, &desc, Body::Empty).await?;
+        Ok(Some(digest))
     }
 
     fn registry_repository(&self) -> Option<(&str, &str)> {
