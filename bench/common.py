@@ -56,7 +56,12 @@ class Figure:
         self.median, self.best, self.rss = median, best, rss
 
     def ratio(self, other):
+        """This time as a multiple of the other's."""
         return f"{self.median / other.median:.2f}x (best {self.best / other.best:.2f}x)"
+
+    def ratio_of(self, other):
+        """The other's time as a multiple of this one's (= this throughput over the other's)."""
+        return f"{other.median / self.median:.2f}x (best {other.best / self.best:.2f}x)"
 
 
 def write_random(path, size):
