@@ -39,9 +39,13 @@ pub mod cli;
 pub use endpoint::Copied;
 pub use error::{Error, ErrorKind, Problem, Result};
 pub use list::{ListEntry, Listing, TreeNode};
+pub use oci_spec::image::Descriptor;
 pub use pack::Packed;
 pub use packfile::{ConfigSpec, ItemSpec, PackFile, PackInput};
 pub use progress::{Progress, ProgressEvent};
+
+/// This library's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use store::registry::RegistryOptions;
 
 /// Options shared by the operations, with the CLI's defaults.

@@ -80,6 +80,16 @@ fn problem(file: Option<&Path>, line: usize, column: usize, message: String) -> 
     }
 }
 
+/// The pack as YAML text (what `Pack.to_yaml()` gives in Python).
+pub fn to_yaml(pack: &PackFile) -> Result<String> {
+    serde_yaml_ng::to_string(pack).map_err(|e| {
+        Error::new(
+            crate::ErrorKind::Internal,
+            format!("cannot write YAML: {e}"),
+        )
+    })
+}
+
 /// Reads and validates a pack: `Ok(Ok(plan))`, `Ok(Err(problems))` for an invalid pack, or
 /// `Err` when the pack file itself cannot be read.
 pub fn load(input: &PackInput) -> Result<std::result::Result<(Plan, PackFile), Vec<Problem>>> {

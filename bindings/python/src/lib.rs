@@ -1,0 +1,225 @@
+//! `oci_packer._native`: the Python module. Thin: convert arguments, release the GIL, call the
+//! façade, map errors to the exception classes of `oci_packer.errors`. No logic lives here.
+
+use std::path::PathBuf;
+
+use oci_packer::{Error, Options, PackInput, RegistryOptions};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+
+/// The Python exception class for each error kind (defined in `oci_packer/errors.py`).
+fn class_name(e: &Error) -> &'static str {
+    use oci_packer::ErrorKind as K;
+    match e.kind() {
+        K::PackFile => "PackFileError",
+        K::InvalidReference => "InvalidReferenceError",
+        K::SourceNotFound => "SourceNotFoundError",
+        K::Authentication => "AuthenticationError",
+        K::NotFound => "NotFoundError",
+        K::DigestMismatch => "DigestMismatchError",
+        K::Registry => "RegistryError",
+        K::Network => "NetworkError",
+        K::Io => "IOError_",
+        K::Unsupported => "UnsupportedError",
+        K::Cancelled => "CancelledError",
+        K::InvalidArgument => "InvalidArgumentError",
+        _ => "InternalError",
+    }
+}
+
+/// Turns an [`Error`] into an instance of its exception class, with its context attached.
+fn to_py(py: Python<'_>, e: Error) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let errors = py.import("oci_packer.errors")?;
+        let exc = errors.getattr(class_name(&e))?.call1((e.message(),))?;
+        exc.setattr("kind", e.kind().as_str())?;
+        exc.setattr("path", e.path().map(|p| p.display().to_string()))?;
+        exc.setattr("reference", e.reference())?;
+        exc.setattr("digest", e.digest())?;
+        exc.setattr("status", e.http_status())?;
+        exc.setattr("code", e.code())?;
+        let problems = serde_json::to_string(e.problems()).unwrap_or_else(|_| "[]".into());
+        exc.setattr(
+            "problems",
+            py.import("json")?.call_method1("loads", (problems,))?,
+        )?;
+        if let Some(p) = e.problems().first() {
+            exc.setattr("line", p.line)?;
+            exc.setattr("column", p.column)?;
+            exc.setattr("field", p.field.clone())?;
+        }
+        Ok(PyErr::from_value(exc))
+    };
+    build().unwrap_or_else(|err| err)
+}
+
+/// The keyword options the Python layer collected, with the CLI's names and defaults.
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct PyOptions {
+    concurrency: Option<usize>,
+    tmp_dir: Option<PathBuf>,
+    fsync: bool,
+    created: Option<String>,
+    dry_run: bool,
+    platform: Option<String>,
+    plain_http: bool,
+    insecure: bool,
+    ca_file: Option<PathBuf>,
+    username: Option<String>,
+    password: Option<String>,
+    registry_config: Option<PathBuf>,
+}
+
+/// Options from the JSON of the keyword arguments.
+fn options(opts: &str) -> PyResult<Options> {
+    let o: PyOptions =
+        serde_json::from_str(opts).map_err(|e| PyTypeError::new_err(format!("bad option: {e}")))?;
+    Ok(Options {
+        concurrency: o.concurrency.unwrap_or(4),
+        tmp_dir: o.tmp_dir,
+        fsync: o.fsync,
+        created: o.created,
+        dry_run: o.dry_run,
+        platform: o.platform,
+        registry: RegistryOptions {
+            plain_http: o.plain_http,
+            insecure: o.insecure,
+            ca_file: o.ca_file,
+            username: o.username,
+            password: o.password,
+            config: o.registry_config,
+        },
+        ..Options::default()
+    })
+}
+
+/// The pack as the Python layer normalised it: ("file", path, _) or ("json", text, base_dir).
+fn input(kind: &str, value: String, base_dir: Option<PathBuf>) -> PyResult<PackInput> {
+    match kind {
+        "file" => Ok(PackInput::File(PathBuf::from(value))),
+        "json" => Ok(PackInput::Json {
+            value: serde_json::from_str(&value).map_err(|e| {
+                PyRuntimeError::new_err(format!("pack is not JSON-serialisable: {e}"))
+            })?,
+            base_dir: base_dir.unwrap_or_else(|| PathBuf::from(".")),
+        }),
+        "yaml" => Ok(PackInput::Yaml {
+            text: value,
+            base_dir: base_dir.unwrap_or_else(|| PathBuf::from(".")),
+        }),
+        other => Err(PyRuntimeError::new_err(format!(
+            "unknown pack kind {other}"
+        ))),
+    }
+}
+
+fn descriptor_json(
+    d: &oci_packer::Descriptor,
+    reference: &str,
+    extra: serde_json::Value,
+) -> PyResult<String> {
+    let mut v =
+        oci_packer::json::to_value(d).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    if let Some(m) = v.as_object_mut() {
+        m.insert("reference".into(), reference.into());
+        m.insert("stats".into(), extra);
+    }
+    Ok(v.to_string())
+}
+
+/// Packs; returns the root descriptor as JSON (with `reference` and `stats`).
+#[pyfunction]
+fn pack(
+    py: Python<'_>,
+    kind: &str,
+    value: String,
+    base_dir: Option<PathBuf>,
+    target: String,
+    opts: &str,
+) -> PyResult<String> {
+    let input = input(kind, value, base_dir)?;
+    let options = options(opts)?;
+    let packed = py
+        .detach(move || oci_packer::pack(input, &target, &options))
+        .map_err(|e| to_py(py, e))?;
+    let stats = serde_json::json!({
+        "stored": packed.stats.stored, "skipped": packed.stats.skipped,
+        "mounted": packed.stats.mounted, "bytes": packed.stats.bytes,
+        "manifest": String::from_utf8_lossy(&packed.manifest),
+    });
+    descriptor_json(&packed.descriptor, &packed.reference, stats)
+}
+
+/// Validates; returns the problems as JSON.
+#[pyfunction]
+fn validate(
+    py: Python<'_>,
+    kind: &str,
+    value: String,
+    base_dir: Option<PathBuf>,
+) -> PyResult<String> {
+    let input = input(kind, value, base_dir)?;
+    let problems = py
+        .detach(move || oci_packer::validate(input))
+        .map_err(|e| to_py(py, e))?;
+    serde_json::to_string(&problems).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+/// Copies; returns the copied descriptor as JSON.
+#[pyfunction]
+fn copy(py: Python<'_>, src: String, dst: String, opts: &str) -> PyResult<String> {
+    let options = options(opts)?;
+    let copied = py
+        .detach(move || oci_packer::copy(&src, &dst, &options))
+        .map_err(|e| to_py(py, e))?;
+    let stats = serde_json::json!({
+        "stored": copied.stats.stored, "skipped": copied.stats.skipped,
+        "mounted": copied.stats.mounted, "bytes": copied.stats.bytes,
+    });
+    descriptor_json(&copied.descriptor, &copied.reference, stats)
+}
+
+/// Lists; returns the listing as JSON.
+#[pyfunction]
+fn list(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
+    let options = options(opts)?;
+    let listing = py
+        .detach(move || oci_packer::list(&reference, &options))
+        .map_err(|e| to_py(py, e))?;
+    oci_packer::json::to_value(&listing)
+        .map(|v| v.to_string())
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+/// Serialises a pack (as JSON text) to YAML text.
+#[pyfunction]
+fn pack_to_yaml(value: String) -> PyResult<String> {
+    let pack: oci_packer::PackFile = serde_json::from_str(&value)
+        .map_err(|e| PyRuntimeError::new_err(format!("not a pack: {e}")))?;
+    oci_packer::packfile::to_yaml(&pack).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+/// Runs the `oci-packer` command line with `argv`; returns the exit status.
+#[pyfunction]
+fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(move || oci_packer::cli::run(argv))
+}
+
+/// The library version.
+#[pyfunction]
+fn version() -> &'static str {
+    oci_packer::VERSION
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(pack, m)?)?;
+    m.add_function(wrap_pyfunction!(validate, m)?)?;
+    m.add_function(wrap_pyfunction!(copy, m)?)?;
+    m.add_function(wrap_pyfunction!(list, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_to_yaml, m)?)?;
+    m.add_function(wrap_pyfunction!(run_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    Ok(())
+}

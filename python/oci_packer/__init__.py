@@ -1,0 +1,252 @@
+"""oci-packer: declarative YAML pack files to OCI artifacts in registries and OCI layouts.
+
+>>> import oci_packer
+>>> d = oci_packer.pack("examples/pack.yaml", "oci://build/layout:example")  # doctest: +SKIP
+>>> d.digest  # doctest: +SKIP
+'sha256:…'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from . import _native
+from .errors import (
+    AuthenticationError,
+    CancelledError,
+    DigestMismatchError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidReferenceError,
+    IOError_ as IOError,
+    NetworkError,
+    NotFoundError,
+    OciPackerError,
+    PackFileError,
+    RegistryError,
+    SourceNotFoundError,
+    UnsupportedError,
+)
+
+__version__: str = _native.version()
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """What `pack` and `copy` return: the OCI descriptor of the root, and where it went."""
+
+    media_type: str
+    digest: str
+    size: int
+    reference: str
+    artifact_type: Optional[str] = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    platform: Optional[dict[str, str]] = None
+    stats: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def _from_json(cls, text: str) -> "Descriptor":
+        v = json.loads(text)
+        return cls(
+            media_type=v["mediaType"],
+            digest=v["digest"],
+            size=v["size"],
+            reference=v["reference"],
+            artifact_type=v.get("artifactType"),
+            annotations=v.get("annotations") or {},
+            platform=v.get("platform"),
+            stats=v.get("stats") or {},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OCI descriptor as a dict, with the OCI field names."""
+        d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.artifact_type:
+            d["artifactType"] = self.artifact_type
+        if self.annotations:
+            d["annotations"] = dict(self.annotations)
+        if self.platform:
+            d["platform"] = dict(self.platform)
+        return d
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of an invalid pack file."""
+
+    message: str
+    field: str = ""
+    line: int = 0
+    column: int = 0
+    file: Optional[str] = None
+
+    def __str__(self) -> str:
+        where = ":".join(str(x) for x in (self.file, self.line or None, self.column or None) if x)
+        return " ".join(x for x in (where + ":" if where else "", self.field + ":" if self.field else "", self.message) if x)
+
+
+class Pack:
+    """A pack file in memory: load it, check it, write it back as YAML, or pack it."""
+
+    def __init__(self, data: dict[str, Any], base_dir: Optional[PathLike] = None, *, _yaml: Optional[str] = None,
+                 _file: Optional[str] = None) -> None:
+        self.data = data
+        self.base_dir = os.fspath(base_dir) if base_dir is not None else os.getcwd()
+        self._yaml = _yaml
+        self._file = _file
+
+    @classmethod
+    def from_yaml(cls, path: PathLike) -> "Pack":
+        """Reads a pack file; relative paths resolve against its directory."""
+        path = os.fspath(path)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        return cls({}, os.path.dirname(os.path.abspath(path)), _yaml=text, _file=path)
+
+    @classmethod
+    def from_str(cls, text: str, base_dir: Optional[PathLike] = None) -> "Pack":
+        """A pack from YAML text; relative paths resolve against ``base_dir`` (default: cwd)."""
+        return cls({}, base_dir, _yaml=text)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base_dir: Optional[PathLike] = None) -> "Pack":
+        """A pack from a dict with the pack file's keys."""
+        return cls(dict(data), base_dir)
+
+    def _input(self) -> tuple[str, str, Optional[str]]:
+        if self._file is not None:
+            return "file", self._file, None
+        if self._yaml is not None:
+            return "yaml", self._yaml, self.base_dir
+        return "json", json.dumps(self.data), self.base_dir
+
+    def validate(self) -> list[Problem]:
+        """Every problem of the pack (empty when valid). Reads no source."""
+        return validate(self)
+
+    def to_yaml(self) -> str:
+        """The pack as YAML text (a dict pack; a YAML pack is returned as it was written)."""
+        if self._yaml is not None:
+            return self._yaml
+        return str(_native.pack_to_yaml(json.dumps(self.data)))
+
+    def __repr__(self) -> str:
+        src = self._file or ("<yaml>" if self._yaml is not None else "<dict>")
+        return f"Pack({src}, base_dir={self.base_dir!r})"
+
+
+PackLike = Union[PathLike, Pack, dict[str, Any]]
+
+
+def _input(pack: PackLike, base_dir: Optional[PathLike] = None) -> tuple[str, str, Optional[str]]:
+    if isinstance(pack, Pack):
+        return pack._input()
+    if isinstance(pack, dict):
+        return Pack.from_dict(pack, base_dir)._input()
+    return "file", os.fspath(pack), None
+
+
+def _options(**kw: Any) -> str:
+    return json.dumps({k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in kw.items() if v is not None})
+
+
+def pack(
+    pack: PackLike,
+    target: str,
+    *,
+    base_dir: Optional[PathLike] = None,
+    concurrency: int = 4,
+    tmp_dir: Optional[PathLike] = None,
+    fsync: bool = False,
+    created: Optional[str] = None,
+    dry_run: bool = False,
+    plain_http: bool = False,
+    insecure: bool = False,
+    ca_file: Optional[PathLike] = None,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
+    registry_config: Optional[PathLike] = None,
+) -> Descriptor:
+    """Builds the artifact described by ``pack`` (a path, a :class:`Pack` or a dict) and
+    writes it to ``target`` (``host/repo:tag`` or ``oci://DIR:REF``). Returns the root.
+
+    The GIL is released while it works."""
+    kind, value, base = _input(pack, base_dir)
+    opts = _options(concurrency=concurrency, tmp_dir=tmp_dir, fsync=fsync, created=created, dry_run=dry_run,
+                    plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
+                    password=password, registry_config=registry_config)
+    return Descriptor._from_json(_native.pack(kind, value, base, target, opts))
+
+
+def validate(pack: PackLike, *, base_dir: Optional[PathLike] = None) -> list[Problem]:
+    """Every problem of a pack (empty when valid); reads no source."""
+    kind, value, base = _input(pack, base_dir)
+    return [Problem(**p) for p in json.loads(_native.validate(kind, value, base))]
+
+
+def copy(
+    src: str,
+    dst: str,
+    *,
+    platform: Optional[str] = None,
+    concurrency: int = 4,
+    plain_http: bool = False,
+    insecure: bool = False,
+    ca_file: Optional[PathLike] = None,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
+    registry_config: Optional[PathLike] = None,
+) -> Descriptor:
+    """Copies an artifact between registries and layouts (any direction); with ``platform``
+    only the best-matching member of an index."""
+    opts = _options(platform=platform, concurrency=concurrency, plain_http=plain_http, insecure=insecure,
+                    ca_file=ca_file, username=username, password=password, registry_config=registry_config)
+    return Descriptor._from_json(_native.copy(src, dst, opts))
+
+
+def list(  # noqa: A001 - the CLI's name
+    reference: str,
+    *,
+    plain_http: bool = False,
+    insecure: bool = False,
+    ca_file: Optional[PathLike] = None,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
+    registry_config: Optional[PathLike] = None,
+) -> dict[str, Any]:
+    """A layout's entries, a repository's tags, or one artifact's tree, as a dict."""
+    opts = _options(plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
+                    password=password, registry_config=registry_config)
+    result: dict[str, Any] = json.loads(_native.list(reference, opts))
+    return result
+
+
+__all__ = [
+    "AuthenticationError",
+    "CancelledError",
+    "Descriptor",
+    "DigestMismatchError",
+    "IOError",
+    "InternalError",
+    "InvalidArgumentError",
+    "InvalidReferenceError",
+    "NetworkError",
+    "NotFoundError",
+    "OciPackerError",
+    "Pack",
+    "PackFileError",
+    "Problem",
+    "RegistryError",
+    "SourceNotFoundError",
+    "UnsupportedError",
+    "__version__",
+    "copy",
+    "list",
+    "pack",
+    "validate",
+]

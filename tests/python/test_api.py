@@ -1,0 +1,160 @@
+"""The Python API against real layouts and a real registry; results equal the CLI's."""
+
+import asyncio
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import oci_packer
+
+
+def cli(*args, cwd):
+    return subprocess.run(["oci-packer", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_pack_equals_the_cli(files):
+    d = oci_packer.pack(files / "pack.yaml", f"oci://{files}/layout:py")
+    out = cli("pack", "-f", "pack.yaml", "oci://cli:v1", cwd=files)
+    assert out.returncode == 0, out.stderr
+    assert f"Digest: {d.digest}" in out.stdout
+    assert d.media_type == "application/vnd.oci.image.manifest.v1+json"
+    assert d.artifact_type == "application/vnd.example.py"
+    assert d.reference == f"oci://{files}/layout:py"
+    assert d.to_dict()["digest"] == d.digest
+    assert "sha256:" in repr(d)
+    # str paths work the same, and so does the installed console script's --help.
+    assert oci_packer.pack(str(files / "pack.yaml"), f"oci://{files}/layout:str").digest == d.digest
+    assert cli("--help", cwd=files).returncode == 0
+
+
+def test_pack_objects_and_dicts(files):
+    from_file = oci_packer.Pack.from_yaml(files / "pack.yaml")
+    from_text = oci_packer.Pack.from_str((files / "pack.yaml").read_text(), base_dir=files)
+    as_dict = {
+        "type": "application/vnd.example.py",
+        "config": {"from": "file://schema.json"},
+        "items": [{"from": "file://a.txt"}, {"from": "dir://data"}],
+    }
+    from_dict = oci_packer.Pack.from_dict(as_dict, base_dir=files)
+    digests = {oci_packer.pack(p, f"oci://{files}/objs:{i}").digest for i, p in enumerate([from_file, from_text, from_dict])}
+    assert len(digests) == 1
+    assert oci_packer.pack(as_dict, f"oci://{files}/objs:dict", base_dir=files).digest in digests
+    assert from_dict.validate() == []
+    yaml = from_dict.to_yaml()
+    assert "file://a.txt" in yaml
+    assert oci_packer.Pack.from_str(yaml, base_dir=files).validate() == []
+
+
+def test_validate_lists_every_problem_with_positions(files):
+    (files / "bad.yaml").write_text("items:\n  - from: file://a.txt\n    platform: linux/amd46\n  - frm: x\n")
+    problems = oci_packer.validate(files / "bad.yaml")
+    assert [(p.field, p.line, p.column) for p in problems] == [
+        ("items[0].platform", 3, 15),
+        ("items[1].frm", 4, 5),
+        ("items[1].from", 4, 5),
+    ]
+    assert "unknown architecture" in str(problems[0])
+
+
+def test_each_exception_class(files):
+    target = f"oci://{files}/errs:v1"
+    with pytest.raises(oci_packer.PackFileError) as e:
+        oci_packer.pack({"items": [{"from": "file://a.txt", "platform": "linux/amd46"}]}, target)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, oci_packer.OciPackerError)
+    assert (e.value.field, e.value.kind) == ("items[0].platform", "pack_file")
+    (files / "bad.yaml").write_text("items:\n  - from: file://a.txt\n    platform: linux/amd46\n")
+    with pytest.raises(oci_packer.PackFileError) as e:
+        oci_packer.pack(files / "bad.yaml", target)
+    assert (e.value.line, e.value.column) == (3, 15)
+    with pytest.raises(oci_packer.SourceNotFoundError) as e:
+        oci_packer.pack({"items": [{"from": "file://missing.bin"}]}, target, base_dir=files)
+    assert e.value.path.endswith("missing.bin") and isinstance(e.value, FileNotFoundError)
+    with pytest.raises(oci_packer.DigestMismatchError) as e:
+        oci_packer.pack({"items": [{"from": "file://a.txt", "digest": "sha256:" + "0" * 64}]}, target, base_dir=files)
+    assert e.value.digest == "sha256:" + "0" * 64
+    with pytest.raises(oci_packer.InvalidReferenceError):
+        oci_packer.pack(files / "pack.yaml", "ftp://x/y")
+    with pytest.raises(oci_packer.NotFoundError):
+        oci_packer.list(f"oci://{files}/errs:nope")
+    with pytest.raises(oci_packer.NetworkError):
+        oci_packer.pack(files / "pack.yaml", "127.0.0.1:1/x:v1", plain_http=True)
+    assert not (files / "errs").exists(), "no failed call wrote anything"
+
+
+def test_copy_list_and_platforms(files):
+    (files / "multi.yaml").write_text(
+        "items:\n  - from: file://a.txt\n    platform: linux/amd64\n  - from: file://schema.json\n    platform: linux/arm64\n"
+    )
+    index = oci_packer.pack(files / "multi.yaml", f"oci://{files}/src:v1")
+    arm = oci_packer.copy(f"oci://{files}/src:v1", f"oci://{files}/dst:arm", platform="linux/arm64")
+    tree = oci_packer.list(f"oci://{files}/src:v1")["tree"]
+    member = next(c for c in tree["children"] if c["descriptor"]["platform"]["architecture"] == "arm64")
+    assert arm.digest == member["descriptor"]["digest"]
+    entries = oci_packer.list(f"oci://{files}/src")["entries"]
+    assert entries[0]["digest"] == index.digest
+
+
+def test_registry_push_and_copy(files, registry):
+    d = oci_packer.pack(files / "pack.yaml", f"{registry}/py/art:v1", plain_http=True)
+    back = oci_packer.copy(f"{registry}/py/art:v1", f"oci://{files}/pulled:v1", plain_http=True)
+    assert back.digest == d.digest
+    again = oci_packer.pack(files / "pack.yaml", f"{registry}/py/art:v1", plain_http=True)
+    assert again.stats["stored"] == 0 and again.stats["skipped"] == 1
+    tags = oci_packer.list(f"{registry}/py/art", plain_http=True)["entries"]
+    assert [t["reference"] for t in tags] == ["v1"]
+
+
+def test_the_gil_is_released_while_packing(tmp_path):
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.write(os.urandom(1 << 20) * 256)  # 256 MiB
+    (tmp_path / "p.yaml").write_text("items:\n  - from: file://big.bin\n")
+    count = 0
+    done = threading.Event()
+
+    def spin():
+        nonlocal count
+        while not done.is_set():
+            count += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        oci_packer.pack(tmp_path / "p.yaml", f"oci://{tmp_path}/layout:v1")
+    finally:
+        done.set()
+        t.join()
+    assert count > 100_000, f"the other thread advanced only {count} times"
+
+
+def test_works_inside_a_running_event_loop(files):
+    async def main():
+        await asyncio.sleep(0)
+        return oci_packer.pack(files / "pack.yaml", f"oci://{files}/async:v1").digest
+
+    assert asyncio.run(main()).startswith("sha256:")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_keeps_working_after_fork(files):
+    oci_packer.pack(files / "pack.yaml", f"oci://{files}/parent:v1")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            oci_packer.pack(files / "pack.yaml", f"oci://{files}/child:v1")
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert oci_packer.list(f"oci://{files}/child:v1")["tree"]["descriptor"]["digest"]
+
+
+def test_module_runs_as_a_script(files):
+    out = subprocess.run([sys.executable, "-m", "oci_packer", "validate", "-f", "pack.yaml"], cwd=files,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "valid" in out.stdout
