@@ -68,6 +68,30 @@ pub struct Options {
     pub registry: RegistryOptions,
     /// `copy`: the member of an index to copy (`--platform`).
     pub platform: Option<String>,
+    /// Stops the operation when fired (from another thread, e.g. on Ctrl-C). What was
+    /// written stays valid: blobs are complete or absent, no tag is moved.
+    pub cancel: Option<Cancel>,
+}
+
+/// A handle that cancels an operation from another thread.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(tokio_util::sync::CancellationToken);
+
+impl Cancel {
+    /// A new, unfired handle.
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Fires: the operation stops as soon as it can and returns [`ErrorKind::Cancelled`].
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+
+    /// True once fired.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
 }
 
 impl Default for Options {
@@ -81,6 +105,7 @@ impl Default for Options {
             progress: Progress::default(),
             registry: RegistryOptions::default(),
             platform: None,
+            cancel: None,
         }
     }
 }
@@ -91,7 +116,7 @@ impl Default for Options {
 /// at missing content.
 pub fn pack(input: impl Into<PackInput>, target: &str, options: &Options) -> Result<Packed> {
     let plan = packfile::load_plan(&input.into())?;
-    runtime::block_on(pack::pack(&plan, target, options))?
+    runtime::block_on_cancellable(pack::pack(&plan, target, options), options.cancel.as_ref())
 }
 
 /// Checks a pack without reading any source; returns every problem (empty when valid).
@@ -104,14 +129,17 @@ pub fn validate(input: impl Into<PackInput>) -> Result<Vec<Problem>> {
 /// Lists a layout's entries (`oci://DIR`), a repository's tags (`host/repo`), or one
 /// artifact's tree (`oci://DIR:REF`, `host/repo:tag`, `…@sha256:…`).
 pub fn list(reference: &str, options: &Options) -> Result<Listing> {
-    runtime::block_on(list::list(reference, &options.registry))?
+    runtime::block_on_cancellable(
+        list::list(reference, &options.registry),
+        options.cancel.as_ref(),
+    )
 }
 
 /// Copies an artifact between registries and layouts, in any direction (`copy SRC DST`):
 /// the whole graph, or with [`Options::platform`] one member of an index. Digests are kept
 /// byte for byte; the destination is tagged only after everything arrived.
 pub fn copy(src: &str, dst: &str, options: &Options) -> Result<Copied> {
-    runtime::block_on(endpoint::copy(src, dst, options))?
+    runtime::block_on_cancellable(endpoint::copy(src, dst, options), options.cancel.as_ref())
 }
 
 /// Checks credentials against `host` and stores them in the Docker config (`login`);

@@ -42,6 +42,25 @@ fn runtime() -> Result<Arc<Runtime>> {
     Ok(rt)
 }
 
+/// Runs `fut` on the library's runtime; stops it (dropping it, which cancels every transfer
+/// in flight) as soon as `cancel` fires.
+pub fn block_on_cancellable<F, T>(fut: F, cancel: Option<&crate::Cancel>) -> Result<T>
+where
+    F: Future<Output = Result<T>> + Send,
+    T: Send,
+{
+    let Some(cancel) = cancel else {
+        return block_on(fut)?;
+    };
+    let token = cancel.0.clone();
+    block_on(async move {
+        tokio::select! {
+            r = fut => r,
+            _ = token.cancelled() => Err(Error::new(ErrorKind::Cancelled, "cancelled")),
+        }
+    })?
+}
+
 /// Runs `fut` to completion on the library's runtime and returns its output.
 pub fn block_on<F>(fut: F) -> Result<F::Output>
 where

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from . import _native
 from .errors import (
@@ -171,16 +171,20 @@ def pack(
     username: Optional[str] = None,
     password: Optional[str] = None,
     registry_config: Optional[PathLike] = None,
+    progress: Optional[Callable[[dict[str, Any]], None]] = None,
 ) -> Descriptor:
     """Builds the artifact described by ``pack`` (a path, a :class:`Pack` or a dict) and
     writes it to ``target`` (``host/repo:tag`` or ``oci://DIR:REF``). Returns the root.
 
-    The GIL is released while it works."""
+    The GIL is released while it works; Ctrl-C cancels it (what was written stays valid).
+    ``progress`` is called with event dicts (``event``: ``stage_started``,
+    ``stage_advanced``, ``stage_finished``, ``started``, ``advanced``, ``finished``,
+    ``skipped``, ``mounted``; with ``digest``/``source``, ``title``, ``size``, ``bytes``)."""
     kind, value, base = _input(pack, base_dir)
     opts = _options(concurrency=concurrency, tmp_dir=tmp_dir, fsync=fsync, created=created, dry_run=dry_run,
                     plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
                     password=password, registry_config=registry_config)
-    return Descriptor._from_json(_native.pack(kind, value, base, target, opts))
+    return Descriptor._from_json(_native.pack(kind, value, base, target, opts, progress))
 
 
 def validate(pack: PackLike, *, base_dir: Optional[PathLike] = None) -> list[Problem]:
@@ -201,12 +205,13 @@ def copy(
     username: Optional[str] = None,
     password: Optional[str] = None,
     registry_config: Optional[PathLike] = None,
+    progress: Optional[Callable[[dict[str, Any]], None]] = None,
 ) -> Descriptor:
     """Copies an artifact between registries and layouts (any direction); with ``platform``
-    only the best-matching member of an index."""
+    only the best-matching member of an index. ``progress`` as for :func:`pack`."""
     opts = _options(platform=platform, concurrency=concurrency, plain_http=plain_http, insecure=insecure,
                     ca_file=ca_file, username=username, password=password, registry_config=registry_config)
-    return Descriptor._from_json(_native.copy(src, dst, opts))
+    return Descriptor._from_json(_native.copy(src, dst, opts, progress))
 
 
 def list(  # noqa: A001 - the CLI's name

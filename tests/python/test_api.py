@@ -158,3 +158,51 @@ def test_module_runs_as_a_script(files):
     out = subprocess.run([sys.executable, "-m", "oci_packer", "validate", "-f", "pack.yaml"], cwd=files,
                          capture_output=True, text=True)
     assert out.returncode == 0 and "valid" in out.stdout
+
+
+def test_progress_events_add_up_to_the_bytes_written(tmp_path):
+    (tmp_path / "big.bin").write_bytes(os.urandom(1 << 20) * 20)
+    (tmp_path / "small.txt").write_text("small")
+    (tmp_path / "p.yaml").write_text("items:\n  - from: file://big.bin\n  - from: file://small.txt\n")
+    events = []
+    d = oci_packer.pack(tmp_path / "p.yaml", f"oci://{tmp_path}/layout:v1", progress=events.append)
+    kinds = {e["event"] for e in events}
+    assert {"stage_started", "stage_finished", "started", "finished"} <= kinds, kinds
+    written = sum(e["bytes"] or 0 for e in events if e["event"] == "advanced")
+    assert written == d.stats["bytes"]
+    staged = sum(e["bytes"] or 0 for e in events if e["event"] == "stage_advanced")
+    assert staged == 20 << 20
+    titles = {e.get("title") for e in events if e["event"] == "started"}
+    assert {"big.bin", "small.txt"} <= titles
+
+
+def test_a_progress_callback_that_raises_is_reported(files):
+    def boom(event):
+        raise RuntimeError("from the callback")
+
+    with pytest.raises(RuntimeError, match="from the callback"):
+        oci_packer.pack(files / "pack.yaml", f"oci://{files}/boom:v1", progress=boom)
+
+
+def test_ctrl_c_stops_a_long_pack_and_leaves_the_layout_valid(tmp_path):
+    import json
+    import signal
+    import time
+
+    with open(tmp_path / "big.bin", "wb") as f:
+        f.truncate(4 << 30)  # 4 GiB, sparse: reading it takes seconds
+    (tmp_path / "small.txt").write_text("small")
+    (tmp_path / "s.yaml").write_text("items:\n  - from: file://small.txt\n")
+    (tmp_path / "p.yaml").write_text("items:\n  - from: file://big.bin\n")
+    layout = tmp_path / "layout"
+    oci_packer.pack(tmp_path / "s.yaml", f"oci://{layout}:before")
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        oci_packer.pack(tmp_path / "p.yaml", f"oci://{layout}:big")
+    assert time.monotonic() - started < 2.5, "raised within about two seconds of Ctrl-C"
+    index = json.loads((layout / "index.json").read_text())
+    names = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+    assert names == ["before"]
+    assert oci_packer.list(f"oci://{layout}:before")["tree"]["descriptor"]["digest"]

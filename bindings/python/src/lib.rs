@@ -1,9 +1,12 @@
 //! `oci_packer._native`: the Python module. Thin: convert arguments, release the GIL, call the
 //! façade, map errors to the exception classes of `oci_packer.errors`. No logic lives here.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use oci_packer::{Error, Options, PackInput, RegistryOptions};
+use oci_packer::{Cancel, Error, Options, PackInput, Progress, ProgressEvent, RegistryOptions};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 
@@ -128,8 +131,142 @@ fn descriptor_json(
     Ok(v.to_string())
 }
 
+/// Runs `f` with the GIL released on a helper thread, checking for signals every 50 ms: on
+/// Ctrl-C the operation is cancelled and the `KeyboardInterrupt` is raised (what was written
+/// stays valid). Errors of the operation become Python exceptions.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    options: &mut Options,
+    f: impl FnOnce(&Options) -> Result<T, Error> + Send,
+) -> PyResult<T> {
+    let cancel = Cancel::new();
+    options.cancel = Some(cancel.clone());
+    let options = &*options;
+    let mut interrupted: Option<PyErr> = None;
+    let outcome = py.detach(|| {
+        std::thread::scope(|s| {
+            let worker = s.spawn(|| f(options));
+            while !worker.is_finished() {
+                std::thread::sleep(Duration::from_millis(50));
+                if interrupted.is_none() {
+                    if let Err(e) = Python::attach(|py| py.check_signals()) {
+                        interrupted = Some(e);
+                        cancel.cancel();
+                    }
+                }
+            }
+            worker.join()
+        })
+    });
+    if let Some(e) = interrupted {
+        return Err(e);
+    }
+    match outcome {
+        Ok(r) => r.map_err(|e| to_py(py, e)),
+        Err(_) => Err(PyRuntimeError::new_err(
+            "oci-packer panicked; please report it",
+        )),
+    }
+}
+
+/// Calls `callback(event: dict)` for progress events, with the GIL, from worker threads;
+/// byte counts are batched to at most one call per blob every 100 ms (the rest is flushed
+/// before the blob's last event). The first exception the callback raises is kept and
+/// raised when the operation returns.
+fn progress(callback: Option<Py<PyAny>>, failed: Arc<Mutex<Option<PyErr>>>) -> Progress {
+    let Some(callback) = callback else {
+        return Progress::default();
+    };
+    // Per blob (digest) or source (path): when bytes were last reported, and how many wait.
+    let pending: Mutex<HashMap<String, (Option<Instant>, u64)>> = Mutex::new(HashMap::new());
+    let batch = move |key: &str, add: u64, drain: bool| -> Option<u64> {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = p.entry(key.to_string()).or_insert((None, 0));
+        entry.1 += add;
+        let due = entry
+            .0
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
+        if drain {
+            let n = entry.1;
+            p.remove(key);
+            return (n > 0).then_some(n);
+        }
+        if due && entry.1 > 0 {
+            let n = entry.1;
+            *entry = (Some(Instant::now()), 0);
+            return Some(n);
+        }
+        None
+    };
+    let emit = move |fields: serde_json::Value| {
+        Python::attach(|py| {
+            let call = || -> PyResult<()> {
+                let d = py
+                    .import("json")?
+                    .call_method1("loads", (fields.to_string(),))?;
+                callback.call1(py, (d,))?;
+                Ok(())
+            };
+            if let Err(e) = call() {
+                failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+            }
+        })
+    };
+    use serde_json::json;
+    Progress::new(move |ev| match ev {
+        ProgressEvent::StageStarted { source, size } => {
+            emit(json!({"event": "stage_started", "source": source, "size": size}))
+        }
+        ProgressEvent::StageAdvanced { source, bytes } => {
+            if let Some(n) = batch(source, *bytes, false) {
+                emit(json!({"event": "stage_advanced", "source": source, "bytes": n}))
+            }
+        }
+        ProgressEvent::StageFinished { source } => {
+            if let Some(n) = batch(source, 0, true) {
+                emit(json!({"event": "stage_advanced", "source": source, "bytes": n}))
+            }
+            emit(json!({"event": "stage_finished", "source": source}))
+        }
+        ProgressEvent::Started {
+            digest,
+            title,
+            size,
+        } => emit(json!({"event": "started", "digest": digest, "title": title, "size": size})),
+        ProgressEvent::Advanced { digest, bytes } => {
+            if let Some(n) = batch(digest, *bytes, false) {
+                emit(json!({"event": "advanced", "digest": digest, "bytes": n}))
+            }
+        }
+        ProgressEvent::Finished { digest } => {
+            if let Some(n) = batch(digest, 0, true) {
+                emit(json!({"event": "advanced", "digest": digest, "bytes": n}))
+            }
+            emit(json!({"event": "finished", "digest": digest}))
+        }
+        ProgressEvent::Skipped { digest, size } => {
+            emit(json!({"event": "skipped", "digest": digest, "size": size}))
+        }
+        ProgressEvent::Mounted { digest, size } => {
+            emit(json!({"event": "mounted", "digest": digest, "size": size}))
+        }
+    })
+}
+
+/// Raises the first exception of a progress callback, if there was one.
+fn callback_error(failed: &Arc<Mutex<Option<PyErr>>>) -> PyResult<()> {
+    match failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// Packs; returns the root descriptor as JSON (with `reference` and `stats`).
 #[pyfunction]
+#[pyo3(signature = (kind, value, base_dir, target, opts, progress_cb=None))]
 fn pack(
     py: Python<'_>,
     kind: &str,
@@ -137,12 +274,16 @@ fn pack(
     base_dir: Option<PathBuf>,
     target: String,
     opts: &str,
+    progress_cb: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     let input = input(kind, value, base_dir)?;
-    let options = options(opts)?;
-    let packed = py
-        .detach(move || oci_packer::pack(input, &target, &options))
-        .map_err(|e| to_py(py, e))?;
+    let mut options = options(opts)?;
+    let failed = Arc::new(Mutex::new(None));
+    options.progress = progress(progress_cb, failed.clone());
+    let packed = interruptible(py, &mut options, move |o| {
+        oci_packer::pack(input, &target, o)
+    })?;
+    callback_error(&failed)?;
     let stats = serde_json::json!({
         "stored": packed.stats.stored, "skipped": packed.stats.skipped,
         "mounted": packed.stats.mounted, "bytes": packed.stats.bytes,
@@ -168,11 +309,19 @@ fn validate(
 
 /// Copies; returns the copied descriptor as JSON.
 #[pyfunction]
-fn copy(py: Python<'_>, src: String, dst: String, opts: &str) -> PyResult<String> {
-    let options = options(opts)?;
-    let copied = py
-        .detach(move || oci_packer::copy(&src, &dst, &options))
-        .map_err(|e| to_py(py, e))?;
+#[pyo3(signature = (src, dst, opts, progress_cb=None))]
+fn copy(
+    py: Python<'_>,
+    src: String,
+    dst: String,
+    opts: &str,
+    progress_cb: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let mut options = options(opts)?;
+    let failed = Arc::new(Mutex::new(None));
+    options.progress = progress(progress_cb, failed.clone());
+    let copied = interruptible(py, &mut options, move |o| oci_packer::copy(&src, &dst, o))?;
+    callback_error(&failed)?;
     let stats = serde_json::json!({
         "stored": copied.stats.stored, "skipped": copied.stats.skipped,
         "mounted": copied.stats.mounted, "bytes": copied.stats.bytes,
@@ -183,10 +332,8 @@ fn copy(py: Python<'_>, src: String, dst: String, opts: &str) -> PyResult<String
 /// Lists; returns the listing as JSON.
 #[pyfunction]
 fn list(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
-    let options = options(opts)?;
-    let listing = py
-        .detach(move || oci_packer::list(&reference, &options))
-        .map_err(|e| to_py(py, e))?;
+    let mut options = options(opts)?;
+    let listing = interruptible(py, &mut options, move |o| oci_packer::list(&reference, o))?;
     oci_packer::json::to_value(&listing)
         .map(|v| v.to_string())
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))
