@@ -206,3 +206,14 @@ def test_ctrl_c_stops_a_long_pack_and_leaves_the_layout_valid(tmp_path):
     names = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
     assert names == ["before"]
     assert oci_packer.list(f"oci://{layout}:before")["tree"]["descriptor"]["digest"]
+
+
+def test_logging_records_arrive(files, caplog):
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="oci_packer"):
+        d = oci_packer.pack(files / "pack.yaml", f"oci://{files}/logged:v1")
+    records = [r for r in caplog.records if r.name == "oci_packer"]
+    packed = [r for r in records if "packed" in r.getMessage()]
+    assert packed and packed[0].levelno == logging.INFO, [r.getMessage() for r in records]
+    assert d.digest in packed[0].getMessage()

@@ -10,6 +10,72 @@ use oci_packer::{Cancel, Error, Options, PackInput, Progress, ProgressEvent, Reg
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 
+/// Forwards the library's `tracing` events to the `logging` logger `oci_packer`, with the
+/// matching level; installed on the first API call (not by `run_cli`, whose logs go to
+/// stderr as the CLI's do).
+struct PythonLogging;
+
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0.insert_str(0, &format!("{value:?}"));
+        } else {
+            self.0.push_str(&format!(" {}={value:?}", field.name()));
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0.insert_str(0, value);
+        } else {
+            self.0.push_str(&format!(" {}={value}", field.name()));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PythonLogging {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        meta.target().starts_with("oci_packer") && *meta.level() <= tracing::Level::DEBUG
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => 40,
+            tracing::Level::WARN => 30,
+            tracing::Level::INFO => 20,
+            _ => 10,
+        };
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        Python::attach(|py| {
+            let log = || -> PyResult<()> {
+                let logger = py
+                    .import("logging")?
+                    .call_method1("getLogger", ("oci_packer",))?;
+                logger.call_method1("log", (level, message.0.trim()))?;
+                Ok(())
+            };
+            let _ = log();
+        });
+    }
+}
+
+fn install_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(PythonLogging),
+        );
+    });
+}
+
 /// The Python exception class for each error kind (defined in `oci_packer/errors.py`).
 fn class_name(e: &Error) -> &'static str {
     use oci_packer::ErrorKind as K;
@@ -139,6 +205,7 @@ fn interruptible<T: Send>(
     options: &mut Options,
     f: impl FnOnce(&Options) -> Result<T, Error> + Send,
 ) -> PyResult<T> {
+    install_logging();
     let cancel = Cancel::new();
     options.cancel = Some(cancel.clone());
     let options = &*options;
