@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 from dataclasses import dataclass, field
@@ -125,7 +126,7 @@ class Pack:
             return "yaml", self._yaml, self.base_dir
         return "json", json.dumps(self.data), self.base_dir
 
-    def validate(self) -> list[Problem]:
+    def validate(self) -> builtins.list[Problem]:
         """Every problem of the pack (empty when valid). Reads no source."""
         return validate(self)
 
@@ -187,7 +188,7 @@ def pack(
     return Descriptor._from_json(_native.pack(kind, value, base, target, opts, progress))
 
 
-def validate(pack: PackLike, *, base_dir: Optional[PathLike] = None) -> list[Problem]:
+def validate(pack: PackLike, *, base_dir: Optional[PathLike] = None) -> builtins.list[Problem]:
     """Every problem of a pack (empty when valid); reads no source."""
     kind, value, base = _input(pack, base_dir)
     return [Problem(**p) for p in json.loads(_native.validate(kind, value, base))]
