@@ -25,29 +25,46 @@ def files(tmp_path):
     return tmp_path
 
 
-@pytest.fixture()
-def registry(tmp_path_factory):
-    """A Distribution registry (Debian's docker-registry) with a temp storage dir."""
-    d = tmp_path_factory.mktemp("registry")
+def _start_registry(d, extra=""):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = d / "config.yml"
     cfg.write_text(
         f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{extra}"
     )
     proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
+                return proc, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("registry did not start")
+
+
+@pytest.fixture()
+def basic_auth_registry(tmp_path_factory):
+    """A registry that wants user "alice", password "pw" (htpasswd)."""
+    d = tmp_path_factory.mktemp("auth-registry")
+    out = subprocess.run(["htpasswd", "-Bbn", "alice", "pw"], capture_output=True, check=True)
+    (d / "htpasswd").write_bytes(out.stdout)
+    proc, addr = _start_registry(d, f"auth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n")
     try:
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("registry did not start")
-        yield f"127.0.0.1:{port}"
+        yield addr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture()
+def registry(tmp_path_factory):
+    """A Distribution registry (Debian's docker-registry) with a temp storage dir."""
+    proc, addr = _start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield addr
     finally:
         proc.kill()
         proc.wait()

@@ -217,3 +217,17 @@ def test_logging_records_arrive(files, caplog):
     packed = [r for r in records if "packed" in r.getMessage()]
     assert packed and packed[0].levelno == logging.INFO, [r.getMessage() for r in records]
     assert d.digest in packed[0].getMessage()
+
+
+def test_authentication_and_invalid_argument_errors(files, basic_auth_registry):
+    target = f"{basic_auth_registry}/private/a:v1"
+    with pytest.raises(oci_packer.AuthenticationError) as e:
+        oci_packer.pack(files / "pack.yaml", target, plain_http=True, registry_config=files / "none.json")
+    assert e.value.status == 401 and "oci-packer login" in str(e.value)
+    assert isinstance(e.value, PermissionError)
+    d = oci_packer.pack(files / "pack.yaml", target, plain_http=True, username="alice", password="pw")
+    assert d.digest.startswith("sha256:")
+    with pytest.raises(oci_packer.InvalidArgumentError):
+        oci_packer.pack(files / "pack.yaml", f"oci://{files}/x:v1", created="yesterday")
+    with pytest.raises(oci_packer.InvalidArgumentError):
+        oci_packer.pack(files / "pack.yaml", target, plain_http=True, username="alice")
