@@ -231,3 +231,39 @@ def test_authentication_and_invalid_argument_errors(files, basic_auth_registry):
         oci_packer.pack(files / "pack.yaml", f"oci://{files}/x:v1", created="yesterday")
     with pytest.raises(oci_packer.InvalidArgumentError):
         oci_packer.pack(files / "pack.yaml", target, plain_http=True, username="alice")
+
+
+def test_registry_and_io_errors(files):
+    import http.server
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def _fail(self):
+            body = b'{"errors":[{"code":"UNKNOWN","message":"storage is on fire"}]}'
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_POST = do_PUT = _fail
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # A GET (the tag list) carries the registry's error body; a HEAD cannot.
+        with pytest.raises(oci_packer.RegistryError) as e:
+            oci_packer.list(f"127.0.0.1:{server.server_port}/x/y", plain_http=True)
+        assert (e.value.status, e.value.code) == (500, "UNKNOWN") and "storage is on fire" in str(e.value)
+        with pytest.raises(oci_packer.RegistryError) as e:
+            oci_packer.copy(f"127.0.0.1:{server.server_port}/x/y:v1", f"oci://{files}/out:v1", plain_http=True)
+        assert e.value.status == 500
+    finally:
+        server.shutdown()
+    # An archive is built in --tmp-dir when there is no layout to build it in: a file there fails.
+    (files / "not-a-dir").write_text("x")
+    with pytest.raises(oci_packer.IOError):
+        oci_packer.pack({"items": [{"from": "dir://data", "archive": "tar"}]}, "unused", base_dir=files,
+                        dry_run=True, tmp_dir=files / "not-a-dir")
