@@ -1206,14 +1206,18 @@ fn large_files_upload_while_hashing_and_are_not_read_again() {
             .collect()
     };
     let target = reg.reference("big/a:v1");
-    let start = reg.log().len();
-    let o = run(
-        &d.path,
-        &args(&target).iter().map(String::as_str).collect::<Vec<_>>(),
-        &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let first = requests(start);
+    // Packs once; returns the requests the registry saw for it.
+    let pack_seen = || -> Vec<String> {
+        let start = reg.log().len();
+        let o = run(
+            &d.path,
+            &args(&target).iter().map(String::as_str).collect::<Vec<_>>(),
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        requests(start)
+    };
+    let first = pack_seen();
     assert_eq!(
         first.iter().filter(|r| r.starts_with("PATCH ")).count(),
         1,
@@ -1224,14 +1228,7 @@ fn large_files_upload_while_hashing_and_are_not_read_again() {
     assert_eq!(manifest["layers"][0]["digest"], sha256(&big).as_str());
     // Change only the small file: the big one is neither read nor uploaded again.
     d.write("note.txt", "v2");
-    let start = reg.log().len();
-    let o = run(
-        &d.path,
-        &args(&target).iter().map(String::as_str).collect::<Vec<_>>(),
-        &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let second = requests(start);
+    let second = pack_seen();
     assert_eq!(
         second.iter().filter(|r| r.starts_with("PATCH ")).count(),
         0,
@@ -1247,12 +1244,7 @@ fn large_files_upload_while_hashing_and_are_not_read_again() {
     let changed: Vec<u8> = big.iter().map(|b| b.wrapping_add(1)).collect();
     std::thread::sleep(std::time::Duration::from_millis(20));
     d.write("big.bin", &changed);
-    let o = run(
-        &d.path,
-        &args(&target).iter().map(String::as_str).collect::<Vec<_>>(),
-        &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_seen();
     let manifest: Value = serde_json::from_slice(&skopeo_raw(&target)).expect("json");
     assert_eq!(manifest["layers"][0]["digest"], sha256(&changed).as_str());
     // The same file into a layout uses the cached digest and still verifies the bytes.
