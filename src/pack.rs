@@ -221,7 +221,7 @@ pub(crate) async fn build(
         tmp_dir: tmp_dir(options),
         spool,
         source_date_epoch: epoch,
-        http: http::client()?,
+        http: http::client(&options.registry)?,
         progress: options.progress.clone(),
         registry: options.registry.clone(),
         ingest,

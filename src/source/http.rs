@@ -18,9 +18,10 @@ const ATTEMPTS: u32 = 4;
 /// First back-off delay; doubled per retry, with up to 50 % jitter.
 const BACKOFF: Duration = Duration::from_millis(250);
 
-/// The HTTP client used for downloads: rustls, bounded redirects that never go from https
-/// to http, connect and read timeouts.
-pub fn client() -> Result<reqwest::Client> {
+/// The HTTP client used for downloads: rustls with `--ca-file`/`--insecure` as for
+/// registries, bounded redirects that never go from https to http, connect and read
+/// timeouts.
+pub fn client(opts: &crate::RegistryOptions) -> Result<reqwest::Client> {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let downgrade = attempt
             .previous()
@@ -36,19 +37,12 @@ pub fn client() -> Result<reqwest::Client> {
             attempt.follow()
         }
     });
-    reqwest::Client::builder()
-        .redirect(policy)
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(60))
-        .user_agent(concat!("oci-packer/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("cannot build the HTTP client: {e}"),
-            )
-            .with_source(e)
-        })
+    let builder = crate::store::registry::client::http_builder(opts)?;
+    crate::store::registry::client::build_http(
+        builder
+            .redirect(policy)
+            .read_timeout(Duration::from_secs(60)),
+    )
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -155,7 +149,9 @@ async fn try_download(
     };
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) if e.is_redirect() || e.is_builder() => return Err(network(e)),
+        Err(e) if e.is_redirect() || e.is_builder() || error_chain(&e).contains("certificate") => {
+            return Err(network(e))
+        }
         Err(e) => return Ok(Attempt::Retry(network(e))),
     };
     let status = resp.status();

@@ -543,3 +543,127 @@ fn large_files_are_spooled_and_cleaned_up_on_failure() {
         "temp files left behind: {leftovers:?}"
     );
 }
+
+/// An HTTPS server on 127.0.0.1 (Python's http.server with a certificate from our test CA):
+/// `/file.txt` answers "secure", `/down` redirects to `redirect`.
+struct HttpsServer {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl HttpsServer {
+    fn start(cert: &std::path::Path, key: &std::path::Path, redirect: &str) -> HttpsServer {
+        use std::io::BufRead;
+        let script = r#"
+import http.server, ssl, sys
+cert, key, redirect = sys.argv[1:4]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/down":
+            self.send_response(302)
+            self.send_header("Location", redirect)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"secure"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_port, flush=True)
+srv.serve_forever()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(cert)
+            .arg(key)
+            .arg(redirect)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port");
+        HttpsServer {
+            port: line.trim().parse().expect("port number"),
+            child,
+        }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_downloads_verify_certificates_and_never_redirect_to_http() {
+    let certs = TestDir::new();
+    let (ca, cert, key) = test_certificates(&certs);
+    let plain = HttpServer::start();
+    plain.route(
+        "/x.bin",
+        Reply::Body {
+            body: b"plain".to_vec(),
+            etag: "\"p\"".into(),
+        },
+    );
+    let https = HttpsServer::start(&cert, &key, &plain.url("/x.bin"));
+    let d = TestDir::new();
+    let ca = ca.to_str().expect("utf8");
+    d.write(
+        "ok.yaml",
+        format!(
+            "items:\n  - from: https://127.0.0.1:{}/file.txt\n",
+            https.port
+        ),
+    );
+    d.write(
+        "down.yaml",
+        format!("items:\n  - from: https://127.0.0.1:{}/down\n", https.port),
+    );
+    let digest = packed_digest(&run(
+        &d.path,
+        &["--ca-file", ca, "pack", "-f", "ok.yaml", "oci://out:v1"],
+        &[],
+    ));
+    let m = blob_json(&d.join("out"), &digest);
+    assert_eq!(
+        blob(
+            &d.join("out"),
+            m["layers"][0]["digest"].as_str().expect("d")
+        ),
+        b"secure"
+    );
+    let o = run(&d.path, &["pack", "-f", "ok.yaml", "oci://out:v2"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("certificate"),
+        "unknown CA refused: {}",
+        stderr(&o)
+    );
+    let o = run(
+        &d.path,
+        &["--ca-file", ca, "pack", "-f", "down.yaml", "oci://out:v3"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("refusing a redirect from https to http"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        plain.statuses("/x.bin").is_empty(),
+        "the http URL was never fetched"
+    );
+}

@@ -194,27 +194,7 @@ fn parse_challenge(value: &str) -> Option<Challenge> {
 impl Client {
     /// A client for `host` with the given options (credentials looked up in SPEC §4 order).
     pub fn new(host: &str, opts: &RegistryOptions) -> Result<Client> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
-            .user_agent(concat!("oci-packer/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(opts.insecure);
-        if let Some(ca) = &opts.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| Error::io("reading --ca-file", ca, e))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("--ca-file {}: not a PEM certificate ({e})", ca.display()),
-                )
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let http = builder.build().map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("cannot build the HTTP client: {e}"),
-            )
-        })?;
+        let http = build_http(http_builder(opts)?.read_timeout(Duration::from_secs(120)))?;
         let credential = match (&opts.username, &opts.password) {
             (Some(u), Some(p)) => Some(Credential {
                 username: u.clone(),
@@ -511,6 +491,37 @@ impl Client {
         .with_status(status.as_u16(), code)
         .with_reference(url)
     }
+}
+
+/// The base of every HTTP client we build: timeouts, user agent, and the TLS options
+/// (`--insecure`, `--ca-file`), shared by registries and `http(s)://` downloads.
+pub fn http_builder(opts: &RegistryOptions) -> Result<reqwest::ClientBuilder> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .user_agent(concat!("oci-packer/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(opts.insecure);
+    if let Some(ca) = &opts.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| Error::io("reading --ca-file", ca, e))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("--ca-file {}: not a PEM certificate ({e})", ca.display()),
+            )
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
+}
+
+/// Builds a client from [`http_builder`].
+pub fn build_http(builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
+    builder.build().map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot build the HTTP client: {e}"),
+        )
+        .with_source(e)
+    })
 }
 
 /// Headers with one entry.
