@@ -34,6 +34,10 @@ struct State {
     patches: Vec<usize>,
     /// Refuse (500) every upload of this digest.
     fail_digest: Option<String>,
+    /// Want this `Authorization` header on every /v2/ request (401 + Basic challenge).
+    require_auth: Option<String>,
+    /// Answer blob GETs with a redirect to this base URL (object storage on another host).
+    redirect_blobs: Option<String>,
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -46,6 +50,11 @@ fn sha256(data: &[u8]) -> String {
 fn handle(state: &Mutex<State>, req: &Request) -> Response {
     let mut s = state.lock().expect("lock");
     let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+    if let Some(want) = &s.require_auth {
+        if req.headers.get("authorization") != Some(want) {
+            return Response::status(401).header("WWW-Authenticate", "Basic realm=\"fake\"");
+        }
+    }
     if path == "/v2/" {
         return Response::status(200).body("{}");
     }
@@ -60,6 +69,13 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
         return Response::status(404);
     };
     match (req.method.as_str(), kind) {
+        ("GET", "blobs") if s.redirect_blobs.is_some() && s.blobs.contains_key(reference) => {
+            let to = format!(
+                "{}/storage/{reference}",
+                s.redirect_blobs.as_deref().unwrap_or("")
+            );
+            Response::status(307).header("Location", &to)
+        }
         ("HEAD" | "GET", "blobs") => match s.blobs.get(reference).cloned() {
             None => Response::status(404),
             Some(mut data) => {
@@ -418,5 +434,56 @@ fn a_failed_copy_resumes() {
     assert_eq!(
         sha256(&state.lock().expect("lock").manifests["v1"].0),
         digest
+    );
+}
+
+/// A blob GET redirected to object storage on another host: the redirect is followed and
+/// the registry's credentials are not sent there.
+#[test]
+fn redirects_to_storage_do_not_carry_credentials() {
+    use base64::Engine as _;
+    let (srv, state) = fake_registry();
+    let storage_state = state.clone();
+    let storage = HttpServer::with_handler_on("127.0.0.2", move |req| {
+        let digest = req.path.trim_start_matches("/storage/");
+        match storage_state
+            .lock()
+            .expect("lock")
+            .blobs
+            .get(digest)
+            .cloned()
+        {
+            Some(data) => Response::status(200).body(data),
+            None => Response::status(404),
+        }
+    });
+    let d = TestDir::new();
+    setup(&d);
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("u:p")
+    );
+    state.lock().expect("lock").require_auth = Some(auth);
+    let source = format!("{}/src/a:v1", srv.addr);
+    let creds = ["--plain-http", "-u", "u", "-p", "p"];
+    let digest = packed_digest(&run(
+        &d.path,
+        &[&creds[..], &["pack", "-f", "pack.yaml", &source]].concat(),
+        &[],
+    ));
+    state.lock().expect("lock").redirect_blobs = Some(format!("http://{}", storage.addr));
+    let o = run(
+        &d.path,
+        &[&creds[..], &["copy", &source, "oci://out:v1"]].concat(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(entry(&d.join("out"), "v1")["digest"], digest.as_str());
+    let seen = storage.seen.lock().expect("lock").clone();
+    assert!(!seen.is_empty(), "blobs came from storage");
+    assert!(
+        seen.iter()
+            .all(|s| !s.headers.contains_key("authorization")),
+        "credentials leaked to storage"
     );
 }

@@ -289,7 +289,15 @@ impl HttpServer {
     pub fn with_handler(
         handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
     ) -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        HttpServer::with_handler_on("127.0.0.1", handler)
+    }
+
+    /// The same on another loopback address (another host, as far as clients can tell).
+    pub fn with_handler_on(
+        ip: &str,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> HttpServer {
+        let listener = TcpListener::bind((ip, 0)).expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let handler: Arc<Handler> = Arc::new(handler);
