@@ -1,0 +1,3 @@
+module github.com/oci-packer/oci-packer/bindings/go
+
+go 1.22
