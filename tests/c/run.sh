@@ -17,3 +17,13 @@ cc -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined -fno-omit-fram
     tests/c/test_api.c target/debug/liboci_packer.a -lpthread -ldl -lm -o "$work/test_api"
 mkdir "$work/data"
 RUST_BACKTRACE=0 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 "$work/test_api" "$work/data" "127.0.0.1:$port"
+
+# The install: library, header and pkg-config file, used the way a C project would.
+PROFILE=debug bash scripts/install-c "$work/prefix" >/dev/null
+export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
+[ "$(pkg-config --modversion oci_packer)" = "$(sed -n 's/^version = "\(.*\)"/\1/p' bindings/c/Cargo.toml | head -1)" ]
+printf '#include <stdio.h>\n#include <string.h>\n#include "oci_packer.h"\nint main(void) { puts(oci_packer_version()); return strlen(oci_packer_version()) == 0; }\n' > "$work/hello.c"
+# shellcheck disable=SC2046
+cc -Wall -Wextra -Werror "$work/hello.c" $(pkg-config --cflags --libs oci_packer) -o "$work/hello"
+LD_LIBRARY_PATH="$work/prefix/lib" "$work/hello"
+echo "C API: installed with pkg-config, linked against liboci_packer.so"
