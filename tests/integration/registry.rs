@@ -8,21 +8,7 @@ use serde_json::Value;
 use crate::util::*;
 
 fn skopeo_raw(reference: &str) -> Vec<u8> {
-    let o = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--tls-verify=false",
-            "--raw",
-            &format!("docker://{reference}"),
-        ])
-        .output()
-        .expect("skopeo");
-    assert!(
-        o.status.success(),
-        "skopeo inspect {reference}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
+    skopeo_raw_with_creds(reference, None)
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -903,7 +889,7 @@ fn token_auth_registry() {
     args.extend(["pack", "-f", "multi.yaml", &target]);
     let digest = packed_digest(&run(&d.path, &args, &[]));
     assert_eq!(
-        sha256(&skopeo_raw_with_creds(&target, "bob:hunter2")),
+        sha256(&skopeo_raw_with_creds(&target, Some("bob:hunter2"))),
         digest
     );
     let mut args = creds.to_vec();
@@ -929,18 +915,18 @@ fn token_auth_registry() {
     );
 }
 
-fn skopeo_raw_with_creds(reference: &str, creds: &str) -> Vec<u8> {
-    let o = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            creds,
-            "--raw",
-            &format!("docker://{reference}"),
-        ])
-        .output()
-        .expect("skopeo");
+/// `skopeo inspect --raw` of a registry reference, with `user:password` when given.
+fn skopeo_raw_with_creds(reference: &str, creds: Option<&str>) -> Vec<u8> {
+    let mut args = vec![
+        "inspect".to_string(),
+        "--tls-verify=false".into(),
+        "--raw".into(),
+    ];
+    if let Some(c) = creds {
+        args.extend(["--creds".to_string(), c.to_string()]);
+    }
+    args.push(format!("docker://{reference}"));
+    let o = Command::new("skopeo").args(&args).output().expect("skopeo");
     assert!(
         o.status.success(),
         "skopeo inspect {reference}: {}",
