@@ -33,13 +33,15 @@ def main():
             # Alternate, each into a new layout with a fresh --tmp-dir (no remembered digest).
             settle()
             t = time.perf_counter()
-            oci_packer.pack(os.path.join(work, "p.yaml"), f"oci://{work}/api{i}:v1", tmp_dir=f"{work}/tmp-api{i}")
+            os.environ["XDG_CACHE_HOME"] = f"{work}/cache-api{i}"
+            oci_packer.pack(os.path.join(work, "p.yaml"), f"oci://{work}/api{i}:v1")
             api.append(time.perf_counter() - t)
             shutil.rmtree(f"{work}/api{i}")
             settle()
             t = time.perf_counter()
-            subprocess.run([BIN, "--tmp-dir", f"{work}/tmp-cli{i}", "pack", "-f", "p.yaml", f"oci://cli{i}:v1"],
-                           cwd=work, check=True, stdout=subprocess.DEVNULL)
+            env = dict(os.environ, XDG_CACHE_HOME=f"{work}/cache-cli{i}")
+            subprocess.run([BIN, "pack", "-f", "p.yaml", f"oci://cli{i}:v1"], cwd=work, check=True,
+                           stdout=subprocess.DEVNULL, env=env)
             cli.append(time.perf_counter() - t)
             shutil.rmtree(f"{work}/cli{i}")
         a, c = statistics.median(api), statistics.median(cli)

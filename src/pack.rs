@@ -225,7 +225,7 @@ pub(crate) async fn build(
         progress: options.progress.clone(),
         registry: options.registry.clone(),
         ingest,
-        cache: source::cache::DigestCache::new(&tmp_dir(options)),
+        cache: source::cache::DigestCache::for_user(),
     };
     let top = match &plan.config {
         Some(c) => Some(stage_config(c, &ctx).await?),

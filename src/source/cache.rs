@@ -3,8 +3,10 @@
 //! is not read again on every pack: the target is asked whether it has the blob instead.
 //!
 //! ctime changes on every write to a file and cannot be set from user space, so a file whose
-//! content changed never matches its old stamp. Entries are small files under
-//! `--tmp-dir/oci-packer-digests/`, written atomically; a damaged entry is a miss.
+//! content changed never matches its old stamp. Entries are small files in the user's own
+//! cache directory (`$XDG_CACHE_HOME/oci-packer/digests`, else `~/.cache/oci-packer/digests`,
+//! created 0700), never in a shared temp dir where another user could plant entries; written
+//! atomically; a damaged entry is a miss. Without a home there is no cache.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +15,7 @@ use crate::digest::Digest;
 /// Digests of large files by file identity.
 #[derive(Debug, Clone)]
 pub struct DigestCache {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
 }
 
 #[cfg(unix)]
@@ -38,17 +40,29 @@ fn stamp(_meta: &std::fs::Metadata) -> String {
 }
 
 impl DigestCache {
-    /// A cache under `tmp_dir`.
-    pub fn new(tmp_dir: &Path) -> DigestCache {
+    /// The user's cache (see the module documentation).
+    pub fn for_user() -> DigestCache {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
         DigestCache {
-            dir: tmp_dir.join("oci-packer-digests"),
+            dir: base.map(|b| b.join("oci-packer").join("digests")),
+        }
+    }
+
+    /// A cache in `dir` (tests).
+    pub fn in_dir(dir: &Path) -> DigestCache {
+        DigestCache {
+            dir: Some(dir.to_path_buf()),
         }
     }
 
     fn entry(&self, path: &Path) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
         let canonical = path.canonicalize().ok()?;
         let key = Digest::of(canonical.to_string_lossy().as_bytes());
-        Some(self.dir.join(&key.hex()[..32]))
+        Some(dir.join(&key.hex()[..32]))
     }
 
     /// The digest recorded for `path` when the file is unchanged since.
@@ -65,13 +79,19 @@ impl DigestCache {
 
     /// Records the digest of `path` (best effort: a cache that cannot be written is skipped).
     pub fn store(&self, path: &Path, meta: &std::fs::Metadata, digest: &Digest) {
-        let Some(entry) = self.entry(path) else {
+        let (Some(entry), Some(dir)) = (self.entry(path), self.dir.as_ref()) else {
             return;
         };
-        if std::fs::create_dir_all(&self.dir).is_err() {
-            return;
+        if !dir.is_dir() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            if builder.create(dir).is_err() {
+                return;
+            }
         }
-        if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(&self.dir) {
+        if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
             use std::io::Write;
             if writeln!(tmp, "{} {digest}", stamp(meta)).is_ok() {
                 let _ = tmp.persist(entry);
@@ -87,13 +107,19 @@ mod tests {
     #[test]
     fn hits_only_while_the_file_is_unchanged() {
         let dir = tempfile::tempdir().expect("tmp");
-        let cache = DigestCache::new(dir.path());
+        let cache = DigestCache::in_dir(&dir.path().join("digests"));
         let file = dir.path().join("f.bin");
         std::fs::write(&file, b"one").expect("write");
         let meta = std::fs::metadata(&file).expect("meta");
         assert_eq!(cache.lookup(&file, &meta), None);
         let d = Digest::of(b"one");
         cache.store(&file, &meta, &d);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("digests"))
+            .expect("dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the cache is private to its user");
         assert_eq!(
             cache.lookup(&file, &std::fs::metadata(&file).expect("meta")),
             Some(d)

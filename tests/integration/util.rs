@@ -56,9 +56,11 @@ pub fn bin() -> Command {
 /// Runs the CLI in `cwd`, with `SOURCE_DATE_EPOCH` removed unless given in `env`.
 pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = bin();
+    // The digest cache goes to the test's own directory, never the real home.
     c.current_dir(cwd)
         .args(args)
-        .env_remove("SOURCE_DATE_EPOCH");
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("XDG_CACHE_HOME", cwd.join("xdg-cache"));
     for (k, v) in env {
         c.env(k, v);
     }
