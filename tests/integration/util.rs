@@ -575,31 +575,9 @@ impl TokenRegistry {
     pub fn start(user: &'static str, password: &'static str) -> TokenRegistry {
         use base64::Engine as _;
         let keys = TestDir::new();
-        let key = keys.join("key.pem");
-        let cert = keys.join("cert.pem");
-        let ok = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=oci-packer-test-token",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl");
-        assert!(
-            ok.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
+        // The test CA's own key and self-signed certificate sign the tokens (x5c).
+        let (cert, _, _) = test_certificates(&keys);
+        let key = keys.join("ca.key");
         let der = Command::new("openssl")
             .args(["x509", "-outform", "DER", "-in"])
             .arg(&cert)

@@ -414,28 +414,25 @@ impl Registry {
     /// refuses that, one streamed PATCH; when it refuses that too, chunked PATCHes of at
     /// least its `OCI-Chunk-Min-Length`.
     async fn upload(&self, desc: &Descriptor, body: Body) -> Result<PushOutcome> {
-        let (location, _) = self
-            .start_upload(&format!("upload of {}", desc.digest()))
-            .await?;
+        let what = format!("upload of {}", desc.digest());
+        let (location, _) = self.start_upload(&what).await?;
         match self.finish_upload(location, desc, body.clone()).await {
             Err(e) if refused(&e) => {
                 tracing::info!(digest = %desc.digest(), error = %e, "monolithic upload refused, trying a PATCH session");
             }
             other => return other,
         }
-        let (location, min_chunk) = self
-            .start_upload(&format!("upload of {}", desc.digest()))
-            .await?;
-        let whole = body.len().max(1);
-        match self.patch_chunks(location, desc, &body, whole).await {
+        let (location, min_chunk) = self.start_upload(&what).await?;
+        match self
+            .patch_chunks(location, desc, &body, body.len().max(1))
+            .await
+        {
             Err(e) if refused(&e) => {
                 tracing::info!(digest = %desc.digest(), error = %e, "streamed PATCH refused, uploading in chunks");
             }
             other => return other,
         }
-        let (location, min_chunk2) = self
-            .start_upload(&format!("upload of {}", desc.digest()))
-            .await?;
+        let (location, min_chunk2) = self.start_upload(&what).await?;
         let chunk = min_chunk.or(min_chunk2).unwrap_or(0).max(DEFAULT_CHUNK);
         self.patch_chunks(location, desc, &body, chunk).await
     }
