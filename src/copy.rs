@@ -16,9 +16,13 @@ use crate::progress::{Progress, ProgressEvent};
 use crate::source::TITLE;
 use crate::store::{fetch_small, PushOutcome, Store};
 
-/// Whole-blob transfers tried before a network failure is final (each request inside has
-/// its own retries too).
-const TRANSFER_ATTEMPTS: u32 = 3;
+/// Whole-blob transfers tried before a network failure is final: a body cut off mid-stream
+/// is fetched again from its start (each request inside has the transport's retries too).
+const TRANSFER_RETRIES: usize = 2;
+
+/// How deep a graph may nest (index → index → manifest → subject …). Real artifacts are a
+/// handful of levels deep; the limit turns a hostile 20,000-deep chain into an error.
+pub const MAX_DEPTH: usize = 32;
 
 /// What a copy did, in numbers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,6 +63,31 @@ pub fn successors(media_type: &str, data: &[u8]) -> Result<Vec<Descriptor>> {
         .collect())
 }
 
+/// Refuses `digest` under `path` (root first) when it closes a cycle or nests too deep.
+pub(crate) fn check_path(path: &[String], digest: &str, store: String) -> Result<()> {
+    if path.iter().any(|p| p == digest) {
+        return Err(Error::new(
+            ErrorKind::DigestMismatch,
+            format!(
+                "{store}: {digest} refers to itself (through {}); the graph is corrupt",
+                path.join(" → ")
+            ),
+        )
+        .with_digest(digest));
+    }
+    if path.len() >= MAX_DEPTH {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{store}: {digest} is nested more than {MAX_DEPTH} levels below {}; refusing to follow",
+                path.first().map_or("the root", String::as_str)
+            ),
+        )
+        .with_digest(digest));
+    }
+    Ok(())
+}
+
 struct Engine<'a> {
     src: &'a dyn Store,
     dst: &'a dyn Store,
@@ -86,11 +115,15 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn copy_node(&'a self, desc: Descriptor) -> BoxFuture<'a, Result<()>> {
+    /// Copies `desc` once. `path` holds the digests from the root down to its parent: a
+    /// node that names one of them is a cycle (checked before its cell is touched, which
+    /// would wait on itself), and a path longer than [`MAX_DEPTH`] is refused.
+    fn copy_node(&'a self, desc: Descriptor, path: Arc<Vec<String>>) -> BoxFuture<'a, Result<()>> {
         async move {
             let digest = desc.digest().to_string();
+            check_path(&path, &digest, self.src.name())?;
             let cell = self.cell(&digest);
-            cell.get_or_try_init(|| self.copy_once(&desc))
+            cell.get_or_try_init(|| self.copy_once(&desc, &path))
                 .await
                 .map(|_| ())
         }
@@ -117,7 +150,7 @@ impl<'a> Engine<'a> {
         Ok(true)
     }
 
-    async fn copy_once(&'a self, desc: &Descriptor) -> Result<()> {
+    async fn copy_once(&'a self, desc: &Descriptor, path: &[String]) -> Result<()> {
         let media_type = desc.media_type().to_string();
         if !mediatype::is_manifest(&media_type) {
             // The slot covers the existence check too, so thousands of small blobs never
@@ -141,17 +174,15 @@ impl<'a> Engine<'a> {
             }
             // A blob whose transfer broke off (a dropped connection mid-download) is fetched
             // again from the start: the source can always be re-read.
-            let mut attempt = 1;
-            loop {
-                let blob = self.src.fetch(desc).await?;
-                match self.transfer(desc, blob).await {
-                    Err(e) if e.kind() == ErrorKind::Network && attempt < TRANSFER_ATTEMPTS => {
-                        tracing::warn!(digest = %desc.digest(), attempt, error = %e, "transfer failed, retrying");
-                        attempt += 1;
-                    }
-                    other => return other,
-                }
-            }
+            use backon::Retryable;
+            return (|| async { self.transfer(desc, self.src.fetch(desc).await?).await })
+                .retry(crate::transport::backoff().with_max_times(TRANSFER_RETRIES))
+                .sleep(tokio::time::sleep)
+                .when(|e: &Error| e.kind() == ErrorKind::Network)
+                .notify(|e: &Error, wait| {
+                    tracing::warn!(digest = %desc.digest(), error = %e, ?wait, "transfer failed, retrying");
+                })
+                .await;
         }
         // A manifest in the destination means its whole sub-graph is there: we and every
         // well-behaved store write children before parents.
@@ -164,8 +195,16 @@ impl<'a> Engine<'a> {
         }
         let data = fetch_small(self.src, desc).await?;
         let children = successors(&media_type, &data)?;
+        let mut below = path.to_vec();
+        below.push(desc.digest().to_string());
+        let below = Arc::new(below);
         // No slot is held while waiting for children, so deep graphs cannot deadlock.
-        try_join_all(children.into_iter().map(|c| self.copy_node(c))).await?;
+        try_join_all(
+            children
+                .into_iter()
+                .map(|c| self.copy_node(c, below.clone())),
+        )
+        .await?;
         let _slot = self.slot().await?;
         self.transfer(desc, crate::store::Blob::Bytes(data)).await
     }
@@ -221,7 +260,7 @@ pub async fn copy_graph(
         stats: Mutex::new(CopyStats::default()),
         progress: progress.clone(),
     };
-    engine.copy_node(root.clone()).await?;
+    engine.copy_node(root.clone(), Arc::default()).await?;
     let stats = *engine.stats.lock().unwrap_or_else(|p| p.into_inner());
     Ok(stats)
 }

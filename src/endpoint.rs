@@ -24,13 +24,17 @@ pub(crate) enum Endpoint {
 impl Endpoint {
     /// Opens `text` for reading, or for writing (a new layout is created on first write).
     pub fn open(text: &str, options: &Options, write: bool) -> Result<Endpoint> {
-        Endpoint::from_reference(
+        let endpoint = Endpoint::from_reference(
             Reference::parse(text)?,
             text,
             &options.registry,
             options.fsync,
             write,
-        )
+        )?;
+        Ok(match endpoint {
+            Endpoint::Registry(r) => Endpoint::Registry(r.with_spool_dir(options.tmp_dir.clone())),
+            other => other,
+        })
     }
 
     /// Opens a parsed reference (`text` is how it was written, for messages).

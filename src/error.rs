@@ -126,6 +126,8 @@ struct Inner {
     digest: Option<String>,
     status: Option<u16>,
     code: Option<String>,
+    /// How long the server asked us to wait before trying again (`Retry-After`).
+    retry_after: Option<std::time::Duration>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -153,6 +155,7 @@ impl Error {
             digest: None,
             status: None,
             code: None,
+            retry_after: None,
             source: None,
         }))
     }
@@ -207,6 +210,17 @@ impl Error {
         self.0.status = Some(status);
         self.0.code = code;
         self
+    }
+
+    /// Records the server's `Retry-After`.
+    pub(crate) fn with_retry_after(mut self, wait: Option<std::time::Duration>) -> Self {
+        self.0.retry_after = wait;
+        self
+    }
+
+    /// The server's `Retry-After`, for whoever retries.
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
+        self.0.retry_after
     }
 
     /// Keeps the underlying error as `source()`.

@@ -32,6 +32,7 @@ mod runtime;
 pub mod source;
 pub mod store;
 pub mod time;
+mod transport;
 
 #[doc(hidden)]
 pub mod cli;

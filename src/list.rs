@@ -78,11 +78,45 @@ fn kind_of(d: &Descriptor) -> &'static str {
     }
 }
 
-async fn tree(store: &dyn Store, d: &Descriptor, depth: usize) -> Result<TreeNode> {
+/// Nodes one listing shows at most: a fan-out bomb (an index naming one manifest 10,000
+/// times, nested) is an error, not hours of output.
+const MAX_NODES: usize = 100_000;
+
+/// What a tree walk has seen: manifests expanded once each, nodes counted.
+#[derive(Default)]
+struct Walk {
+    expanded: HashSet<String>,
+    nodes: usize,
+}
+
+async fn tree(store: &dyn Store, root: &Descriptor) -> Result<TreeNode> {
+    tree_below(store, root, &mut Walk::default(), &[]).await
+}
+
+/// The tree under `d`; a manifest seen before in this walk is shown without its children
+/// again. `path` holds the digests above `d`.
+async fn tree_below(
+    store: &dyn Store,
+    d: &Descriptor,
+    walk: &mut Walk,
+    path: &[String],
+) -> Result<TreeNode> {
     let mt = d.media_type().to_string();
+    let digest = d.digest().to_string();
+    crate::copy::check_path(path, &digest, store.name())?;
+    walk.nodes += 1;
+    if walk.nodes > MAX_NODES {
+        return Err(crate::error::Error::new(
+            crate::error::ErrorKind::Unsupported,
+            format!(
+                "{}: the graph has more than {MAX_NODES} nodes; refusing to list it",
+                store.name()
+            ),
+        ));
+    }
     let mut children = Vec::new();
     let mut descriptor = d.clone();
-    if mediatype::is_manifest(&mt) && depth < 16 {
+    if mediatype::is_manifest(&mt) && walk.expanded.insert(digest.clone()) {
         let data = fetch_small(store, d).await?;
         // A descriptor from a registry HEAD has no artifactType: show the manifest's own.
         if descriptor.artifact_type().is_none() {
@@ -95,8 +129,10 @@ async fn tree(store: &dyn Store, d: &Descriptor, depth: usize) -> Result<TreeNod
                 });
             descriptor.set_artifact_type(own.map(|t| t.as_str().into()));
         }
+        let mut below = path.to_vec();
+        below.push(digest);
         for c in successors(&mt, &data)? {
-            children.push(Box::pin(tree(store, &c, depth + 1)).await?);
+            children.push(Box::pin(tree_below(store, &c, walk, &below)).await?);
         }
     }
     Ok(TreeNode {
@@ -138,7 +174,7 @@ fn platforms(entry: &Descriptor, t: &TreeNode) -> Vec<String> {
 /// Lists `reference`: `oci://DIR` gives the layout's entries, `oci://DIR:REF` one tree.
 /// One row of a listing: a named entry and the size and platforms of its graph.
 async fn entry(store: &dyn Store, name: String, e: &Descriptor) -> Result<ListEntry> {
-    let t = tree(store, e, 0).await?;
+    let t = tree(store, e).await?;
     Ok(ListEntry {
         reference: name,
         kind: kind_of(e).to_string(),
@@ -175,7 +211,7 @@ pub(crate) async fn list(reference: &str, registry: &crate::RegistryOptions) -> 
         let root = endpoint.resolve().await?;
         return Ok(Listing::Artifact {
             reference: reference.to_string(),
-            tree: Box::new(tree(endpoint.store(), &root, 0).await?),
+            tree: Box::new(tree(endpoint.store(), &root).await?),
         });
     }
     match &endpoint {

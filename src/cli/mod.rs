@@ -73,6 +73,11 @@ struct Global {
     /// Registries: also trust this CA certificate (PEM).
     #[arg(long, value_name = "FILE", global = true)]
     ca_file: Option<PathBuf>,
+    /// Network: fail a request when the server sends nothing for this many seconds (default
+    /// 30); a small request also ends after twice this, a blob transfer after that plus the
+    /// time its bytes take at 64 KiB/s.
+    #[arg(long, value_name = "SECS", global = true, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    timeout: Option<u64>,
     /// Registry user name (alias -l/--login).
     #[arg(
         short = 'u',
@@ -236,6 +241,7 @@ fn registry_options(g: &Global) -> Result<RegistryOptions, Error> {
         username: g.username.clone(),
         password,
         config: g.registry_config.clone(),
+        timeout: g.timeout.map(std::time::Duration::from_secs),
     })
 }
 

@@ -1,48 +1,29 @@
-//! `http://` and `https://`: downloaded to `--tmp-dir` while hashing, re-used when the server
-//! says the content is unchanged (ETag / Last-Modified), retried on 5xx and connection errors.
+//! `http://` and `https://`: downloaded while hashing into the user's private download cache
+//! (or, without one, a private temp dir under `--tmp-dir`), re-used when the server says the
+//! content is unchanged (ETag / Last-Modified), retried by the transport's policy.
+//!
+//! A cache entry is `http/<32 hex of sha256(url)>/meta.json` plus `data-<hex of the
+//! content's sha256>`: content-addressed files are written once (temp file, then rename) and
+//! never changed, so two downloads of one URL — in one pack or in two processes — never see
+//! each other's half files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
+use backon::Retryable;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use super::{descriptor, file::stage_path, with_title, StageContext, StagedBlob};
-use crate::digest::{Digest, Hasher};
+use super::{descriptor, file::stage_path, with_title, Origin, StageContext, StagedBlob};
+use crate::digest::Hasher;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mediatype;
+use crate::transport;
 
-/// Attempts per download: the first try plus three retries.
-const ATTEMPTS: u32 = 4;
-/// First back-off delay; doubled per retry, with up to 50 % jitter.
-const BACKOFF: Duration = Duration::from_millis(250);
-
-/// The HTTP client used for downloads: rustls with `--ca-file`/`--insecure` as for
-/// registries, bounded redirects that never go from https to http, connect and read
-/// timeouts.
+/// The HTTP client used for downloads (the transport's, shared with registries).
 pub fn client(opts: &crate::RegistryOptions) -> Result<reqwest::Client> {
-    let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt
-            .previous()
-            .last()
-            .is_some_and(|p| p.scheme() == "https")
-            && attempt.url().scheme() == "http";
-        if downgrade {
-            let to = attempt.url().to_string();
-            attempt.error(format!("refusing a redirect from https to http ({to})"))
-        } else if attempt.previous().len() > 10 {
-            attempt.error("more than 10 redirects")
-        } else {
-            attempt.follow()
-        }
-    });
-    let builder = crate::store::registry::client::http_builder(opts)?;
-    crate::store::registry::client::build_http(
-        builder
-            .redirect(policy)
-            .read_timeout(Duration::from_secs(60)),
-    )
+    transport::client(opts)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,11 +32,39 @@ struct CacheMeta {
     etag: Option<String>,
     last_modified: Option<String>,
     size: u64,
+    /// Hex of the content's sha256: the entry's `data-<hex>` file.
+    sha256: String,
 }
 
-fn cache_dir(tmp: &Path, url: &str) -> PathBuf {
-    tmp.join("oci-packer-http")
-        .join(&Digest::of(url.as_bytes()).hex()[..16])
+/// Where downloads of `url` go: its entry in the private cache, or a new private temp dir.
+enum Place {
+    Cache(PathBuf),
+    Temp(Arc<tempfile::TempDir>),
+}
+
+impl Place {
+    fn dir(&self) -> &Path {
+        match self {
+            Place::Cache(d) => d,
+            Place::Temp(t) => t.path(),
+        }
+    }
+}
+
+fn place(tmp: &Path, url: &str) -> Result<Place> {
+    if let Some(cache) = super::cache::private_dir("http") {
+        let dir = cache.join(&crate::digest::Digest::of(url.as_bytes()).hex()[..32]);
+        if std::fs::create_dir(&dir).is_ok()
+            || std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir())
+        {
+            return Ok(Place::Cache(dir));
+        }
+    }
+    let t = tempfile::Builder::new()
+        .prefix(crate::store::SPOOL_PREFIX)
+        .tempdir_in(tmp)
+        .map_err(|e| Error::io("creating a download dir in", tmp, e))?;
+    Ok(Place::Temp(Arc::new(t)))
 }
 
 /// The last path segment of the URL (query ignored), for the title and the media type.
@@ -70,9 +79,19 @@ pub fn url_basename(url: &str) -> String {
         .unwrap_or_else(|| "download".into())
 }
 
-enum Attempt {
-    Done(PathBuf),
-    Retry(Error),
+/// Why one download attempt failed.
+struct Failure {
+    error: Error,
+    transient: bool,
+}
+
+impl Failure {
+    fn fatal(error: Error) -> Failure {
+        Failure {
+            error,
+            transient: false,
+        }
+    }
 }
 
 /// Downloads (or re-uses) `url` and stages it as one layer.
@@ -83,55 +102,60 @@ pub async fn stage(
     annotations: BTreeMap<String, String>,
 ) -> Result<StagedBlob> {
     let name = url_basename(&url);
-    let dir = cache_dir(&ctx.tmp_dir, &url);
-    tokio::fs::create_dir_all(&dir)
+    let place = place(&ctx.tmp_dir, &url)?;
+    let attempt = || try_download(ctx, &url, &place);
+    let path = attempt
+        .retry(transport::backoff())
+        .sleep(tokio::time::sleep)
+        .when(|f: &Failure| f.transient)
+        .notify(|f: &Failure, wait| {
+            tracing::warn!(url = %url, error = %f.error, ?wait, "download failed, retrying");
+        })
         .await
-        .map_err(|e| Error::io("creating download dir", &dir, e))?;
-    let data = dir.join("data");
-    let mut last = None;
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            let base = BACKOFF * 2u32.pow(attempt - 1);
-            let jitter = base.mul_f64(f64::from(std::process::id() % 50 + attempt) / 100.0);
-            tokio::time::sleep(base + jitter).await;
-        }
-        match try_download(&ctx.http, &url, &dir, &data).await? {
-            Attempt::Done(path) => {
-                let uri = url.clone();
-                let ctx = ctx.clone();
-                let (digest, size, origin) =
-                    super::blocking(move || stage_path(&path, &uri, &ctx)).await?;
-                let mt = media_type.unwrap_or_else(|| mediatype::infer(&name).to_string());
-                return Ok(StagedBlob {
-                    descriptor: descriptor(&mt, &digest, size, with_title(&annotations, &name)),
-                    origin,
-                });
-            }
-            Attempt::Retry(e) => {
-                tracing::warn!(url = %url, attempt = attempt + 1, error = %e, "download failed, retrying");
-                last = Some(e);
-            }
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::new(ErrorKind::Network, format!("GET {url}: failed"))))
+        .map_err(|f| f.error)?;
+    let uri = url.clone();
+    let staging = ctx.clone();
+    let (digest, size, origin) = super::blocking(move || stage_path(&path, &uri, &staging)).await?;
+    // A download outside the cache lives as long as the staged blob needs it.
+    let origin = match (origin, &place) {
+        (Origin::File(p), Place::Temp(t)) => Origin::InTempDir(p, t.clone()),
+        (o, _) => o,
+    };
+    let mt = media_type.unwrap_or_else(|| mediatype::infer(&name).to_string());
+    Ok(StagedBlob {
+        descriptor: descriptor(&mt, &digest, size, with_title(&annotations, &name)),
+        origin,
+    })
 }
 
-fn read_meta(dir: &Path, url: &str, data: &Path) -> Option<CacheMeta> {
+/// The cached download of `url` in `dir`, when its metadata and data file are intact.
+fn read_meta(dir: &Path, url: &str) -> Option<(CacheMeta, PathBuf)> {
     let meta: CacheMeta =
-        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
-    let size = std::fs::metadata(data).ok()?.len();
-    (meta.url == url && meta.size == size).then_some(meta)
+        serde_json::from_slice(&super::cache::read_entry(&dir.join("meta.json"))?).ok()?;
+    if meta.url != url
+        || meta.sha256.len() != 64
+        || !meta.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    let data = dir.join(format!("data-{}", meta.sha256));
+    let f = super::cache::open_entry(&data)?;
+    (f.metadata().ok()?.len() == meta.size).then_some((meta, data))
 }
 
 async fn try_download(
-    client: &reqwest::Client,
+    ctx: &StageContext,
     url: &str,
-    dir: &Path,
-    data: &Path,
-) -> Result<Attempt> {
-    let cached = read_meta(dir, url, data);
-    let mut req = client.get(url);
-    if let Some(m) = &cached {
+    place: &Place,
+) -> std::result::Result<PathBuf, Failure> {
+    let dir = place.dir();
+    let cached = match place {
+        Place::Cache(d) => read_meta(d, url),
+        Place::Temp(_) => None,
+    };
+    let opts = &ctx.registry;
+    let mut req = ctx.http.get(url);
+    if let Some((m, _)) = &cached {
         if let Some(etag) = &m.etag {
             req = req.header(reqwest::header::IF_NONE_MATCH, etag);
         }
@@ -139,25 +163,29 @@ async fn try_download(
             req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
         }
     }
-    let network = |e: reqwest::Error| {
-        Error::new(
-            ErrorKind::Network,
-            format!("GET {url}: {}", error_chain(&e)),
-        )
-        .with_reference(url)
-        .with_source(e)
+    let network = |e: reqwest::Error| Failure {
+        transient: transport::is_transient(&e),
+        error: transport::network_error("GET", url, e),
     };
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) if e.is_redirect() || e.is_builder() || error_chain(&e).contains("certificate") => {
-            return Err(network(e))
+    let headers_deadline = transport::deadline(opts, None);
+    let resp = match tokio::time::timeout(headers_deadline, req.send()).await {
+        Ok(r) => r.map_err(network)?,
+        Err(_) => {
+            return Err(Failure {
+                error: Error::new(
+                    ErrorKind::Network,
+                    format!("GET {url}: no answer within {headers_deadline:?}"),
+                ),
+                transient: true,
+            })
         }
-        Err(e) => return Ok(Attempt::Retry(network(e))),
     };
     let status = resp.status();
-    if status == reqwest::StatusCode::NOT_MODIFIED && cached.is_some() {
-        tracing::debug!(url, "unchanged on the server, re-using the download");
-        return Ok(Attempt::Done(data.to_path_buf()));
+    if status == reqwest::StatusCode::NOT_MODIFIED {
+        if let Some((_, data)) = cached {
+            tracing::debug!(url, "unchanged on the server, re-using the download");
+            return Ok(data);
+        }
     }
     if !status.is_success() {
         let kind = match status.as_u16() {
@@ -168,8 +196,10 @@ async fn try_download(
         let e = Error::new(kind, format!("GET {url}: HTTP {status}; check the URL"))
             .with_reference(url)
             .with_status(status.as_u16(), None);
-        let retry = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
-        return if retry { Ok(Attempt::Retry(e)) } else { Err(e) };
+        return Err(Failure {
+            error: e,
+            transient: transport::is_transient_status(status),
+        });
     }
     let header = |name: reqwest::header::HeaderName| {
         resp.headers()
@@ -181,68 +211,114 @@ async fn try_download(
     let last_modified = header(reqwest::header::LAST_MODIFIED);
     let expected = resp.content_length();
     let tmp = tempfile::Builder::new()
-        .prefix(".download-")
+        .prefix(crate::store::SPOOL_PREFIX)
         .tempfile_in(dir)
-        .map_err(|e| Error::io("creating temp file in", dir, e))?;
+        .map_err(|e| Failure::fatal(Error::io("creating temp file in", dir, e)))?;
     let (std_file, tmp_path) = tmp.into_parts();
     let mut file =
         tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(std_file));
     let mut hasher = Hasher::new();
     let mut resp = resp;
+    // With a known length the body has a deadline a trickling server cannot stretch; without
+    // one, only the read timeout (a stalled body) applies.
+    let until = expected.map(|n| tokio::time::Instant::now() + transport::deadline(opts, Some(n)));
     loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
+        let next = match until {
+            Some(t) => tokio::time::timeout_at(t, resp.chunk())
+                .await
+                .map_err(|_| Failure {
+                    error: Error::new(
+                        ErrorKind::Network,
+                        format!(
+                            "GET {url}: the body is arriving too slowly ({} bytes so far)",
+                            hasher.size()
+                        ),
+                    ),
+                    transient: true,
+                })?,
+            None => resp.chunk().await,
+        };
+        match next.map_err(network)? {
+            Some(chunk) => {
                 hasher.update(&chunk);
+                if expected.is_some_and(|n| hasher.size() > n) {
+                    return Err(Failure {
+                        error: Error::new(
+                            ErrorKind::Network,
+                            format!("GET {url}: the server sent more than its Content-Length"),
+                        ),
+                        transient: true,
+                    });
+                }
                 file.write_all(&chunk)
                     .await
-                    .map_err(|e| Error::io("writing download", &tmp_path, e))?;
+                    .map_err(|e| Failure::fatal(Error::io("writing download", &tmp_path, e)))?;
             }
-            Ok(None) => break,
-            Err(e) => return Ok(Attempt::Retry(network(e))),
+            None => break,
         }
     }
     file.flush()
         .await
-        .map_err(|e| Error::io("writing download", &tmp_path, e))?;
-    let size = hasher.size();
+        .map_err(|e| Failure::fatal(Error::io("writing download", &tmp_path, e)))?;
+    let (digest, size) = hasher.finish();
     if expected.is_some_and(|n| n != size) {
-        return Ok(Attempt::Retry(Error::new(
-            ErrorKind::Network,
-            format!(
-                "GET {url}: connection closed after {size} of {} bytes",
-                expected.unwrap_or(0)
+        return Err(Failure {
+            error: Error::new(
+                ErrorKind::Network,
+                format!(
+                    "GET {url}: connection closed after {size} of {} bytes",
+                    expected.unwrap_or(0)
+                ),
             ),
-        )));
+            transient: true,
+        });
     }
+    let data = dir.join(format!("data-{}", digest.hex()));
     tmp_path
-        .persist(data)
-        .map_err(|e| Error::io("saving download", data, e.error))?;
-    let meta = CacheMeta {
-        url: url.to_string(),
-        etag,
-        last_modified,
-        size,
-    };
-    let meta_tmp = dir.join(format!(".meta-{}.json", std::process::id()));
-    let body =
-        serde_json::to_vec(&meta).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
-    std::fs::write(&meta_tmp, body)
-        .and_then(|()| std::fs::rename(&meta_tmp, dir.join("meta.json")))
-        .map_err(|e| Error::io("saving download metadata", &meta_tmp, e))?;
-    Ok(Attempt::Done(data.to_path_buf()))
+        .persist(&data)
+        .map_err(|e| Failure::fatal(Error::io("saving download", &data, e.error)))?;
+    if let Place::Cache(dir) = place {
+        let meta = CacheMeta {
+            url: url.to_string(),
+            etag,
+            last_modified,
+            size,
+            sha256: digest.hex().to_string(),
+        };
+        save_meta(dir, &meta);
+    }
+    Ok(data)
 }
 
-/// reqwest's Display hides the cause ("error sending request"); show the whole chain.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
+/// Records the entry's metadata (best effort: a cache that cannot be written is a miss next
+/// time), and removes data files of earlier versions that no run can still be using.
+fn save_meta(dir: &Path, meta: &CacheMeta) {
+    let Ok(body) = serde_json::to_vec(meta) else {
+        return;
+    };
+    if let Ok(mut tmp) = tempfile::Builder::new()
+        .prefix(crate::store::SPOOL_PREFIX)
+        .tempfile_in(dir)
+    {
+        use std::io::Write;
+        if tmp.write_all(&body).is_ok() {
+            let _ = tmp.persist(dir.join("meta.json"));
         }
-        cur = c.source();
     }
-    s
+    let current = format!("data-{}", meta.sha256);
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < hour_ago);
+        if (name.starts_with("data-") && name != current.as_str()
+            || name.starts_with(crate::store::SPOOL_PREFIX))
+            && old
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }

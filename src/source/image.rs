@@ -37,21 +37,29 @@ impl std::fmt::Debug for StagedImage {
     }
 }
 
-/// Every node of the graph under `root`, manifests read once each.
+/// Every node of the graph under `root`, manifests read (and verified) once each; iterative,
+/// with a visited set and the copy engine's depth limit.
 async fn walk(store: &dyn Store, root: &Descriptor) -> Result<Vec<String>> {
     let mut seen = HashSet::new();
-    let mut todo = vec![root.clone()];
+    let mut todo = vec![(root.clone(), Vec::<String>::new())];
     let mut out = Vec::new();
-    while let Some(d) = todo.pop() {
+    while let Some((d, path)) = todo.pop() {
         let digest = d.digest().to_string();
+        crate::copy::check_path(&path, &digest, store.name())?;
         if !seen.insert(digest.clone()) {
             continue;
         }
-        out.push(digest);
+        out.push(digest.clone());
         let mt = d.media_type().to_string();
         if mediatype::is_manifest(&mt) {
             let data = fetch_small(store, &d).await?;
-            todo.extend(successors(&mt, &data)?);
+            let mut below = path;
+            below.push(digest);
+            todo.extend(
+                successors(&mt, &data)?
+                    .into_iter()
+                    .map(|c| (c, below.clone())),
+            );
         }
     }
     Ok(out)

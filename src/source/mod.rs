@@ -181,13 +181,15 @@ pub enum Origin {
     Spooled(Arc<tempfile::TempPath>),
     /// Small content in memory (manifests, configs, the empty config).
     Bytes(Bytes),
+    /// A file in a private temp dir of this run, removed when the last handle goes.
+    InTempDir(PathBuf, Arc<tempfile::TempDir>),
 }
 
 impl Origin {
     /// The path to read, for file-backed origins.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Origin::File(p) => Some(p),
+            Origin::File(p) | Origin::InTempDir(p, _) => Some(p),
             Origin::Temp(t) | Origin::Spooled(t) => Some(t),
             Origin::Bytes(_) => None,
         }

@@ -3,14 +3,14 @@
 //! exclusive `index.lock`, only after every blob it names is in place.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use oci_spec::image::{Descriptor, ImageIndex};
 
-use super::{spool_file, Blob, PushOutcome, Store};
+use super::{spool_file, verify, Blob, PushOutcome, Store};
 use crate::digest::{copy_hashing, copy_hashing_pipelined, Digest, PIPELINE_THRESHOLD};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::canonical_json;
@@ -24,6 +24,10 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const LAYOUT_FILE: &str = "oci-layout";
 const INDEX_FILE: &str = "index.json";
 const LOCK_FILE: &str = "index.lock";
+/// The operation lock of the GC-safe protocol: every writer holds it shared from its first
+/// write to its end; a collector takes it exclusively, so it never sees a writer's blobs
+/// before the tag that names them. (Not a temp file, though it shares their prefix's start.)
+pub(crate) const GC_LOCK_FILE: &str = ".oci-packer.lock";
 const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// An OCI image layout directory.
@@ -36,6 +40,9 @@ pub struct Layout {
     fsync: bool,
     /// Set once the skeleton exists, so per-blob writes skip `ensure`.
     ensured: Arc<OnceLock<()>>,
+    /// This writer's shared hold of [`GC_LOCK_FILE`], taken on the first write and released
+    /// when the last clone of this handle goes.
+    writing: Arc<OnceLock<File>>,
 }
 
 fn layout_err(dir: &Path, msg: impl std::fmt::Display) -> Error {
@@ -53,6 +60,7 @@ impl Layout {
             shown: dir.to_path_buf(),
             fsync,
             ensured: Arc::default(),
+            writing: Arc::default(),
         }
     }
 
@@ -67,8 +75,9 @@ impl Layout {
             return Err(layout_err(dir, "is a file, not a directory"));
         } else if fs::read_dir(dir).is_ok_and(|d| {
             // A temp `oci-layout` means another process is creating this layout right now.
+            // So does our lock or a temp file of ours.
             d.flatten()
-                .any(|e| !e.file_name().to_string_lossy().starts_with(".oci-layout."))
+                .any(|e| !e.file_name().to_string_lossy().starts_with(".oci-packer"))
         }) {
             return Err(layout_err(
                 dir,
@@ -101,8 +110,7 @@ impl Layout {
     }
 
     fn check(&self) -> Result<()> {
-        let text = fs::read(self.dir.join(LAYOUT_FILE))
-            .map_err(|e| Error::io("reading", &self.dir.join(LAYOUT_FILE), e))?;
+        let text = read_regular(&self.dir.join(LAYOUT_FILE), 64 << 10)?;
         let v: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| layout_err(&self.shown, format!("oci-layout is not valid JSON ({e})")))?;
         if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
@@ -123,11 +131,10 @@ impl Layout {
     /// Reads `index.json` (an empty index when it does not exist yet).
     pub fn read_index(&self) -> Result<ImageIndex> {
         let path = self.dir.join(INDEX_FILE);
-        let text = match fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(empty_index()),
-            Err(e) => return Err(Error::io("reading", &path, e)),
-        };
+        if !path.exists() {
+            return Ok(empty_index());
+        }
+        let text = read_regular(&path, MAX_INDEX_BYTES)?;
         crate::json::from_slice(&text).map_err(|e| {
             layout_err(
                 &self.shown,
@@ -149,6 +156,7 @@ impl Layout {
         // `oci-layout` first: another process opening the directory meanwhile must see
         // either nothing of ours or a layout (see `open`).
         fs::create_dir_all(&self.dir).map_err(|e| Error::io("creating", &self.dir, e))?;
+        self.hold_for_writing()?;
         if !self.dir.join(LAYOUT_FILE).exists() {
             write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
         }
@@ -198,9 +206,22 @@ impl Layout {
         })
     }
 
-    /// A descriptor for a manifest blob that is not in `index.json` (child of an index).
+    /// A descriptor for a manifest blob that is not in `index.json` (child of an index):
+    /// only a regular file under the manifest cap whose content has that digest.
     fn describe_blob(&self, digest: &Digest) -> Option<Descriptor> {
-        let data = fs::read(self.blob_path(digest.as_str())).ok()?;
+        use std::io::Read;
+        let f = File::open(self.blob_path(digest.as_str())).ok()?;
+        let meta = f.metadata().ok()?;
+        if !meta.is_file() || meta.len() > verify::MAX_MANIFEST_BYTES {
+            return None;
+        }
+        let mut data = Vec::new();
+        f.take(verify::MAX_MANIFEST_BYTES + 1)
+            .read_to_end(&mut data)
+            .ok()?;
+        if Digest::of(&data) != *digest {
+            return None;
+        }
         let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
         let mt = v.get("mediaType")?.as_str()?;
         mediatype::is_manifest(mt)
@@ -218,17 +239,12 @@ impl Layout {
     }
 
     fn tag_blocking(&self, desc: &Descriptor, name: &str) -> Result<()> {
-        let blob = self.blob_path(desc.digest().as_ref());
-        if !fs::metadata(&blob).is_ok_and(|m| m.len() == desc.size()) {
-            return Err(Error::new(
-                ErrorKind::Internal,
-                format!(
-                    "refusing to tag {name}: blob {} is not in layout {}",
-                    desc.digest(),
-                    self.shown.display()
-                ),
-            ));
-        }
+        self.check_graph(desc).map_err(|e| {
+            e.context(format!(
+                "refusing to tag {name} in layout {}",
+                self.shown.display()
+            ))
+        })?;
         self.ensure()?;
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
@@ -250,15 +266,67 @@ impl Layout {
         write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)
     }
 
-    fn lock(&self) -> Result<File> {
-        let path = self.dir.join(LOCK_FILE);
-        let f = fs::OpenOptions::new()
+    /// Takes this writer's shared hold of the operation lock (once; kept until the handle
+    /// goes), waiting while a collector holds it exclusively.
+    fn hold_for_writing(&self) -> Result<()> {
+        if self.writing.get().is_some() {
+            return Ok(());
+        }
+        let f = self.open_lock_file(GC_LOCK_FILE)?;
+        fs4::fs_std::FileExt::lock_shared(&f)
+            .map_err(|e| Error::io("locking", &self.dir.join(GC_LOCK_FILE), e))?;
+        let _ = self.writing.set(f);
+        Ok(())
+    }
+
+    fn open_lock_file(&self, name: &str) -> Result<File> {
+        let path = self.dir.join(name);
+        fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| Error::io("opening", &path, e))?;
-        fs4::fs_std::FileExt::lock_exclusive(&f).map_err(|e| Error::io("locking", &path, e))?;
+            .map_err(|e| Error::io("opening", &path, e))
+    }
+
+    /// Every node of the graph under `root` is a blob of this layout (regular file, declared
+    /// size; manifests verified): what a tag may name.
+    fn check_graph(&self, root: &Descriptor) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let mut todo = vec![(root.clone(), Vec::<String>::new())];
+        let from = self.name_for_messages();
+        while let Some((d, path)) = todo.pop() {
+            let digest = d.digest().to_string();
+            crate::copy::check_path(&path, &digest, from.clone())?;
+            if !seen.insert(digest.clone()) {
+                continue;
+            }
+            let blob = self.blob_path(&digest);
+            let mut f = verify::open_blob_file(&blob, &d, &from)?;
+            let mt = d.media_type().to_string();
+            if mediatype::is_manifest(&mt) {
+                let data = verify::read_capped(&mut f, &d, &from)?;
+                let mut below = path;
+                below.push(digest);
+                todo.extend(
+                    crate::copy::successors(&mt, &data)?
+                        .into_iter()
+                        .map(|c| (c, below.clone())),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn name_for_messages(&self) -> String {
+        format!("oci://{}", self.shown.display())
+    }
+
+    /// The exclusive lock of `index.json` updates.
+    fn lock(&self) -> Result<File> {
+        let f = self.open_lock_file(LOCK_FILE)?;
+        fs4::fs_std::FileExt::lock_exclusive(&f)
+            .map_err(|e| Error::io("locking", &self.dir.join(LOCK_FILE), e))?;
         Ok(f)
     }
 
@@ -308,7 +376,10 @@ impl Layout {
         let copied = match blob {
             Blob::Bytes(b) => copy_hashing(&mut &b[..], Some(&mut out), &mut report),
             Blob::File(p) | Blob::Spooled(p) => {
-                let mut f = File::open(&p).map_err(|e| Error::io("reading", &p, e))?;
+                // At most one byte more than declared: a source that is longer is refused
+                // below without filling the disk.
+                let f = File::open(&p).map_err(|e| Error::io("reading", &p, e))?;
+                let mut f = f.take(desc.size() + 1);
                 if big {
                     copy_hashing_pipelined(&mut f, &mut out, &mut report)
                 } else {
@@ -317,18 +388,20 @@ impl Layout {
             }
             // We run on a blocking thread of the runtime: bridge the async download.
             Blob::Stream(r) => {
-                let mut r = tokio_util::io::SyncIoBridge::new(r);
+                let mut r = tokio_util::io::SyncIoBridge::new(r).take(desc.size() + 1);
                 copy_hashing_pipelined(&mut r, &mut out, &mut report)
             }
         };
         let downloading = from == "downloaded";
         let (got, size) = copied.map_err(|e| {
-            // A broken download is a network failure (the copy engine retries those).
-            if downloading {
-                Error::new(ErrorKind::Network, format!("downloading {digest}: {e}"))
-            } else {
-                Error::io(&format!("writing blob ({from}) to"), &tmp, e)
-            }
+            verify::from_read_error(e, |e| {
+                // A broken download is a network failure (the copy engine retries those).
+                if downloading {
+                    Error::new(ErrorKind::Network, format!("downloading {digest}: {e}"))
+                } else {
+                    Error::io(&format!("writing blob ({from}) to"), &tmp, e)
+                }
+            })
         })?;
         if got.as_str() != digest || size != desc.size() {
             return Err(Error::new(
@@ -382,6 +455,42 @@ impl Layout {
     }
 }
 
+/// `index.json` holds one descriptor per tag, so it may be far larger than a manifest; still,
+/// a layout file is never read without a bound.
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// Reads a layout file that must be a regular file of at most `cap` bytes.
+fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io("reading", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidReference,
+            format!(
+                "{} is not a regular file; this is not a usable OCI layout",
+                path.display()
+            ),
+        )
+        .with_path(path));
+    }
+    let mut data = Vec::new();
+    f.take(cap + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io("reading", path, e))?;
+    if data.len() as u64 > cap {
+        return Err(Error::new(
+            ErrorKind::InvalidReference,
+            format!(
+                "{} is larger than {cap} bytes; refusing to read it",
+                path.display()
+            ),
+        )
+        .with_path(path));
+    }
+    Ok(data)
+}
+
 fn empty_index() -> ImageIndex {
     let mut i = ImageIndex::default();
     i.set_media_type(Some(oci_spec::image::MediaType::ImageIndex));
@@ -418,7 +527,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes `name` in `dir` via temp file + rename (+ fsync of file and directory when `sync`).
 fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
+        .prefix(&format!("{}{name}.", super::SPOOL_PREFIX))
         .tempfile_in(dir)
         .map_err(|e| Error::io("creating temp file in", dir, e))?;
     tmp.write_all(data)
@@ -441,7 +550,7 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
 #[async_trait]
 impl Store for Layout {
     fn name(&self) -> String {
-        format!("oci://{}", self.shown.display())
+        self.name_for_messages()
     }
 
     async fn exists(&self, desc: &Descriptor) -> Result<bool> {
@@ -453,13 +562,10 @@ impl Store for Layout {
 
     async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
         let p = self.blob_path(desc.digest().as_ref());
-        if tokio::fs::metadata(&p).await.is_err() {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("{}: blob {} is missing", self.name(), desc.digest()),
-            )
-            .with_digest(desc.digest().to_string()));
-        }
+        let (desc, from, path) = (desc.clone(), self.name(), p.clone());
+        // Checked here (regular file, declared size) so that no reader of a layout blob is
+        // ever pointed at a device or a FIFO; every reader also stops at the declared size.
+        blocking(move || verify::open_blob_file(&path, &desc, &from).map(drop)).await?;
         Ok(Blob::File(p))
     }
 

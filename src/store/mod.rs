@@ -14,10 +14,9 @@ use crate::progress::Progress;
 pub mod layout;
 pub mod registry;
 pub mod staging;
+pub(crate) mod verify;
 
-/// Manifests and indexes are read into memory; anything larger than this is refused
-/// (the cap oras-go and containerd use, 4 MiB).
-pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+pub use verify::MAX_MANIFEST_BYTES;
 
 /// The bytes of a blob, as the source store can hand them over.
 pub enum Blob {
@@ -120,54 +119,44 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
 }
 
-/// Reads a whole (small) blob, refusing anything over [`MAX_MANIFEST_BYTES`].
+/// Reads a whole (small) blob, refusing anything over [`MAX_MANIFEST_BYTES`] and anything
+/// whose size or digest differs from `desc`.
 pub async fn fetch_small(store: &dyn Store, desc: &Descriptor) -> Result<Bytes> {
-    if desc.size() > MAX_MANIFEST_BYTES {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "{} in {}: a manifest of {} bytes is over the 4 MiB limit",
-                desc.digest(),
-                store.name(),
-                desc.size()
-            ),
-        ));
-    }
+    let from = store.name();
+    verify::refuse_large(desc, &from)?;
     let blob = store.fetch(desc).await?;
-    read_small(blob, desc)
-        .await
-        .map_err(|e| e.context(store.name()))
+    read_small(blob, desc, &from).await
 }
 
-/// Reads a small blob into memory, verifying its digest.
-pub async fn read_small(blob: Blob, desc: &Descriptor) -> Result<Bytes> {
+/// Reads a small blob into memory (at most its declared size plus one byte), verifying its
+/// size and digest; `from` names the store for messages.
+pub async fn read_small(blob: Blob, desc: &Descriptor, from: &str) -> Result<Bytes> {
     use tokio::io::AsyncReadExt;
-    let data = match blob {
-        Blob::Bytes(b) => return Ok(b),
-        Blob::File(p) | Blob::Spooled(p) => tokio::fs::read(&p)
+    verify::refuse_large(desc, from)?;
+    match blob {
+        Blob::Bytes(b) => verify::verify_bytes(b, desc, from),
+        Blob::File(p) | Blob::Spooled(p) => {
+            let (desc, from) = (desc.clone(), from.to_string());
+            crate::source::blocking(move || {
+                let mut f = verify::open_blob_file(&p, &desc, &from)?;
+                verify::read_capped(&mut f, &desc, &from)
+            })
             .await
-            .map_err(|e| Error::io("reading", &p, e))?,
+        }
         Blob::Stream(r) => {
             let mut data = Vec::new();
-            r.take(MAX_MANIFEST_BYTES + 1)
+            r.take(desc.size() + 1)
                 .read_to_end(&mut data)
                 .await
                 .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Network,
-                        format!("reading {}: {e}", desc.digest()),
-                    )
+                    verify::from_read_error(e, |e| {
+                        Error::new(
+                            ErrorKind::Network,
+                            format!("reading {} from {from}: {e}", desc.digest()),
+                        )
+                    })
                 })?;
-            data
+            verify::verify_bytes(Bytes::from(data), desc, from)
         }
-    };
-    let got = crate::digest::Digest::of(&data);
-    if got.as_str() != desc.digest().to_string() {
-        return Err(Error::new(
-            ErrorKind::DigestMismatch,
-            format!("content of {} has digest {got}", desc.digest()),
-        )
-        .with_digest(desc.digest().to_string()));
     }
-    Ok(Bytes::from(data))
 }

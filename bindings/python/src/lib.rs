@@ -158,6 +158,7 @@ fn options(opts: &str) -> PyResult<Options> {
             username: o.username,
             password: o.password,
             config: o.registry_config,
+            timeout: None,
         },
         ..Options::default()
     })

@@ -1,29 +1,20 @@
-//! HTTP for one registry host: TLS options, the auth challenge (anonymous, Basic, Bearer
-//! tokens cached per scope and renewed on 401), retries with back-off on connection errors,
-//! 408, 429 (honouring `Retry-After`) and 5xx, and errors that keep method, URL, status and
-//! the registry's error code.
+//! HTTP for one registry host: the auth challenge (anonymous, Basic, Bearer tokens cached
+//! per scope and renewed on 401), the transport's retries for requests that can be replayed,
+//! and errors that keep method, URL, status and the registry's error code.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use backon::Retryable;
 use bytes::Bytes;
-use reqwest::header::{
-    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE,
-};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
 use tokio::sync::Mutex;
 
 use super::credentials::{basic_header, Credential};
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::http::error_chain;
-
-/// Attempts per request: the first try plus four retries.
-const ATTEMPTS: u32 = 5;
-/// First back-off delay, doubled per retry (with jitter).
-const BACKOFF: Duration = Duration::from_millis(200);
-/// Longest `Retry-After` we honour before giving up waiting.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+use crate::transport;
 
 /// Connection and credential options for registries (the CLI's global flags).
 #[derive(Debug, Clone, Default)]
@@ -40,6 +31,10 @@ pub struct RegistryOptions {
     pub password: Option<String>,
     /// Docker config file (`--registry-config`).
     pub config: Option<PathBuf>,
+    /// Read timeout (`--timeout`, default 30 s): a server that sends nothing for this long
+    /// fails the request; small requests also end after twice this, blob transfers after
+    /// that plus the time their bytes take at 64 KiB/s.
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,14 +137,28 @@ pub struct Client {
     pub host: String,
     credential: Option<Credential>,
     auth: Mutex<AuthState>,
+    options: RegistryOptions,
 }
 
-fn jitter(base: Duration, attempt: u32) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    base * 2u32.pow(attempt) + base.mul_f64(f64::from(nanos % 1000) / 1000.0)
+/// Why one attempt of a request did not give an answer to hand back.
+struct Failure {
+    /// The error to report when there are no more retries.
+    error: Error,
+    /// The answer of a transient failure status, handed to the caller when retries run out.
+    response: Option<Response>,
+    /// Worth another try.
+    transient: bool,
+    /// What the server asked us to wait.
+    wait: Option<Duration>,
+}
+
+/// Requests that may be sent again after a failure: reads, and manifest PUTs (their body is
+/// in memory and the PUT replaces). A POST opens a session and a PATCH or upload PUT appends
+/// to one: those are never re-sent; an upload restarts in a new session instead.
+fn replayable(method: &Method, url: &str) -> bool {
+    *method == Method::GET
+        || *method == Method::HEAD
+        || (*method == Method::PUT && url.contains("/manifests/"))
 }
 
 fn parse_challenge(value: &str) -> Option<Challenge> {
@@ -194,7 +203,7 @@ fn parse_challenge(value: &str) -> Option<Challenge> {
 impl Client {
     /// A client for `host` with the given options (credentials looked up in SPEC §4 order).
     pub fn new(host: &str, opts: &RegistryOptions) -> Result<Client> {
-        let http = build_http(http_builder(opts)?.read_timeout(Duration::from_secs(120)))?;
+        let http = transport::client(opts)?;
         let credential = match (&opts.username, &opts.password) {
             (Some(u), Some(p)) => Some(Credential {
                 username: u.clone(),
@@ -215,6 +224,7 @@ impl Client {
             host: host.to_string(),
             credential,
             auth: Mutex::new(AuthState::default()),
+            options: opts.clone(),
         })
     }
 
@@ -236,7 +246,19 @@ impl Client {
     }
 
     async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String> {
-        let mut req = self.http.get(realm);
+        let url = reqwest::Url::parse(realm).map_err(|e| {
+            Error::new(
+                ErrorKind::Registry,
+                format!(
+                    "{}: the registry names an invalid token service \"{realm}\" ({e})",
+                    self.host
+                ),
+            )
+        })?;
+        let mut req = self
+            .http
+            .get(url.clone())
+            .timeout(transport::deadline(&self.options, None));
         let mut query: Vec<(&str, &str)> = Vec::new();
         if let Some(s) = service {
             query.push(("service", s));
@@ -246,14 +268,27 @@ impl Client {
         }
         req = req.query(&query);
         if let Some(c) = &self.credential {
+            // Credentials travel to a token service only over TLS, or over plain HTTP to the
+            // registry's own host when the user chose plain HTTP for that registry
+            // (`--plain-http`): they go there in clear anyway.
+            let own_host =
+                reqwest::Url::parse(&self.base).is_ok_and(|b| b.host_str() == url.host_str());
+            if url.scheme() != "https" && !(own_host && self.base.starts_with("http://")) {
+                return Err(Error::new(
+                    ErrorKind::Authentication,
+                    format!(
+                        "{}: the registry sends credentials to the token service {realm} over plain HTTP; refusing (the registry must name an https:// token service)",
+                        self.host
+                    ),
+                )
+                .with_reference(realm));
+            }
             req = req.header(AUTHORIZATION, basic_header(c));
         }
-        let resp = req.send().await.map_err(|e| {
-            Error::new(
-                ErrorKind::Network,
-                format!("token request to {realm}: {}", error_chain(&e)),
-            )
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport::network_error("GET", realm, e))?;
         let status = resp.status();
         if !status.is_success() {
             let kind = if matches!(status.as_u16(), 401 | 403) {
@@ -271,12 +306,9 @@ impl Client {
             )
             .with_status(status.as_u16(), None));
         }
-        let body = resp.bytes().await.map_err(|e| {
-            Error::new(
-                ErrorKind::Network,
-                format!("token from {realm}: {}", error_chain(&e)),
-            )
-        })?;
+        let body =
+            transport::read_body(resp, transport::SMALL_BODY, &format!("token from {realm}"))
+                .await?;
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
             Error::new(
                 ErrorKind::Registry,
@@ -351,8 +383,10 @@ impl Client {
         })
     }
 
-    /// Sends a request with auth and retries; returns any response that is not a 401 or a
-    /// retryable failure (the caller maps other statuses).
+    /// Sends a request with auth, and with the transport's retries when it can be replayed;
+    /// returns any response that is not a 401 or a transient failure (the caller maps other
+    /// statuses). `size` is what the request moves, for its deadline (bodies' own length by
+    /// default).
     pub async fn send(
         &self,
         method: Method,
@@ -361,44 +395,81 @@ impl Client {
         headers: HeaderMap,
         body: &Body,
     ) -> Result<Response> {
+        let size = (!body.is_empty()).then(|| body.len());
+        self.send_sized(method, url, scope, headers, body, size)
+            .await
+    }
+
+    /// [`Client::send`] for a request that moves `size` bytes either way.
+    pub async fn send_sized(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+        headers: HeaderMap,
+        body: &Body,
+        size: Option<u64>,
+    ) -> Result<Response> {
+        let replay = replayable(&method, url);
+        let attempt = || self.attempt(&method, url, scope, &headers, body, size);
+        let outcome = attempt
+            .retry(transport::backoff())
+            .sleep(tokio::time::sleep)
+            .when(|f: &Failure| replay && f.transient)
+            .adjust(|f: &Failure, d| f.wait.or(d))
+            .notify(|f: &Failure, d| {
+                tracing::debug!(%url, error = %f.error, wait = ?d, "retrying");
+            })
+            .await;
+        match outcome {
+            Ok(r) => Ok(r),
+            Err(Failure {
+                response: Some(r), ..
+            }) => Ok(r),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    /// One attempt, with one renewal of the credentials on a 401.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        scope: &str,
+        headers: &HeaderMap,
+        body: &Body,
+        size: Option<u64>,
+    ) -> std::result::Result<Response, Failure> {
+        let fail = |error: Error| Failure {
+            error,
+            response: None,
+            transient: false,
+            wait: None,
+        };
         let mut reauthed = false;
-        let mut attempt = 0;
         loop {
             let mut req = self
                 .http
                 .request(method.clone(), url)
-                .headers(headers.clone());
-            if let Some(h) = self.authorization(scope).await? {
+                .headers(headers.clone())
+                .timeout(transport::deadline(&self.options, size));
+            if let Some(h) = self.authorization(scope).await.map_err(fail)? {
                 req = req.header(AUTHORIZATION, h);
             }
-            let (b, len) = self.body(body).await?;
+            let (b, len) = self.body(body).await.map_err(fail)?;
             if let Some(n) = len {
                 req = req.header(CONTENT_LENGTH, n);
             }
-            let last = attempt + 1 >= ATTEMPTS;
             let resp = match req.body(b).send().await {
                 Ok(r) => r,
-                // A certificate problem will not go away by asking again.
-                Err(e) if !last && !e.is_builder() && !error_chain(&e).contains("certificate") => {
-                    tracing::debug!(%url, error = %error_chain(&e), "request failed, retrying");
-                    tokio::time::sleep(jitter(BACKOFF, attempt)).await;
-                    attempt += 1;
-                    continue;
-                }
                 Err(e) => {
-                    let chain = error_chain(&e);
-                    let hint = if chain.contains("certificate") || chain.contains("UnknownIssuer") {
-                        "; trust the registry's CA with --ca-file FILE, or skip verification with --insecure"
-                    } else if chain.contains("InvalidContentType") || chain.contains("record") {
-                        "; is it a plain-HTTP registry? pass --plain-http"
-                    } else {
-                        ""
-                    };
-                    return Err(Error::new(
-                        ErrorKind::Network,
-                        format!("{method} {url}: {chain}{hint}"),
-                    )
-                    .with_reference(url));
+                    let transient = transport::is_transient(&e);
+                    return Err(Failure {
+                        error: transport::network_error(method.as_str(), url, e),
+                        response: None,
+                        transient,
+                        wait: None,
+                    });
                 }
             };
             let status = resp.status();
@@ -412,25 +483,19 @@ impl Client {
                 state.tokens.remove(scope); // expired, or not enough scope
                 state.challenge = challenge;
                 drop(state);
-                if self.authorization(scope).await?.is_some() {
+                if self.authorization(scope).await.map_err(fail)?.is_some() {
                     reauthed = true;
                     continue;
                 }
             }
-            let retryable = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
-            if retryable && !last {
-                let wait = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs)
-                    .filter(|d| *d <= MAX_RETRY_AFTER)
-                    .unwrap_or_else(|| jitter(BACKOFF, attempt));
-                tracing::debug!(%url, %status, ?wait, "retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-                continue;
+            if transport::is_transient_status(status) {
+                return Err(Failure {
+                    error: Error::new(ErrorKind::Registry, format!("{method} {url}: {status}"))
+                        .with_status(status.as_u16(), None),
+                    wait: transport::retry_after(resp.headers()),
+                    response: Some(resp),
+                    transient: true,
+                });
             }
             return Ok(resp);
         }
@@ -459,7 +524,12 @@ impl Client {
     /// and message, and what to do.
     pub async fn error(&self, method: &Method, url: &str, what: &str, resp: Response) -> Error {
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
+        let wait = transport::retry_after(resp.headers());
+        // An error body is for the message only: read a bounded prefix, never all of it.
+        let text = transport::read_body(resp, 64 << 10, "error")
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         let (code, message) = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v.get("errors")?.get(0).cloned())
@@ -490,38 +560,8 @@ impl Client {
         )
         .with_status(status.as_u16(), code)
         .with_reference(url)
+        .with_retry_after(wait)
     }
-}
-
-/// The base of every HTTP client we build: timeouts, user agent, and the TLS options
-/// (`--insecure`, `--ca-file`), shared by registries and `http(s)://` downloads.
-pub fn http_builder(opts: &RegistryOptions) -> Result<reqwest::ClientBuilder> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .user_agent(concat!("oci-packer/", env!("CARGO_PKG_VERSION")))
-        .danger_accept_invalid_certs(opts.insecure);
-    if let Some(ca) = &opts.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| Error::io("reading --ca-file", ca, e))?;
-        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                format!("--ca-file {}: not a PEM certificate ({e})", ca.display()),
-            )
-        })?;
-        builder = builder.add_root_certificate(cert);
-    }
-    Ok(builder)
-}
-
-/// Builds a client from [`http_builder`].
-pub fn build_http(builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
-    builder.build().map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("cannot build the HTTP client: {e}"),
-        )
-        .with_source(e)
-    })
 }
 
 /// Headers with one entry.

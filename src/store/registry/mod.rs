@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::{Descriptor, MediaType};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
@@ -53,6 +53,19 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 pub struct Registry {
     client: Arc<Client>,
     reference: RegistryRef,
+    /// Where blobs streamed from another registry are spooled before upload (`--tmp-dir`).
+    spool: Option<std::path::PathBuf>,
+}
+
+/// Pages of a tag list we follow before giving up (1,000 tags a page).
+const MAX_TAG_PAGES: usize = 1000;
+
+/// A failure that another try may not repeat: the network, or a transient status.
+fn transient(e: &Error) -> bool {
+    e.kind() == ErrorKind::Network
+        || e.http_status()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .is_some_and(crate::transport::is_transient_status)
 }
 
 impl Registry {
@@ -61,7 +74,14 @@ impl Registry {
         Ok(Registry {
             client: Arc::new(Client::new(&reference.host, opts)?),
             reference: reference.clone(),
+            spool: None,
         })
+    }
+
+    /// Spools streamed blobs under `dir` (`--tmp-dir`) instead of the system temp dir.
+    pub(crate) fn with_spool_dir(mut self, dir: Option<std::path::PathBuf>) -> Registry {
+        self.spool = dir;
+        self
     }
 
     /// The reference this store was opened with.
@@ -135,7 +155,19 @@ impl Registry {
             self.client.base,
             self.repo()
         ));
+        let mut pages = 0;
+        let mut seen = std::collections::HashSet::new();
         while let Some(url) = next.take() {
+            pages += 1;
+            if pages > MAX_TAG_PAGES || !seen.insert(url.clone()) {
+                return Err(Error::new(
+                    ErrorKind::Registry,
+                    format!(
+                        "repository {}: the tag list goes on for more than {MAX_TAG_PAGES} pages or loops; giving up",
+                        self.name()
+                    ),
+                ));
+            }
             let resp = self
                 .read(
                     Method::GET,
@@ -161,10 +193,12 @@ impl Registry {
                         u
                     }
                 });
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| Error::new(ErrorKind::Network, format!("GET {url}: {e}")))?;
+            let body = crate::transport::read_body(
+                resp,
+                MAX_MANIFEST_BYTES,
+                &format!("tag list of {}", self.name()),
+            )
+            .await?;
             let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
                 Error::new(
                     ErrorKind::Registry,
@@ -249,19 +283,24 @@ impl Registry {
             )
             .await?;
         let media_type = content_type(resp.headers());
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_MANIFEST_BYTES)
-        {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!("{url}: manifest over the 4 MiB limit"),
-            ));
-        }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::new(ErrorKind::Network, format!("GET {url}: {e}")))?;
+        // Whatever Content-Length says (or does not say), at most 4 MiB are read.
+        let bytes = crate::transport::read_body(
+            resp,
+            MAX_MANIFEST_BYTES,
+            &format!("manifest {reference} in {}", self.name()),
+        )
+        .await
+        .map_err(|e| {
+            if e.kind() == ErrorKind::Registry {
+                Error::new(
+                    ErrorKind::Unsupported,
+                    format!("{url}: manifest over the 4 MiB limit; refusing to read it"),
+                )
+                .with_reference(url.as_str())
+            } else {
+                e
+            }
+        })?;
         Ok((bytes, media_type))
     }
 
@@ -299,7 +338,11 @@ impl Registry {
         }
         let bytes = match bytes {
             Some(b) => b,
-            None => self.get_manifest(desc.digest().as_ref()).await?.0,
+            None => crate::store::verify::verify_bytes(
+                self.get_manifest(desc.digest().as_ref()).await?.0,
+                desc,
+                &self.name(),
+            )?,
         };
         self.put_manifest(desc.media_type().as_ref(), bytes, tag)
             .await
@@ -412,8 +455,23 @@ impl Registry {
 
     /// Uploads a blob: one streamed monolithic PUT (two round trips); when the registry
     /// refuses that, one streamed PATCH; when it refuses that too, chunked PATCHes of at
-    /// least its `OCI-Chunk-Min-Length`.
+    /// least its `OCI-Chunk-Min-Length`. A transient failure starts over in a new session
+    /// (the body is re-opened from its start); nothing is re-sent into a session.
     async fn upload(&self, desc: &Descriptor, body: Body) -> Result<PushOutcome> {
+        use backon::Retryable;
+        (|| self.upload_once(desc, body.clone()))
+            .retry(crate::transport::backoff())
+            .sleep(tokio::time::sleep)
+            .when(transient)
+            .adjust(|e: &Error, d| e.retry_after().or(d))
+            .notify(|e: &Error, wait| {
+                tracing::warn!(digest = %desc.digest(), error = %e, ?wait, "upload failed, starting a new session");
+            })
+            .await
+    }
+
+    /// One upload in new sessions (see [`Registry::upload`]); a failed session is cancelled.
+    async fn upload_once(&self, desc: &Descriptor, body: Body) -> Result<PushOutcome> {
         let what = format!("upload of {}", desc.digest());
         let (location, _) = self.start_upload(&what).await?;
         match self.finish_upload(location, desc, body.clone()).await {
@@ -496,113 +554,8 @@ impl Registry {
         self.finish_upload(location, desc, Body::Empty).await
     }
 
-    /// Bytes of `blob` as a re-sendable body (streams are read into a temp file first, so a
-    /// retry can send them again without holding them in memory).
-    async fn body_of(
-        &self,
-        desc: &Descriptor,
-        blob: Blob,
-    ) -> Result<(Body, Option<tempfile::TempPath>)> {
-        Ok(match blob {
-            Blob::Bytes(b) => (Body::Bytes(b), None),
-            Blob::File(p) | Blob::Spooled(p) => (Body::file(p, desc.size()), None),
-            Blob::Stream(mut reader) => {
-                let (file, path) = tempfile::Builder::new()
-                    .prefix(".oci-packer-upload-")
-                    .tempfile()
-                    .map_err(|e| Error::io("creating temp file in", &std::env::temp_dir(), e))?
-                    .into_parts();
-                let mut out = tokio::fs::File::from_std(file);
-                tokio::io::copy(&mut reader, &mut out)
-                    .await
-                    .map_err(|e| Error::io("buffering", &path, e))?;
-                (Body::file(path.to_path_buf(), desc.size()), Some(path))
-            }
-        })
-    }
-}
-
-#[async_trait]
-impl Store for Registry {
-    fn name(&self) -> String {
-        format!("{}/{}", self.reference.host, self.reference.repository)
-    }
-
-    async fn exists(&self, desc: &Descriptor) -> Result<bool> {
-        let digest = desc.digest().to_string();
-        let is_manifest = mediatype::is_manifest(desc.media_type().as_ref());
-        let url = self.url(if is_manifest { "manifests" } else { "blobs" }, &digest);
-        let headers = if is_manifest {
-            header(ACCEPT, MANIFEST_ACCEPT)
-        } else {
-            HeaderMap::new()
-        };
-        let resp = self
-            .client
-            .send(
-                Method::HEAD,
-                &url,
-                &self.pull_scope(),
-                headers,
-                &Body::Empty,
-            )
-            .await?;
-        match resp.status() {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(self.client.error(&Method::HEAD, &url, &digest, resp).await),
-        }
-    }
-
-    async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
-        let digest = desc.digest().to_string();
-        if mediatype::is_manifest(desc.media_type().as_ref()) {
-            return Ok(Blob::Bytes(self.get_manifest(&digest).await?.0));
-        }
-        let url = self.url("blobs", &digest);
-        let resp = self
-            .read(
-                Method::GET,
-                &url,
-                HeaderMap::new(),
-                &format!("blob {digest}"),
-            )
-            .await?;
-        let stream = resp.bytes_stream().map_err(std::io::Error::other);
-        Ok(Blob::Stream(Box::new(tokio_util::io::StreamReader::new(
-            stream,
-        ))))
-    }
-
-    async fn push(
-        &self,
-        desc: &Descriptor,
-        blob: Blob,
-        progress: &Progress,
-    ) -> Result<PushOutcome> {
-        let media_type = desc.media_type().to_string();
-        if mediatype::is_manifest(&media_type) {
-            // Child manifests go to /manifests/<digest>, never through the blob API (Go §9.15).
-            let bytes = match blob {
-                Blob::Bytes(b) => b,
-                other => crate::store::read_small(other, desc).await?,
-            };
-            self.put_manifest(&media_type, bytes, desc.digest().as_ref())
-                .await?;
-            return Ok(PushOutcome::Stored);
-        }
-        let (body, _tmp) = self.body_of(desc, blob).await?;
-        let outcome = self.upload(desc, body).await?;
-        if !progress.is_silent() {
-            progress.emit(crate::progress::ProgressEvent::Advanced {
-                digest: desc.digest().to_string(),
-                bytes: desc.size(),
-            });
-        }
-        Ok(outcome)
-    }
-
-    async fn ingest(
+    /// One streamed upload of a file while hashing it, in a new session.
+    async fn ingest_once(
         &self,
         path: &std::path::Path,
         size: u64,
@@ -663,6 +616,165 @@ impl Store for Registry {
         );
         self.finish_upload(location, &desc, Body::Empty).await?;
         Ok(Some(digest))
+    }
+
+    /// Bytes of `blob` as a re-sendable body (streams are read into a temp file first, so a
+    /// retry can send them again without holding them in memory).
+    async fn body_of(
+        &self,
+        desc: &Descriptor,
+        blob: Blob,
+    ) -> Result<(Body, Option<tempfile::TempPath>)> {
+        Ok(match blob {
+            Blob::Bytes(b) => (Body::Bytes(b), None),
+            Blob::File(p) | Blob::Spooled(p) => (Body::file(p, desc.size()), None),
+            Blob::Stream(reader) => {
+                use tokio::io::AsyncReadExt;
+                let dir = self.spool.clone().unwrap_or_else(std::env::temp_dir);
+                let (file, path) = tempfile::Builder::new()
+                    .prefix(crate::store::SPOOL_PREFIX)
+                    .tempfile_in(&dir)
+                    .map_err(|e| Error::io("creating temp file in", &dir, e))?
+                    .into_parts();
+                let mut out = tokio::fs::File::from_std(file);
+                // The source's reader is verified; the bound holds for any other, too.
+                let n = tokio::io::copy(&mut reader.take(desc.size() + 1), &mut out)
+                    .await
+                    .map_err(|e| {
+                        crate::store::verify::from_read_error(e, |e| {
+                            Error::new(
+                                ErrorKind::Network,
+                                format!("downloading {}: {e}", desc.digest()),
+                            )
+                        })
+                    })?;
+                if n != desc.size() {
+                    return Err(crate::store::verify::mismatch(
+                        desc,
+                        "the source",
+                        format!("got {n} bytes"),
+                    ));
+                }
+                (Body::file(path.to_path_buf(), desc.size()), Some(path))
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl Store for Registry {
+    fn name(&self) -> String {
+        format!("{}/{}", self.reference.host, self.reference.repository)
+    }
+
+    async fn exists(&self, desc: &Descriptor) -> Result<bool> {
+        let digest = desc.digest().to_string();
+        let is_manifest = mediatype::is_manifest(desc.media_type().as_ref());
+        let url = self.url(if is_manifest { "manifests" } else { "blobs" }, &digest);
+        let headers = if is_manifest {
+            header(ACCEPT, MANIFEST_ACCEPT)
+        } else {
+            HeaderMap::new()
+        };
+        let resp = self
+            .client
+            .send(
+                Method::HEAD,
+                &url,
+                &self.pull_scope(),
+                headers,
+                &Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.client.error(&Method::HEAD, &url, &digest, resp).await),
+        }
+    }
+
+    async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
+        let digest = desc.digest().to_string();
+        if mediatype::is_manifest(desc.media_type().as_ref()) {
+            return Ok(Blob::Bytes(self.get_manifest(&digest).await?.0));
+        }
+        let url = self.url("blobs", &digest);
+        let what = format!("blob {digest}");
+        let resp = self
+            .client
+            .send_sized(
+                Method::GET,
+                &url,
+                &self.pull_scope(),
+                HeaderMap::new(),
+                &Body::Empty,
+                Some(desc.size()),
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.client.error(&Method::GET, &url, &what, resp).await);
+        }
+        if resp.content_length().is_some_and(|n| n != desc.size()) {
+            return Err(crate::store::verify::mismatch(
+                desc,
+                &self.name(),
+                format!(
+                    "the registry announces {} bytes",
+                    resp.content_length().unwrap_or(0)
+                ),
+            ));
+        }
+        let stream = resp.bytes_stream().map_err(std::io::Error::other).boxed();
+        let stream = crate::store::verify::verified_stream(stream, desc, self.name());
+        Ok(Blob::Stream(Box::new(tokio_util::io::StreamReader::new(
+            stream,
+        ))))
+    }
+
+    async fn push(
+        &self,
+        desc: &Descriptor,
+        blob: Blob,
+        progress: &Progress,
+    ) -> Result<PushOutcome> {
+        let media_type = desc.media_type().to_string();
+        if mediatype::is_manifest(&media_type) {
+            // Child manifests go to /manifests/<digest>, never through the blob API (Go §9.15).
+            let bytes = match blob {
+                Blob::Bytes(b) => b,
+                other => crate::store::read_small(other, desc, &self.name()).await?,
+            };
+            self.put_manifest(&media_type, bytes, desc.digest().as_ref())
+                .await?;
+            return Ok(PushOutcome::Stored);
+        }
+        let (body, _tmp) = self.body_of(desc, blob).await?;
+        let outcome = self.upload(desc, body).await?;
+        if !progress.is_silent() {
+            progress.emit(crate::progress::ProgressEvent::Advanced {
+                digest: desc.digest().to_string(),
+                bytes: desc.size(),
+            });
+        }
+        Ok(outcome)
+    }
+
+    async fn ingest(
+        &self,
+        path: &std::path::Path,
+        size: u64,
+        progress: &Progress,
+    ) -> Result<Option<Digest>> {
+        use backon::Retryable;
+        (|| self.ingest_once(path, size, progress))
+            .retry(crate::transport::backoff())
+            .sleep(tokio::time::sleep)
+            .when(transient)
+            .adjust(|e: &Error, d| e.retry_after().or(d))
+            .notify(|e: &Error, wait| {
+                tracing::warn!(path = %path.display(), error = %e, ?wait, "upload failed, starting a new session");
+            })
+            .await
     }
 
     fn registry_repository(&self) -> Option<(&str, &str)> {

@@ -1,0 +1,244 @@
+//! Verified, bounded reads: every byte a store hands over is counted and hashed, and a blob
+//! that is longer or shorter than its descriptor says, or whose digest differs, is an error
+//! before anything is committed (oras-go's `VerifyReader`). Manifests and indexes are read
+//! through a hard cap whatever the server or the file system claims about their length.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use oci_spec::image::Descriptor;
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Manifests and indexes are read into memory; anything larger than this is refused
+/// (the cap oras-go and containerd use, 4 MiB).
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+/// The error for content that is not what its descriptor says.
+pub(crate) fn mismatch(desc: &Descriptor, from: &str, detail: String) -> Error {
+    Error::new(
+        ErrorKind::DigestMismatch,
+        format!(
+            "{} ({} bytes) from {from}: {detail}; the content is not what its descriptor says",
+            desc.digest(),
+            desc.size()
+        ),
+    )
+    .with_digest(desc.digest().to_string())
+}
+
+/// Checks a finished read of `desc`: `got` bytes with digest `digest`.
+pub(crate) fn check(desc: &Descriptor, from: &str, digest: &Digest, got: u64) -> Result<()> {
+    if got != desc.size() {
+        return Err(mismatch(desc, from, format!("got {got} bytes")));
+    }
+    if digest.as_str() != desc.digest().as_ref() {
+        return Err(mismatch(
+            desc,
+            from,
+            format!("got content with digest {digest}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns an I/O error of a verified read back into the library error it carries (a digest
+/// or size mismatch), or into `fallback(e)` for a real I/O failure.
+pub(crate) fn from_read_error(e: io::Error, fallback: impl FnOnce(io::Error) -> Error) -> Error {
+    if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+        if let Some(inner) = e.into_inner() {
+            if let Ok(err) = inner.downcast::<Error>() {
+                return *err;
+            }
+        }
+        return Error::new(ErrorKind::Internal, "lost a verification error");
+    }
+    fallback(e)
+}
+
+fn as_io(e: Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Wraps a byte stream of `desc`: it ends with an error as soon as it passes the declared
+/// size, and at its end unless size and digest match. `from` names the source for messages.
+pub(crate) fn verified_stream(
+    inner: BoxStream<'static, io::Result<Bytes>>,
+    desc: &Descriptor,
+    from: String,
+) -> BoxStream<'static, io::Result<Bytes>> {
+    struct State {
+        inner: BoxStream<'static, io::Result<Bytes>>,
+        hasher: Option<Hasher>,
+        desc: Descriptor,
+        from: String,
+    }
+    let state = State {
+        inner,
+        hasher: Some(Hasher::new()),
+        desc: desc.clone(),
+        from,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        let hasher = s.hasher.as_mut()?;
+        match s.inner.next().await {
+            Some(Ok(chunk)) => {
+                hasher.update(&chunk);
+                if hasher.size() > s.desc.size() {
+                    let e = mismatch(
+                        &s.desc,
+                        &s.from,
+                        format!("more than {} bytes arrived", s.desc.size()),
+                    );
+                    s.hasher = None;
+                    return Some((Err(as_io(e)), s));
+                }
+                Some((Ok(chunk), s))
+            }
+            Some(Err(e)) => {
+                s.hasher = None;
+                Some((Err(e), s))
+            }
+            None => {
+                let (digest, got) = s.hasher.take()?.finish();
+                match check(&s.desc, &s.from, &digest, got) {
+                    Ok(()) => None,
+                    Err(e) => Some((Err(as_io(e)), s)),
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Opens a blob file of a layout for reading: it must be a regular file (not a device, a
+/// FIFO or a directory, whatever a symlink points at) of exactly the descriptor's size.
+pub(crate) fn open_blob_file(path: &Path, desc: &Descriptor, from: &str) -> Result<std::fs::File> {
+    let f = std::fs::File::open(path).map_err(|e| {
+        let mut err = Error::io("reading blob", path, e).with_digest(desc.digest().to_string());
+        if err.kind() == ErrorKind::SourceNotFound {
+            err = Error::new(
+                ErrorKind::NotFound,
+                format!("{from}: blob {} is missing", desc.digest()),
+            )
+            .with_path(path)
+            .with_digest(desc.digest().to_string());
+        }
+        err
+    })?;
+    let meta = f.metadata().map_err(|e| Error::io("reading", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::DigestMismatch,
+            format!(
+                "{from}: blob {} is not a regular file ({}); remove it and copy the content again",
+                desc.digest(),
+                path.display()
+            ),
+        )
+        .with_path(path)
+        .with_digest(desc.digest().to_string()));
+    }
+    if meta.len() != desc.size() {
+        return Err(mismatch(
+            desc,
+            from,
+            format!("the file {} has {} bytes", path.display(), meta.len()),
+        )
+        .with_path(path));
+    }
+    Ok(f)
+}
+
+/// Reads a small blob (a manifest, an index, a config) of `desc` from `reader`, at most
+/// [`MAX_MANIFEST_BYTES`] whatever it claims, and verifies size and digest.
+pub(crate) fn read_capped(reader: &mut dyn Read, desc: &Descriptor, from: &str) -> Result<Bytes> {
+    refuse_large(desc, from)?;
+    let mut data = Vec::new();
+    reader
+        .take(desc.size() + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("reading {} from {from}: {e}", desc.digest()),
+            )
+        })?;
+    verify_bytes(Bytes::from(data), desc, from)
+}
+
+/// Checks bytes already in memory against `desc`.
+pub(crate) fn verify_bytes(data: Bytes, desc: &Descriptor, from: &str) -> Result<Bytes> {
+    check(desc, from, &Digest::of(&data), data.len() as u64)?;
+    Ok(data)
+}
+
+/// Refuses to read a manifest over the cap.
+pub(crate) fn refuse_large(desc: &Descriptor, from: &str) -> Result<()> {
+    if desc.size() > MAX_MANIFEST_BYTES {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{} in {from}: a manifest of {} bytes is over the 4 MiB limit",
+                desc.digest(),
+                desc.size()
+            ),
+        )
+        .with_digest(desc.digest().to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(data: &[u8]) -> Descriptor {
+        Descriptor::new(
+            "application/octet-stream".into(),
+            data.len() as u64,
+            Digest::of(data).to_oci(),
+        )
+    }
+
+    async fn drain(chunks: Vec<&'static [u8]>, d: &Descriptor) -> Result<Bytes> {
+        let s = futures::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c))));
+        let mut v = verified_stream(s.boxed(), d, "test".into());
+        let mut data = Vec::new();
+        while let Some(chunk) = v.next().await {
+            data.extend_from_slice(
+                &chunk.map_err(|e| {
+                    from_read_error(e, |e| Error::new(ErrorKind::Io, e.to_string()))
+                })?,
+            );
+        }
+        Ok(Bytes::from(data))
+    }
+
+    #[tokio::test]
+    async fn streams_are_counted_and_hashed() {
+        let d = desc(b"hello world");
+        assert!(drain(vec![b"hello", b" world"], &d).await.is_ok());
+        let short = drain(vec![b"hello"], &d).await.expect_err("short");
+        assert_eq!(short.kind(), ErrorKind::DigestMismatch);
+        assert!(short.message().contains("got 5 bytes"), "{short}");
+        let long = drain(vec![b"hello world", b"!"], &d)
+            .await
+            .expect_err("long");
+        assert!(long.message().contains("more than 11 bytes"), "{long}");
+        let wrong = drain(vec![b"hello World"], &d).await.expect_err("wrong");
+        assert!(wrong.message().contains("digest"), "{wrong}");
+    }
+
+    #[test]
+    fn small_reads_stop_at_the_declared_size() {
+        let d = desc(b"{}");
+        let mut endless = std::io::repeat(b'x');
+        let e = read_capped(&mut endless, &d, "test").expect_err("endless");
+        assert!(e.message().contains("got 3 bytes"), "{e}");
+        assert!(read_capped(&mut &b"{}"[..], &d, "test").is_ok());
+    }
+}

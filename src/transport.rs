@@ -1,0 +1,245 @@
+//! The one HTTP transport: every client (registries, `http(s)://` downloads) is built here,
+//! with one TLS setup, one redirect policy, one retry policy and one set of bounds.
+//!
+//! - Redirects: at most 10, never from https to http (reqwest drops credentials on a redirect
+//!   to another host or port; refusing the downgrade covers the same host over plain HTTP).
+//! - Retries ([`backoff`]): exponential with jitter, decided by the error's *type* — a refused
+//!   or reset connection, a timeout, a cut body, HTTP 408/429/5xx — never for a certificate
+//!   or a redirect error, and only for requests that can be replayed (the caller decides).
+//! - Deadlines ([`deadline`]): a body that stalls for the read timeout fails, and every
+//!   request has an overall deadline a trickling server cannot stretch.
+//! - Bodies ([`read_body`]): every answer the program reads into memory has a cap.
+
+use std::time::Duration;
+
+use backon::ExponentialBuilder;
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::StatusCode;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::RegistryOptions;
+
+/// The default read timeout: a body that sends nothing for this long fails.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest `Retry-After` we honour.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The slowest average rate a blob transfer may have before its deadline ends it (64 KiB/s).
+const MIN_RATE: u64 = 64 << 10;
+/// Cap of error bodies and other small answers (tokens, pings).
+pub const SMALL_BODY: u64 = 1 << 20;
+
+/// Retries after the first attempt.
+const RETRIES: usize = 4;
+
+/// The read timeout in force.
+pub fn timeout(opts: &RegistryOptions) -> Duration {
+    opts.timeout.unwrap_or(DEFAULT_TIMEOUT)
+}
+
+/// The overall deadline of one request attempt that moves `size` bytes (`None`: a small
+/// request — a manifest, a token, a HEAD): twice the read timeout, plus the time the bytes
+/// take at [`MIN_RATE`].
+pub fn deadline(opts: &RegistryOptions, size: Option<u64>) -> Duration {
+    timeout(opts) * 2 + Duration::from_secs(size.unwrap_or(0) / MIN_RATE)
+}
+
+/// The retry schedule: 4 retries, 200 ms doubling to at most 10 s, with jitter.
+pub fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_max_times(RETRIES)
+        .with_jitter()
+}
+
+/// Builds the HTTP client for `opts`: rustls with the system roots plus `--ca-file`,
+/// `--insecure`, the redirect policy, connect and read timeouts.
+pub fn client(opts: &RegistryOptions) -> Result<reqwest::Client> {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt
+            .previous()
+            .last()
+            .is_some_and(|p| p.scheme() == "https")
+            && attempt.url().scheme() == "http";
+        if downgrade {
+            let to = attempt.url().to_string();
+            attempt.error(format!("refusing a redirect from https to http ({to})"))
+        } else if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    let read = timeout(opts);
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(read.min(Duration::from_secs(30)))
+        .read_timeout(read)
+        .redirect(policy)
+        .user_agent(concat!("oci-packer/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(opts.insecure);
+    if let Some(ca) = &opts.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| Error::io("reading --ca-file", ca, e))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("--ca-file {}: not a PEM certificate ({e})", ca.display()),
+            )
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("cannot build the HTTP client: {e}"),
+        )
+        .with_source(e)
+    })
+}
+
+/// Every error in `e`'s chain, including those that `std::io::Error` wraps without
+/// reporting them as its source.
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        out.push(c);
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                cur = Some(inner);
+                continue;
+            }
+        }
+        cur = c.source();
+    }
+    out
+}
+
+fn tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
+    chain(e)
+        .into_iter()
+        .find_map(|c| c.downcast_ref::<rustls::Error>())
+}
+
+/// The server's certificate was refused: asking again will not help.
+pub fn is_certificate(e: &reqwest::Error) -> bool {
+    matches!(
+        tls_error(e),
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+    )
+}
+
+/// A failure that may go away when the request is sent again: a refused, reset or timed-out
+/// connection, or a body cut off — not a certificate, redirect or request-building error.
+pub fn is_transient(e: &reqwest::Error) -> bool {
+    if e.is_builder() || e.is_redirect() || tls_error(e).is_some() {
+        return false;
+    }
+    // A body cut off mid-stream is reported as a decode or body error.
+    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode()
+}
+
+/// Statuses worth another try: 408, 429 and every 5xx.
+pub fn is_transient_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429) || status.is_server_error()
+}
+
+/// A `Retry-After` in seconds, when present and not longer than we are willing to wait.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .filter(|d| *d <= MAX_RETRY_AFTER)
+}
+
+/// reqwest's Display hides the cause ("error sending request"); show the whole chain.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = String::new();
+    for c in chain(e) {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            if !s.is_empty() {
+                s.push_str(": ");
+            }
+            s.push_str(&t);
+        }
+    }
+    s
+}
+
+/// A network error for `method url`, classified by type, with what to do.
+pub fn network_error(method: &str, url: &str, e: reqwest::Error) -> Error {
+    let hint = if is_certificate(&e) {
+        "; trust the server's CA with --ca-file FILE, or skip verification with --insecure"
+    } else if matches!(tls_error(&e), Some(rustls::Error::InvalidMessage(_))) {
+        "; is it a plain-HTTP server? pass --plain-http"
+    } else if e.is_timeout() {
+        "; the server stopped answering (raise --timeout for very slow links)"
+    } else {
+        ""
+    };
+    Error::new(
+        ErrorKind::Network,
+        format!("{method} {url}: {}{hint}", error_chain(&e)),
+    )
+    .with_reference(url)
+    .with_source(e)
+}
+
+/// Reads a response body into memory, at most `cap` bytes; a longer body is an error and the
+/// connection is dropped without reading the rest.
+pub async fn read_body(resp: reqwest::Response, cap: u64, what: &str) -> Result<Bytes> {
+    let url = resp.url().to_string();
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(too_long(what, cap));
+    }
+    let mut stream = resp.bytes_stream();
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| network_error("GET", &url, e))?;
+        if (data.len() + chunk.len()) as u64 > cap {
+            return Err(too_long(what, cap));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(data))
+}
+
+fn too_long(what: &str, cap: u64) -> Error {
+    Error::new(
+        ErrorKind::Registry,
+        format!("{what}: the server's answer is longer than {cap} bytes; refusing to read it"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_grow_with_size() {
+        let opts = RegistryOptions {
+            timeout: Some(Duration::from_secs(2)),
+            ..RegistryOptions::default()
+        };
+        assert_eq!(deadline(&opts, None), Duration::from_secs(4));
+        assert_eq!(
+            deadline(&opts, Some(1 << 30)),
+            Duration::from_secs(4 + 16384)
+        );
+    }
+
+    #[test]
+    fn retry_after_is_bounded() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "3".parse().expect("value"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(RETRY_AFTER, "3600".parse().expect("value"));
+        assert_eq!(retry_after(&h), None);
+    }
+}
