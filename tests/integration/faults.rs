@@ -16,6 +16,10 @@ struct State {
     uploads: usize,
     /// Upload PUTs to answer 500 before accepting.
     put_500: usize,
+    /// Upload POSTs to answer 500 before opening sessions.
+    post_500: usize,
+    /// Upload PATCHes to answer 500 before accepting.
+    patch_500: usize,
     /// Upload PUTs to answer 429 (Retry-After: 1) before accepting.
     put_429: usize,
     /// Blob GETs to cut off halfway.
@@ -93,6 +97,10 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             }
         },
         ("POST", "uploads") => {
+            if s.post_500 > 0 {
+                s.post_500 -= 1;
+                return Response::status(500);
+            }
             s.uploads += 1;
             let id = format!("u{}", s.uploads);
             s.sessions.insert(id.clone(), Vec::new());
@@ -104,6 +112,10 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             r
         }
         ("PATCH", "uploads") => {
+            if s.patch_500 > 0 {
+                s.patch_500 -= 1;
+                return Response::status(500);
+            }
             if s.max_patch.is_some_and(|m| req.body.len() > m) {
                 return Response::status(413);
             }
@@ -495,4 +507,44 @@ fn redirects_to_storage_do_not_carry_credentials() {
             .all(|s| !s.headers.contains_key("authorization")),
         "credentials leaked to storage"
     );
+}
+
+/// A registry that fails the first POST, PATCH or PUT of an upload: the push succeeds in a
+/// new session each time, no session is left open, and every blob has its digest.
+#[test]
+fn failed_upload_steps_restart_in_a_new_session() {
+    for (post, patch, put, no_monolithic) in [(1, 0, 0, false), (0, 0, 1, false), (0, 1, 0, true)] {
+        let (srv, state) = fake_registry();
+        let d = TestDir::new();
+        setup(&d);
+        {
+            let mut s = state.lock().expect("lock");
+            s.post_500 = post;
+            s.patch_500 = patch;
+            s.put_500 = put;
+            s.no_monolithic = no_monolithic;
+        }
+        let target = format!("{}/flaky/b:v1", srv.addr);
+        let digest = packed_digest(&run(
+            &d.path,
+            &["--plain-http", "pack", "-f", "pack.yaml", &target],
+            &[],
+        ));
+        let s = state.lock().expect("lock");
+        let case = (post, patch, put);
+        assert!(
+            s.sessions.is_empty(),
+            "{case:?}: sessions left open: {:?}",
+            s.sessions.keys()
+        );
+        assert_eq!(
+            (s.post_500, s.patch_500, s.put_500),
+            (0, 0, 0),
+            "{case:?}: the fault happened"
+        );
+        for (d, data) in &s.blobs {
+            assert_eq!(&sha256(data), d, "{case:?}: blob {d} is intact");
+        }
+        assert_eq!(sha256(&s.manifests["v1"].0), digest, "{case:?}");
+    }
 }

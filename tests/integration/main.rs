@@ -3,6 +3,7 @@
 mod assembly;
 mod cli;
 mod faults;
+mod hostile;
 mod layout;
 mod library;
 mod packfile;

@@ -1,0 +1,581 @@
+//! Hostile input is normal input: layouts and registries that lie about their content, never
+//! stop sending, or nest without end get a clear error, in bounded memory, with nothing
+//! written or tagged at the destination.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const EMPTY: &[u8] = b"{}";
+/// Peak RSS every hostile case must stay under (KiB).
+const RSS_LIMIT_KIB: u64 = 64 << 10;
+
+fn sha256(data: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data))
+    )
+}
+
+fn desc(media_type: &str, data: &[u8]) -> Value {
+    json!({"mediaType": media_type, "digest": sha256(data), "size": data.len()})
+}
+
+/// A manifest with the empty config and these layers.
+fn manifest(layers: &[Value]) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": desc("application/vnd.oci.empty.v1+json", EMPTY),
+        "layers": layers,
+    }))
+    .expect("json")
+}
+
+fn index(members: &[Value]) -> Vec<u8> {
+    serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": members}))
+        .expect("json")
+}
+
+/// A layout written by hand, whatever its content claims.
+struct RawLayout<'a>(&'a Path);
+
+impl RawLayout<'_> {
+    fn new(dir: &Path) -> RawLayout<'_> {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("write");
+        RawLayout(dir)
+    }
+
+    fn path(&self, digest: &str) -> std::path::PathBuf {
+        self.0
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Stores `data` under its own digest.
+    fn put(&self, data: &[u8]) -> String {
+        let d = sha256(data);
+        std::fs::write(self.path(&d), data).expect("write blob");
+        d
+    }
+
+    /// Names `entry` as `v1`.
+    fn tag(&self, mut entry: Value) {
+        entry["annotations"] = json!({"org.opencontainers.image.ref.name": "v1"});
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]});
+        std::fs::write(self.0.join("index.json"), index.to_string()).expect("index");
+    }
+}
+
+/// `oci-packer ARGS` must fail (exit 1) within bounded memory with a message naming
+/// `expect`, and leave no `v1` at `dst`.
+fn fails_cleanly(d: &TestDir, args: &[&str], expect: &[&str], dst: Option<&Path>) {
+    let (o, kib) = run_measured(&d.path, args, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    for e in expect {
+        assert!(err.contains(e), "{args:?}: wanted {e:?} in: {err}");
+    }
+    assert!(
+        kib < RSS_LIMIT_KIB,
+        "{args:?}: peak RSS {kib} KiB over the limit"
+    );
+    if let Some(dst) = dst {
+        let tagged = std::fs::read(dst.join("index.json"))
+            .map(|b| String::from_utf8_lossy(&b).contains("\"v1\""))
+            .unwrap_or(false);
+        assert!(!tagged, "{args:?}: the destination was tagged");
+    }
+}
+
+#[test]
+fn hostile_layouts_are_clear_errors_in_bounded_memory() {
+    let d = TestDir::new();
+    let layer = b"hello".to_vec();
+
+    // A manifest whose bytes do not match its digest (same size).
+    let dir_tampered = d.join("tampered");
+    let lay = RawLayout::new(&dir_tampered);
+    lay.put(&layer);
+    lay.put(EMPTY);
+    let good = manifest(&[desc("text/plain", &layer)]);
+    let digest = sha256(&good);
+    let mut bad = good.clone();
+    let at = bad.len() - 3;
+    bad[at] = b' ';
+    std::fs::write(lay.path(&digest), &bad).expect("tamper");
+    lay.tag(desc(OCI_MANIFEST, &good));
+
+    // A manifest naming itself, and two manifests naming each other: only possible with
+    // content that does not match its digest.
+    let dir_self = d.join("self");
+    let lay = RawLayout::new(&dir_self);
+    let fake = sha256(b"self");
+    let own = manifest(&[json!({"mediaType": OCI_MANIFEST, "digest": fake, "size": 300})]);
+    std::fs::write(lay.path(&fake), &own).expect("write");
+    lay.tag(json!({"mediaType": OCI_MANIFEST, "digest": fake, "size": own.len()}));
+    let dir_pair = d.join("pair");
+    let lay = RawLayout::new(&dir_pair);
+    let (a, b) = (sha256(b"a"), sha256(b"b"));
+    let ma = index(&[json!({"mediaType": OCI_INDEX, "digest": b, "size": 128})]);
+    let mb = index(&[json!({"mediaType": OCI_INDEX, "digest": a, "size": ma.len()})]);
+    std::fs::write(lay.path(&a), &ma).expect("write");
+    std::fs::write(
+        lay.path(&b),
+        format!("{:<128}", String::from_utf8_lossy(&mb)),
+    )
+    .expect("w");
+    lay.tag(json!({"mediaType": OCI_INDEX, "digest": a, "size": ma.len()}));
+
+    // A manifest blob that is a symlink to /dev/zero.
+    let dir_zero = d.join("zero");
+    let lay = RawLayout::new(&dir_zero);
+    let z = sha256(b"zero");
+    std::os::unix::fs::symlink("/dev/zero", lay.path(&z)).expect("symlink");
+    lay.tag(json!({"mediaType": OCI_MANIFEST, "digest": z, "size": 1000}));
+
+    // A valid chain of 20,000 nested indexes.
+    let dir_deep = d.join("deep");
+    let lay = RawLayout::new(&dir_deep);
+    lay.put(&layer);
+    lay.put(EMPTY);
+    let mut top = manifest(&[desc("text/plain", &layer)]);
+    lay.put(&top);
+    let mut top_type = OCI_MANIFEST;
+    for _ in 0..20_000 {
+        let next = index(&[desc(top_type, &top)]);
+        lay.put(&next);
+        top = next;
+        top_type = OCI_INDEX;
+    }
+    lay.tag(desc(OCI_INDEX, &top));
+
+    let cases: [(&str, &[&str]); 5] = [
+        ("tampered", &["not what its descriptor says", &digest]),
+        ("self", &["not what its descriptor says", &fake]),
+        ("pair", &["not what its descriptor says"]),
+        ("zero", &["not a regular file", &z]),
+        ("deep", &["nested more than 32 levels"]),
+    ];
+    for (name, expect) in cases {
+        let src = format!("oci://{name}:v1");
+        let dst_name = format!("out-{name}");
+        let dst = format!("oci://{dst_name}:v1");
+        fails_cleanly(&d, &["copy", &src, &dst], expect, Some(&d.join(&dst_name)));
+        fails_cleanly(&d, &["list", &src], expect, None);
+        // The same content as an image item of a pack.
+        let pack = format!("pack-{name}.yaml");
+        d.write(&pack, format!("items:\n  - from: oci://./{name}:v1\n"));
+        let dst = format!("oci://packed-{name}:v1");
+        fails_cleanly(
+            &d,
+            &["pack", "-f", &pack, &dst],
+            expect,
+            Some(&d.join(&format!("packed-{name}"))),
+        );
+    }
+}
+
+#[test]
+fn an_index_naming_one_manifest_ten_thousand_times_is_copied_once() {
+    let d = TestDir::new();
+    let fan = d.join("fan");
+    let lay = RawLayout::new(&fan);
+    let layer = b"fan-out".to_vec();
+    lay.put(&layer);
+    lay.put(EMPTY);
+    let m = manifest(&[desc("text/plain", &layer)]);
+    lay.put(&m);
+    let members: Vec<Value> = (0..10_000).map(|_| desc(OCI_MANIFEST, &m)).collect();
+    let top = index(&members);
+    lay.put(&top);
+    lay.tag(desc(OCI_INDEX, &top));
+    let (o, kib) = run_measured(
+        &d.path,
+        &["--format", "json", "copy", "oci://fan:v1", "oci://out:v1"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(kib < RSS_LIMIT_KIB, "peak RSS {kib} KiB");
+    let result: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        result["blobsStored"], 4,
+        "index, manifest, config, layer — each once: {result}"
+    );
+    let (o, kib) = run_measured(&d.path, &["list", "oci://fan:v1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(kib < RSS_LIMIT_KIB, "peak RSS {kib} KiB");
+}
+
+/// What a hostile registry does, per case.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Misdeed {
+    /// The manifest, unannounced on HEAD, arrives chunked: 100 MB of it.
+    HugeManifest,
+    /// 3 GiB for a 29-byte layer.
+    LongBlob,
+    /// A 2 GiB error body.
+    HugeError,
+    /// A 2 GiB token answer.
+    HugeToken,
+    /// Tag pages that never end.
+    EndlessTags,
+    /// The manifest trickles, one byte a second.
+    Trickle,
+}
+
+/// A registry that serves one good artifact (`r:v1`: one 29-byte layer) except for `misdeed`.
+fn hostile_registry(misdeed: Misdeed) -> HttpServer {
+    let layer = vec![b'x'; 29];
+    let m = manifest(&[desc("application/octet-stream", &layer)]);
+    let m_digest = sha256(&m);
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    HttpServer::with_handler(move |req| {
+        let path = req.path.split('?').next().unwrap_or("");
+        if misdeed == Misdeed::HugeToken {
+            if path == "/token" {
+                return Response {
+                    stream: Some(Stream::Flood {
+                        byte: b' ',
+                        total: 2 << 30,
+                        announced: None,
+                    }),
+                    ..Response::status(200)
+                };
+            }
+            if !req.headers.contains_key("authorization") {
+                let host = req.headers.get("host").cloned().unwrap_or_default();
+                return Response::status(401).header(
+                    "WWW-Authenticate",
+                    &format!("Bearer realm=\"http://{host}/token\",service=\"r\""),
+                );
+            }
+        }
+        let manifest_path = path.ends_with("/manifests/v1") || path.ends_with(&m_digest);
+        match (req.method.as_str(), path) {
+            (_, "/v2/") => Response::status(200),
+            ("GET", "/v2/r/tags/list") if misdeed == Misdeed::EndlessTags => {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Response::status(200)
+                    .header(
+                        "Link",
+                        &format!("</v2/r/tags/list?n=1000&last=t{n}>; rel=\"next\""),
+                    )
+                    .body(format!("{{\"tags\":[\"t{n}\"]}}"))
+            }
+            ("HEAD", _) if manifest_path && misdeed == Misdeed::HugeManifest => {
+                Response::status(200).header("Content-Type", OCI_MANIFEST)
+            }
+            ("HEAD", _) if manifest_path => Response::status(200)
+                .header("Content-Type", OCI_MANIFEST)
+                .header("Docker-Content-Digest", &m_digest)
+                .body(m.clone()),
+            ("GET", _) if manifest_path => match misdeed {
+                Misdeed::HugeManifest => Response {
+                    stream: Some(Stream::Flood {
+                        byte: b' ',
+                        total: 100 << 20,
+                        announced: None,
+                    }),
+                    ..Response::status(200).header("Content-Type", OCI_MANIFEST)
+                },
+                Misdeed::HugeError => Response {
+                    stream: Some(Stream::Flood {
+                        byte: b'e',
+                        total: 2 << 30,
+                        announced: None,
+                    }),
+                    ..Response::status(400)
+                },
+                Misdeed::Trickle => Response {
+                    stream: Some(Stream::Trickle(m.clone())),
+                    ..Response::status(200).header("Content-Type", OCI_MANIFEST)
+                },
+                _ => Response::status(200)
+                    .header("Content-Type", OCI_MANIFEST)
+                    .body(m.clone()),
+            },
+            ("HEAD" | "GET", p) if p.ends_with(&sha256(EMPTY)) => Response::status(200).body(EMPTY),
+            ("GET", p) if p.ends_with(&sha256(&layer)) && misdeed == Misdeed::LongBlob => {
+                Response {
+                    stream: Some(Stream::Flood {
+                        byte: b'x',
+                        total: 3 << 30,
+                        announced: None,
+                    }),
+                    ..Response::status(200)
+                }
+            }
+            ("HEAD" | "GET", p) if p.ends_with(&sha256(&layer)) => {
+                Response::status(200).body(layer.clone())
+            }
+            _ => Response::status(404),
+        }
+    })
+}
+
+/// Bytes of every file under `dir`.
+fn disk_use(dir: &Path) -> u64 {
+    snapshot(dir).values().map(|v| v.len() as u64).sum()
+}
+
+#[test]
+fn hostile_registries_are_clear_errors_within_the_deadline_in_bounded_memory() {
+    let d = TestDir::new();
+    let cases: [(Misdeed, &[&str]); 6] = [
+        (Misdeed::HugeManifest, &["over the 4 MiB limit"]),
+        (Misdeed::LongBlob, &["more than 29 bytes arrived"]),
+        (Misdeed::HugeError, &["400 Bad Request", "manifest"]),
+        (Misdeed::HugeToken, &["token from", "longer than"]),
+        (Misdeed::EndlessTags, &["more than 1000 pages"]),
+        (Misdeed::Trickle, &["timed out"]),
+    ];
+    for (misdeed, expect) in cases {
+        let srv = hostile_registry(misdeed);
+        let dst_name = format!("out-{misdeed:?}");
+        let dst = format!("oci://{dst_name}:v1");
+        let src = if misdeed == Misdeed::EndlessTags {
+            format!("{}/r", srv.addr)
+        } else {
+            format!("{}/r:v1", srv.addr)
+        };
+        let args: Vec<&str> = if misdeed == Misdeed::EndlessTags {
+            vec!["--plain-http", "--timeout", "1", "list", &src]
+        } else {
+            vec!["--plain-http", "--timeout", "1", "copy", &src, &dst]
+        };
+        fails_cleanly(&d, &args, expect, Some(&d.join(&dst_name)));
+        assert!(
+            disk_use(&d.join(&dst_name)) < 29 + 4096,
+            "{misdeed:?}: the destination holds no more than the artifact's size"
+        );
+    }
+}
+
+#[test]
+fn credentials_never_go_to_a_plain_http_token_service_of_another_host() {
+    let token_server = HttpServer::with_handler_on("127.0.0.2", |_| {
+        Response::status(200).body(r#"{"token":"t"}"#)
+    });
+    let realm = format!("http://{}/token", token_server.addr);
+    let registry = HttpServer::with_handler(move |_| {
+        Response::status(401).header("WWW-Authenticate", &format!("Bearer realm=\"{realm}\""))
+    });
+    let d = TestDir::new();
+    let src = format!("{}/r:v1", registry.addr);
+    fails_cleanly(
+        &d,
+        &[
+            "--plain-http",
+            "-u",
+            "me",
+            "-p",
+            "secret",
+            "copy",
+            &src,
+            "oci://out:v1",
+        ],
+        &["over plain HTTP; refusing"],
+        Some(&d.join("out")),
+    );
+    let seen = token_server.seen.lock().expect("lock");
+    assert!(
+        seen.iter()
+            .all(|s| !s.headers.contains_key("authorization")),
+        "no credential reached the plain-HTTP token service: {seen:?}"
+    );
+}
+
+/// Download-cache entries someone else planted are never used: not through a symlink, not in
+/// a directory of another user. The same URL twice in one pack works.
+#[test]
+fn planted_download_cache_entries_are_never_used() {
+    let srv = HttpServer::start();
+    srv.route(
+        "/tool.bin",
+        Reply::Body {
+            body: b"the real tool".to_vec(),
+            etag: "\"v1\"".into(),
+        },
+    );
+    let url = srv.url("/tool.bin");
+    let entry_name = &sha256(url.as_bytes())["sha256:".len()..][..32];
+    let planted = b"planted bytes".to_vec();
+    let planted_hex = &sha256(&planted)["sha256:".len()..];
+    let meta = json!({"url": url, "etag": "\"v1\"", "last_modified": null,
+        "size": planted.len(), "sha256": planted_hex});
+    for how in ["symlink", "other-owner"] {
+        let d = TestDir::new();
+        let http = d.join("xdg-cache/oci-packer/http");
+        let entry = http.join(entry_name);
+        std::fs::create_dir_all(&entry).expect("mkdir");
+        std::fs::write(entry.join("meta.json"), meta.to_string()).expect("meta");
+        let data = entry.join(format!("data-{planted_hex}"));
+        match how {
+            "symlink" => {
+                d.write("victim.txt", &planted);
+                std::os::unix::fs::symlink(d.join("victim.txt"), &data).expect("symlink");
+            }
+            _ => {
+                std::fs::write(&data, &planted).expect("data");
+                for p in [&data, &entry.join("meta.json"), &entry, &http] {
+                    std::os::unix::fs::chown(p, Some(65534), Some(65534)).expect("chown");
+                }
+            }
+        }
+        d.write(
+            "pack.yaml",
+            format!("items:\n  - from: {url}\n  - from: {url}\n    type: application/x-again\n"),
+        );
+        let before = srv.seen.lock().expect("lock").len();
+        let digest = pack_ok(&d, "pack.yaml", "oci://out:v1");
+        let m = blob_json(&d.join("out"), &digest);
+        for l in m["layers"].as_array().expect("layers") {
+            assert_eq!(
+                blob(&d.join("out"), l["digest"].as_str().expect("digest")),
+                b"the real tool",
+                "{how}: the planted bytes were not packed"
+            );
+        }
+        let seen = srv.seen.lock().expect("lock");
+        assert!(
+            seen[before..]
+                .iter()
+                .all(|s| !s.headers.contains_key("if-none-match")),
+            "{how}: the planted entry was not offered to the server"
+        );
+    }
+}
+
+/// A collector holding the layout's lock exclusively, racing 20 packs: no tag ever names
+/// missing content, and every pack succeeds.
+#[test]
+fn packs_racing_a_collector_never_tag_missing_content() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = TestDir::new();
+    let layout = d.join("lay");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let collector = {
+        let (layout, stop) = (layout.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut runs = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                if layout.join("oci-layout").exists() {
+                    collect(&layout);
+                    runs += 1;
+                }
+                std::thread::yield_now();
+            }
+            runs
+        })
+    };
+    for round in 0..20 {
+        d.write(&format!("r{round}/a.txt"), format!("round {round} a"));
+        d.write(&format!("r{round}/b.txt"), format!("round {round} b"));
+        d.write(
+            &format!("r{round}.yaml"),
+            format!("items:\n  - from: dir://r{round}\n"),
+        );
+        pack_ok(
+            &d,
+            &format!("r{round}.yaml"),
+            &format!("oci://lay:r{round}"),
+        );
+        for (name, digest) in tags(&layout) {
+            for missing in missing_blobs(&layout, &digest) {
+                panic!("round {round}: tag {name} names missing {missing}");
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    assert!(
+        collector.join().expect("collector") > 0,
+        "the collector ran"
+    );
+}
+
+fn tags(layout: &Path) -> Vec<(String, String)> {
+    let index = read_json(&layout.join("index.json"));
+    index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|e| {
+            (
+                e["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                e["digest"].as_str().expect("digest").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Digests reachable from `root`, and those of them that are missing.
+fn reachable(
+    layout: &Path,
+    root: &str,
+    out: &mut std::collections::HashSet<String>,
+) -> Vec<String> {
+    let mut missing = Vec::new();
+    let mut todo = vec![root.to_string()];
+    while let Some(d) = todo.pop() {
+        if !out.insert(d.clone()) {
+            continue;
+        }
+        let p = layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"));
+        let Ok(data) = std::fs::read(&p) else {
+            missing.push(d);
+            continue;
+        };
+        if let Ok(v) = serde_json::from_slice::<Value>(&data) {
+            for key in ["layers", "manifests"] {
+                for c in v[key].as_array().into_iter().flatten() {
+                    todo.extend(c["digest"].as_str().map(str::to_string));
+                }
+            }
+            todo.extend(v["config"]["digest"].as_str().map(str::to_string));
+        }
+    }
+    missing
+}
+
+fn missing_blobs(layout: &Path, root: &str) -> Vec<String> {
+    reachable(layout, root, &mut Default::default())
+}
+
+/// A garbage collector as the layout protocol has it: under the exclusive lock, every blob
+/// no tag reaches is removed (temp files are left to their writers).
+fn collect(layout: &Path) {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(layout.join(".oci-packer.lock"))
+        .expect("lock file");
+    fs4::fs_std::FileExt::lock_exclusive(&lock).expect("lock");
+    let mut live = std::collections::HashSet::new();
+    if layout.join("index.json").exists() {
+        for (_, digest) in tags(layout) {
+            reachable(layout, &digest, &mut live);
+        }
+    }
+    for e in std::fs::read_dir(layout.join("blobs/sha256"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && !live.contains(&format!("sha256:{name}")) {
+            std::fs::remove_file(e.path()).expect("collect");
+        }
+    }
+    fs4::fs_std::FileExt::unlock(&lock).expect("unlock");
+}
