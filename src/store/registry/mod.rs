@@ -33,6 +33,24 @@ fn refused(e: &Error) -> bool {
         && e.code() != Some("DIGEST_INVALID")
 }
 
+/// Runs an upload until it succeeds or fails for good: after a transient failure it starts
+/// over (in a new session) on the transport's back-off, honouring `Retry-After`.
+async fn in_new_sessions<T, Fut>(what: &str, attempt: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    use backon::Retryable;
+    attempt
+        .retry(crate::transport::backoff())
+        .sleep(tokio::time::sleep)
+        .when(transient)
+        .adjust(|e: &Error, d| e.retry_after().or(d))
+        .notify(|e: &Error, wait| {
+            tracing::warn!(upload = what, error = %e, ?wait, "upload failed, starting a new session");
+        })
+        .await
+}
+
 /// The media type of a response, without parameters (`; charset=…`).
 fn content_type(headers: &HeaderMap) -> String {
     headers
@@ -458,16 +476,8 @@ impl Registry {
     /// least its `OCI-Chunk-Min-Length`. A transient failure starts over in a new session
     /// (the body is re-opened from its start); nothing is re-sent into a session.
     async fn upload(&self, desc: &Descriptor, body: Body) -> Result<PushOutcome> {
-        use backon::Retryable;
-        (|| self.upload_once(desc, body.clone()))
-            .retry(crate::transport::backoff())
-            .sleep(tokio::time::sleep)
-            .when(transient)
-            .adjust(|e: &Error, d| e.retry_after().or(d))
-            .notify(|e: &Error, wait| {
-                tracing::warn!(digest = %desc.digest(), error = %e, ?wait, "upload failed, starting a new session");
-            })
-            .await
+        let what = desc.digest().to_string();
+        in_new_sessions(&what, || self.upload_once(desc, body.clone())).await
     }
 
     /// One upload in new sessions (see [`Registry::upload`]); a failed session is cancelled.
@@ -765,16 +775,8 @@ impl Store for Registry {
         size: u64,
         progress: &Progress,
     ) -> Result<Option<Digest>> {
-        use backon::Retryable;
-        (|| self.ingest_once(path, size, progress))
-            .retry(crate::transport::backoff())
-            .sleep(tokio::time::sleep)
-            .when(transient)
-            .adjust(|e: &Error, d| e.retry_after().or(d))
-            .notify(|e: &Error, wait| {
-                tracing::warn!(path = %path.display(), error = %e, ?wait, "upload failed, starting a new session");
-            })
-            .await
+        let what = path.display().to_string();
+        in_new_sessions(&what, || self.ingest_once(path, size, progress)).await
     }
 
     fn registry_repository(&self) -> Option<(&str, &str)> {
