@@ -3,12 +3,57 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, Result};
-use crate::source::dir::{Entry, EntryKind};
-use crate::source::ArchiveFormat;
+
+/// How `archive:` packs a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// Plain tar.
+    Tar,
+    /// Gzip-compressed tar.
+    TarGzip,
+    /// Zstd-compressed tar.
+    TarZstd,
+}
+
+impl ArchiveFormat {
+    /// Parses `tar`, `tar+gzip`, `tar+zstd`.
+    pub fn parse(s: &str) -> Option<ArchiveFormat> {
+        match s {
+            "tar" => Some(ArchiveFormat::Tar),
+            "tar+gzip" => Some(ArchiveFormat::TarGzip),
+            "tar+zstd" => Some(ArchiveFormat::TarZstd),
+            _ => None,
+        }
+    }
+}
+
+/// What a directory entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file (or a followed symlink to one).
+    File,
+    /// A directory.
+    Dir,
+    /// A symlink kept as a link (archive mode), with its target text.
+    Symlink(PathBuf),
+}
+
+/// One entry of a walked directory.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path relative to the root, `/`-separated.
+    pub rel: String,
+    /// Where to read it.
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
 
 /// zstd level 3 is zstd's own default: ~2.4× on mixed data at well over 100 MB/s per core.
 const ZSTD_LEVEL: i32 = 3;
@@ -85,7 +130,7 @@ pub fn write_temp(
     tmp_dir: &Path,
 ) -> Result<Built> {
     std::fs::create_dir_all(tmp_dir).map_err(|e| Error::io("creating temp dir", tmp_dir, e))?;
-    let tmp = crate::store::spool_file(tmp_dir)?;
+    let tmp = crate::fsutil::temp_file(tmp_dir)?;
     let (file, path) = tmp.into_parts();
     let io_err = |e: io::Error| Error::io("writing archive", &path, e);
     let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));

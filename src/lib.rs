@@ -14,108 +14,54 @@
 
 use std::path::PathBuf;
 
-pub mod archive;
-pub mod assemble;
-pub mod copy;
-pub mod digest;
-mod endpoint;
+mod archive;
+mod assemble;
+mod copy;
+mod digest;
+mod engine;
 mod error;
+mod fsutil;
+mod graph;
+#[doc(hidden)]
 pub mod json;
 mod list;
 pub mod mediatype;
+mod options;
 mod pack;
 pub mod packfile;
-pub mod platform;
-pub mod progress;
-pub mod reference;
+mod platform;
+mod progress;
+mod reference;
 mod runtime;
-pub mod source;
-pub mod store;
-pub mod time;
+mod source;
+mod store;
+mod time;
 mod transport;
 
 #[doc(hidden)]
 pub mod cli;
 
-pub use endpoint::Copied;
+pub use copy::Copied;
+pub use engine::CopyStats;
 pub use error::{Error, ErrorKind, Problem, Result};
 pub use list::{ListEntry, Listing, TreeNode};
 pub use oci_spec::image::Descriptor;
+pub use options::{Options, MAX_CONCURRENCY};
 pub use pack::Packed;
 pub use packfile::{ConfigSpec, ItemSpec, PackFile, PackInput};
 pub use progress::{Progress, ProgressEvent};
+pub use runtime::Cancel;
 
 /// This library's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub use store::registry::RegistryOptions;
-
-/// Options shared by the operations, with the CLI's defaults.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Blob transfers at once (`-j`, default 4).
-    pub concurrency: usize,
-    /// Where downloads and archives are staged (`--tmp-dir`, default the system temp dir).
-    pub tmp_dir: Option<PathBuf>,
-    /// Make layout blobs durable before `index.json` names them (`--fsync`).
-    pub fsync: bool,
-    /// `org.opencontainers.image.created` on the root: `"now"` or an RFC 3339 time
-    /// (`--created`); without it `SOURCE_DATE_EPOCH` is used when set, else nothing.
-    pub created: Option<String>,
-    /// Build and print, write nothing (`--dry-run`).
-    pub dry_run: bool,
-    /// Observer of per-blob progress.
-    pub progress: Progress,
-    /// Registry connection and credentials (`--plain-http`, `-u`, …).
-    pub registry: RegistryOptions,
-    /// `copy`: the member of an index to copy (`--platform`).
-    pub platform: Option<String>,
-    /// Stops the operation when fired (from another thread, e.g. on Ctrl-C). What was
-    /// written stays valid: blobs are complete or absent, no tag is moved.
-    pub cancel: Option<Cancel>,
-}
-
-/// A handle that cancels an operation from another thread.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(tokio_util::sync::CancellationToken);
-
-impl Cancel {
-    /// A new, unfired handle.
-    pub fn new() -> Cancel {
-        Cancel::default()
-    }
-
-    /// Fires: the operation stops as soon as it can and returns [`ErrorKind::Cancelled`].
-    pub fn cancel(&self) {
-        self.0.cancel();
-    }
-
-    /// True once fired.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.is_cancelled()
-    }
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            concurrency: 4,
-            tmp_dir: None,
-            fsync: false,
-            created: None,
-            dry_run: false,
-            progress: Progress::default(),
-            registry: RegistryOptions::default(),
-            platform: None,
-            cancel: None,
-        }
-    }
-}
+pub use transport::RegistryOptions;
 
 /// Builds the pack and writes it to `target` (`oci://DIR[:REF]`); returns the root.
 ///
 /// Nothing is written when the pack file is invalid; a failure never leaves `REF` pointing
 /// at missing content.
 pub fn pack(input: impl Into<PackInput>, target: &str, options: &Options) -> Result<Packed> {
+    options.check()?;
     let plan = packfile::load_plan(&input.into())?;
     runtime::block_on_cancellable(pack::pack(&plan, target, options), options.cancel.as_ref())
 }
@@ -130,6 +76,7 @@ pub fn validate(input: impl Into<PackInput>) -> Result<Vec<Problem>> {
 /// Lists a layout's entries (`oci://DIR`), a repository's tags (`host/repo`), or one
 /// artifact's tree (`oci://DIR:REF`, `host/repo:tag`, `…@sha256:…`).
 pub fn list(reference: &str, options: &Options) -> Result<Listing> {
+    options.check()?;
     runtime::block_on_cancellable(
         list::list(reference, &options.registry),
         options.cancel.as_ref(),
@@ -140,7 +87,8 @@ pub fn list(reference: &str, options: &Options) -> Result<Listing> {
 /// the whole graph, or with [`Options::platform`] one member of an index. Digests are kept
 /// byte for byte; the destination is tagged only after everything arrived.
 pub fn copy(src: &str, dst: &str, options: &Options) -> Result<Copied> {
-    runtime::block_on_cancellable(endpoint::copy(src, dst, options), options.cancel.as_ref())
+    options.check()?;
+    runtime::block_on_cancellable(copy::copy(src, dst, options), options.cancel.as_ref())
 }
 
 /// Checks credentials against `host` and stores them in the Docker config (`login`);

@@ -5,14 +5,12 @@ use std::collections::HashSet;
 use oci_spec::image::Descriptor;
 use serde::Serialize;
 
-use crate::copy::successors;
-use crate::endpoint::Endpoint;
 use crate::error::Result;
+use crate::graph::successors;
 use crate::mediatype;
 use crate::platform::Platform;
 use crate::reference::Reference;
-use crate::store::layout::ref_name;
-use crate::store::{fetch_small, Store};
+use crate::store::{fetch_small, Location, Target};
 
 /// One entry of a layout's `index.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -89,21 +87,21 @@ struct Walk {
     nodes: usize,
 }
 
-async fn tree(store: &dyn Store, root: &Descriptor) -> Result<TreeNode> {
+async fn tree(store: &dyn Target, root: &Descriptor) -> Result<TreeNode> {
     tree_below(store, root, &mut Walk::default(), &[]).await
 }
 
 /// The tree under `d`; a manifest seen before in this walk is shown without its children
 /// again. `path` holds the digests above `d`.
 async fn tree_below(
-    store: &dyn Store,
+    store: &dyn Target,
     d: &Descriptor,
     walk: &mut Walk,
     path: &[String],
 ) -> Result<TreeNode> {
     let mt = d.media_type().to_string();
     let digest = d.digest().to_string();
-    crate::copy::check_path(path, &digest, store.name())?;
+    crate::graph::check_path(path, &digest, store.name())?;
     walk.nodes += 1;
     if walk.nodes > MAX_NODES {
         return Err(crate::error::Error::new(
@@ -173,7 +171,7 @@ fn platforms(entry: &Descriptor, t: &TreeNode) -> Vec<String> {
 
 /// Lists `reference`: `oci://DIR` gives the layout's entries, `oci://DIR:REF` one tree.
 /// One row of a listing: a named entry and the size and platforms of its graph.
-async fn entry(store: &dyn Store, name: String, e: &Descriptor) -> Result<ListEntry> {
+async fn entry(store: &dyn Target, name: String, e: &Descriptor) -> Result<ListEntry> {
     let t = tree(store, e).await?;
     Ok(ListEntry {
         reference: name,
@@ -191,7 +189,10 @@ async fn entry(store: &dyn Store, name: String, e: &Descriptor) -> Result<ListEn
 
 /// Lists `reference`: `oci://DIR` gives the layout's entries and `host/repo` the repository's
 /// tags; `oci://DIR:REF`, `host/repo:tag` and `…@sha256:…` give one artifact's tree.
-pub(crate) async fn list(reference: &str, registry: &crate::RegistryOptions) -> Result<Listing> {
+pub(crate) async fn list(
+    reference: &str,
+    registry: &crate::transport::RegistryOptions,
+) -> Result<Listing> {
     // A name after the last '/' (or after `oci://DIR`) selects one artifact.
     let tail = reference.trim_start_matches("oci://");
     let tail = tail.rsplit('/').next().unwrap_or(tail);
@@ -199,43 +200,28 @@ pub(crate) async fn list(reference: &str, registry: &crate::RegistryOptions) -> 
         Reference::Layout(_) => reference.trim_start_matches("oci://").contains([':', '@']),
         Reference::Registry(_) => tail.contains([':', '@']),
     };
-    let endpoint = Endpoint::open(
-        reference,
-        &crate::Options {
-            registry: registry.clone(),
-            ..Default::default()
-        },
-        false,
-    )?;
+    let targets = crate::store::Targets::new(registry, false, None);
+    let opened = targets.open_str(reference, false)?;
+    let target = opened.target.as_ref();
     if one {
-        let root = endpoint.resolve().await?;
+        let root = opened.resolve().await?;
         return Ok(Listing::Artifact {
             reference: reference.to_string(),
-            tree: Box::new(tree(endpoint.store(), &root).await?),
+            tree: Box::new(tree(target, &root).await?),
         });
     }
-    match &endpoint {
-        Endpoint::Layout { layout, .. } => {
-            let mut entries = Vec::new();
-            for e in layout.entries()? {
-                entries
-                    .push(entry(layout, ref_name(&e).unwrap_or_default().to_string(), &e).await?);
-            }
-            Ok(Listing::Layout {
-                layout: layout.dir().display().to_string(),
-                entries,
-            })
-        }
-        Endpoint::Registry(r) => {
-            let mut entries = Vec::new();
-            for tag in r.tags().await? {
-                let e = r.resolve_ref(&tag).await?;
-                entries.push(entry(r, tag, &e).await?);
-            }
-            Ok(Listing::Repository {
-                repository: r.name(),
-                entries,
-            })
-        }
+    let mut entries = Vec::new();
+    for (name, e) in target.entries().await? {
+        entries.push(entry(target, name, &e).await?);
+    }
+    match target.location() {
+        Location::Layout(dir) => Ok(Listing::Layout {
+            layout: dir.display().to_string(),
+            entries,
+        }),
+        Location::Repository(repository) | Location::Other(repository) => Ok(Listing::Repository {
+            repository,
+            entries,
+        }),
     }
 }

@@ -78,6 +78,11 @@ pub fn infer(name: &str) -> &'static str {
         .unwrap_or(OCTET_STREAM)
 }
 
+/// Annotation naming a layer's file (OCI).
+pub const TITLE: &str = "org.opencontainers.image.title";
+/// Annotation recording the `dir://` directory a layer came from (the Go tool's `extract`).
+pub const DIR_ANNOTATION: &str = "io.arenadata.oci-packer.dir";
+
 #[cfg(test)]
 mod tests {
     use super::infer;

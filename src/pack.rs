@@ -7,14 +7,14 @@ use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::Descriptor;
 
 use crate::assemble::{assemble, StagedItem};
-use crate::copy::{copy_graph, CopyStats};
-use crate::endpoint::Endpoint;
+use crate::engine::{copy_graph, CopyStats};
 use crate::error::{Error, ErrorKind, Result};
+use crate::options::Options;
 use crate::packfile::{BlobPlan, ItemPlan, Plan};
 use crate::source::image::{self, StagedImage};
 use crate::source::{self, dir, file, http, Source, StageContext, StagedBlob};
 use crate::store::staging::Staging;
-use crate::Options;
+use crate::store::{Opened, Targets};
 
 /// The result of a pack.
 #[derive(Debug, Clone)]
@@ -117,8 +117,8 @@ async fn stage_config(c: &BlobPlan, ctx: &StageContext) -> Result<StagedBlob> {
     // A config carries no title: it is not a file a user pulls.
     if let Some(a) = staged.descriptor.annotations().clone() {
         let mut a = a;
-        if !c.annotations.contains_key(source::TITLE) {
-            a.remove(source::TITLE);
+        if !c.annotations.contains_key(crate::mediatype::TITLE) {
+            a.remove(crate::mediatype::TITLE);
         }
         staged
             .descriptor
@@ -139,7 +139,7 @@ async fn stage_item(
             item.media_type.as_deref(),
             &item.annotations,
             item.platform.as_ref(),
-            &ctx.registry,
+            &ctx.targets,
         )
         .await?;
         let staged = StagedItem {
@@ -213,7 +213,8 @@ pub(crate) async fn build(
     plan: &Plan,
     options: &Options,
     spool: Option<PathBuf>,
-    ingest: Option<std::sync::Arc<dyn crate::store::Store>>,
+    targets: std::sync::Arc<Targets>,
+    taker: Option<std::sync::Arc<dyn source::TakeHashing>>,
 ) -> Result<(crate::assemble::Assembled, Vec<StagedImage>)> {
     let epoch = source_date_epoch()?;
     let created = created(options, epoch)?;
@@ -224,7 +225,8 @@ pub(crate) async fn build(
         http: http::client(&options.registry)?,
         progress: options.progress.clone(),
         registry: options.registry.clone(),
-        ingest,
+        targets,
+        taker,
         cache: source::cache::DigestCache::for_user(),
     };
     let top = match &plan.config {
@@ -249,26 +251,39 @@ pub(crate) async fn build(
 
 /// Packs `plan` into `target` (or only builds it, for a dry run).
 pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result<Packed> {
-    let target_store = if options.dry_run {
+    let targets = std::sync::Arc::new(Targets::new(
+        &options.registry,
+        options.fsync,
+        options.tmp_dir.clone(),
+    ));
+    let opened: Option<Opened> = if options.dry_run {
         None
     } else {
-        Some(Endpoint::open(target, options, true)?)
+        Some(targets.open_str(target, true)?)
     };
-    let spool = match &target_store {
-        Some(t) => t.store().spool_dir().await?,
+    let spool = match &opened {
+        Some(t) => t.target.spool_dir().await?,
         None => None,
     };
-    let ingest = target_store.as_ref().map(Endpoint::shared_store);
-    let (built, images) = build(plan, options, spool, ingest).await?;
+    // Blobs the target takes while staging hashes them count as stored by this pack.
+    let taker = opened
+        .as_ref()
+        .map(|t| std::sync::Arc::new(crate::engine::Taker::new(t.target.clone())));
+    let as_source = taker
+        .clone()
+        .map(|t| t as std::sync::Arc<dyn source::TakeHashing>);
+    let (built, images) = build(plan, options, spool, targets, as_source).await?;
     let mut stats = CopyStats::default();
-    if let Some(t) = &target_store {
-        let staging = Staging::new(built.blobs.iter().cloned()).with_images(images);
+    if let Some(t) = &opened {
+        let staging = Staging::new(built.blobs.iter().cloned())
+            .with_images(images.into_iter().map(|i| (i.digests, i.store)));
         stats = copy_graph(
             &staging,
-            t.store(),
+            t.target.as_ref(),
             &built.root,
             options.concurrency,
             &options.progress,
+            taker.as_deref(),
         )
         .await?;
         t.tag(&built.root, Some(built.root_json.clone())).await?;

@@ -42,9 +42,30 @@ fn runtime() -> Result<Arc<Runtime>> {
     Ok(rt)
 }
 
+/// A handle that cancels an operation from another thread.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(tokio_util::sync::CancellationToken);
+
+impl Cancel {
+    /// A new, unfired handle.
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Fires: the operation stops as soon as it can and returns [`ErrorKind::Cancelled`].
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+
+    /// True once fired.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
 /// Runs `fut` on the library's runtime; stops it (dropping it, which cancels every transfer
 /// in flight) as soon as `cancel` fires.
-pub fn block_on_cancellable<F, T>(fut: F, cancel: Option<&crate::Cancel>) -> Result<T>
+pub fn block_on_cancellable<F, T>(fut: F, cancel: Option<&Cancel>) -> Result<T>
 where
     F: Future<Output = Result<T>> + Send,
     T: Send,

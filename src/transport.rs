@@ -10,6 +10,7 @@
 //!   request has an overall deadline a trickling server cannot stretch.
 //! - Bodies ([`read_body`]): every answer the program reads into memory has a cap.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
@@ -19,7 +20,27 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::RegistryOptions;
+
+/// Connection and credential options for registries (the CLI's global flags).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Talk plain HTTP (`--plain-http`).
+    pub plain_http: bool,
+    /// Skip TLS certificate verification (`--insecure`).
+    pub insecure: bool,
+    /// Extra CA certificate (PEM) to trust (`--ca-file`).
+    pub ca_file: Option<PathBuf>,
+    /// User name (`-u`).
+    pub username: Option<String>,
+    /// Password (`-p`, `--password-stdin`).
+    pub password: Option<String>,
+    /// Docker config file (`--registry-config`).
+    pub config: Option<PathBuf>,
+    /// Read timeout (`--timeout`, default 30 s): a server that sends nothing for this long
+    /// fails the request; small requests also end after twice this, blob transfers after
+    /// that plus the time their bytes take at 64 KiB/s.
+    pub timeout: Option<Duration>,
+}
 
 /// The default read timeout: a body that sends nothing for this long fails.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

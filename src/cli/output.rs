@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::Format;
 use crate::list::TreeNode;
-use crate::source::TITLE;
+use crate::mediatype::TITLE;
 use crate::{Error, ErrorKind, Listing, Packed, Problem};
 
 fn io(e: std::io::Error) -> Error {

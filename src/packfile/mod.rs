@@ -55,7 +55,7 @@ impl PackInput {
     pub fn model(pack: &PackFile, base_dir: impl Into<PathBuf>) -> Result<PackInput> {
         let value = serde_json::to_value(pack).map_err(|e| {
             Error::new(
-                crate::ErrorKind::Internal,
+                crate::error::ErrorKind::Internal,
                 format!("cannot convert the pack: {e}"),
             )
         })?;
@@ -84,7 +84,7 @@ fn problem(file: Option<&Path>, line: usize, column: usize, message: String) -> 
 pub fn to_yaml(pack: &PackFile) -> Result<String> {
     serde_yaml_ng::to_string(pack).map_err(|e| {
         Error::new(
-            crate::ErrorKind::Internal,
+            crate::error::ErrorKind::Internal,
             format!("cannot write YAML: {e}"),
         )
     })
@@ -99,8 +99,8 @@ pub fn load(input: &PackInput) -> Result<std::result::Result<(Plan, PackFile), V
                 .map_err(|e| Error::io("reading pack file", path, e))?;
             let base = path
                 .parent()
-                .map(plan::absolute)
-                .unwrap_or_else(|| plan::absolute(Path::new(".")));
+                .map(crate::fsutil::absolute)
+                .unwrap_or_else(|| crate::fsutil::absolute(Path::new(".")));
             match node::parse_yaml(&text) {
                 Ok(root) => (root, Some(path.as_path()), base),
                 Err(e) => {
@@ -114,7 +114,7 @@ pub fn load(input: &PackInput) -> Result<std::result::Result<(Plan, PackFile), V
             }
         }
         PackInput::Yaml { text, base_dir } => match node::parse_yaml(text) {
-            Ok(root) => (root, None, plan::absolute(base_dir)),
+            Ok(root) => (root, None, crate::fsutil::absolute(base_dir)),
             Err(e) => {
                 return Ok(Err(vec![problem(
                     None,
@@ -127,7 +127,7 @@ pub fn load(input: &PackInput) -> Result<std::result::Result<(Plan, PackFile), V
         PackInput::Json { value, base_dir } => (
             Some(node::Node::from_json(value)),
             None,
-            plan::absolute(base_dir),
+            crate::fsutil::absolute(base_dir),
         ),
     };
     let Some(root) = root else {

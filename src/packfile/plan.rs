@@ -2,7 +2,7 @@
 //! normalised, mode decided — or every problem is reported at once, before any I/O.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::raw::{ConfigSpec, PackFile, Positions};
 use crate::digest::Digest;
@@ -291,15 +291,4 @@ pub fn plan(
         items,
         index_mode,
     })
-}
-
-/// Makes `dir` absolute against the working directory (for messages and staging).
-pub fn absolute(dir: &Path) -> PathBuf {
-    if dir.is_absolute() {
-        dir.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|c| c.join(dir))
-            .unwrap_or_else(|_| dir.to_path_buf())
-    }
 }

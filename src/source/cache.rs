@@ -117,6 +117,7 @@ impl DigestCache {
     }
 
     /// A cache in `dir` (tests).
+    #[cfg(test)]
     pub fn in_dir(dir: &Path) -> DigestCache {
         DigestCache {
             dir: Some(dir.to_path_buf()),

@@ -4,37 +4,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{
-    blocking, descriptor, file::stage_path, with_title, Origin, StagedBlob, DIR_ANNOTATION,
-};
+use super::{descriptor, file::stage_path, with_title, Origin, StagedBlob, DIR_ANNOTATION};
 use crate::archive;
+use crate::archive::ArchiveFormat;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::blocking;
 use crate::mediatype;
-use crate::source::{ArchiveFormat, StageContext};
+use crate::source::StageContext;
 
-/// What a directory entry is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryKind {
-    /// A regular file (or a followed symlink to one).
-    File,
-    /// A directory.
-    Dir,
-    /// A symlink kept as a link (archive mode), with its target text.
-    Symlink(PathBuf),
-}
-
-/// One entry of a walked directory.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// Path relative to the root, `/`-separated.
-    pub rel: String,
-    /// Where to read it.
-    pub path: PathBuf,
-    /// What it is.
-    pub kind: EntryKind,
-    /// Permission bits (`st_mode & 0o7777`).
-    pub mode: u32,
-}
+pub use crate::archive::{Entry, EntryKind};
 
 fn err(uri: &str, path: &Path, what: &str) -> Error {
     Error::new(

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use super::{blocking, descriptor, with_title, Origin, StageContext, StagedBlob};
+use super::{descriptor, with_title, Origin, StageContext, StagedBlob};
 use crate::digest::{copy_hashing, copy_hashing_pipelined, Digest, PIPELINE_THRESHOLD};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::{blocking, temp_file};
 use crate::mediatype;
 use crate::progress::ProgressEvent;
-use crate::store::spool_file;
 
 /// Checks that `path` is a readable regular file and returns it opened.
 pub fn open_regular(path: &Path, uri: &str) -> Result<std::fs::File> {
@@ -71,7 +71,7 @@ pub fn stage_path(path: &Path, uri: &str, ctx: &StageContext) -> Result<(Digest,
             (d, n, Origin::File(path.to_path_buf()))
         }
         Some(dir) => {
-            let (mut out, tmp) = spool_file(dir)?.into_parts();
+            let (mut out, tmp) = temp_file(dir)?.into_parts();
             let (d, n) = copy_hashing_pipelined(&mut f, &mut out, &mut report)
                 .map_err(|e| Error::io(&format!("{uri}: copying to"), &tmp, e))?;
             (d, n, Origin::Spooled(Arc::new(tmp)))
@@ -84,7 +84,7 @@ pub fn stage_path(path: &Path, uri: &str, ctx: &StageContext) -> Result<(Digest,
 }
 
 /// Stages one file as one layer. A large file whose digest is cached is not read at all; one
-/// that is not goes to a registry target while it is hashed ([`crate::store::Store::ingest`]),
+/// that is not goes to a registry target while it is hashed ([`crate::store::Target::ingest`]),
 /// or is hashed (and spooled into a layout) here.
 pub async fn stage(
     path: PathBuf,
@@ -109,14 +109,14 @@ pub async fn stage(
         if let Some(d) = ctx.cache.lookup(&path, meta) {
             return Ok(describe(&d, meta.len(), Origin::File(path)));
         }
-        if let Some(store) = &ctx.ingest {
+        if let Some(taker) = &ctx.taker {
             let source = path.display().to_string();
             ctx.progress.emit(ProgressEvent::StageStarted {
                 source: source.clone(),
                 size: Some(meta.len()),
             });
-            let ingested = store
-                .ingest(&path, meta.len(), &ctx.progress)
+            let ingested = taker
+                .take(&path, meta.len(), &ctx.progress)
                 .await
                 .map_err(|e| e.context(&uri))?;
             ctx.progress.emit(ProgressEvent::StageFinished { source });

@@ -22,7 +22,7 @@ use crate::mediatype;
 use crate::transport;
 
 /// The HTTP client used for downloads (the transport's, shared with registries).
-pub fn client(opts: &crate::RegistryOptions) -> Result<reqwest::Client> {
+pub fn client(opts: &crate::transport::RegistryOptions) -> Result<reqwest::Client> {
     transport::client(opts)
 }
 
@@ -61,7 +61,7 @@ fn place(tmp: &Path, url: &str) -> Result<Place> {
         }
     }
     let t = tempfile::Builder::new()
-        .prefix(crate::store::SPOOL_PREFIX)
+        .prefix(crate::fsutil::TEMP_PREFIX)
         .tempdir_in(tmp)
         .map_err(|e| Error::io("creating a download dir in", tmp, e))?;
     Ok(Place::Temp(Arc::new(t)))
@@ -115,10 +115,14 @@ pub async fn stage(
         .map_err(|f| f.error)?;
     let uri = url.clone();
     let staging = ctx.clone();
-    let (digest, size, origin) = super::blocking(move || stage_path(&path, &uri, &staging)).await?;
+    let (digest, size, origin) =
+        crate::fsutil::blocking(move || stage_path(&path, &uri, &staging)).await?;
     // A download outside the cache lives as long as the staged blob needs it.
     let origin = match (origin, &place) {
-        (Origin::File(p), Place::Temp(t)) => Origin::InTempDir(p, t.clone()),
+        (Origin::File(path), Place::Temp(t)) => Origin::InTempDir {
+            path,
+            _dir: t.clone(),
+        },
         (o, _) => o,
     };
     let mt = media_type.unwrap_or_else(|| mediatype::infer(&name).to_string());
@@ -211,7 +215,7 @@ async fn try_download(
     let last_modified = header(reqwest::header::LAST_MODIFIED);
     let expected = resp.content_length();
     let tmp = tempfile::Builder::new()
-        .prefix(crate::store::SPOOL_PREFIX)
+        .prefix(crate::fsutil::TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|e| Failure::fatal(Error::io("creating temp file in", dir, e)))?;
     let (std_file, tmp_path) = tmp.into_parts();
@@ -297,7 +301,7 @@ fn save_meta(dir: &Path, meta: &CacheMeta) {
         return;
     };
     if let Ok(mut tmp) = tempfile::Builder::new()
-        .prefix(crate::store::SPOOL_PREFIX)
+        .prefix(crate::fsutil::TEMP_PREFIX)
         .tempfile_in(dir)
     {
         use std::io::Write;
@@ -315,7 +319,7 @@ fn save_meta(dir: &Path, meta: &CacheMeta) {
             .and_then(|m| m.modified())
             .is_ok_and(|t| t < hour_ago);
         if (name.starts_with("data-") && name != current.as_str()
-            || name.starts_with(crate::store::SPOOL_PREFIX))
+            || name.starts_with(crate::fsutil::TEMP_PREFIX))
             && old
         {
             let _ = std::fs::remove_file(e.path());

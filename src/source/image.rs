@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, MediaType};
 
-use crate::copy::successors;
-use crate::endpoint::{select_platform, Endpoint};
 use crate::error::Result;
+use crate::graph::successors;
 use crate::mediatype;
 use crate::platform::Platform;
 use crate::reference::Reference;
-use crate::store::{fetch_small, Store};
-use crate::RegistryOptions;
+use crate::store::open::select_platform;
+use crate::store::Targets;
+use crate::store::{fetch_small, Target};
 
 /// An image item after staging.
 #[derive(Clone)]
@@ -21,7 +21,7 @@ pub struct StagedImage {
     /// The index entry: the source's descriptor with the item's type, annotations, platform.
     pub entry: Descriptor,
     /// Where the graph is.
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn Target>,
     /// Every digest of the graph (so the staging store knows what to ask `store` for).
     pub digests: Vec<String>,
 }
@@ -39,13 +39,13 @@ impl std::fmt::Debug for StagedImage {
 
 /// Every node of the graph under `root`, manifests read (and verified) once each; iterative,
 /// with a visited set and the copy engine's depth limit.
-async fn walk(store: &dyn Store, root: &Descriptor) -> Result<Vec<String>> {
+async fn walk(store: &dyn Target, root: &Descriptor) -> Result<Vec<String>> {
     let mut seen = HashSet::new();
     let mut todo = vec![(root.clone(), Vec::<String>::new())];
     let mut out = Vec::new();
     while let Some((d, path)) = todo.pop() {
         let digest = d.digest().to_string();
-        crate::copy::check_path(&path, &digest, store.name())?;
+        crate::graph::check_path(&path, &digest, store.name())?;
         if !seen.insert(digest.clone()) {
             continue;
         }
@@ -74,14 +74,14 @@ pub async fn stage(
     item_type: Option<&str>,
     annotations: &std::collections::BTreeMap<String, String>,
     platform: Option<&Platform>,
-    registry: &RegistryOptions,
+    targets: &Targets,
 ) -> Result<StagedImage> {
-    let endpoint = Endpoint::from_reference(reference.clone(), uri, registry, false, false)?;
-    let mut entry = endpoint.resolve().await?;
+    let opened = targets.open(reference.clone(), uri, false)?;
+    let mut entry = opened.resolve().await?;
     if let Some(p) = platform {
-        entry = select_platform(endpoint.store(), &entry, p).await?;
+        entry = select_platform(opened.target.as_ref(), &entry, p).await?;
     }
-    let store = endpoint.into_store();
+    let store = opened.target;
     let data = fetch_small(store.as_ref(), &entry).await?;
     let own_type = serde_json::from_slice::<serde_json::Value>(&data)
         .ok()

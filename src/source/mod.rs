@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use oci_spec::image::Descriptor;
 
 use crate::digest::Digest;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::progress::Progress;
 
 pub mod cache;
@@ -18,10 +17,7 @@ pub mod file;
 pub mod http;
 pub mod image;
 
-/// Annotation naming a layer's file (OCI).
-pub const TITLE: &str = "org.opencontainers.image.title";
-/// Annotation recording the `dir://` directory a layer came from (the Go tool's `extract`).
-pub const DIR_ANNOTATION: &str = "io.arenadata.oci-packer.dir";
+pub use crate::mediatype::{DIR_ANNOTATION, TITLE};
 
 /// A parsed source URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,28 +47,7 @@ pub enum Source {
     },
 }
 
-/// How `archive:` packs a directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArchiveFormat {
-    /// Plain tar.
-    Tar,
-    /// Gzip-compressed tar.
-    TarGzip,
-    /// Zstd-compressed tar.
-    TarZstd,
-}
-
-impl ArchiveFormat {
-    /// Parses `tar`, `tar+gzip`, `tar+zstd`.
-    pub fn parse(s: &str) -> Option<ArchiveFormat> {
-        match s {
-            "tar" => Some(ArchiveFormat::Tar),
-            "tar+gzip" => Some(ArchiveFormat::TarGzip),
-            "tar+zstd" => Some(ArchiveFormat::TarZstd),
-            _ => None,
-        }
-    }
-}
+pub use crate::archive::ArchiveFormat;
 
 const IMAGE_SCHEMES: &[&str] = &["oci://", "docker://", "cr://"];
 const S3_SCHEMES: &[&str] = &["s3://", "s3+http://"];
@@ -169,40 +144,14 @@ pub fn clean_path(p: &str) -> String {
     }
 }
 
-/// Where a staged blob's bytes are.
-#[derive(Debug, Clone)]
-pub enum Origin {
-    /// A file the user owns (read, never moved).
-    File(PathBuf),
-    /// A temporary file this run made; deleted when the last handle goes.
-    Temp(Arc<tempfile::TempPath>),
-    /// A temporary file in the target's spool directory, adopted by the target on push
-    /// (deleted when the last handle goes, if it was not adopted).
-    Spooled(Arc<tempfile::TempPath>),
-    /// Small content in memory (manifests, configs, the empty config).
-    Bytes(Bytes),
-    /// A file in a private temp dir of this run, removed when the last handle goes.
-    InTempDir(PathBuf, Arc<tempfile::TempDir>),
-}
+pub use crate::store::staging::{Origin, StagedBlob};
 
-impl Origin {
-    /// The path to read, for file-backed origins.
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            Origin::File(p) | Origin::InTempDir(p, _) => Some(p),
-            Origin::Temp(t) | Origin::Spooled(t) => Some(t),
-            Origin::Bytes(_) => None,
-        }
-    }
-}
-
-/// A descriptor plus where its bytes are.
-#[derive(Debug, Clone)]
-pub struct StagedBlob {
-    /// What the manifest will say about the blob.
-    pub descriptor: Descriptor,
-    /// Where its bytes are.
-    pub origin: Origin,
+/// Takes a large file whose digest is not known yet into the target, computing it on the
+/// way (the copy engine implements it over the target's [`crate::store::Target::push_hashing`]).
+#[async_trait::async_trait]
+pub trait TakeHashing: Send + Sync + std::fmt::Debug {
+    /// The file's digest once the target has it; `None` when the target cannot take it so.
+    async fn take(&self, path: &Path, size: u64, progress: &Progress) -> Result<Option<Digest>>;
 }
 
 /// What every source needs while staging.
@@ -220,10 +169,12 @@ pub struct StageContext {
     /// Progress observer.
     pub progress: Progress,
     /// Registry access for image items.
-    pub registry: crate::RegistryOptions,
-    /// The target, for stores that can take a large file while hashing it
-    /// ([`crate::store::Store::ingest`]).
-    pub ingest: Option<Arc<dyn crate::store::Store>>,
+    pub registry: crate::transport::RegistryOptions,
+    /// Opens image items' sources (sharing registry clients with the target).
+    pub targets: Arc<crate::store::Targets>,
+    /// Takes large files into the target while their digest is computed, when the target
+    /// can (a registry).
+    pub taker: Option<Arc<dyn TakeHashing>>,
     /// Digests of large files that did not change.
     pub cache: cache::DigestCache,
 }
@@ -248,15 +199,6 @@ pub fn with_title(user: &BTreeMap<String, String>, title: &str) -> BTreeMap<Stri
     a.entry(TITLE.to_string())
         .or_insert_with(|| title.to_string());
     a
-}
-
-/// Runs blocking file work on tokio's blocking pool, mapping a panic to an internal error.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("worker thread failed: {e}")))?
 }
 
 #[cfg(test)]

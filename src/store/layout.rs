@@ -10,14 +10,15 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use oci_spec::image::{Descriptor, ImageIndex};
 
-use super::{spool_file, verify, Blob, PushOutcome, Store};
+use super::{verify, Blob, Location, PushOutcome, Target};
 use crate::digest::{copy_hashing, copy_hashing_pipelined, Digest, PIPELINE_THRESHOLD};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::blocking;
+use crate::fsutil::temp_file;
 use crate::json::canonical_json;
 use crate::mediatype;
 use crate::progress::{Progress, ProgressEvent};
 use crate::reference::LayoutSelector;
-use crate::source::blocking;
 
 /// The annotation that names an entry of `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -56,7 +57,7 @@ fn layout_err(dir: &Path, msg: impl std::fmt::Display) -> Error {
 impl Layout {
     fn new(dir: &Path, fsync: bool) -> Layout {
         Layout {
-            dir: crate::packfile::plan::absolute(dir),
+            dir: crate::fsutil::absolute(dir),
             shown: dir.to_path_buf(),
             fsync,
             ensured: Arc::default(),
@@ -102,11 +103,6 @@ impl Layout {
         let layout = Layout::new(dir, false);
         layout.check()?;
         Ok(layout)
-    }
-
-    /// The layout directory (absolute).
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn check(&self) -> Result<()> {
@@ -178,7 +174,7 @@ impl Layout {
     }
 
     /// Finds an entry by name or digest.
-    pub fn resolve(&self, selector: &LayoutSelector) -> Result<Descriptor> {
+    pub fn resolve_selector(&self, selector: &LayoutSelector) -> Result<Descriptor> {
         let entries = self.entries()?;
         let found = match selector {
             LayoutSelector::Name(n) => entries
@@ -231,7 +227,7 @@ impl Layout {
     /// Names `desc` as `name` in `index.json`, replacing an older entry of that name.
     ///
     /// Refuses when the blob is not in the layout, so a tag never points at missing content.
-    pub async fn tag(&self, desc: &Descriptor, name: &str) -> Result<()> {
+    pub async fn tag_name(&self, desc: &Descriptor, name: &str) -> Result<()> {
         let this = self.clone();
         let desc = desc.clone();
         let name = name.to_string();
@@ -297,7 +293,7 @@ impl Layout {
         let from = self.name_for_messages();
         while let Some((d, path)) = todo.pop() {
             let digest = d.digest().to_string();
-            crate::copy::check_path(&path, &digest, from.clone())?;
+            crate::graph::check_path(&path, &digest, from.clone())?;
             if !seen.insert(digest.clone()) {
                 continue;
             }
@@ -309,7 +305,7 @@ impl Layout {
                 let mut below = path;
                 below.push(digest);
                 todo.extend(
-                    crate::copy::successors(&mt, &data)?
+                    crate::graph::successors(&mt, &data)?
                         .into_iter()
                         .map(|c| (c, below.clone())),
                 );
@@ -366,7 +362,7 @@ impl Layout {
                 return Ok(PushOutcome::Stored);
             }
         }
-        let (mut out, tmp) = spool_file(&dir)?.into_parts();
+        let (mut out, tmp) = temp_file(&dir)?.into_parts();
         let from = match &blob {
             Blob::File(p) | Blob::Spooled(p) => format!("read from {}", p.display()),
             Blob::Bytes(_) => "in memory".to_string(),
@@ -440,7 +436,7 @@ impl Layout {
         Ok(true)
     }
 
-    /// Where staging may write blobs it hashes (see [`Store::spool_dir`]): the blobs
+    /// Where staging may write blobs it hashes (see [`Target::spool_dir`]): the blobs
     /// directory of an existing layout; for a new one its parent directory, so that a pack
     /// that fails leaves no layout behind (and a rename still adopts the file).
     fn spool_path(&self) -> Option<PathBuf> {
@@ -527,7 +523,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes `name` in `dir` via temp file + rename (+ fsync of file and directory when `sync`).
 fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!("{}{name}.", super::SPOOL_PREFIX))
+        .prefix(&format!("{}{name}.", crate::fsutil::TEMP_PREFIX))
         .tempfile_in(dir)
         .map_err(|e| Error::io("creating temp file in", dir, e))?;
     tmp.write_all(data)
@@ -548,9 +544,44 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
 }
 
 #[async_trait]
-impl Store for Layout {
+impl Target for Layout {
     fn name(&self) -> String {
         self.name_for_messages()
+    }
+
+    fn location(&self) -> Location {
+        Location::Layout(self.dir.clone())
+    }
+
+    fn as_dyn(&self) -> &dyn Target {
+        self
+    }
+
+    async fn resolve(&self, reference: &str) -> Result<Descriptor> {
+        let selector = if reference.starts_with("sha256:") {
+            LayoutSelector::Digest(Digest::parse(reference)?)
+        } else {
+            LayoutSelector::Name(reference.to_string())
+        };
+        let this = self.clone();
+        blocking(move || this.resolve_selector(&selector)).await
+    }
+
+    async fn tag(
+        &self,
+        desc: &Descriptor,
+        reference: &str,
+        _manifest: Option<bytes::Bytes>,
+    ) -> Result<()> {
+        self.tag_name(desc, reference).await
+    }
+
+    async fn entries(&self) -> Result<Vec<(String, Descriptor)>> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .map(|e| (ref_name(&e).unwrap_or_default().to_string(), e))
+            .collect())
     }
 
     async fn exists(&self, desc: &Descriptor) -> Result<bool> {

@@ -1,5 +1,6 @@
-//! Content stores: everything that holds blobs and tags — the staging area of a pack, OCI
-//! image layouts, and (later) registries. The copy engine moves graphs between any two.
+//! Targets: everything that holds blobs and tags — OCI image layouts, registry
+//! repositories, the staging area of a pack — behind one trait family, and the one factory
+//! that opens them from references. The copy engine moves graphs between any two.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,9 +13,12 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 
 pub mod layout;
+pub(crate) mod open;
 pub mod registry;
 pub mod staging;
 pub(crate) mod verify;
+
+pub(crate) use open::{Opened, Targets};
 
 pub use verify::MAX_MANIFEST_BYTES;
 
@@ -24,7 +28,7 @@ pub enum Blob {
     Bytes(Bytes),
     /// A file to read.
     File(PathBuf),
-    /// A temp file made in this store's [`Store::spool_dir`] while staging; the store may
+    /// A temp file made in this store's [`Target::spool_dir`] while staging; the store may
     /// adopt it by renaming instead of copying (its digest was computed as it was written).
     Spooled(PathBuf),
     /// A stream (a registry download), read once.
@@ -42,17 +46,6 @@ impl std::fmt::Debug for Blob {
     }
 }
 
-/// Prefix of the temp files stores and spools create; never a digest name.
-pub const SPOOL_PREFIX: &str = ".oci-packer-";
-
-/// A new temp file in `dir` for a blob being written.
-pub fn spool_file(dir: &std::path::Path) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(SPOOL_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|e| Error::io("creating temp file in", dir, e))
-}
-
 /// What a push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -64,37 +57,103 @@ pub enum PushOutcome {
     Mounted,
 }
 
-/// A store of content-addressed blobs.
+/// What a target is, for listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An OCI image layout directory (absolute).
+    Layout(PathBuf),
+    /// A registry repository, `host/repository`.
+    Repository(String),
+    /// Anything else (the staging area of a pack), by name.
+    Other(String),
+}
+
+/// Where a blob can be mounted from: a repository of a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSource {
+    /// `host[:port]`.
+    pub host: String,
+    /// The repository that has the blob.
+    pub repository: String,
+}
+
+fn unsupported(target: &dyn Target, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!("{}: cannot {what} here", target.name()),
+    )
+}
+
+/// A store of content-addressed blobs with tags — an OCI layout, a registry repository, the
+/// staging area of a pack (the oras-go target family: fetch, push, exists, resolve, tag).
+///
+/// Optional capabilities have defaults that say "unsupported" (or "no"), which callers
+/// probe: listing tags, mounting, preparing blobs on the target's file system, taking a
+/// file whose digest is computed on the way.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug {
-    /// A name for messages (`oci://build/layout`).
+pub trait Target: Send + Sync + fmt::Debug {
+    /// A name for messages (`oci://build/layout`, `host/repo`).
     fn name(&self) -> String;
 
-    /// True when the store has the blob with this digest and size.
+    /// What this target is, for listings.
+    fn location(&self) -> Location;
+
+    /// True when the target has the blob with this digest and size.
     async fn exists(&self, desc: &Descriptor) -> Result<bool>;
 
-    /// The blob's bytes.
+    /// The blob's bytes. Every reader stops one byte past the declared size, and a
+    /// [`Blob::Stream`] is verified (size and digest) as it is read.
     async fn fetch(&self, desc: &Descriptor) -> Result<Blob>;
 
     /// Stores a blob, verifying its digest and size while it is written.
     async fn push(&self, desc: &Descriptor, blob: Blob, progress: &Progress)
         -> Result<PushOutcome>;
 
-    /// A directory on this store's file system where staging may write the blobs it hashes,
-    /// so that pushing them is a rename, not a second copy and hash. `None` by default.
+    /// The descriptor a tag, layout name or digest (`sha256:…`) of this target names.
+    async fn resolve(&self, reference: &str) -> Result<Descriptor>;
+
+    /// Names `desc` (whose whole graph must be here) as `reference`. `manifest` is its
+    /// bytes when the caller has them.
+    async fn tag(
+        &self,
+        _desc: &Descriptor,
+        _reference: &str,
+        _manifest: Option<Bytes>,
+    ) -> Result<()> {
+        Err(unsupported(self.as_dyn(), "tag"))
+    }
+
+    /// Every tag (layouts: every entry, named or not) with what it names.
+    async fn entries(&self) -> Result<Vec<(String, Descriptor)>> {
+        Err(unsupported(self.as_dyn(), "list tags"))
+    }
+
+    /// Where `desc` could be mounted from without moving bytes.
+    fn mount_source(&self, _desc: &Descriptor) -> Option<MountSource> {
+        None
+    }
+
+    /// Makes the blob appear without copying bytes (cross-repository mount), when this
+    /// target and `source` allow it; `None` means "copy it".
+    async fn mount_from(
+        &self,
+        _desc: &Descriptor,
+        _source: &dyn Target,
+    ) -> Result<Option<PushOutcome>> {
+        Ok(None)
+    }
+
+    /// A directory on this target's file system where new blobs may be prepared (large
+    /// files copied while hashed, archives built), so that pushing them is a rename, not a
+    /// second copy and hash. `None` by default.
     async fn spool_dir(&self) -> Result<Option<PathBuf>> {
         Ok(None)
     }
 
-    /// The store that really holds `desc`, when this one only passes it through (the
-    /// staging store's image items); used to mount from the right repository.
-    fn holder(&self, _desc: &Descriptor) -> Option<&dyn Store> {
-        None
-    }
-
-    /// Stores a large file while computing its digest in the same pass (a registry streams it
-    /// into an upload session); `None` when this store cannot, and staging hashes it first.
-    async fn ingest(
+    /// Takes a file whose digest is not known yet, computing it on the way (a registry
+    /// streams it into an upload session); `None` when this target cannot, and the caller
+    /// hashes it first. The copy engine's taker calls it for large files.
+    async fn push_hashing(
         &self,
         _path: &std::path::Path,
         _size: u64,
@@ -103,25 +162,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
-    /// `(host, repository)` when this store is a registry repository.
-    fn registry_repository(&self) -> Option<(&str, &str)> {
-        None
-    }
-
-    /// Makes the blob appear without copying bytes (cross-repository mount), when this store
-    /// and `source` allow it; `None` means "copy it".
-    async fn mount_from(
-        &self,
-        _desc: &Descriptor,
-        _source: &dyn Store,
-    ) -> Result<Option<PushOutcome>> {
-        Ok(None)
-    }
+    /// `self` as a trait object (for the defaults' messages).
+    fn as_dyn(&self) -> &dyn Target;
 }
 
 /// Reads a whole (small) blob, refusing anything over [`MAX_MANIFEST_BYTES`] and anything
 /// whose size or digest differs from `desc`.
-pub async fn fetch_small(store: &dyn Store, desc: &Descriptor) -> Result<Bytes> {
+pub async fn fetch_small(store: &dyn Target, desc: &Descriptor) -> Result<Bytes> {
     let from = store.name();
     verify::refuse_large(desc, &from)?;
     let blob = store.fetch(desc).await?;
@@ -137,7 +184,7 @@ pub async fn read_small(blob: Blob, desc: &Descriptor, from: &str) -> Result<Byt
         Blob::Bytes(b) => verify::verify_bytes(b, desc, from),
         Blob::File(p) | Blob::Spooled(p) => {
             let (desc, from) = (desc.clone(), from.to_string());
-            crate::source::blocking(move || {
+            crate::fsutil::blocking(move || {
                 let mut f = verify::open_blob_file(&p, &desc, &from)?;
                 verify::read_capped(&mut f, &desc, &from)
             })

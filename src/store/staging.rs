@@ -3,22 +3,53 @@
 //! assembled manifests live in memory.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use oci_spec::image::Descriptor;
 
-use super::{Blob, PushOutcome, Store};
+use super::{Blob, Location, MountSource, PushOutcome, Target};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
-use crate::source::{Origin, StagedBlob};
+
+/// Where a staged blob's bytes are.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A file the user owns (read, never moved).
+    File(PathBuf),
+    /// A temporary file this run made; deleted when the last handle goes.
+    Temp(Arc<tempfile::TempPath>),
+    /// A temporary file in the target's spool directory, adopted by the target on push
+    /// (deleted when the last handle goes, if it was not adopted).
+    Spooled(Arc<tempfile::TempPath>),
+    /// Small content in memory (manifests, configs, the empty config).
+    Bytes(Bytes),
+    /// A file in a private temp dir of this run, removed when the last handle goes.
+    InTempDir {
+        /// The file.
+        path: PathBuf,
+        /// Its directory, removed with the last handle.
+        _dir: Arc<tempfile::TempDir>,
+    },
+}
+
+/// A descriptor plus where its bytes are.
+#[derive(Debug, Clone)]
+pub struct StagedBlob {
+    /// What the manifest will say about the blob.
+    pub descriptor: Descriptor,
+    /// Where its bytes are.
+    pub origin: Origin,
+}
 
 /// A read-only store over staged blobs.
 #[derive(Debug, Default)]
 pub struct Staging {
     blobs: HashMap<String, Origin>,
     /// Digests of image items' graphs, and the store that has them.
-    remote: HashMap<String, Arc<dyn Store>>,
+    remote: HashMap<String, Arc<dyn Target>>,
 }
 
 impl Staging {
@@ -34,21 +65,31 @@ impl Staging {
     }
 
     /// Adds the graphs of image items, served from their own stores.
+    /// `images` are the digests of each image item's graph with the store that has them.
     pub fn with_images(
         mut self,
-        images: impl IntoIterator<Item = crate::source::image::StagedImage>,
+        images: impl IntoIterator<Item = (Vec<String>, Arc<dyn Target>)>,
     ) -> Staging {
-        for image in images {
-            for d in image.digests {
-                self.remote.entry(d).or_insert_with(|| image.store.clone());
+        for (digests, store) in images {
+            for d in digests {
+                self.remote.entry(d).or_insert_with(|| store.clone());
             }
         }
         self
     }
 }
 
+impl Staging {
+    /// The target an image item's blob comes from.
+    fn holder(&self, desc: &Descriptor) -> Option<&dyn Target> {
+        self.remote
+            .get(&desc.digest().to_string())
+            .map(|s| s.as_ref())
+    }
+}
+
 #[async_trait]
-impl Store for Staging {
+impl Target for Staging {
     fn name(&self) -> String {
         "the pack's sources".into()
     }
@@ -58,16 +99,30 @@ impl Store for Staging {
         Ok(self.blobs.contains_key(&d) || self.remote.contains_key(&d))
     }
 
-    fn holder(&self, desc: &Descriptor) -> Option<&dyn Store> {
-        self.remote
-            .get(&desc.digest().to_string())
-            .map(|s| s.as_ref())
+    fn location(&self) -> Location {
+        Location::Other(self.name())
+    }
+
+    fn as_dyn(&self) -> &dyn Target {
+        self
+    }
+
+    async fn resolve(&self, reference: &str) -> Result<Descriptor> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the pack's sources have no tags ({reference})"),
+        ))
+    }
+
+    /// Blobs of image items mount from where they are.
+    fn mount_source(&self, desc: &Descriptor) -> Option<MountSource> {
+        self.holder(desc)?.mount_source(desc)
     }
 
     async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
         match self.blobs.get(&desc.digest().to_string()) {
             Some(Origin::Bytes(b)) => Ok(Blob::Bytes(b.clone())),
-            Some(Origin::File(p) | Origin::InTempDir(p, _)) => Ok(Blob::File(p.clone())),
+            Some(Origin::File(p) | Origin::InTempDir { path: p, .. }) => Ok(Blob::File(p.clone())),
             Some(Origin::Temp(t)) => Ok(Blob::File(t.to_path_buf())),
             Some(Origin::Spooled(t)) => Ok(Blob::Spooled(t.to_path_buf())),
             None => match self.holder(desc) {

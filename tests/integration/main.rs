@@ -1,5 +1,6 @@
 //! Integration tests: one binary, read like the spec (SPEC §2–§4, §6).
 
+mod architecture;
 mod assembly;
 mod cli;
 mod faults;

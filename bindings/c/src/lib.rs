@@ -605,7 +605,7 @@ unsafe fn options_or_default(options: *const oci_packer_options) -> Options {
 fn descriptor_json(
     d: &oci_packer::Descriptor,
     reference: &str,
-    stats: &oci_packer::copy::CopyStats,
+    stats: &oci_packer::CopyStats,
 ) -> Result<String, Failure> {
     let mut v = oci_packer::json::to_value(d)?;
     if let Some(m) = v.as_object_mut() {

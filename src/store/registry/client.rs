@@ -16,26 +16,7 @@ use super::credentials::{basic_header, Credential};
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport;
 
-/// Connection and credential options for registries (the CLI's global flags).
-#[derive(Debug, Clone, Default)]
-pub struct RegistryOptions {
-    /// Talk plain HTTP (`--plain-http`).
-    pub plain_http: bool,
-    /// Skip TLS certificate verification (`--insecure`).
-    pub insecure: bool,
-    /// Extra CA certificate (PEM) to trust (`--ca-file`).
-    pub ca_file: Option<PathBuf>,
-    /// User name (`-u`).
-    pub username: Option<String>,
-    /// Password (`-p`, `--password-stdin`).
-    pub password: Option<String>,
-    /// Docker config file (`--registry-config`).
-    pub config: Option<PathBuf>,
-    /// Read timeout (`--timeout`, default 30 s): a server that sends nothing for this long
-    /// fails the request; small requests also end after twice this, blob transfers after
-    /// that plus the time their bytes take at 64 KiB/s.
-    pub timeout: Option<Duration>,
-}
+pub use crate::transport::RegistryOptions;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Challenge {

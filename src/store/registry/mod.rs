@@ -1,4 +1,4 @@
-//! A repository in a registry as a [`Store`]: our own Distribution-API client on reqwest and
+//! A repository in a registry as a [`Target`]: our own Distribution-API client on reqwest and
 //! oci-spec types (see DESIGN and `docs/design.md` for why not `oci-client`).
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use oci_spec::image::{Descriptor, MediaType};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 
-use super::{Blob, PushOutcome, Store, MAX_MANIFEST_BYTES};
+use super::{Blob, Location, MountSource, PushOutcome, Target, MAX_MANIFEST_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mediatype;
@@ -96,15 +96,18 @@ impl Registry {
         })
     }
 
-    /// Spools streamed blobs under `dir` (`--tmp-dir`) instead of the system temp dir.
-    pub(crate) fn with_spool_dir(mut self, dir: Option<std::path::PathBuf>) -> Registry {
-        self.spool = dir;
-        self
-    }
-
-    /// The reference this store was opened with.
-    pub fn reference(&self) -> &RegistryRef {
-        &self.reference
+    /// A store for the repository of `reference` over a client shared with other
+    /// repositories of its host; streamed blobs are spooled under `spool` (`--tmp-dir`).
+    pub(crate) fn with_client(
+        client: Arc<Client>,
+        reference: &RegistryRef,
+        spool: Option<std::path::PathBuf>,
+    ) -> Registry {
+        Registry {
+            client,
+            reference: reference.clone(),
+            spool,
+        }
     }
 
     fn repo(&self) -> &str {
@@ -153,16 +156,6 @@ impl Registry {
             )
             .await
             .map(|_| ())
-    }
-
-    /// The descriptor of the tag or digest this store was opened with.
-    pub async fn resolve(&self) -> Result<Descriptor> {
-        let reference = match (&self.reference.digest, &self.reference.tag) {
-            (Some(d), _) => d.to_string(),
-            (None, Some(t)) => t.clone(),
-            (None, None) => "latest".into(),
-        };
-        self.resolve_ref(&reference).await
     }
 
     /// Every tag of the repository, following `Link` pagination.
@@ -335,7 +328,7 @@ impl Registry {
     /// Points `tag` at the manifest `desc` (which must be in the repository already).
     /// `bytes` are the manifest's, when the caller has them (else they are fetched). A tag
     /// that already points there is left alone: a re-push costs HEADs only.
-    pub async fn tag(&self, desc: &Descriptor, tag: &str, bytes: Option<Bytes>) -> Result<()> {
+    async fn put_tag(&self, desc: &Descriptor, tag: &str, bytes: Option<Bytes>) -> Result<()> {
         let url = self.url("manifests", tag);
         let resp = self
             .client
@@ -642,7 +635,7 @@ impl Registry {
                 use tokio::io::AsyncReadExt;
                 let dir = self.spool.clone().unwrap_or_else(std::env::temp_dir);
                 let (file, path) = tempfile::Builder::new()
-                    .prefix(crate::store::SPOOL_PREFIX)
+                    .prefix(crate::fsutil::TEMP_PREFIX)
                     .tempfile_in(&dir)
                     .map_err(|e| Error::io("creating temp file in", &dir, e))?
                     .into_parts();
@@ -672,9 +665,41 @@ impl Registry {
 }
 
 #[async_trait]
-impl Store for Registry {
+impl Target for Registry {
     fn name(&self) -> String {
         format!("{}/{}", self.reference.host, self.reference.repository)
+    }
+
+    fn location(&self) -> Location {
+        Location::Repository(self.name())
+    }
+
+    fn as_dyn(&self) -> &dyn Target {
+        self
+    }
+
+    async fn resolve(&self, reference: &str) -> Result<Descriptor> {
+        self.resolve_ref(reference).await
+    }
+
+    async fn tag(&self, desc: &Descriptor, reference: &str, manifest: Option<Bytes>) -> Result<()> {
+        self.put_tag(desc, reference, manifest).await
+    }
+
+    async fn entries(&self) -> Result<Vec<(String, Descriptor)>> {
+        let mut out = Vec::new();
+        for tag in self.tags().await? {
+            let d = self.resolve_ref(&tag).await?;
+            out.push((tag, d));
+        }
+        Ok(out)
+    }
+
+    fn mount_source(&self, _desc: &Descriptor) -> Option<MountSource> {
+        Some(MountSource {
+            host: self.reference.host.clone(),
+            repository: self.reference.repository.clone(),
+        })
     }
 
     async fn exists(&self, desc: &Descriptor) -> Result<bool> {
@@ -769,7 +794,7 @@ impl Store for Registry {
         Ok(outcome)
     }
 
-    async fn ingest(
+    async fn push_hashing(
         &self,
         path: &std::path::Path,
         size: u64,
@@ -779,18 +804,19 @@ impl Store for Registry {
         in_new_sessions(&what, || self.ingest_once(path, size, progress)).await
     }
 
-    fn registry_repository(&self) -> Option<(&str, &str)> {
-        Some((&self.reference.host, &self.reference.repository))
-    }
-
     async fn mount_from(
         &self,
         desc: &Descriptor,
-        source: &dyn Store,
+        source: &dyn Target,
     ) -> Result<Option<PushOutcome>> {
-        let Some((host, from)) = source.registry_repository() else {
+        let Some(MountSource {
+            host,
+            repository: from,
+        }) = source.mount_source(desc)
+        else {
             return Ok(None);
         };
+        let from = from.as_str();
         if host != self.reference.host
             || from == self.repo()
             || mediatype::is_manifest(desc.media_type().as_ref())

@@ -1,0 +1,64 @@
+//! The shape of an artifact graph: the children of a manifest or index, and the limits
+//! every walk of a graph obeys (no node that names an ancestor, no path deeper than
+//! [`MAX_DEPTH`]).
+
+use oci_spec::image::Descriptor;
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::mediatype;
+
+/// How deep a graph may nest (index → index → manifest → subject …). Real artifacts are a
+/// handful of levels deep; the limit turns a hostile 20,000-deep chain into an error.
+pub const MAX_DEPTH: usize = 32;
+
+/// The children of a manifest or index, in document order.
+#[derive(Debug, Deserialize)]
+struct Children {
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    subject: Option<Descriptor>,
+}
+
+/// The descriptors a manifest or index points to.
+pub fn successors(media_type: &str, data: &[u8]) -> Result<Vec<Descriptor>> {
+    if !mediatype::is_manifest(media_type) {
+        return Ok(Vec::new());
+    }
+    let c: Children = crate::json::from_slice(data)
+        .map_err(|e| Error::new(ErrorKind::Registry, format!("invalid {media_type}: {e}")))?;
+    Ok(c.config
+        .into_iter()
+        .chain(c.layers)
+        .chain(c.manifests)
+        .chain(c.subject)
+        .collect())
+}
+
+/// Refuses `digest` under `path` (root first) when it closes a cycle or nests too deep.
+pub(crate) fn check_path(path: &[String], digest: &str, store: String) -> Result<()> {
+    if path.iter().any(|p| p == digest) {
+        return Err(Error::new(
+            ErrorKind::DigestMismatch,
+            format!(
+                "{store}: {digest} refers to itself (through {}); the graph is corrupt",
+                path.join(" → ")
+            ),
+        )
+        .with_digest(digest));
+    }
+    if path.len() >= MAX_DEPTH {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{store}: {digest} is nested more than {MAX_DEPTH} levels below {}; refusing to follow",
+                path.first().map_or("the root", String::as_str)
+            ),
+        )
+        .with_digest(digest));
+    }
+    Ok(())
+}

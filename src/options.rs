@@ -1,0 +1,77 @@
+//! The options every operation takes, checked once here for every caller (CLI, Python, C).
+
+use std::path::PathBuf;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::progress::Progress;
+use crate::runtime::Cancel;
+use crate::transport::RegistryOptions;
+
+/// Options shared by the operations, with the CLI's defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Blob transfers at once (`-j`, default 4).
+    pub concurrency: usize,
+    /// Where downloads and archives are staged (`--tmp-dir`, default the system temp dir).
+    pub tmp_dir: Option<PathBuf>,
+    /// Make layout blobs durable before `index.json` names them (`--fsync`).
+    pub fsync: bool,
+    /// `org.opencontainers.image.created` on the root: `"now"` or an RFC 3339 time
+    /// (`--created`); without it `SOURCE_DATE_EPOCH` is used when set, else nothing.
+    pub created: Option<String>,
+    /// Build and print, write nothing (`--dry-run`).
+    pub dry_run: bool,
+    /// Observer of per-blob progress.
+    pub progress: Progress,
+    /// Registry connection and credentials (`--plain-http`, `-u`, …).
+    pub registry: RegistryOptions,
+    /// `copy`: the member of an index to copy (`--platform`).
+    pub platform: Option<String>,
+    /// Stops the operation when fired (from another thread, e.g. on Ctrl-C). What was
+    /// written stays valid: blobs are complete or absent, no tag is moved.
+    pub cancel: Option<Cancel>,
+}
+
+/// The most blob transfers at once that `concurrency` may ask for.
+pub const MAX_CONCURRENCY: usize = 256;
+
+impl Options {
+    /// Checks the options that every operation takes.
+    ///
+    /// Errors: [`ErrorKind::InvalidArgument`] when `concurrency` is 0 or over
+    /// [`MAX_CONCURRENCY`], or `registry.timeout` is zero.
+    pub fn check(&self) -> Result<()> {
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "concurrency must be between 1 and {MAX_CONCURRENCY}, not {}",
+                    self.concurrency
+                ),
+            ));
+        }
+        if self.registry.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "timeout must be at least one second",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: 4,
+            tmp_dir: None,
+            fsync: false,
+            created: None,
+            dry_run: false,
+            progress: Progress::default(),
+            registry: RegistryOptions::default(),
+            platform: None,
+            cancel: None,
+        }
+    }
+}

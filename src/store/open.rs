@@ -1,0 +1,192 @@
+//! The one factory that opens a [`Target`] from a parsed reference, keeping one HTTP client
+//! (and so one token cache) per registry host for the whole operation, and what an opened
+//! reference resolves and tags.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use oci_spec::image::Descriptor;
+
+use super::layout::Layout;
+use super::registry::client::Client;
+use super::registry::Registry;
+use super::{fetch_small, Target};
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mediatype;
+use crate::platform::Platform;
+use crate::reference::{LayoutSelector, Reference};
+use crate::transport::RegistryOptions;
+
+/// Opens targets for one operation.
+#[derive(Debug)]
+pub(crate) struct Targets {
+    registry: RegistryOptions,
+    fsync: bool,
+    tmp_dir: Option<PathBuf>,
+    clients: Mutex<HashMap<String, Arc<Client>>>,
+}
+
+/// A target opened from a reference, with the tag (or layout name) and digest it names.
+#[derive(Debug, Clone)]
+pub(crate) struct Opened {
+    /// The target.
+    pub target: Arc<dyn Target>,
+    /// The reference as written, for messages.
+    pub text: String,
+    /// The tag or layout name, when the reference has one.
+    pub tag: Option<String>,
+    /// The digest, when the reference has one; it wins over the tag for reading.
+    pub digest: Option<Digest>,
+}
+
+impl Targets {
+    /// A factory with the operation's registry options, `--fsync` and `--tmp-dir`.
+    pub fn new(registry: &RegistryOptions, fsync: bool, tmp_dir: Option<PathBuf>) -> Targets {
+        Targets {
+            registry: registry.clone(),
+            fsync,
+            tmp_dir,
+            clients: Mutex::default(),
+        }
+    }
+
+    /// The client for `host`, made once per operation.
+    fn client(&self, host: &str) -> Result<Arc<Client>> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(host) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Client::new(host, &self.registry)?);
+        clients.insert(host.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Parses and opens `text`.
+    pub fn open_str(&self, text: &str, write: bool) -> Result<Opened> {
+        self.open(Reference::parse(text)?, text, write)
+    }
+
+    /// Opens a parsed reference for reading, or for writing (a new layout is created on
+    /// its first write; a layout target needs a name, not a digest).
+    pub fn open(&self, reference: Reference, text: &str, write: bool) -> Result<Opened> {
+        match reference {
+            Reference::Layout(l) => {
+                let (tag, digest) = match l.selector {
+                    LayoutSelector::Name(n) => (Some(n), None),
+                    LayoutSelector::Digest(d) if !write => (None, Some(d)),
+                    LayoutSelector::Digest(_) => {
+                        return Err(Error::new(
+                            ErrorKind::InvalidReference,
+                            format!(
+                                "{text}: a layout target needs a name (oci://DIR:REF), not a digest"
+                            ),
+                        )
+                        .with_reference(text))
+                    }
+                };
+                let layout = if write {
+                    Layout::open(&l.dir, self.fsync)?
+                } else {
+                    Layout::open_existing(&l.dir)?
+                };
+                Ok(Opened {
+                    target: Arc::new(layout),
+                    text: text.to_string(),
+                    tag,
+                    digest,
+                })
+            }
+            Reference::Registry(r) => {
+                let registry =
+                    Registry::with_client(self.client(&r.host)?, &r, self.tmp_dir.clone());
+                Ok(Opened {
+                    target: Arc::new(registry),
+                    text: text.to_string(),
+                    tag: r.tag.clone(),
+                    digest: r.digest.clone(),
+                })
+            }
+        }
+    }
+}
+
+impl Opened {
+    /// The descriptor the reference names: its digest, else its tag, else `latest`.
+    pub async fn resolve(&self) -> Result<Descriptor> {
+        let reference = match (&self.digest, &self.tag) {
+            (Some(d), _) => d.as_str().to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        };
+        self.target.resolve(&reference).await
+    }
+
+    /// Names `desc` with the reference's tag. A reference by digest needs no tag, but must
+    /// name this very content. `manifest` is its bytes when the caller has them.
+    pub async fn tag(&self, desc: &Descriptor, manifest: Option<Bytes>) -> Result<()> {
+        if let Some(d) = &self.digest {
+            if d.as_str() != desc.digest().as_ref() {
+                return Err(Error::new(
+                    ErrorKind::DigestMismatch,
+                    format!(
+                        "{}: the artifact has digest {}, not the one in the reference",
+                        self.text,
+                        desc.digest()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        match &self.tag {
+            Some(t) => self.target.tag(desc, t, manifest).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// When `root` is an index, the member that best matches `wanted` (SPEC §4 `--platform`);
+/// a manifest is returned as it is.
+pub(crate) async fn select_platform(
+    store: &dyn Target,
+    root: &Descriptor,
+    wanted: &Platform,
+) -> Result<Descriptor> {
+    if !mediatype::is_index(root.media_type().as_ref()) {
+        return Ok(root.clone());
+    }
+    let data: Bytes = fetch_small(store, root).await?;
+    let index: oci_spec::image::ImageIndex = crate::json::from_slice(&data).map_err(|e| {
+        Error::new(
+            ErrorKind::Registry,
+            format!("{}: invalid index: {e}", root.digest()),
+        )
+    })?;
+    let members = index.manifests();
+    let candidates: Vec<Platform> = members
+        .iter()
+        .filter_map(|m| m.platform().as_ref().map(Platform::from_oci))
+        .collect();
+    let with_platform: Vec<&Descriptor> =
+        members.iter().filter(|m| m.platform().is_some()).collect();
+    match wanted.best_match(&candidates) {
+        Some(i) => Ok(with_platform[i].clone()),
+        None => {
+            let available: Vec<String> = candidates.iter().map(ToString::to_string).collect();
+            Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no member of {} matches platform {wanted} (available: {})",
+                    root.digest(),
+                    if available.is_empty() {
+                        "none".to_string()
+                    } else {
+                        available.join(", ")
+                    }
+                ),
+            ))
+        }
+    }
+}
