@@ -11,6 +11,7 @@ use crate::store::Targets;
 
 /// The result of a copy.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Copied {
     /// What was copied (the selected member with `--platform`).
     pub descriptor: Descriptor,
@@ -18,6 +19,14 @@ pub struct Copied {
     pub reference: String,
     /// What moved.
     pub stats: CopyStats,
+}
+
+impl Copied {
+    /// The result as JSON text, the same for every binding: the copied descriptor's fields
+    /// plus `reference` and `stats` (`stored`, `skipped`, `mounted`, `bytes`).
+    pub fn to_json(&self) -> Result<String> {
+        crate::pack::result_json(&self.descriptor, &self.reference, self.stats.to_json())
+    }
 }
 
 /// `copy SRC DST`: resolve, optionally pick a platform, copy the graph, then tag.

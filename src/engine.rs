@@ -22,6 +22,7 @@ const TRANSFER_RETRIES: usize = 2;
 
 /// What a copy did, in numbers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CopyStats {
     /// Blobs written.
     pub stored: usize,
@@ -77,6 +78,14 @@ impl crate::source::TakeHashing for Taker {
                 .insert(d.as_str().to_string(), size);
         }
         Ok(digest)
+    }
+}
+
+impl CopyStats {
+    /// `{"stored", "skipped", "mounted", "bytes"}`.
+    pub(crate) fn to_json(self) -> serde_json::Value {
+        serde_json::json!({"stored": self.stored, "skipped": self.skipped,
+            "mounted": self.mounted, "bytes": self.bytes})
     }
 }
 

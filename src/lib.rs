@@ -49,7 +49,7 @@ pub use oci_spec::image::Descriptor;
 pub use options::{Options, MAX_CONCURRENCY};
 pub use pack::Packed;
 pub use packfile::{ConfigSpec, ItemSpec, PackFile, PackInput};
-pub use progress::{Progress, ProgressEvent};
+pub use progress::{Progress, ProgressEvent, ProgressFields};
 pub use runtime::Cancel;
 
 /// This library's version.

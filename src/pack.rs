@@ -18,6 +18,7 @@ use crate::store::{Opened, Targets};
 
 /// The result of a pack.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Packed {
     /// Descriptor of the root manifest or index.
     pub descriptor: Descriptor,
@@ -27,6 +28,31 @@ pub struct Packed {
     pub manifest: Bytes,
     /// What moved (all zeros for a dry run).
     pub stats: CopyStats,
+}
+
+impl Packed {
+    /// The result as JSON text, the same for every binding: the root descriptor's fields
+    /// plus `reference` and `stats` (`stored`, `skipped`, `mounted`, `bytes`, and `manifest`,
+    /// the root's JSON as text).
+    pub fn to_json(&self) -> Result<String> {
+        let mut stats = self.stats.to_json();
+        stats["manifest"] = String::from_utf8_lossy(&self.manifest).into();
+        result_json(&self.descriptor, &self.reference, stats)
+    }
+}
+
+/// A descriptor's JSON with `reference` and `stats` added (the bindings' result shape).
+pub(crate) fn result_json(
+    descriptor: &Descriptor,
+    reference: &str,
+    stats: serde_json::Value,
+) -> Result<String> {
+    let mut v = crate::json::to_value(descriptor)?;
+    if let Some(m) = v.as_object_mut() {
+        m.insert("reference".into(), reference.into());
+        m.insert("stats".into(), stats);
+    }
+    Ok(v.to_string())
 }
 
 fn tmp_dir(options: &Options) -> PathBuf {

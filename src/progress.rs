@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 /// One thing that happened to one source while it was staged, or to one blob while it moved
 /// to the target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialises as a flat JSON object named by `event` (`{"event": "advanced", "digest": …,
+/// "bytes": …}`), the shape every binding hands its callbacks; see also [`ProgressEvent::fields`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum ProgressEvent {
     /// A large source started being read (hashed, copied or downloaded) while staging.
     StageStarted {
@@ -61,6 +65,72 @@ pub enum ProgressEvent {
         /// Its size in bytes.
         size: u64,
     },
+}
+
+/// A [`ProgressEvent`] as flat fields (absent ones `None` or 0), for callers without sum
+/// types (the C ABI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressFields<'a> {
+    /// `stage_started`, `stage_advanced`, `stage_finished`, `started`, `advanced`,
+    /// `finished`, `skipped` or `mounted`.
+    pub event: &'static str,
+    /// The blob's digest (blob events).
+    pub digest: Option<&'a str>,
+    /// The blob's title annotation (`started`).
+    pub title: Option<&'a str>,
+    /// The source, a path or URL (stage events).
+    pub source: Option<&'a str>,
+    /// Size in bytes (`stage_started` when known, `started`, `skipped`, `mounted`), else 0.
+    pub size: u64,
+    /// Bytes moved since the last event of this blob or source (`*advanced`), else 0.
+    pub bytes: u64,
+}
+
+impl ProgressEvent {
+    /// The event as flat fields.
+    pub fn fields(&self) -> ProgressFields<'_> {
+        let mut f = ProgressFields {
+            event: "",
+            digest: None,
+            title: None,
+            source: None,
+            size: 0,
+            bytes: 0,
+        };
+        match self {
+            ProgressEvent::StageStarted { source, size } => {
+                (f.event, f.source, f.size) =
+                    ("stage_started", Some(source.as_str()), size.unwrap_or(0))
+            }
+            ProgressEvent::StageAdvanced { source, bytes } => {
+                (f.event, f.source, f.bytes) = ("stage_advanced", Some(source.as_str()), *bytes)
+            }
+            ProgressEvent::StageFinished { source } => {
+                (f.event, f.source) = ("stage_finished", Some(source.as_str()))
+            }
+            ProgressEvent::Started {
+                digest,
+                title,
+                size,
+            } => {
+                (f.event, f.digest, f.title, f.size) =
+                    ("started", Some(digest.as_str()), title.as_deref(), *size)
+            }
+            ProgressEvent::Advanced { digest, bytes } => {
+                (f.event, f.digest, f.bytes) = ("advanced", Some(digest.as_str()), *bytes)
+            }
+            ProgressEvent::Finished { digest } => {
+                (f.event, f.digest) = ("finished", Some(digest.as_str()))
+            }
+            ProgressEvent::Skipped { digest, size } => {
+                (f.event, f.digest, f.size) = ("skipped", Some(digest.as_str()), *size)
+            }
+            ProgressEvent::Mounted { digest, size } => {
+                (f.event, f.digest, f.size) = ("mounted", Some(digest.as_str()), *size)
+            }
+        }
+        f
+    }
 }
 
 type Observer = dyn Fn(&ProgressEvent) + Send + Sync;

@@ -267,3 +267,13 @@ def test_registry_and_io_errors(files):
     with pytest.raises(oci_packer.IOError):
         oci_packer.pack({"items": [{"from": "dir://data", "archive": "tar"}]}, "unused", base_dir=files,
                         dry_run=True, tmp_dir=files / "not-a-dir")
+
+
+@pytest.mark.parametrize("concurrency", [0, 2**62])
+def test_out_of_range_concurrency_is_an_invalid_argument(files, concurrency):
+    with pytest.raises(oci_packer.InvalidArgumentError) as e:
+        oci_packer.pack(files / "pack.yaml", f"oci://{files}/x:v1", concurrency=concurrency)
+    assert "concurrency must be between 1 and 256" in str(e.value)
+    with pytest.raises(oci_packer.InvalidArgumentError):
+        oci_packer.copy(f"oci://{files}/x:v1", f"oci://{files}/y:v1", concurrency=concurrency)
+    assert not (files / "x").exists(), "nothing was written"

@@ -69,6 +69,7 @@ fn status_of(kind: ErrorKind) -> oci_packer_status {
 }
 
 /// An owned error: a status code and a message. Free with oci_packer_error_free().
+#[derive(Debug)]
 pub struct oci_packer_error {
     code: oci_packer_status,
     message: CString,
@@ -214,6 +215,7 @@ pub extern "C" fn oci_packer_version() -> *const c_char {
 
 /// One progress event, valid only during the callback. Strings may be NULL.
 #[repr(C)]
+#[derive(Debug)]
 pub struct oci_packer_progress {
     /// "stage_started", "stage_advanced", "stage_finished", "started", "advanced",
     /// "finished", "skipped" or "mounted".
@@ -248,44 +250,9 @@ unsafe impl Sync for Callback {}
 impl Callback {
     fn call(&self, ev: &ProgressEvent) {
         let c = |s: &str| cstring(s.to_string());
-        let (event, digest, title, source, size, bytes) = match ev {
-            ProgressEvent::StageStarted { source, size } => (
-                "stage_started",
-                None,
-                None,
-                Some(c(source)),
-                size.unwrap_or(0),
-                0,
-            ),
-            ProgressEvent::StageAdvanced { source, bytes } => {
-                ("stage_advanced", None, None, Some(c(source)), 0, *bytes)
-            }
-            ProgressEvent::StageFinished { source } => {
-                ("stage_finished", None, None, Some(c(source)), 0, 0)
-            }
-            ProgressEvent::Started {
-                digest,
-                title,
-                size,
-            } => (
-                "started",
-                Some(c(digest)),
-                title.as_deref().map(c),
-                None,
-                *size,
-                0,
-            ),
-            ProgressEvent::Advanced { digest, bytes } => {
-                ("advanced", Some(c(digest)), None, None, 0, *bytes)
-            }
-            ProgressEvent::Finished { digest } => ("finished", Some(c(digest)), None, None, 0, 0),
-            ProgressEvent::Skipped { digest, size } => {
-                ("skipped", Some(c(digest)), None, None, *size, 0)
-            }
-            ProgressEvent::Mounted { digest, size } => {
-                ("mounted", Some(c(digest)), None, None, *size, 0)
-            }
-        };
+        let f = ev.fields();
+        let (event, size, bytes) = (f.event, f.size, f.bytes);
+        let (digest, title, source) = (f.digest.map(c), f.title.map(c), f.source.map(c));
         let event = c(event);
         let ptr = |o: &Option<CString>| o.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
         let p = oci_packer_progress {
@@ -302,6 +269,7 @@ impl Callback {
 
 /// Options for the operations, with the CLI's defaults. Create with
 /// oci_packer_options_new(), free with oci_packer_options_free().
+#[derive(Debug)]
 pub struct oci_packer_options {
     inner: Options,
 }
@@ -602,22 +570,6 @@ unsafe fn options_or_default(options: *const oci_packer_options) -> Options {
     unsafe { options.as_ref() }.map_or_else(Options::default, |o| o.inner.clone())
 }
 
-fn descriptor_json(
-    d: &oci_packer::Descriptor,
-    reference: &str,
-    stats: &oci_packer::CopyStats,
-) -> Result<String, Failure> {
-    let mut v = oci_packer::json::to_value(d)?;
-    if let Some(m) = v.as_object_mut() {
-        m.insert("reference".into(), reference.into());
-        m.insert(
-            "stats".into(),
-            serde_json::json!({"stored": stats.stored, "skipped": stats.skipped, "mounted": stats.mounted, "bytes": stats.bytes}),
-        );
-    }
-    Ok(v.to_string())
-}
-
 fn pack(
     input: PackInput,
     target: &str,
@@ -625,7 +577,7 @@ fn pack(
     result: *mut *mut c_char,
 ) -> Result<(), Failure> {
     let packed = oci_packer::pack(input, target, &options)?;
-    let json = descriptor_json(&packed.descriptor, &packed.reference, &packed.stats)?;
+    let json = packed.to_json()?;
     // SAFETY: `result` was checked non-null by the caller.
     unsafe { give(result, json) };
     Ok(())
@@ -739,7 +691,7 @@ pub unsafe extern "C" fn oci_packer_copy(
         // SAFETY: per the contract above.
         let options = unsafe { options_or_default(options) };
         let copied = oci_packer::copy(src, dst, &options)?;
-        let json = descriptor_json(&copied.descriptor, &copied.reference, &copied.stats)?;
+        let json = copied.to_json()?;
         // SAFETY: checked non-null above.
         unsafe { give(result, json) };
         Ok(())

@@ -184,20 +184,6 @@ fn input(kind: &str, value: String, base_dir: Option<PathBuf>) -> PyResult<PackI
     }
 }
 
-fn descriptor_json(
-    d: &oci_packer::Descriptor,
-    reference: &str,
-    extra: serde_json::Value,
-) -> PyResult<String> {
-    let mut v =
-        oci_packer::json::to_value(d).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    if let Some(m) = v.as_object_mut() {
-        m.insert("reference".into(), reference.into());
-        m.insert("stats".into(), extra);
-    }
-    Ok(v.to_string())
-}
-
 /// Runs `f` with the GIL released on a helper thread, checking for signals every 50 ms: on
 /// Ctrl-C the operation is cancelled and the `KeyboardInterrupt` is raised (what was written
 /// stays valid). Errors of the operation become Python exceptions.
@@ -266,12 +252,13 @@ fn progress(callback: Option<Py<PyAny>>, failed: Arc<Mutex<Option<PyErr>>>) -> P
         }
         None
     };
-    let emit = move |fields: serde_json::Value| {
+    let emit = move |ev: &ProgressEvent| {
+        let Ok(fields) = serde_json::to_string(ev) else {
+            return;
+        };
         Python::attach(|py| {
             let call = || -> PyResult<()> {
-                let d = py
-                    .import("json")?
-                    .call_method1("loads", (fields.to_string(),))?;
+                let d = py.import("json")?.call_method1("loads", (fields,))?;
                 callback.call1(py, (d,))?;
                 Ok(())
             };
@@ -283,43 +270,52 @@ fn progress(callback: Option<Py<PyAny>>, failed: Arc<Mutex<Option<PyErr>>>) -> P
             }
         })
     };
-    use serde_json::json;
-    Progress::new(move |ev| match ev {
-        ProgressEvent::StageStarted { source, size } => {
-            emit(json!({"event": "stage_started", "source": source, "size": size}))
+    // Byte counts are batched per blob or source, so a fast transfer does not take the
+    // GIL thousands of times a second; a finished blob or source flushes its batch first.
+    Progress::new(move |ev| {
+        // The batched count that replaces or precedes `ev`, and whether `ev` itself follows.
+        let (batched, then_ev) = match ev {
+            ProgressEvent::StageAdvanced { source, bytes } => match batch(source, *bytes, false) {
+                Some(n) => (
+                    Some(ProgressEvent::StageAdvanced {
+                        source: source.clone(),
+                        bytes: n,
+                    }),
+                    false,
+                ),
+                None => return,
+            },
+            ProgressEvent::Advanced { digest, bytes } => match batch(digest, *bytes, false) {
+                Some(n) => (
+                    Some(ProgressEvent::Advanced {
+                        digest: digest.clone(),
+                        bytes: n,
+                    }),
+                    false,
+                ),
+                None => return,
+            },
+            ProgressEvent::StageFinished { source } => (
+                batch(source, 0, true).map(|n| ProgressEvent::StageAdvanced {
+                    source: source.clone(),
+                    bytes: n,
+                }),
+                true,
+            ),
+            ProgressEvent::Finished { digest } => (
+                batch(digest, 0, true).map(|n| ProgressEvent::Advanced {
+                    digest: digest.clone(),
+                    bytes: n,
+                }),
+                true,
+            ),
+            _ => (None, true),
+        };
+        if let Some(b) = &batched {
+            emit(b);
         }
-        ProgressEvent::StageAdvanced { source, bytes } => {
-            if let Some(n) = batch(source, *bytes, false) {
-                emit(json!({"event": "stage_advanced", "source": source, "bytes": n}))
-            }
-        }
-        ProgressEvent::StageFinished { source } => {
-            if let Some(n) = batch(source, 0, true) {
-                emit(json!({"event": "stage_advanced", "source": source, "bytes": n}))
-            }
-            emit(json!({"event": "stage_finished", "source": source}))
-        }
-        ProgressEvent::Started {
-            digest,
-            title,
-            size,
-        } => emit(json!({"event": "started", "digest": digest, "title": title, "size": size})),
-        ProgressEvent::Advanced { digest, bytes } => {
-            if let Some(n) = batch(digest, *bytes, false) {
-                emit(json!({"event": "advanced", "digest": digest, "bytes": n}))
-            }
-        }
-        ProgressEvent::Finished { digest } => {
-            if let Some(n) = batch(digest, 0, true) {
-                emit(json!({"event": "advanced", "digest": digest, "bytes": n}))
-            }
-            emit(json!({"event": "finished", "digest": digest}))
-        }
-        ProgressEvent::Skipped { digest, size } => {
-            emit(json!({"event": "skipped", "digest": digest, "size": size}))
-        }
-        ProgressEvent::Mounted { digest, size } => {
-            emit(json!({"event": "mounted", "digest": digest, "size": size}))
+        if then_ev {
+            emit(ev);
         }
     })
 }
@@ -352,12 +348,7 @@ fn pack(
         oci_packer::pack(input, &target, o)
     })?;
     callback_error(&failed)?;
-    let stats = serde_json::json!({
-        "stored": packed.stats.stored, "skipped": packed.stats.skipped,
-        "mounted": packed.stats.mounted, "bytes": packed.stats.bytes,
-        "manifest": String::from_utf8_lossy(&packed.manifest),
-    });
-    descriptor_json(&packed.descriptor, &packed.reference, stats)
+    packed.to_json().map_err(|e| to_py(py, e))
 }
 
 /// Validates; returns the problems as JSON.
@@ -390,11 +381,7 @@ fn copy(
     options.progress = progress(progress_cb, failed.clone());
     let copied = interruptible(py, &mut options, move |o| oci_packer::copy(&src, &dst, o))?;
     callback_error(&failed)?;
-    let stats = serde_json::json!({
-        "stored": copied.stats.stored, "skipped": copied.stats.skipped,
-        "mounted": copied.stats.mounted, "bytes": copied.stats.bytes,
-    });
-    descriptor_json(&copied.descriptor, &copied.reference, stats)
+    copied.to_json().map_err(|e| to_py(py, e))
 }
 
 /// Lists; returns the listing as JSON.
