@@ -1,7 +1,5 @@
 //! `copy SRC DST`: resolve, optionally pick a platform, copy the graph, then tag.
 
-use oci_spec::image::Descriptor;
-
 use crate::engine::CopyStats;
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::Options;
@@ -14,7 +12,7 @@ use crate::store::Targets;
 #[non_exhaustive]
 pub struct Copied {
     /// What was copied (the selected member with `--platform`).
-    pub descriptor: Descriptor,
+    pub descriptor: crate::Descriptor,
     /// The destination as written.
     pub reference: String,
     /// What moved.
@@ -59,7 +57,7 @@ pub(crate) async fn copy(src: &str, dst: &str, options: &Options) -> Result<Copi
     to.tag(&root, None).await?;
     tracing::info!(src, dst, digest = %root.digest(), stored = stats.stored, mounted = stats.mounted, "copied");
     Ok(Copied {
-        descriptor: root,
+        descriptor: crate::Descriptor::from_oci(&root)?,
         reference: dst.to_string(),
         stats,
     })

@@ -14,6 +14,7 @@ use crate::store::{fetch_small, Location, Target};
 
 /// One entry of a layout's `index.json`.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct ListEntry {
     /// Its `ref.name` (empty when untagged).
     pub reference: String,
@@ -31,9 +32,10 @@ pub struct ListEntry {
 
 /// One node of an artifact's tree.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct TreeNode {
     /// The node's descriptor.
-    pub descriptor: Descriptor,
+    pub descriptor: crate::Descriptor,
     /// Its children (config, layers, members, subject), in document order.
     pub children: Vec<TreeNode>,
 }
@@ -41,6 +43,7 @@ pub struct TreeNode {
 /// What `list` shows.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Listing {
     /// Every entry of a layout.
     Layout {
@@ -134,7 +137,7 @@ async fn tree_below(
         }
     }
     Ok(TreeNode {
-        descriptor,
+        descriptor: crate::Descriptor::from_oci(&descriptor)?,
         children,
     })
 }
@@ -164,8 +167,8 @@ fn platforms(entry: &Descriptor, t: &TreeNode) -> Vec<String> {
     }
     t.children
         .iter()
-        .filter_map(|c| c.descriptor.platform().as_ref())
-        .map(|p| Platform::from_oci(p).to_string())
+        .filter_map(|c| c.descriptor.platform())
+        .map(ToString::to_string)
         .collect()
 }
 
@@ -178,11 +181,7 @@ async fn entry(store: &dyn Target, name: String, e: &Descriptor) -> Result<ListE
         kind: kind_of(e).to_string(),
         digest: e.digest().to_string(),
         platforms: platforms(e, &t),
-        artifact_type: t
-            .descriptor
-            .artifact_type()
-            .as_ref()
-            .map(ToString::to_string),
+        artifact_type: t.descriptor.artifact_type().map(str::to_string),
         size: t.total_size(),
     })
 }

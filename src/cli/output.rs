@@ -63,7 +63,7 @@ pub fn packed(
                 "digest": p.descriptor.digest().to_string(),
                 "mediaType": p.descriptor.media_type().to_string(),
                 "size": p.descriptor.size(),
-                "artifactType": p.descriptor.artifact_type().as_ref().map(ToString::to_string),
+                "artifactType": p.descriptor.artifact_type(),
                 "blobsStored": p.stats.stored,
                 "blobsSkipped": p.stats.skipped,
                 "blobsMounted": p.stats.mounted,
@@ -117,12 +117,12 @@ fn tree_line(n: &TreeNode) -> String {
     let d = &n.descriptor;
     let mut s = format!("{} {} ({})", d.media_type(), d.digest(), human(d.size()));
     if let Some(p) = d.platform() {
-        s.push_str(&format!(" [{}]", crate::platform::Platform::from_oci(p)));
+        s.push_str(&format!(" [{p}]"));
     }
     if let Some(t) = d.artifact_type() {
         s.push_str(&format!(" type={t}"));
     }
-    if let Some(t) = d.annotations().as_ref().and_then(|a| a.get(TITLE)) {
+    if let Some(t) = d.annotations().get(TITLE) {
         s.push_str(&format!(" {t}"));
     }
     s

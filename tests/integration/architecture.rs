@@ -9,6 +9,7 @@ use std::path::Path;
 const LAYERS: &[(&str, usize)] = &[
     ("error", 0),
     ("digest", 0),
+    ("descriptor", 0),
     ("json", 0),
     ("mediatype", 0),
     ("platform", 0),

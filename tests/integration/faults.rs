@@ -40,6 +40,11 @@ struct State {
     fail_digest: Option<String>,
     /// Want this `Authorization` header on every /v2/ request (401 + Basic challenge).
     require_auth: Option<String>,
+    /// Bearer tokens from `/token` (Basic `alice:pw` required), each good for this many
+    /// requests before the registry answers 401 as if it had expired.
+    token_life: Option<usize>,
+    /// Tokens issued, and the requests each has served.
+    tokens: Vec<usize>,
     /// Answer blob GETs with a redirect to this base URL (object storage on another host).
     redirect_blobs: Option<String>,
 }
@@ -57,6 +62,31 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
     if let Some(want) = &s.require_auth {
         if req.headers.get("authorization") != Some(want) {
             return Response::status(401).header("WWW-Authenticate", "Basic realm=\"fake\"");
+        }
+    }
+    if let Some(life) = s.token_life {
+        if path == "/token" {
+            if req.headers.get("authorization").map(String::as_str) != Some("Basic YWxpY2U6cHc=") {
+                return Response::status(401);
+            }
+            s.tokens.push(0);
+            return Response::status(200)
+                .body(format!("{{\"token\":\"t{}\"}}", s.tokens.len() - 1));
+        }
+        let presented = req
+            .headers
+            .get("authorization")
+            .and_then(|h| h.strip_prefix("Bearer t"))
+            .and_then(|n| n.parse::<usize>().ok());
+        match presented {
+            Some(n) if s.tokens.get(n).is_some_and(|used| *used < life) => s.tokens[n] += 1,
+            _ => {
+                let host = req.headers.get("host").cloned().unwrap_or_default();
+                return Response::status(401).header(
+                    "WWW-Authenticate",
+                    &format!("Bearer realm=\"http://{host}/token\",service=\"fake\""),
+                );
+            }
         }
     }
     if path == "/v2/" {
@@ -546,5 +576,43 @@ fn failed_upload_steps_restart_in_a_new_session() {
             assert_eq!(&sha256(data), d, "{case:?}: blob {d} is intact");
         }
         assert_eq!(sha256(&s.manifests["v1"].0), digest, "{case:?}");
+    }
+}
+
+/// Bearer tokens that expire in the middle of a push (here: after a few requests each) are
+/// renewed on the 401, and the push completes.
+#[test]
+fn expiring_tokens_are_renewed_in_the_middle_of_a_push() {
+    let (srv, state) = fake_registry();
+    state.lock().expect("lock").token_life = Some(3);
+    let d = TestDir::new();
+    setup(&d);
+    let target = format!("{}/expiring/a:v1", srv.addr);
+    let digest = packed_digest(&run(
+        &d.path,
+        &[
+            "--plain-http",
+            "-j",
+            "1",
+            "-u",
+            "alice",
+            "-p",
+            "pw",
+            "pack",
+            "-f",
+            "pack.yaml",
+            &target,
+        ],
+        &[],
+    ));
+    let s = state.lock().expect("lock");
+    assert!(
+        s.tokens.len() >= 3,
+        "tokens were renewed along the way: {:?}",
+        s.tokens
+    );
+    assert_eq!(sha256(&s.manifests["v1"].0), digest, "tagged");
+    for (d, data) in &s.blobs {
+        assert_eq!(&sha256(data), d, "blob {d} is intact");
     }
 }
