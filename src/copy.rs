@@ -12,7 +12,7 @@ use crate::store::Targets;
 #[non_exhaustive]
 pub struct Copied {
     /// What was copied (the selected member with `--platform`).
-    pub descriptor: crate::Descriptor,
+    pub descriptor: crate::descriptor::Descriptor,
     /// The destination as written.
     pub reference: String,
     /// What moved.
@@ -57,7 +57,7 @@ pub(crate) async fn copy(src: &str, dst: &str, options: &Options) -> Result<Copi
     to.tag(&root, None).await?;
     tracing::info!(src, dst, digest = %root.digest(), stored = stats.stored, mounted = stats.mounted, "copied");
     Ok(Copied {
-        descriptor: crate::Descriptor::from_oci(&root)?,
+        descriptor: crate::descriptor::Descriptor::from_oci(&root)?,
         reference: dst.to_string(),
         stats,
     })

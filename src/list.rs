@@ -35,7 +35,7 @@ pub struct ListEntry {
 #[non_exhaustive]
 pub struct TreeNode {
     /// The node's descriptor.
-    pub descriptor: crate::Descriptor,
+    pub descriptor: crate::descriptor::Descriptor,
     /// Its children (config, layers, members, subject), in document order.
     pub children: Vec<TreeNode>,
 }
@@ -137,7 +137,7 @@ async fn tree_below(
         }
     }
     Ok(TreeNode {
-        descriptor: crate::Descriptor::from_oci(&descriptor)?,
+        descriptor: crate::descriptor::Descriptor::from_oci(&descriptor)?,
         children,
     })
 }

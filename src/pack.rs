@@ -20,7 +20,7 @@ use crate::store::{Opened, Targets};
 #[non_exhaustive]
 pub struct Packed {
     /// Descriptor of the root manifest or index.
-    pub descriptor: crate::Descriptor,
+    pub descriptor: crate::descriptor::Descriptor,
     /// The target as written.
     pub reference: String,
     /// The root manifest or index JSON.
@@ -42,7 +42,7 @@ impl Packed {
 
 /// A descriptor's JSON with `reference` and `stats` added (the bindings' result shape).
 pub(crate) fn result_json(
-    descriptor: &crate::Descriptor,
+    descriptor: &crate::descriptor::Descriptor,
     reference: &str,
     stats: serde_json::Value,
 ) -> Result<String> {
@@ -315,7 +315,7 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
         tracing::info!(target, digest = %built.root.digest(), stored = stats.stored, skipped = stats.skipped, "packed");
     }
     Ok(Packed {
-        descriptor: crate::Descriptor::from_oci(&built.root)?,
+        descriptor: crate::descriptor::Descriptor::from_oci(&built.root)?,
         reference: target.to_string(),
         manifest: built.root_json,
         stats,

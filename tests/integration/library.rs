@@ -139,9 +139,7 @@ fn progress_events_add_up_to_the_bytes_written() {
         "byte events add up to what was stored"
     );
     assert_eq!(advanced, started.iter().map(|s| s.1).sum::<u64>());
-    assert!(started
-        .iter()
-        .any(|s| s.0 == packed.descriptor.digest()));
+    assert!(started.iter().any(|s| s.0 == packed.descriptor.digest()));
     let staged: u64 = events
         .iter()
         .map(|e| match e {
