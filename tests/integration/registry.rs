@@ -1236,3 +1236,40 @@ fn large_files_upload_while_hashing_and_are_not_read_again() {
     // The same file into a layout uses the cached digest and still verifies the bytes.
     assert!(pack_ok(&d, "pack.yaml", "oci://layout:v1").starts_with("sha256:"));
 }
+
+/// A 1 GiB `file://` pushed to a registry is uploaded while it is hashed, and the pack's
+/// statistics count it as stored, with its bytes, in bounded memory.
+#[test]
+fn a_one_gib_file_pushed_to_a_registry_counts_as_stored() {
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    let big = std::fs::File::create(d.join("big.bin")).expect("create");
+    big.set_len(1 << 30).expect("sparse 1 GiB");
+    d.write("pack.yaml", "items:\n  - from: file://big.bin\n");
+    let target = reg.reference("gib/a:v1");
+    let (o, kib) = run_measured(
+        &d.path,
+        &[
+            "--plain-http",
+            "--format",
+            "json",
+            "pack",
+            "-f",
+            "pack.yaml",
+            &target,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let result: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        result["blobsStored"], 3,
+        "layer, config, manifest: {result}"
+    );
+    assert_eq!(result["blobsSkipped"], 0, "{result}");
+    assert!(
+        result["bytesStored"].as_u64().expect("bytes") > 1 << 30,
+        "the layer's bytes are counted: {result}"
+    );
+    assert!(kib < 64 << 10, "peak RSS {kib} KiB");
+}
