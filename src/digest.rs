@@ -42,11 +42,6 @@ impl Digest {
         Digest(format!("sha256:{}", hex::encode(bytes)))
     }
 
-    /// `sha256`.
-    pub fn algorithm(&self) -> &str {
-        self.0.split_once(':').map(|(a, _)| a).unwrap_or("sha256")
-    }
-
     /// The hex part.
     pub fn hex(&self) -> &str {
         self.0.split_once(':').map(|(_, h)| h).unwrap_or(&self.0)
@@ -64,11 +59,6 @@ impl Digest {
         self.0
             .parse()
             .unwrap_or_else(|_| unreachable_digest(&self.0))
-    }
-
-    /// Converts an oci-spec digest.
-    pub fn from_oci(d: &oci_spec::image::Digest) -> Result<Digest> {
-        Digest::parse(d.as_ref())
     }
 }
 

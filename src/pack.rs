@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::assemble::{assemble, StagedItem};
@@ -24,7 +23,7 @@ pub struct Packed {
     /// The target as written.
     pub reference: String,
     /// The root manifest or index JSON.
-    pub manifest: Bytes,
+    pub manifest: Vec<u8>,
     /// What moved (all zeros for a dry run).
     pub stats: CopyStats,
 }
@@ -317,7 +316,7 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
     Ok(Packed {
         descriptor: crate::descriptor::Descriptor::from_oci(&built.root)?,
         reference: target.to_string(),
-        manifest: built.root_json,
+        manifest: built.root_json.to_vec(),
         stats,
     })
 }

@@ -227,14 +227,6 @@ impl LayoutRef {
         };
         Ok(LayoutRef { dir, selector })
     }
-
-    /// The `org.opencontainers.image.ref.name` this reference tags with, if it names one.
-    pub fn name(&self) -> Option<&str> {
-        match &self.selector {
-            LayoutSelector::Name(n) => Some(n),
-            LayoutSelector::Digest(_) => None,
-        }
-    }
 }
 
 impl fmt::Display for Reference {

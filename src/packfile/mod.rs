@@ -1,14 +1,16 @@
-//! The pack file (SPEC §2): reading ([`raw`]), and validation into a [`Plan`] ([`plan`]).
+//! The pack-file model ([`PackFile`], [`ItemSpec`], [`ConfigSpec`]), what a pack is read from
+//! ([`PackInput`]), and [`to_yaml`]. Reading is strict and reports every problem with its
+//! position; the validated plan is internal.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Problem, Result};
 
-pub mod node;
-pub mod plan;
-pub mod raw;
+pub(crate) mod node;
+pub(crate) mod plan;
+mod raw;
 
-pub use plan::{BlobPlan, ItemPlan, Plan};
+pub(crate) use plan::{BlobPlan, ItemPlan, Plan};
 pub use raw::{ConfigSpec, ItemSpec, PackFile};
 
 /// Where a pack comes from.
@@ -23,10 +25,10 @@ pub enum PackInput {
         /// Directory for relative paths.
         base_dir: PathBuf,
     },
-    /// A JSON-like value (a Python dict); relative paths resolve against `base_dir`.
+    /// JSON text (a Python dict, serialised); relative paths resolve against `base_dir`.
     Json {
-        /// The value.
-        value: serde_json::Value,
+        /// The JSON.
+        text: String,
         /// Directory for relative paths.
         base_dir: PathBuf,
     },
@@ -53,14 +55,14 @@ impl From<&str> for PackInput {
 impl PackInput {
     /// A pack model (built in code) with `base_dir` for relative paths.
     pub fn model(pack: &PackFile, base_dir: impl Into<PathBuf>) -> Result<PackInput> {
-        let value = serde_json::to_value(pack).map_err(|e| {
+        let text = serde_json::to_string(pack).map_err(|e| {
             Error::new(
                 crate::error::ErrorKind::Internal,
                 format!("cannot convert the pack: {e}"),
             )
         })?;
         Ok(PackInput::Json {
-            value,
+            text,
             base_dir: base_dir.into(),
         })
     }
@@ -92,7 +94,9 @@ pub fn to_yaml(pack: &PackFile) -> Result<String> {
 
 /// Reads and validates a pack: `Ok(Ok(plan))`, `Ok(Err(problems))` for an invalid pack, or
 /// `Err` when the pack file itself cannot be read.
-pub fn load(input: &PackInput) -> Result<std::result::Result<(Plan, PackFile), Vec<Problem>>> {
+pub(crate) fn load(
+    input: &PackInput,
+) -> Result<std::result::Result<(Plan, PackFile), Vec<Problem>>> {
     let (root, file, base_dir) = match input {
         PackInput::File(path) => {
             let text = std::fs::read_to_string(path)
@@ -124,11 +128,21 @@ pub fn load(input: &PackInput) -> Result<std::result::Result<(Plan, PackFile), V
                 )]))
             }
         },
-        PackInput::Json { value, base_dir } => (
-            Some(node::Node::from_json(value)),
-            None,
-            crate::fsutil::absolute(base_dir),
-        ),
+        PackInput::Json { text, base_dir } => match serde_json::from_str(text) {
+            Ok(value) => (
+                Some(node::Node::from_json(&value)),
+                None,
+                crate::fsutil::absolute(base_dir),
+            ),
+            Err(e) => {
+                return Ok(Err(vec![problem(
+                    None,
+                    e.line(),
+                    e.column(),
+                    format!("the pack is not valid JSON: {e}"),
+                )]))
+            }
+        },
     };
     let Some(root) = root else {
         return Ok(Err(vec![problem(
@@ -143,6 +157,6 @@ pub fn load(input: &PackInput) -> Result<std::result::Result<(Plan, PackFile), V
 }
 
 /// Reads and validates a pack, turning problems into one [`Error`] of kind `PackFile`.
-pub fn load_plan(input: &PackInput) -> Result<Plan> {
+pub(crate) fn load_plan(input: &PackInput) -> Result<Plan> {
     load(input)?.map(|(p, _)| p).map_err(Error::pack_file)
 }

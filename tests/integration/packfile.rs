@@ -227,7 +227,7 @@ fn variables_defaults_and_dollar_escape() {
 fn a_dict_pack_is_read_with_the_same_rules() {
     let v = serde_json::json!({"items": [{"from": "file://a", "colour": "red"}], "extra": 1});
     let ps = oci_packer::validate(PackInput::Json {
-        value: v,
+        text: v.to_string(),
         base_dir: ".".into(),
     })
     .expect("ok");

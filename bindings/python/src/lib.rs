@@ -169,9 +169,7 @@ fn input(kind: &str, value: String, base_dir: Option<PathBuf>) -> PyResult<PackI
     match kind {
         "file" => Ok(PackInput::File(PathBuf::from(value))),
         "json" => Ok(PackInput::Json {
-            value: serde_json::from_str(&value).map_err(|e| {
-                PyRuntimeError::new_err(format!("pack is not JSON-serialisable: {e}"))
-            })?,
+            text: value,
             base_dir: base_dir.unwrap_or_else(|| PathBuf::from(".")),
         }),
         "yaml" => Ok(PackInput::Yaml {
