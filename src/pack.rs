@@ -30,12 +30,9 @@ pub struct Packed {
 
 impl Packed {
     /// The result as JSON text, the same for every binding: the root descriptor's fields
-    /// plus `reference` and `stats` (`stored`, `skipped`, `mounted`, `bytes`, and `manifest`,
-    /// the root's JSON as text).
+    /// plus `reference` and `stats` (numbers: `stored`, `skipped`, `mounted`, `bytes`).
     pub fn to_json(&self) -> Result<String> {
-        let mut stats = self.stats.to_json();
-        stats["manifest"] = String::from_utf8_lossy(&self.manifest).into();
-        result_json(&self.descriptor, &self.reference, stats)
+        result_json(&self.descriptor, &self.reference, self.stats.to_json())
     }
 }
 

@@ -226,6 +226,8 @@ enum Misdeed {
     EndlessTags,
     /// The manifest trickles, one byte a second.
     Trickle,
+    /// The manifest's bytes do not match the digest the registry announces for it.
+    Tampered,
 }
 
 /// A registry that serves one good artifact (`r:v1`: one 29-byte layer) except for `misdeed`.
@@ -295,6 +297,14 @@ fn hostile_registry(misdeed: Misdeed) -> HttpServer {
                     stream: Some(Stream::Trickle(m.clone())),
                     ..Response::status(200).header("Content-Type", OCI_MANIFEST)
                 },
+                Misdeed::Tampered => {
+                    let mut bad = m.clone();
+                    let at = bad.len() - 3;
+                    bad[at] = b' ';
+                    Response::status(200)
+                        .header("Content-Type", OCI_MANIFEST)
+                        .body(bad)
+                }
                 _ => Response::status(200)
                     .header("Content-Type", OCI_MANIFEST)
                     .body(m.clone()),
@@ -326,13 +336,14 @@ fn disk_use(dir: &Path) -> u64 {
 #[test]
 fn hostile_registries_are_clear_errors_within_the_deadline_in_bounded_memory() {
     let d = TestDir::new();
-    let cases: [(Misdeed, &[&str]); 6] = [
+    let cases: [(Misdeed, &[&str]); 7] = [
         (Misdeed::HugeManifest, &["over the 4 MiB limit"]),
         (Misdeed::LongBlob, &["more than 29 bytes arrived"]),
         (Misdeed::HugeError, &["400 Bad Request", "manifest"]),
         (Misdeed::HugeToken, &["token from", "longer than"]),
         (Misdeed::EndlessTags, &["more than 1000 pages"]),
         (Misdeed::Trickle, &["timed out"]),
+        (Misdeed::Tampered, &["not what its descriptor says"]),
     ];
     for (misdeed, expect) in cases {
         let srv = hostile_registry(misdeed);

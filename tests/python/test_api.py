@@ -277,3 +277,10 @@ def test_out_of_range_concurrency_is_an_invalid_argument(files, concurrency):
     with pytest.raises(oci_packer.InvalidArgumentError):
         oci_packer.copy(f"oci://{files}/x:v1", f"oci://{files}/y:v1", concurrency=concurrency)
     assert not (files / "x").exists(), "nothing was written"
+
+
+def test_result_stats_are_the_same_numbers_for_every_binding(files):
+    d = oci_packer.pack(files / "pack.yaml", f"oci://{files}/stats:v1")
+    assert set(d.stats) == {"stored", "skipped", "mounted", "bytes"}
+    assert all(isinstance(v, int) for v in d.stats.values())
+    assert d.stats["stored"] > 0 and d.stats["bytes"] > 0
