@@ -73,3 +73,12 @@ def write_random(path, size):
             left -= len(chunk)
 
 
+
+
+def write_small_files(root, count=10_000, size=4096):
+    """`count` random files of `size` bytes under `root`, 500 to a directory."""
+    for i in range(count):
+        d = os.path.join(root, f"d{i // 500:02d}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i:05d}.bin"), "wb") as f:
+            f.write(os.urandom(size))

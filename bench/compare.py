@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import tempfile
 
-from common import BIN, GiB, ROOT, run, settle, write_random
+from common import BIN, GiB, ROOT, run, settle, write_random, write_small_files
 
 
 def series(label, binaries, make_cmd, runs, cwd, cleanup):
@@ -62,11 +62,7 @@ def main():
         os.remove(big)
 
         small = os.path.join(work, "small")
-        for i in range(10_000):
-            d = os.path.join(small, f"d{i // 500:02d}")
-            os.makedirs(d, exist_ok=True)
-            with open(os.path.join(d, f"f{i:05d}.bin"), "wb") as f:
-                f.write(os.urandom(4096))
+        write_small_files(small)
         with open(os.path.join(work, "dir.yaml"), "w") as f:
             f.write("items:\n  - from: dir://small\n")
         print("\n10,000 files of 4 KiB -> layout")

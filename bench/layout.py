@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import BIN, GiB, ROOT, median_runs, write_random
+from common import BIN, GiB, ROOT, median_runs, write_random, write_small_files
 
 CREATE_FLOOR = """
 import os, sys
@@ -94,11 +94,7 @@ def bench(work, runs):
 
     # 2. 10,000 files of 4 KiB via dir:// -> layout.
     small = os.path.join(work, "small")
-    for i in range(10_000):
-        d = os.path.join(small, f"d{i // 500:02d}")
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, f"f{i:05d}.bin"), "wb") as f:
-            f.write(os.urandom(4096))
+    write_small_files(small)
     with open(os.path.join(work, "dir.yaml"), "w") as f:
         f.write("items:\n  - from: dir://small\n")
     print("\n10,000 files of 4 KiB via dir:// -> layout (one layer per file)")

@@ -47,15 +47,13 @@ pub struct Platform {
 impl std::fmt::Display for Platform {
     /// `os[(os.version)]/architecture[/variant]`, as the pack file writes it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.os)?;
-        if let Some(v) = &self.os_version {
-            write!(f, "({v})")?;
-        }
-        write!(f, "/{}", self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
+        crate::platform::write_platform(
+            f,
+            &self.os,
+            self.os_version.as_deref(),
+            &self.architecture,
+            self.variant.as_deref(),
+        )
     }
 }
 

@@ -14,13 +14,24 @@ pub const MAX_DEPTH: usize = 32;
 
 /// The children of a manifest or index, in document order.
 #[derive(Debug, Deserialize)]
-struct Children {
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-    subject: Option<Descriptor>,
+struct Children<T> {
+    config: Option<T>,
+    #[serde(default = "Vec::new")]
+    layers: Vec<T>,
+    #[serde(default = "Vec::new")]
+    manifests: Vec<T>,
+    subject: Option<T>,
+}
+
+impl<T> Children<T> {
+    fn flatten(self) -> Vec<T> {
+        self.config
+            .into_iter()
+            .chain(self.layers)
+            .chain(self.manifests)
+            .chain(self.subject)
+            .collect()
+    }
 }
 
 /// The descriptors a manifest or index points to.
@@ -28,14 +39,9 @@ pub fn successors(media_type: &str, data: &[u8]) -> Result<Vec<Descriptor>> {
     if !mediatype::is_manifest(media_type) {
         return Ok(Vec::new());
     }
-    let c: Children = crate::json::from_slice(data)
+    let c: Children<Descriptor> = crate::json::from_slice(data)
         .map_err(|e| Error::new(ErrorKind::Registry, format!("invalid {media_type}: {e}")))?;
-    Ok(c.config
-        .into_iter()
-        .chain(c.layers)
-        .chain(c.manifests)
-        .chain(c.subject)
-        .collect())
+    Ok(c.flatten())
 }
 
 /// What a manifest or index says about one child: enough to find and check it.
@@ -50,16 +56,6 @@ pub(crate) struct ChildRef {
     pub size: u64,
 }
 
-#[derive(Debug, Deserialize)]
-struct ChildRefs {
-    config: Option<ChildRef>,
-    #[serde(default)]
-    layers: Vec<ChildRef>,
-    #[serde(default)]
-    manifests: Vec<ChildRef>,
-    subject: Option<ChildRef>,
-}
-
 /// The children of a manifest or index like [`successors`], but parsed straight into
 /// media type, digest and size (no annotations, no intermediate JSON tree): a manifest of
 /// 10,000 layers costs a few MB less.
@@ -67,14 +63,9 @@ pub(crate) fn child_refs(media_type: &str, data: &[u8]) -> Result<Vec<ChildRef>>
     if !mediatype::is_manifest(media_type) {
         return Ok(Vec::new());
     }
-    let c: ChildRefs = serde_json::from_slice(data)
+    let c: Children<ChildRef> = serde_json::from_slice(data)
         .map_err(|e| Error::new(ErrorKind::Registry, format!("invalid {media_type}: {e}")))?;
-    Ok(c.config
-        .into_iter()
-        .chain(c.layers)
-        .chain(c.manifests)
-        .chain(c.subject)
-        .collect())
+    Ok(c.flatten())
 }
 
 /// Refuses `digest` under `path` (root first) when it closes a cycle or nests too deep.

@@ -254,16 +254,33 @@ fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
 
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.os)?;
-        if let Some(v) = &self.os_version {
-            write!(f, "({v})")?;
-        }
-        write!(f, "/{}", self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
+        write_platform(
+            f,
+            &self.os,
+            self.os_version.as_deref(),
+            &self.architecture,
+            self.variant.as_deref(),
+        )
     }
+}
+
+/// Writes `os[(os.version)]/architecture[/variant]`, the form pack files use.
+pub(crate) fn write_platform(
+    f: &mut fmt::Formatter<'_>,
+    os: &str,
+    os_version: Option<&str>,
+    architecture: &str,
+    variant: Option<&str>,
+) -> fmt::Result {
+    f.write_str(os)?;
+    if let Some(v) = os_version {
+        write!(f, "({v})")?;
+    }
+    write!(f, "/{architecture}")?;
+    if let Some(v) = variant {
+        write!(f, "/{v}")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
