@@ -123,7 +123,7 @@ impl<'a> Engine<'a> {
     fn copy_node(&'a self, desc: Descriptor, path: Arc<Vec<String>>) -> BoxFuture<'a, Result<()>> {
         async move {
             let digest = desc.digest().to_string();
-            check_path(&path, &digest, self.src.name())?;
+            check_path(&path, &digest, || self.src.name())?;
             let cell = self.cell(&digest);
             cell.get_or_try_init(|| self.copy_once(&desc, &path))
                 .await

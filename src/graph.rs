@@ -69,8 +69,15 @@ pub(crate) fn child_refs(media_type: &str, data: &[u8]) -> Result<Vec<ChildRef>>
 }
 
 /// Refuses `digest` under `path` (root first) when it closes a cycle or nests too deep.
-pub(crate) fn check_path(path: &[String], digest: &str, store: String) -> Result<()> {
+/// `store` names the store for the message; it is only called on an error, so a walk of many
+/// nodes builds no name per node.
+pub(crate) fn check_path(
+    path: &[String],
+    digest: &str,
+    store: impl FnOnce() -> String,
+) -> Result<()> {
     if path.iter().any(|p| p == digest) {
+        let store = store();
         return Err(Error::new(
             ErrorKind::DigestMismatch,
             format!(
@@ -81,6 +88,7 @@ pub(crate) fn check_path(path: &[String], digest: &str, store: String) -> Result
         .with_digest(digest));
     }
     if path.len() >= MAX_DEPTH {
+        let store = store();
         return Err(Error::new(
             ErrorKind::Unsupported,
             format!(

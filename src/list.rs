@@ -104,7 +104,7 @@ async fn tree_below(
 ) -> Result<TreeNode> {
     let mt = d.media_type().to_string();
     let digest = d.digest().to_string();
-    crate::graph::check_path(path, &digest, store.name())?;
+    crate::graph::check_path(path, &digest, || store.name())?;
     walk.nodes += 1;
     if walk.nodes > MAX_NODES {
         return Err(crate::error::Error::new(

@@ -45,7 +45,7 @@ async fn walk(store: &dyn Target, root: &Descriptor) -> Result<Vec<String>> {
     let mut out = Vec::new();
     while let Some((d, path)) = todo.pop() {
         let digest = d.digest().to_string();
-        crate::graph::check_path(&path, &digest, store.name())?;
+        crate::graph::check_path(&path, &digest, || store.name())?;
         if !seen.insert(digest.clone()) {
             continue;
         }

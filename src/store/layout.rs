@@ -299,7 +299,7 @@ impl Layout {
         // Each entry: a node and the digests above it (one shared list per parent).
         let mut todo: Vec<(ChildRef, Arc<Vec<String>>)> = vec![(root, Arc::default())];
         while let Some((d, path)) = todo.pop() {
-            check_path(&path, &d.digest, from.clone())?;
+            check_path(&path, &d.digest, || from.clone())?;
             if !seen.insert(d.digest.clone()) {
                 continue;
             }
