@@ -205,16 +205,8 @@ impl Layout {
     /// A descriptor for a manifest blob that is not in `index.json` (child of an index):
     /// only a regular file under the manifest cap whose content has that digest.
     fn describe_blob(&self, digest: &Digest) -> Option<Descriptor> {
-        use std::io::Read;
-        let f = File::open(self.blob_path(digest.as_str())).ok()?;
-        let meta = f.metadata().ok()?;
-        if !meta.is_file() || meta.len() > verify::MAX_MANIFEST_BYTES {
-            return None;
-        }
-        let mut data = Vec::new();
-        f.take(verify::MAX_MANIFEST_BYTES + 1)
-            .read_to_end(&mut data)
-            .ok()?;
+        let data =
+            read_regular(&self.blob_path(digest.as_str()), verify::MAX_MANIFEST_BYTES).ok()?;
         if Digest::of(&data) != *digest {
             return None;
         }
@@ -226,14 +218,8 @@ impl Layout {
 
     /// Names `desc` as `name` in `index.json`, replacing an older entry of that name.
     ///
-    /// Refuses when the blob is not in the layout, so a tag never points at missing content.
-    pub async fn tag_name(&self, desc: &Descriptor, name: &str) -> Result<()> {
-        let this = self.clone();
-        let desc = desc.clone();
-        let name = name.to_string();
-        blocking(move || this.tag_blocking(&desc, &name)).await
-    }
-
+    /// Refuses unless the whole graph is in the layout, so a tag never points at missing
+    /// content.
     fn tag_blocking(&self, desc: &Descriptor, name: &str) -> Result<()> {
         self.check_graph(desc).map_err(|e| {
             e.context(format!(
@@ -289,7 +275,7 @@ impl Layout {
     /// size; manifests verified): what a tag may name.
     fn check_graph(&self, root: &Descriptor) -> Result<()> {
         use crate::graph::{check_path, child_refs, ChildRef};
-        let from = self.name_for_messages();
+        let from = self.name();
         let root = ChildRef {
             media_type: root.media_type().to_string(),
             digest: root.digest().to_string(),
@@ -329,10 +315,6 @@ impl Layout {
             );
         }
         Ok(())
-    }
-
-    fn name_for_messages(&self) -> String {
-        format!("oci://{}", self.shown.display())
     }
 
     /// The exclusive lock of `index.json` updates.
@@ -380,10 +362,11 @@ impl Layout {
             }
         }
         let (mut out, tmp) = temp_file(&dir)?.into_parts();
+        let downloading = matches!(blob, Blob::Stream(_));
         let from = match &blob {
-            Blob::File(p) | Blob::Spooled(p) => format!("read from {}", p.display()),
-            Blob::Bytes(_) => "in memory".to_string(),
-            Blob::Stream(_) => "downloaded".to_string(),
+            Blob::File(p) | Blob::Spooled(p) => p.display().to_string(),
+            Blob::Bytes(_) => "memory".to_string(),
+            Blob::Stream(_) => "the download".to_string(),
         };
         let big = desc.size() >= PIPELINE_THRESHOLD;
         let copied = match blob {
@@ -405,7 +388,6 @@ impl Layout {
                 copy_hashing_pipelined(&mut r, &mut out, &mut report)
             }
         };
-        let downloading = from == "downloaded";
         let (got, size) = copied.map_err(|e| {
             verify::from_read_error(e, |e| {
                 // A broken download is a network failure (the copy engine retries those).
@@ -416,16 +398,7 @@ impl Layout {
                 }
             })
         })?;
-        if got.as_str() != digest || size != desc.size() {
-            return Err(Error::new(
-                ErrorKind::DigestMismatch,
-                format!(
-                    "expected {digest} ({} bytes), got {got} ({size} bytes), {from}; the content is not what its descriptor says",
-                    desc.size()
-                ),
-            )
-            .with_digest(digest));
-        }
+        verify::check(desc, &from, &got, size)?;
         drop(out);
         self.commit(&tmp, &final_path, &dir)?;
         // Renamed into place: nothing left for the temp path to delete.
@@ -563,7 +536,7 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
 #[async_trait]
 impl Target for Layout {
     fn name(&self) -> String {
-        self.name_for_messages()
+        format!("oci://{}", self.shown.display())
     }
 
     fn location(&self) -> Location {
@@ -590,7 +563,8 @@ impl Target for Layout {
         reference: &str,
         _manifest: Option<bytes::Bytes>,
     ) -> Result<()> {
-        self.tag_name(desc, reference).await
+        let (this, desc, name) = (self.clone(), desc.clone(), reference.to_string());
+        blocking(move || this.tag_blocking(&desc, &name)).await
     }
 
     async fn entries(&self) -> Result<Vec<(String, Descriptor)>> {
