@@ -243,7 +243,7 @@ pub(crate) async fn build(
         tmp_dir: tmp_dir(options),
         spool,
         source_date_epoch: epoch,
-        http: http::client(&options.registry)?,
+        http: crate::transport::client(&options.registry)?,
         progress: options.progress.clone(),
         registry: options.registry.clone(),
         targets,

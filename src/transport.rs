@@ -179,7 +179,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// reqwest's Display hides the cause ("error sending request"); show the whole chain.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = String::new();
     for c in chain(e) {
         let t = c.to_string();

@@ -21,11 +21,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::mediatype;
 use crate::transport;
 
-/// The HTTP client used for downloads (the transport's, shared with registries).
-pub fn client(opts: &crate::transport::RegistryOptions) -> Result<reqwest::Client> {
-    transport::client(opts)
-}
-
 #[derive(Debug, Serialize, Deserialize)]
 struct CacheMeta {
     url: String,
