@@ -1,4 +1,4 @@
-//! The `oci-packer` command line (SPEC §4): parse, call the façade, print. No logic of its own.
+//! The `oci-packer` command line: parse, call the façade, print. No logic of its own.
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
