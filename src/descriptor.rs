@@ -39,18 +39,22 @@ pub struct Platform {
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<String>,
+    /// Required OS features (`os.features`, e.g. `win32k`); empty when none.
+    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
+    pub os_features: Vec<String>,
     /// CPU variant (`v7`, `v8`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 
 impl std::fmt::Display for Platform {
-    /// `os[(os.version)]/architecture[/variant]`, as the pack file writes it.
+    /// `os[(os.version[+feature…])]/architecture[/variant]`, as the pack file writes it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         crate::platform::write_platform(
             f,
             &self.os,
             self.os_version.as_deref(),
+            &self.os_features,
             &self.architecture,
             self.variant.as_deref(),
         )

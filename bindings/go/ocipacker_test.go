@@ -94,14 +94,14 @@ func TestPackValidateListCopy(t *testing.T) {
 func TestErrorsMapToSentinels(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "a.txt", "alpha")
-	bad := write(t, dir, "bad.yaml", "items:\n  - from: file://a.txt\n    platform: linux/amd46\n")
+	bad := write(t, dir, "bad.yaml", "items:\n  - from: file://a.txt\n    platform: linux-amd64\n")
 	problems, err := Validate(bad)
 	if err != nil || len(problems) != 1 || problems[0].Field != "items[0].platform" || problems[0].Line != 3 {
 		t.Fatalf("problems %+v %v", problems, err)
 	}
 	_, err = Pack(bad, "oci://"+dir+"/layout:v1")
 	var e *Error
-	if !errors.Is(err, ErrPackFile) || !errors.As(err, &e) || e.Code() != CodePackFile || !strings.Contains(e.Error(), "amd46") {
+	if !errors.Is(err, ErrPackFile) || !errors.As(err, &e) || e.Code() != CodePackFile || !strings.Contains(e.Error(), "linux-amd64") {
 		t.Fatalf("pack file error: %v", err)
 	}
 	_, err = Pack(write(t, dir, "missing.yaml", "items:\n  - from: file://nope\n"), "oci://"+dir+"/layout:v1")

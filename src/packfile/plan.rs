@@ -53,8 +53,11 @@ pub struct ItemPlan {
     pub source: Source,
     /// Layer media type override.
     pub media_type: Option<String>,
-    /// Normalised platform.
+    /// Normalised platform (what groups items and what is written).
     pub platform: Option<Platform>,
+    /// The platform as written (parsed, not normalised): selects an image item's member, so
+    /// that an exact variant wins.
+    pub platform_as_written: Option<Platform>,
     /// Layer annotations.
     pub annotations: BTreeMap<String, String>,
     /// Member config (index mode).
@@ -174,13 +177,17 @@ pub fn plan(
     for (i, it) in pack.items.iter().enumerate() {
         let field = format!("items[{i}]");
         let source = c.source(&format!("{field}.from"), &it.from, base_dir);
-        let platform = it.platform.as_ref().and_then(|p| match Platform::parse(p) {
+        let platform_as_written = it.platform.as_ref().and_then(|p| match Platform::parse(p) {
             Ok(p) => Some(p),
             Err(msg) => {
                 c.report(&format!("{field}.platform"), msg);
                 None
             }
         });
+        let platform = platform_as_written.as_ref().map(Platform::normalized);
+        if let Some(unknown) = platform.as_ref().and_then(Platform::unknown_part) {
+            tracing::warn!("{field}.platform: {unknown}; written as given");
+        }
         let archive = it
             .archive
             .as_ref()
@@ -234,6 +241,7 @@ pub fn plan(
                 source,
                 media_type,
                 platform,
+                platform_as_written,
                 annotations: it.annotations.clone(),
                 config: item_config,
                 digest,

@@ -67,7 +67,8 @@ async fn walk(store: &dyn Target, root: &Descriptor) -> Result<Vec<String>> {
 
 /// Resolves an image item: the source's manifest (with `platform` and an index source, its
 /// best member; without, the whole source), with the item's `type`, annotations and
-/// platform set on the entry.
+/// platform set on the entry (normalised). `platform` is the item's platform as written, so
+/// that an exact variant wins the selection.
 pub async fn stage(
     reference: &Reference,
     uri: &str,
@@ -105,7 +106,7 @@ pub async fn stage(
     );
     member.set_platform(
         platform
-            .map(Platform::to_oci)
+            .map(|p| p.normalized().to_oci())
             .or_else(|| entry.platform().clone()),
     );
     if !annotations.is_empty() {

@@ -147,7 +147,8 @@ impl Opened {
     }
 }
 
-/// When `root` is an index, the member that best matches `wanted` (SPEC §4 `--platform`);
+/// When `root` is an index, the member that best matches `wanted` (a platform as written,
+/// see [`Platform::best_match`]; SPEC §4 `--platform`);
 /// a manifest is returned as it is.
 pub(crate) async fn select_platform(
     store: &dyn Target,

@@ -83,7 +83,7 @@ int main(int argc, char **argv) {
 
     /* Validate a bad pack file: OK, with the problems as JSON. */
     write_file(dir, "a.txt", "alpha\n");
-    write_file(dir, "bad.yaml", "items:\n  - from: file://a.txt\n    platform: linux/amd46\n");
+    write_file(dir, "bad.yaml", "items:\n  - from: file://a.txt\n    platform: linux-amd64\n");
     snprintf(path, sizeof path, "%s/bad.yaml", dir);
     st = oci_packer_validate_file(path, &result, &err);
     CHECK(st == OCI_PACKER_STATUS_OK, "status %u", st);
@@ -95,7 +95,7 @@ int main(int argc, char **argv) {
     snprintf(target, sizeof target, "oci://%s/layout:bad", dir);
     st = oci_packer_pack_file(path, target, NULL, &result, &err);
     CHECK(st == OCI_PACKER_STATUS_PACK_FILE, "status %u", st);
-    CHECK(strstr(oci_packer_error_message(err), "unknown architecture \"amd46\""), "%s", oci_packer_error_message(err));
+    CHECK(strstr(oci_packer_error_message(err), "\"linux-amd64\": expected os/arch"), "%s", oci_packer_error_message(err));
     CHECK(result == NULL, "no result on failure");
     oci_packer_error_free(err);
     err = NULL;

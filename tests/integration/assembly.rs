@@ -336,3 +336,89 @@ fn dry_run_prints_what_would_be_written_and_writes_nothing() {
     );
     assert_eq!(pack_ok(&d, "pack.yaml", "oci://out:v1"), digest);
 }
+
+/// Platforms mean what containerd means: equivalent spellings are one member, written in
+/// containerd's normalised form; platforms Go does not know are kept as written.
+#[test]
+fn equivalent_platform_spellings_are_one_member_written_normalised() {
+    let d = TestDir::new();
+    let spellings = [
+        "linux/arm64",
+        "linux/arm64/v8",
+        "linux/aarch64",
+        "linux/arm",
+        "linux/arm/v7",
+        "linux/armhf",
+        "linux/amd64",
+        "linux/x86_64/v1",
+        "wasi/wasm",
+    ];
+    let mut pack = String::from("items:\n");
+    for (i, p) in spellings.iter().enumerate() {
+        d.write(&format!("f{i}.txt"), p.as_bytes());
+        pack += &format!("  - from: file://f{i}.txt\n    platform: {p}\n");
+    }
+    d.write("pack.yaml", &pack);
+    let digest = pack_ok(&d, "pack.yaml", "oci://out:multi");
+    let index = blob_json(&d.join("out"), &digest);
+    let members = index["manifests"].as_array().expect("members");
+    let platforms: Vec<&Value> = members.iter().map(|m| &m["platform"]).collect();
+    assert_eq!(
+        platforms,
+        [
+            &json!({"os": "linux", "architecture": "arm64"}),
+            &json!({"os": "linux", "architecture": "arm", "variant": "v7"}),
+            &json!({"os": "linux", "architecture": "amd64"}),
+            &json!({"os": "wasi", "architecture": "wasm"}),
+        ]
+    );
+    let layers = |i: usize| {
+        blob_json(&d.join("out"), members[i]["digest"].as_str().expect("d"))["layers"]
+            .as_array()
+            .expect("layers")
+            .len()
+    };
+    assert_eq!([layers(0), layers(1), layers(2), layers(3)], [3, 3, 2, 1]);
+}
+
+/// `--platform` lets an exact variant win: from an index holding both a plain `arm64` and
+/// an `arm64/v8` member, `linux/arm64/v8` picks the v8 one and `linux/arm64` the plain one
+/// (as skopeo does); `linux/aarch64/v8` is the v8 one too.
+#[test]
+fn copy_platform_prefers_the_exact_variant() {
+    let d = TestDir::new();
+    let src = d.join("src");
+    let lay = RawLayout::new(&src);
+    lay.put(b"{}");
+    let plain = lay.put(&manifest(&[desc("text/plain", b"plain")]));
+    let v8 = lay.put(&manifest(&[desc("text/plain", b"v8")]));
+    lay.put(b"plain");
+    lay.put(b"v8");
+    let member = |digest: &str, platform: Value| json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": std::fs::metadata(lay.path(digest)).expect("m").len(), "platform": platform});
+    let idx = index(&[
+        member(&plain, json!({"os": "linux", "architecture": "arm64"})),
+        member(
+            &v8,
+            json!({"os": "linux", "architecture": "arm64", "variant": "v8"}),
+        ),
+    ]);
+    let idx_digest = lay.put(&idx);
+    lay.tag(json!({"mediaType": OCI_INDEX, "digest": idx_digest, "size": idx.len()}));
+    for (wanted, expect) in [
+        ("linux/arm64/v8", &v8),
+        ("linux/aarch64/v8", &v8),
+        ("linux/arm64", &plain),
+    ] {
+        let o = run(
+            &d.path,
+            &["copy", "--platform", wanted, "oci://src:v1", "oci://dst:x"],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            entry(&d.join("dst"), "x")["digest"],
+            expect.as_str(),
+            "{wanted}"
+        );
+    }
+}

@@ -25,7 +25,7 @@ fn json_output_and_exit_statuses() {
     d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
     d.write(
         "bad.yaml",
-        "items:\n  - from: file://a.txt\n    platform: linux/amd46\n",
+        "items:\n  - from: file://a.txt\n    platform: linux-amd64\n",
     );
     let o = run(
         &d.path,
@@ -210,7 +210,7 @@ fn readme_examples_pack() {
         &[],
     );
     assert!(
-        stdout(&o).contains("linux/amd64,linux/arm64/v8"),
+        stdout(&o).contains("linux/amd64,linux/arm64 "),
         "{}",
         stdout(&o)
     );

@@ -8,68 +8,10 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const EMPTY: &[u8] = b"{}";
+
 /// Peak RSS every hostile case must stay under (KiB).
 const RSS_LIMIT_KIB: u64 = 64 << 10;
-
-fn sha256(data: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data))
-    )
-}
-
-fn desc(media_type: &str, data: &[u8]) -> Value {
-    json!({"mediaType": media_type, "digest": sha256(data), "size": data.len()})
-}
-
-/// A manifest with the empty config and these layers.
-fn manifest(layers: &[Value]) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": desc("application/vnd.oci.empty.v1+json", EMPTY),
-        "layers": layers,
-    }))
-    .expect("json")
-}
-
-fn index(members: &[Value]) -> Vec<u8> {
-    serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": members}))
-        .expect("json")
-}
-
-/// A layout written by hand, whatever its content claims.
-struct RawLayout<'a>(&'a Path);
-
-impl RawLayout<'_> {
-    fn new(dir: &Path) -> RawLayout<'_> {
-        std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
-        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("write");
-        RawLayout(dir)
-    }
-
-    fn path(&self, digest: &str) -> std::path::PathBuf {
-        self.0
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
-    }
-
-    /// Stores `data` under its own digest.
-    fn put(&self, data: &[u8]) -> String {
-        let d = sha256(data);
-        std::fs::write(self.path(&d), data).expect("write blob");
-        d
-    }
-
-    /// Names `entry` as `v1`.
-    fn tag(&self, mut entry: Value) {
-        entry["annotations"] = json!({"org.opencontainers.image.ref.name": "v1"});
-        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]});
-        std::fs::write(self.0.join("index.json"), index.to_string()).expect("index");
-    }
-}
 
 /// `oci-packer ARGS` must fail (exit 1) within bounded memory with a message naming
 /// `expect`, and leave no `v1` at `dst`.

@@ -22,7 +22,7 @@ fn errors_have_stable_kinds_and_context() {
     let e = oci_packer::pack(
         yaml(
             &d,
-            "items:\n  - from: file://a.txt\n    platform: linux/amd46\n",
+            "items:\n  - from: file://a.txt\n    platform: linux-amd64\n",
         ),
         &target,
         &opts,

@@ -27,7 +27,7 @@ fn every_problem_is_reported_at_once_with_position_and_field() {
          bogus: 1\n\
          items:\n\
          \x20 - from: file://a.txt\n\
-         \x20   platform: linux/amd46\n\
+         \x20   platform: linux-amd64\n\
          \x20 - from: ftp://host/x\n\
          \x20   extra: y\n\
          \x20 - type: text/plain\n\
@@ -44,7 +44,7 @@ fn every_problem_is_reported_at_once_with_position_and_field() {
         "items[0].platform",
         5,
         15,
-        "unknown architecture \"amd46\"",
+        "\"linux-amd64\": expected os/arch",
     );
     has(&ps, "items[1].from", 6, 11, "unknown scheme \"ftp://\"");
     has(&ps, "items[1].extra", 7, 5, "unknown key \"extra\"");

@@ -185,11 +185,11 @@ fn source_kind_mismatches_and_missing_files() {
     // Invalid pack files are exit 2 and touch nothing either.
     let err = pack_fails(
         &d,
-        "items:\n  - from: file://afile\n    platform: linux/amd46\n",
+        "items:\n  - from: file://afile\n    platform: linux-amd64\n",
         2,
     );
     assert!(
-        err.contains("pack.yaml:3:15: items[0].platform: unknown architecture \"amd46\""),
+        err.contains("pack.yaml:3:15: items[0].platform: \"linux-amd64\": expected os/arch"),
         "{err}"
     );
     let err = pack_fails(&d, "items:\n  - frm: file://afile\n", 2);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A temporary directory with helpers to fill it.
 pub struct TestDir {
@@ -847,4 +847,64 @@ pub fn credential_helper(d: &TestDir, name: &str, user: &str, secret: &str) -> S
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     )
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+pub fn sha256(data: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data))
+    )
+}
+
+pub fn desc(media_type: &str, data: &[u8]) -> Value {
+    json!({"mediaType": media_type, "digest": sha256(data), "size": data.len()})
+}
+
+/// A manifest with the empty config and these layers.
+pub fn manifest(layers: &[Value]) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": desc("application/vnd.oci.empty.v1+json", b"{}"),
+        "layers": layers,
+    }))
+    .expect("json")
+}
+
+pub fn index(members: &[Value]) -> Vec<u8> {
+    serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": members}))
+        .expect("json")
+}
+
+/// A layout written by hand, whatever its content claims.
+pub struct RawLayout<'a>(&'a Path);
+
+impl RawLayout<'_> {
+    pub fn new(dir: &Path) -> RawLayout<'_> {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("write");
+        RawLayout(dir)
+    }
+
+    pub fn path(&self, digest: &str) -> std::path::PathBuf {
+        self.0
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Stores `data` under its own digest.
+    pub fn put(&self, data: &[u8]) -> String {
+        let d = sha256(data);
+        std::fs::write(self.path(&d), data).expect("write blob");
+        d
+    }
+
+    /// Names `entry` as `v1`.
+    pub fn tag(&self, mut entry: Value) {
+        entry["annotations"] = json!({"org.opencontainers.image.ref.name": "v1"});
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]});
+        std::fs::write(self.0.join("index.json"), index.to_string()).expect("index");
+    }
 }

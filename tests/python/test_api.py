@@ -50,23 +50,23 @@ def test_pack_objects_and_dicts(files):
 
 
 def test_validate_lists_every_problem_with_positions(files):
-    (files / "bad.yaml").write_text("items:\n  - from: file://a.txt\n    platform: linux/amd46\n  - frm: x\n")
+    (files / "bad.yaml").write_text("items:\n  - from: file://a.txt\n    platform: linux-amd64\n  - frm: x\n")
     problems = oci_packer.validate(files / "bad.yaml")
     assert [(p.field, p.line, p.column) for p in problems] == [
         ("items[0].platform", 3, 15),
         ("items[1].frm", 4, 5),
         ("items[1].from", 4, 5),
     ]
-    assert "unknown architecture" in str(problems[0])
+    assert "expected os/arch" in str(problems[0])
 
 
 def test_each_exception_class(files):
     target = f"oci://{files}/errs:v1"
     with pytest.raises(oci_packer.PackFileError) as e:
-        oci_packer.pack({"items": [{"from": "file://a.txt", "platform": "linux/amd46"}]}, target)
+        oci_packer.pack({"items": [{"from": "file://a.txt", "platform": "linux-amd64"}]}, target)
     assert isinstance(e.value, ValueError) and isinstance(e.value, oci_packer.OciPackerError)
     assert (e.value.field, e.value.kind) == ("items[0].platform", "pack_file")
-    (files / "bad.yaml").write_text("items:\n  - from: file://a.txt\n    platform: linux/amd46\n")
+    (files / "bad.yaml").write_text("items:\n  - from: file://a.txt\n    platform: linux-amd64\n")
     with pytest.raises(oci_packer.PackFileError) as e:
         oci_packer.pack(files / "bad.yaml", target)
     assert (e.value.line, e.value.column) == (3, 15)
