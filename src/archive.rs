@@ -6,7 +6,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingWriter};
-use crate::error::{Error, Result};
+use crate::error::{from_read_error, Error, Result};
+use crate::fsutil::StableRead;
 
 /// How `archive:` packs a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +92,40 @@ fn normal_mode(mode: u32) -> u32 {
     }
 }
 
-/// Writes the tar stream of `entries` (prefixed by `base/`) into `w`.
-pub fn write_tar<W: Write>(w: W, entries: &[Entry], base: &str, mtime: u64) -> io::Result<W> {
+/// How often [`write_tar`] reports progress, in bytes read.
+pub const REPORT_EVERY: u64 = 1 << 20;
+
+/// A reader that reports what it read, in batches of [`REPORT_EVERY`] bytes.
+struct Reporting<'a, R> {
+    inner: R,
+    unreported: u64,
+    report: &'a mut dyn FnMut(u64),
+}
+
+impl<R: io::Read> io::Read for Reporting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.unreported += n as u64;
+        if self.unreported >= REPORT_EVERY {
+            (self.report)(std::mem::take(&mut self.unreported));
+        }
+        Ok(n)
+    }
+}
+
+/// Writes the tar stream of `entries` (prefixed by `base/`) into `w`. A file that changes
+/// while it is read fails with an `io::Error` carrying the library error (see
+/// [`from_read_error`]).
+///
+/// `report` is called with the file bytes read since its last call, about every
+/// [`REPORT_EVERY`] bytes and at the end of each file, on this thread.
+pub fn write_tar<W: Write>(
+    w: W,
+    entries: &[Entry],
+    base: &str,
+    mtime: u64,
+    report: &mut dyn FnMut(u64),
+) -> io::Result<W> {
     let mut b = tar::Builder::new(w);
     b.mode(tar::HeaderMode::Deterministic);
     b.follow_symlinks(false);
@@ -106,11 +139,24 @@ pub fn write_tar<W: Write>(w: W, entries: &[Entry], base: &str, mtime: u64) -> i
                 b.append_data(&mut h, format!("{name}/"), io::empty())?;
             }
             EntryKind::File => {
-                let f = File::open(&e.path)?;
-                let size = f.metadata()?.len();
-                let mut h = header(tar::EntryType::Regular, normal_mode(e.mode), size, mtime);
-                // `take` guards against a file that grows while it is archived.
-                b.append_data(&mut h, &name, io::Read::take(f, size))?;
+                // Exactly the size in the header, or an error: a file that shrinks, grows or
+                // is rewritten while it is archived never gives a padded or torn entry.
+                let f = StableRead::new(File::open(&e.path)?, &e.path)?;
+                let mut h = header(
+                    tar::EntryType::Regular,
+                    normal_mode(e.mode),
+                    f.size(),
+                    mtime,
+                );
+                let mut counted = Reporting {
+                    inner: f,
+                    unreported: 0,
+                    report: &mut *report,
+                };
+                b.append_data(&mut h, &name, &mut counted)?;
+                if counted.unreported > 0 {
+                    (counted.report)(counted.unreported);
+                }
             }
             EntryKind::Symlink(target) => {
                 let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
@@ -121,25 +167,30 @@ pub fn write_tar<W: Write>(w: W, entries: &[Entry], base: &str, mtime: u64) -> i
     b.into_inner()
 }
 
-/// Writes the archive of `entries` into a new temp file in `tmp_dir`, hashing as it goes.
+/// Writes the archive of `entries` into a new temp file in `tmp_dir`, hashing as it goes;
+/// `report` as for [`write_tar`]. On any error the temp file is removed.
 pub fn write_temp(
     entries: &[Entry],
     base: &str,
     format: ArchiveFormat,
     mtime: u64,
     tmp_dir: &Path,
+    report: &mut dyn FnMut(u64),
 ) -> Result<Built> {
     std::fs::create_dir_all(tmp_dir).map_err(|e| Error::io("creating temp dir", tmp_dir, e))?;
     let tmp = crate::fsutil::temp_file(tmp_dir)?;
     let (file, path) = tmp.into_parts();
-    let io_err = |e: io::Error| Error::io("writing archive", &path, e);
+    let io_err = |e: io::Error| from_read_error(e, |e| Error::io("writing archive", &path, e));
     let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let (out, tar_digest) = match format {
-        ArchiveFormat::Tar => (write_tar(out, entries, base, mtime).map_err(io_err)?, None),
+        ArchiveFormat::Tar => (
+            write_tar(out, entries, base, mtime, report).map_err(io_err)?,
+            None,
+        ),
         ArchiveFormat::TarGzip => {
             // GzEncoder writes no file name and mtime 0 unless told otherwise.
             let enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
-            let (enc, d, _) = write_tar(HashingWriter::new(enc), entries, base, mtime)
+            let (enc, d, _) = write_tar(HashingWriter::new(enc), entries, base, mtime, report)
                 .map_err(io_err)?
                 .finish();
             (enc.finish().map_err(io_err)?, Some(d))
@@ -152,7 +203,7 @@ pub fn write_temp(
                 .map(|n| n.get() as u32)
                 .unwrap_or(1);
             enc.multithread(workers).map_err(io_err)?;
-            let (enc, d, _) = write_tar(HashingWriter::new(enc), entries, base, mtime)
+            let (enc, d, _) = write_tar(HashingWriter::new(enc), entries, base, mtime, report)
                 .map_err(io_err)?
                 .finish();
             (enc.finish().map_err(io_err)?, Some(d))

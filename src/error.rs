@@ -291,3 +291,21 @@ impl fmt::Debug for Error {
             .finish()
     }
 }
+
+/// Turns an I/O error of a verified or checked read back into the library error it carries
+/// (a digest or size mismatch, a file that changed while it was read), or into `fallback(e)`
+/// for a real I/O failure.
+pub(crate) fn from_read_error(
+    e: std::io::Error,
+    fallback: impl FnOnce(std::io::Error) -> Error,
+) -> Error {
+    if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+        if let Some(inner) = e.into_inner() {
+            if let Ok(err) = inner.downcast::<Error>() {
+                return *err;
+            }
+        }
+        return Error::new(ErrorKind::Internal, "lost a verification error");
+    }
+    fallback(e)
+}

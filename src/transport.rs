@@ -193,6 +193,19 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// The library error a request body's stream failed with (a file that changed while it was
+/// sent), when that is why the request failed: not a network fault, and not worth a retry.
+pub fn body_error(e: &reqwest::Error) -> Option<Error> {
+    chain(e).into_iter().find_map(|c| {
+        let carried = c.downcast_ref::<Error>()?;
+        let mut err = Error::new(carried.kind(), carried.message());
+        if let Some(p) = carried.path() {
+            err = err.with_path(p);
+        }
+        Some(err)
+    })
+}
+
 /// A network error for `method url`, classified by type, with what to do.
 pub fn network_error(method: &str, url: &str, e: reqwest::Error) -> Error {
     let hint = if is_certificate(&e) {

@@ -1,15 +1,17 @@
 //! `dir://PATH`: one layer per regular file, or with `archive:` one deterministic tar layer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{descriptor, file::stage_path, with_title, Origin, StagedBlob, DIR_ANNOTATION};
 use crate::archive;
 use crate::archive::ArchiveFormat;
+use crate::digest::PIPELINE_THRESHOLD;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::blocking;
 use crate::mediatype;
+use crate::progress::ProgressEvent;
 use crate::source::StageContext;
 
 pub use crate::archive::{Entry, EntryKind};
@@ -56,51 +58,98 @@ pub fn walk(root: &Path, uri: &str, keep_links: bool) -> Result<Vec<Entry>> {
         .canonicalize()
         .map_err(|e| Error::io(&format!("{uri}: cannot resolve"), root, e))?;
     let mut out = Vec::new();
-    let mut ancestors = vec![canon_root.clone()];
-    walk_into(
-        root,
-        "",
-        &canon_root,
+    let mut walk = Walk {
+        canon_root: &canon_root,
         uri,
         keep_links,
-        &mut ancestors,
-        &mut out,
-    )?;
+        visited: HashMap::from([(dir_id(&meta), root.to_path_buf())]),
+        out: &mut out,
+    };
+    walk.dir(root, "")?;
     out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
     Ok(out)
 }
 
-fn walk_into(
-    dir: &Path,
-    prefix: &str,
-    canon_root: &Path,
-    uri: &str,
+/// One walk: every directory is entered at most once, by (device, inode), so symlinks to
+/// directories can neither loop nor multiply the work (two links per level to the next
+/// level would otherwise visit 2^depth directories).
+struct Walk<'a> {
+    canon_root: &'a Path,
+    uri: &'a str,
     keep_links: bool,
-    ancestors: &mut Vec<PathBuf>,
-    out: &mut Vec<Entry>,
-) -> Result<()> {
-    let rd =
-        std::fs::read_dir(dir).map_err(|e| Error::io(&format!("{uri}: cannot list"), dir, e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io(&format!("{uri}: cannot list"), dir, e))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            return Err(err(uri, &path, "file name is not valid UTF-8"));
-        };
-        let rel = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        };
+    /// Directories entered so far, with the path they were first entered by.
+    visited: HashMap<(u64, u64), PathBuf>,
+    out: &'a mut Vec<Entry>,
+}
+
+#[cfg(unix)]
+fn dir_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn dir_id(_meta: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+impl Walk<'_> {
+    /// Enters `dir` (reached as `path`) unless this walk has been there already: a second
+    /// visit is an error naming both paths.
+    fn enter(&mut self, path: &Path, rel: &str, meta: &std::fs::Metadata) -> Result<()> {
+        if let Some(first) = self.visited.get(&dir_id(meta)) {
+            return Err(err(
+                self.uri,
+                path,
+                &format!(
+                    "leads to the directory already packed as {} (a symlink loop or a second \
+                     link to one directory; remove the link, or pack with archive: to keep \
+                     links as links)",
+                    first.display()
+                ),
+            ));
+        }
+        self.visited.insert(dir_id(meta), path.to_path_buf());
+        self.dir(path, rel)
+    }
+
+    fn dir(&mut self, dir: &Path, prefix: &str) -> Result<()> {
+        let uri = self.uri;
+        let rd = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(&format!("{uri}: cannot list"), dir, e))?;
+        let mut names = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io(&format!("{uri}: cannot list"), dir, e))?;
+            names.push((entry.file_name(), entry.path()));
+        }
+        // Sorted, so which of two paths to one directory comes first does not depend on the
+        // file system's order.
+        names.sort();
+        for (name, path) in names {
+            let Some(name) = name.to_str() else {
+                return Err(err(uri, &path, "file name is not valid UTF-8"));
+            };
+            let rel = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            self.entry(path, rel)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, path: PathBuf, rel: String) -> Result<()> {
+        let uri = self.uri;
         let lmeta = std::fs::symlink_metadata(&path)
             .map_err(|e| Error::io(&format!("{uri}: cannot read"), &path, e))?;
         let ft = lmeta.file_type();
         if ft.is_symlink() {
             let target = std::fs::read_link(&path)
                 .map_err(|e| Error::io(&format!("{uri}: cannot read link"), &path, e))?;
-            let resolved = path.canonicalize().ok();
-            let inside = resolved.as_ref().is_some_and(|r| r.starts_with(canon_root));
+            let inside = path
+                .canonicalize()
+                .is_ok_and(|r| r.starts_with(self.canon_root));
             if !inside {
                 return Err(err(
                     uri,
@@ -111,27 +160,21 @@ fn walk_into(
                     ),
                 ));
             }
-            if keep_links {
-                out.push(Entry {
+            if self.keep_links {
+                self.out.push(Entry {
                     rel,
                     path,
                     kind: EntryKind::Symlink(target),
                     mode: 0o777,
                 });
-                continue;
+                return Ok(());
             }
             let meta = std::fs::metadata(&path)
                 .map_err(|e| Error::io(&format!("{uri}: cannot read"), &path, e))?;
             if meta.is_dir() {
-                let canon = resolved.unwrap_or_default();
-                if ancestors.contains(&canon) {
-                    return Err(err(uri, &path, "symlink loop"));
-                }
-                ancestors.push(canon);
-                walk_into(&path, &rel, canon_root, uri, keep_links, ancestors, out)?;
-                ancestors.pop();
+                self.enter(&path, &rel, &meta)?;
             } else if meta.is_file() {
-                out.push(Entry {
+                self.out.push(Entry {
                     rel,
                     path,
                     kind: EntryKind::File,
@@ -145,15 +188,15 @@ fn walk_into(
                 ));
             }
         } else if ft.is_dir() {
-            out.push(Entry {
+            self.out.push(Entry {
                 rel: rel.clone(),
                 path: path.clone(),
                 kind: EntryKind::Dir,
                 mode: mode_of(&lmeta),
             });
-            walk_into(&path, &rel, canon_root, uri, keep_links, ancestors, out)?;
+            self.enter(&path, &rel, &lmeta)?;
         } else if ft.is_file() {
-            out.push(Entry {
+            self.out.push(Entry {
                 rel,
                 path,
                 kind: EntryKind::File,
@@ -166,8 +209,8 @@ fn walk_into(
                 "is a socket, FIFO or device; only files, directories and symlinks can be packed",
             ));
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Stages a directory as one layer per regular file, in byte order of the relative path.
@@ -200,10 +243,20 @@ pub async fn stage_files(
     .await
 }
 
-/// Annotation ORAS uses to unpack a directory layer on pull.
+/// Annotation ORAS uses to unpack a directory layer on pull (it gunzips, then untars).
 pub const ORAS_UNPACK: &str = "io.deis.oras.content.unpack";
 /// Annotation ORAS uses for the digest of the uncompressed tar.
 pub const ORAS_DIGEST: &str = "io.deis.oras.content.digest";
+
+/// The bytes of the regular files among `entries` (what archiving them reads).
+fn total_size(entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .filter_map(|e| std::fs::metadata(&e.path).ok())
+        .map(|m| m.len())
+        .sum()
+}
 
 /// Stages a directory as one deterministic archive layer, built in the target's `spool`
 /// directory when it has one, else in `tmp_dir`.
@@ -217,17 +270,43 @@ pub async fn stage_archive(
 ) -> Result<StagedBlob> {
     let (tmp_dir, spool) = (ctx.tmp_dir.clone(), ctx.spool.clone());
     let mtime = ctx.source_date_epoch.unwrap_or(0);
+    let progress = ctx.progress.clone();
     blocking(move || {
         let entries = walk(&path, &uri, true)?;
+        let source = path.display().to_string();
+        // Progress for large archives only, as for files.
+        let total = total_size(&entries);
+        let big = total >= PIPELINE_THRESHOLD;
+        if big {
+            progress.emit(ProgressEvent::StageStarted {
+                source: source.clone(),
+                size: Some(total),
+            });
+        }
+        let mut report = |bytes| {
+            if big {
+                progress.emit(ProgressEvent::StageAdvanced {
+                    source: source.clone(),
+                    bytes,
+                })
+            }
+        };
         let base = path
             .canonicalize()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "dir".into());
         let dir = spool.as_deref().unwrap_or(&tmp_dir);
-        let built = archive::write_temp(&entries, &base, format, mtime, dir)?;
+        let built = archive::write_temp(&entries, &base, format, mtime, dir, &mut report)?;
+        if big {
+            progress.emit(ProgressEvent::StageFinished { source });
+        }
         let mut ann = with_title(&annotations, &base);
-        ann.insert(ORAS_UNPACK.into(), "true".into());
+        // `oras pull` gunzips every layer marked for unpacking: mark only gzip layers, so
+        // it unpacks those and saves plain and zstd archives as files.
+        if format == ArchiveFormat::TarGzip {
+            ann.insert(ORAS_UNPACK.into(), "true".into());
+        }
         ann.insert(ORAS_DIGEST.into(), built.tar_digest.to_string());
         let mt = media_type.unwrap_or_else(|| {
             match format {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::{descriptor, with_title, Origin, StageContext, StagedBlob};
 use crate::digest::{copy_hashing, copy_hashing_pipelined, Digest, PIPELINE_THRESHOLD};
-use crate::error::{Error, ErrorKind, Result};
-use crate::fsutil::{blocking, temp_file};
+use crate::error::{from_read_error, Error, ErrorKind, Result};
+use crate::fsutil::{blocking, temp_file, StableRead};
 use crate::mediatype;
 use crate::progress::ProgressEvent;
 
@@ -45,8 +45,9 @@ pub fn open_regular(path: &Path, uri: &str) -> Result<std::fs::File> {
 /// the expensive part on most file systems. Returns the digest, the size and where the staged
 /// bytes are.
 pub fn stage_path(path: &Path, uri: &str, ctx: &StageContext) -> Result<(Digest, u64, Origin)> {
-    let mut f = open_regular(path, uri)?;
-    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut f = StableRead::new(open_regular(path, uri)?, path)
+        .map_err(|e| Error::io(&format!("{uri}: cannot read"), path, e))?;
+    let size = f.size();
     let big = size >= PIPELINE_THRESHOLD;
     let source = path.display().to_string();
     let progress = &ctx.progress;
@@ -66,14 +67,16 @@ pub fn stage_path(path: &Path, uri: &str, ctx: &StageContext) -> Result<(Digest,
     };
     let staged = match ctx.spool.as_deref().filter(|_| big) {
         None => {
-            let (d, n) = copy_hashing(&mut f, None, &mut report)
-                .map_err(|e| Error::io(&format!("{uri}: reading"), path, e))?;
+            let (d, n) = copy_hashing(&mut f, None, &mut report).map_err(|e| {
+                from_read_error(e, |e| Error::io(&format!("{uri}: reading"), path, e))
+            })?;
             (d, n, Origin::File(path.to_path_buf()))
         }
         Some(dir) => {
             let (mut out, tmp) = temp_file(dir)?.into_parts();
-            let (d, n) = copy_hashing_pipelined(&mut f, &mut out, &mut report)
-                .map_err(|e| Error::io(&format!("{uri}: copying to"), &tmp, e))?;
+            let (d, n) = copy_hashing_pipelined(&mut f, &mut out, &mut report).map_err(|e| {
+                from_read_error(e, |e| Error::io(&format!("{uri}: copying to"), &tmp, e))
+            })?;
             (d, n, Origin::Spooled(Arc::new(tmp)))
         }
     };

@@ -31,7 +31,8 @@ pub enum Source {
     Dir {
         /// Resolved path.
         path: PathBuf,
-        /// The directory as written, cleaned (`./data/` → `data`).
+        /// What `io.arenadata.oci-packer.dir` says: the directory as written, cleaned
+        /// (`./data/` → `data`); never `..` or an absolute path (see [`dir_annotation`]).
         written: String,
     },
     /// `http://` or `https://`: one layer.
@@ -77,7 +78,7 @@ impl Source {
             }
             return Ok(Source::Dir {
                 path: resolve(p),
-                written: clean_path(p),
+                written: dir_annotation(p, base),
             });
         }
         if uri.starts_with("http://") || uri.starts_with("https://") {
@@ -116,6 +117,34 @@ impl Source {
     /// True for sources that give exactly one blob (valid for `config` and `digest:`).
     pub fn is_single_blob(&self) -> bool {
         matches!(self, Source::File { .. } | Source::Http { .. })
+    }
+}
+
+/// The `io.arenadata.oci-packer.dir` value of `dir://P` in a pack file in `base`: the cleaned
+/// path relative to `base` when it lies inside it, else the directory's base name. It never
+/// holds `..` or an absolute path, so a reader that trusts it (`extract`) stays inside its
+/// output, and no local path of the packing machine is published.
+pub fn dir_annotation(p: &str, base: &Path) -> String {
+    let cleaned = clean_path(p);
+    if !cleaned.starts_with('/') && cleaned != ".." && !cleaned.starts_with("../") {
+        return cleaned;
+    }
+    let full = clean_path(&base.join(&cleaned).to_string_lossy());
+    let base = clean_path(&base.to_string_lossy());
+    if full == base {
+        return ".".into();
+    }
+    let inside = if base == "/" {
+        full.strip_prefix('/')
+    } else {
+        full.strip_prefix(&base).and_then(|r| r.strip_prefix('/'))
+    };
+    if let Some(rel) = inside {
+        return rel.into();
+    }
+    match full.rsplit('/').next() {
+        Some(name) if !name.is_empty() && name != ".." => name.to_string(),
+        _ => "dir".into(),
     }
 }
 
@@ -236,6 +265,22 @@ mod tests {
                 written: "data".into()
             })
         );
+        for (written, annotation) in [
+            ("../../x", "x"),
+            ("../base/sub/", "sub"),
+            ("/abs/elsewhere/tools", "tools"),
+            ("/base/inside/d", "inside/d"),
+            ("/base", "."),
+            ("/", "dir"),
+            ("a/../../b", "b"),
+            ("./a/b/", "a/b"),
+        ] {
+            assert_eq!(
+                super::dir_annotation(written, base),
+                annotation,
+                "{written}"
+            );
+        }
         assert!(Source::parse("ftp://x", base)
             .unwrap_err()
             .contains("unknown scheme \"ftp://\""));

@@ -45,19 +45,7 @@ pub(crate) fn check(desc: &Descriptor, from: &str, digest: &Digest, got: u64) ->
     Ok(())
 }
 
-/// Turns an I/O error of a verified read back into the library error it carries (a digest
-/// or size mismatch), or into `fallback(e)` for a real I/O failure.
-pub(crate) fn from_read_error(e: io::Error, fallback: impl FnOnce(io::Error) -> Error) -> Error {
-    if e.get_ref().is_some_and(|i| i.is::<Error>()) {
-        if let Some(inner) = e.into_inner() {
-            if let Ok(err) = inner.downcast::<Error>() {
-                return *err;
-            }
-        }
-        return Error::new(ErrorKind::Internal, "lost a verification error");
-    }
-    fallback(e)
-}
+pub(crate) use crate::error::from_read_error;
 
 fn as_io(e: Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)

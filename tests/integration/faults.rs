@@ -1,4 +1,4 @@
-//! A registry that misbehaves on purpose (issue 3): 500s, 429 with Retry-After, connections
+//! A registry that misbehaves on purpose: 500s, 429 with Retry-After, connections
 //! dropped mid-blob, content that does not match its digest. A real HTTP server on
 //! 127.0.0.1 that speaks enough of the Distribution API to push to and pull from.
 
@@ -189,13 +189,15 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             if s.fail_digest.as_deref() == Some(digest.as_str()) {
                 return Response::status(500);
             }
-            let mut data = s.sessions.remove(reference).unwrap_or_default();
+            let mut data = s.sessions.get(reference).cloned().unwrap_or_default();
             data.extend_from_slice(&req.body);
             if sha256(&data) != digest {
+                // Like Distribution, the session stays until it is cancelled or expires.
                 return Response::status(400).body(
                     r#"{"errors":[{"code":"DIGEST_INVALID","message":"digest did not match"}]}"#,
                 );
             }
+            s.sessions.remove(reference);
             s.blobs.insert(digest.clone(), data);
             Response::status(201).header("Docker-Content-Digest", &digest)
         }
@@ -614,5 +616,86 @@ fn expiring_tokens_are_renewed_in_the_middle_of_a_push() {
     assert_eq!(sha256(&s.manifests["v1"].0), digest, "tagged");
     for (d, data) in &s.blobs {
         assert_eq!(&sha256(data), d, "blob {d} is intact");
+    }
+}
+
+/// An upload that fails midway — the file changed after it was hashed (the registry refuses
+/// the digest), or while it streamed — cancels its upload session: the registry keeps no
+/// partial upload, and nothing is tagged.
+#[test]
+fn failed_uploads_cancel_their_sessions() {
+    use oci_packer::{Options, PackInput, Progress, ProgressEvent};
+    type Change = fn(&std::path::Path);
+    let rewrite: Change = |p| {
+        let mut data = std::fs::read(p).expect("read");
+        data[0] ^= 0xff;
+        std::fs::write(p, data).expect("write");
+    };
+    let shrink: Change = |p| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_len(1000))
+            .expect("truncate")
+    };
+    // A small file is hashed first and read again to upload (changed when its upload
+    // starts); a large one uploads while it is hashed (changed after its first megabyte).
+    for (name, size, change) in [
+        ("small", 300_000usize, rewrite),
+        ("large", 24 << 20, shrink),
+    ] {
+        let (_srv, state) = fake_registry();
+        let srv = _srv;
+        let d = TestDir::new();
+        d.write("f.bin", vec![5u8; size]);
+        let file = d.join("f.bin");
+        let done = Arc::new(Mutex::new(false));
+        let flag = done.clone();
+        let opts = Options {
+            progress: Progress::new(move |e| {
+                let now = match e {
+                    ProgressEvent::Started { .. } => name == "small",
+                    ProgressEvent::StageAdvanced { .. } => name == "large",
+                    _ => false,
+                };
+                let mut d = flag.lock().expect("lock");
+                if now && !*d {
+                    *d = true;
+                    change(&file);
+                }
+            }),
+            registry: oci_packer::RegistryOptions {
+                plain_http: true,
+                ..Default::default()
+            },
+            ..Options::default()
+        };
+        let e = oci_packer::pack(
+            PackInput::Yaml {
+                text: "items:\n  - from: file://f.bin\n".into(),
+                base_dir: d.path.clone(),
+            },
+            &format!("{}/changing/a:v1", srv.addr),
+            &opts,
+        )
+        .expect_err(name);
+        assert!(
+            *done.lock().expect("lock"),
+            "{name}: the file was not changed"
+        );
+        let expect = if name == "small" {
+            "DIGEST_INVALID"
+        } else {
+            "changed while packing"
+        };
+        assert!(e.to_string().contains(expect), "{name}: {e}");
+        let s = state.lock().expect("lock");
+        assert!(s.uploads > 0, "{name}: no upload started ({e})");
+        assert!(
+            s.sessions.is_empty(),
+            "{name}: upload sessions left open: {:?} ({e})",
+            s.sessions.keys()
+        );
+        assert!(!s.manifests.contains_key("v1"), "{name}: tagged");
     }
 }

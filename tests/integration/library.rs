@@ -195,3 +195,111 @@ fn validate_returns_problems_and_fails_only_on_unreadable_files() {
     let e = oci_packer::validate(d.join("missing.yaml").as_path()).expect_err("unreadable");
     assert_eq!(e.kind(), ErrorKind::SourceNotFound);
 }
+
+/// Leftovers of this program in `dir` (temp files, by their prefix), recursively.
+fn temp_leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with(".oci-packer-") {
+            out.push(p.clone());
+        }
+        if p.is_dir() {
+            out.extend(temp_leftovers(&p));
+        }
+    }
+    out
+}
+
+/// A source that changes while it is read — shrinks, grows or is rewritten in place, for
+/// every archive mode and for per-file layers — fails with "changed while packing" naming
+/// the file; nothing is tagged and no temp file is left. The change happens from the
+/// progress callback, which runs on the thread that reads, so it lands mid-read every time.
+#[test]
+fn sources_that_change_while_packed_fail_and_leave_nothing() {
+    type Change = fn(&std::path::Path);
+    let shrink: Change = |p| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_len(1000))
+            .expect("truncate")
+    };
+    let grow: Change = |p| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(p)
+            .expect("open");
+        f.write_all(b"more").expect("append");
+    };
+    let rewrite: Change = |p| {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .expect("open");
+        f.seek(std::io::SeekFrom::End(-4)).expect("seek");
+        f.write_all(b"XXXX").expect("write");
+        // The same second on a coarse clock must not hide the change.
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .expect("mtime");
+    };
+    let cases: [(&str, &str, Change); 7] = [
+        ("tar", "  - from: dir://d\n    archive: tar\n", shrink),
+        (
+            "tar+gzip",
+            "  - from: dir://d\n    archive: tar+gzip\n",
+            shrink,
+        ),
+        (
+            "tar+zstd",
+            "  - from: dir://d\n    archive: tar+zstd\n",
+            shrink,
+        ),
+        ("tar, grown", "  - from: dir://d\n    archive: tar\n", grow),
+        ("dir layers", "  - from: dir://d\n", shrink),
+        ("file", "  - from: file://d/big.bin\n", grow),
+        ("file, rewritten", "  - from: file://d/big.bin\n", rewrite),
+    ];
+    for (name, item, change) in cases {
+        let d = TestDir::new();
+        d.write("d/big.bin", vec![7u8; 24 << 20]);
+        let big = d.join("d/big.bin");
+        let changed = Arc::new(Mutex::new(false));
+        let flag = changed.clone();
+        let opts = Options {
+            progress: Progress::new(move |e| {
+                if let ProgressEvent::StageAdvanced { .. } = e {
+                    let mut done = flag.lock().expect("lock");
+                    if !*done {
+                        *done = true;
+                        change(&big);
+                    }
+                }
+            }),
+            ..Options::default()
+        };
+        let target = format!("oci://{}:v1", d.join("out").display());
+        let e =
+            oci_packer::pack(yaml(&d, &format!("items:\n{item}")), &target, &opts).expect_err(name);
+        assert!(*changed.lock().expect("lock"), "{name}: no progress event");
+        assert_eq!(e.kind(), ErrorKind::Io, "{name}: {e}");
+        assert!(
+            e.to_string().contains("changed while packing")
+                && e.path().is_some_and(|p| p.ends_with("d/big.bin")),
+            "{name}: {e} {:?}",
+            e.path()
+        );
+        let index = std::fs::read_to_string(d.join("out/index.json")).unwrap_or_default();
+        assert!(!index.contains("\"v1\""), "{name}: tagged: {index}");
+        assert_eq!(
+            temp_leftovers(&d.path),
+            Vec::<std::path::PathBuf>::new(),
+            "{name}"
+        );
+    }
+}

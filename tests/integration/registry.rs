@@ -1273,3 +1273,63 @@ fn a_one_gib_file_pushed_to_a_registry_counts_as_stored() {
     );
     assert!(kib < 64 << 10, "peak RSS {kib} KiB");
 }
+
+/// `oras pull` gunzips every layer marked for unpacking: one artifact with a layer of each
+/// archive mode pulls whole — the gzip one unpacked, the plain and zstd ones saved as the
+/// archive files they are.
+#[test]
+fn oras_pull_reads_every_archive_mode() {
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    for dir in ["gz", "plain", "zst"] {
+        d.write(&format!("{dir}/sub/{dir}.txt"), dir);
+    }
+    d.write(
+        "pack.yaml",
+        "items:\n  - from: dir://gz\n    archive: tar+gzip\n  - from: dir://plain\n    archive: tar\n  - from: dir://zst\n    archive: tar+zstd\n",
+    );
+    let target = reg.reference("modes/a:v1");
+    let digest = packed_digest(&run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "pack.yaml", &target],
+        &[],
+    ));
+    let pulled = d.mkdir("pulled");
+    oras(
+        &[
+            "pull",
+            "--plain-http",
+            &target,
+            "-o",
+            pulled.to_str().expect("utf8"),
+        ],
+        &d.path,
+    );
+    assert_eq!(
+        std::fs::read_to_string(pulled.join("gz/sub/gz.txt")).expect("unpacked"),
+        "gz"
+    );
+    // The other two are the layer blobs, byte for byte.
+    let copy = d.mkdir("copy");
+    run(
+        &d.path,
+        &[
+            "--plain-http",
+            "copy",
+            &target,
+            &format!("oci://{}:v1", copy.display()),
+        ],
+        &[],
+    );
+    let manifest = blob_json(&copy, &digest);
+    for (i, name) in [(1, "plain"), (2, "zst")] {
+        let layer = &manifest["layers"][i];
+        assert_eq!(layer["annotations"]["org.opencontainers.image.title"], name);
+        let saved = std::fs::read(pulled.join(name)).expect("saved as a file");
+        assert_eq!(
+            saved,
+            blob(&copy, layer["digest"].as_str().expect("digest")),
+            "{name}"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::util::*;
 
@@ -283,7 +283,13 @@ fn archives_are_deterministic_across_mtimes_owners_and_paths() {
         );
         assert_eq!(l1["mediaType"], mt);
         assert_eq!(l1["annotations"]["org.opencontainers.image.title"], "site");
-        assert_eq!(l1["annotations"]["io.deis.oras.content.unpack"], "true");
+        // `oras pull` gunzips what is marked for unpacking: only gzip layers are.
+        let unpack = if archive == "tar+gzip" {
+            json!("true")
+        } else {
+            Value::Null
+        };
+        assert_eq!(l1["annotations"]["io.deis.oras.content.unpack"], unpack);
         let data = blob(&d.join("out"), l1["digest"].as_str().expect("d"));
         let mut tar_bytes = Vec::new();
         match archive {
@@ -671,4 +677,102 @@ fn https_downloads_verify_certificates_and_never_redirect_to_http() {
         plain.statuses("/x.bin").is_empty(),
         "the http URL was never fetched"
     );
+}
+
+/// A tree where each level holds two symlinks to the next level's directory would make a
+/// walk visit 2^depth directories: each directory is entered once per walk, and a second
+/// way into it is an error naming both paths — in bounded memory, at once. Loops to an
+/// ancestor and a second link to a sibling are the same fault.
+#[test]
+fn directories_reached_twice_through_symlinks_are_refused() {
+    let d = TestDir::new();
+    // data/l0/{a,b} -> l1, data/l0/l1/{a,b} -> l2, … twenty levels deep.
+    let mut dir = d.join("data/l0");
+    for level in 0..20 {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("f.txt"), format!("{level}")).expect("write");
+        let next = format!("l{}", level + 1);
+        if level < 19 {
+            for link in ["a", "b"] {
+                std::os::unix::fs::symlink(&next, dir.join(link)).expect("symlink");
+            }
+        }
+        dir = dir.join(next);
+    }
+    d.write("pack.yaml", "items:\n  - from: dir://data/l0\n");
+    let (o, rss) = run_measured(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v1"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("/b: leads to the directory already packed as") && err.contains("data/l0/a"),
+        "{err}"
+    );
+    assert!(rss < 256 << 10, "peak RSS {rss} KiB");
+
+    // A link to an ancestor, and a second way into a sibling (`current -> v1`).
+    for (name, link, target, expect) in [
+        (
+            "loop",
+            "v1/up",
+            "..",
+            "data/loop/v1/up: leads to the directory already packed as",
+        ),
+        (
+            "sibling",
+            "current",
+            "v1",
+            "data/sibling/v1: leads to the directory already packed as",
+        ),
+    ] {
+        let dir = d.join(&format!("data/{name}"));
+        std::fs::create_dir_all(dir.join("v1")).expect("mkdir");
+        std::fs::write(dir.join("v1/x"), "x").expect("write");
+        std::os::unix::fs::symlink(target, dir.join(link)).expect("symlink");
+        let err = pack_fails(&d, &format!("items:\n  - from: dir://data/{name}\n"), 1);
+        assert!(err.contains(expect), "{name}: {err}");
+    }
+    // With archive:, links stay links and nothing is entered twice.
+    d.write(
+        "pack.yaml",
+        "items:\n  - from: dir://data/sibling\n    archive: tar\n",
+    );
+    packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "pack.yaml", "oci://out:arch"],
+        &[],
+    ));
+}
+
+/// `io.arenadata.oci-packer.dir` never holds `..` or an absolute path: the cleaned path
+/// relative to the pack file when the directory is inside it, else its base name.
+#[test]
+fn the_dir_annotation_never_leaves_the_pack_files_directory() {
+    let d = TestDir::new();
+    d.write("outside/tools/t.txt", "t");
+    d.write("proj/inside/sub/s.txt", "s");
+    let inside_abs = d.join("proj/inside/sub");
+    d.write(
+        "proj/pack.yaml",
+        &format!(
+            "items:\n  - from: dir://../outside/tools\n  - from: dir://{}\n  - from: dir://./inside/../inside/sub/\n",
+            inside_abs.display()
+        ),
+    );
+    let o = run(
+        &d.join("proj"),
+        &["pack", "-f", "pack.yaml", "oci://out:v1"],
+        &[],
+    );
+    let digest = packed_digest(&o);
+    let m = blob_json(&d.join("proj/out"), &digest);
+    let dirs: Vec<String> = layers(&m)
+        .iter()
+        .map(|l| {
+            l["annotations"]["io.arenadata.oci-packer.dir"]
+                .as_str()
+                .expect("dir")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(dirs, ["tools", "inside/sub", "inside/sub"]);
 }

@@ -108,6 +108,51 @@ impl Body {
     }
 }
 
+/// The next `len` bytes of `file` as a body stream that fails — with the library error
+/// "changed while packing" inside the `io::Error` — when the file ends before `len` bytes
+/// or, for a `whole` file, goes on past them, instead of sending a short or long body the
+/// server would cut.
+fn exact_stream(
+    file: tokio::fs::File,
+    path: &std::path::Path,
+    len: u64,
+    whole: bool,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    use futures::StreamExt;
+    use tokio::io::AsyncReadExt;
+    let path = path.to_path_buf();
+    let changed = move |what: String| {
+        std::io::Error::other(crate::fsutil::changed_while_packing(&path, &what))
+    };
+    // One byte more than `len` of a whole file, to see a file that grew.
+    let chunks =
+        tokio_util::io::ReaderStream::with_capacity(file.take(len + u64::from(whole)), 1 << 20);
+    let mut sent = 0u64;
+    let mut ended = false;
+    chunks
+        .map(Some)
+        .chain(futures::stream::once(async { None }))
+        .filter_map(move |item| {
+            let out = match item {
+                Some(Ok(chunk)) => {
+                    sent += chunk.len() as u64;
+                    if sent > len {
+                        ended = true;
+                        Some(Err(changed(format!("{len} bytes, then more"))))
+                    } else {
+                        Some(Ok(chunk))
+                    }
+                }
+                Some(Err(e)) => Some(Err(e)),
+                None if sent < len && !ended => Some(Err(changed(format!(
+                    "{len} bytes, then only {sent} to send"
+                )))),
+                None => None,
+            };
+            futures::future::ready(out)
+        })
+}
+
 /// HTTP client for one registry host.
 #[derive(Debug)]
 pub struct Client {
@@ -336,29 +381,27 @@ impl Client {
                     .map_err(|e| Error::io("reading", path, e))?;
                 let (hasher, progress, source) =
                     (hasher.clone(), progress.clone(), path.display().to_string());
-                let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect_ok(
-                    move |chunk| {
-                        hasher
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .update(chunk);
-                        progress.emit(crate::progress::ProgressEvent::StageAdvanced {
-                            source: source.clone(),
-                            bytes: chunk.len() as u64,
-                        });
-                    },
-                );
+                let stream = exact_stream(f, path, *len, true).inspect_ok(move |chunk| {
+                    hasher
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .update(chunk);
+                    progress.emit(crate::progress::ProgressEvent::StageAdvanced {
+                        source: source.clone(),
+                        bytes: chunk.len() as u64,
+                    });
+                });
                 (reqwest::Body::wrap_stream(stream), Some(*len))
             }
             Body::File { path, offset, len } => {
-                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                use tokio::io::AsyncSeekExt;
                 let mut f = tokio::fs::File::open(path)
                     .await
                     .map_err(|e| Error::io("reading", path, e))?;
                 f.seek(std::io::SeekFrom::Start(*offset))
                     .await
                     .map_err(|e| Error::io("reading", path, e))?;
-                let stream = tokio_util::io::ReaderStream::with_capacity(f.take(*len), 1 << 20);
+                let stream = exact_stream(f, path, *len, false);
                 (reqwest::Body::wrap_stream(stream), Some(*len))
             }
         })
@@ -444,6 +487,14 @@ impl Client {
             let resp = match req.body(b).send().await {
                 Ok(r) => r,
                 Err(e) => {
+                    if let Some(error) = transport::body_error(&e) {
+                        return Err(Failure {
+                            error,
+                            response: None,
+                            transient: false,
+                            wait: None,
+                        });
+                    }
                     let transient = transport::is_transient(&e);
                     return Err(Failure {
                         error: transport::network_error(method.as_str(), url, e),

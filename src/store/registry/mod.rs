@@ -33,6 +33,14 @@ fn refused(e: &Error) -> bool {
         && e.code() != Some("DIGEST_INVALID")
 }
 
+/// An open upload session: where to send the next request, and the registry's minimum
+/// chunk size (`OCI-Chunk-Min-Length`).
+#[derive(Debug)]
+struct Session {
+    location: reqwest::Url,
+    min_chunk: Option<u64>,
+}
+
 /// Runs an upload until it succeeds or fails for good: after a transient failure it starts
 /// over (in a new session) on the transport's back-off, honouring `Retry-After`.
 async fn in_new_sessions<T, Fut>(what: &str, attempt: impl FnMut() -> Fut) -> Result<T>
@@ -417,29 +425,52 @@ impl Registry {
                 &body,
             )
             .await;
-        match resp {
-            Ok(r) if r.status().is_success() => Ok(PushOutcome::Stored),
-            other => {
-                // Cancel the session so the registry does not keep half an upload.
-                let _ = self
-                    .client
-                    .send(
-                        Method::DELETE,
-                        url.as_str(),
-                        &self.push_scope(),
-                        HeaderMap::new(),
-                        &Body::Empty,
-                    )
-                    .await;
-                match other {
-                    Ok(r) => Err(self
-                        .client
-                        .error(&Method::PUT, url.as_str(), &format!("blob {digest}"), r)
-                        .await),
-                    Err(e) => Err(e),
-                }
-            }
+        match resp? {
+            r if r.status().is_success() => Ok(PushOutcome::Stored),
+            r => Err(self
+                .client
+                .error(&Method::PUT, url.as_str(), &format!("blob {digest}"), r)
+                .await),
         }
+    }
+
+    /// Cancels an upload session (DELETE at its latest location), so the registry does not
+    /// keep a partial upload; a failure to cancel is only logged (the registry expires it).
+    async fn cancel_upload(&self, location: &reqwest::Url) {
+        let answer = self
+            .client
+            .send(
+                Method::DELETE,
+                location.as_str(),
+                &self.push_scope(),
+                HeaderMap::new(),
+                &Body::Empty,
+            )
+            .await;
+        if let Err(e) = answer {
+            tracing::debug!(error = %e, "could not cancel an upload session");
+        }
+    }
+
+    /// Runs `f` in a new upload session: it gets the session and moves `session.location`
+    /// along as the registry answers. When `f` fails, whatever the reason (a refused PUT, a
+    /// file that changed, a digest the registry rejects, a broken connection), the session is
+    /// cancelled before the error is returned.
+    async fn in_session<T>(
+        &self,
+        what: &str,
+        f: impl AsyncFnOnce(&mut Session) -> Result<T>,
+    ) -> Result<T> {
+        let (location, min_chunk) = self.start_upload(what).await?;
+        let mut session = Session {
+            location,
+            min_chunk,
+        };
+        let result = f(&mut session).await;
+        if result.is_err() {
+            self.cancel_upload(&session.location).await;
+        }
+        result
     }
 
     /// Opens an upload session; returns its location and the registry's minimum chunk size.
@@ -476,33 +507,43 @@ impl Registry {
     /// One upload in new sessions (see [`Registry::upload`]); a failed session is cancelled.
     async fn upload_once(&self, desc: &Descriptor, body: Body) -> Result<PushOutcome> {
         let what = format!("upload of {}", desc.digest());
-        let (location, _) = self.start_upload(&what).await?;
-        match self.finish_upload(location, desc, body.clone()).await {
+        let monolithic = self
+            .in_session(&what, async |s| {
+                self.finish_upload(s.location.clone(), desc, body.clone())
+                    .await
+            })
+            .await;
+        match monolithic {
             Err(e) if refused(&e) => {
                 tracing::info!(digest = %desc.digest(), error = %e, "monolithic upload refused, trying a PATCH session");
             }
             other => return other,
         }
-        let (location, min_chunk) = self.start_upload(&what).await?;
-        match self
-            .patch_chunks(location, desc, &body, body.len().max(1))
-            .await
-        {
+        let mut min_chunk = None;
+        let streamed = self
+            .in_session(&what, async |s| {
+                min_chunk = s.min_chunk;
+                self.patch_chunks(s, desc, &body, body.len().max(1)).await
+            })
+            .await;
+        match streamed {
             Err(e) if refused(&e) => {
                 tracing::info!(digest = %desc.digest(), error = %e, "streamed PATCH refused, uploading in chunks");
             }
             other => return other,
         }
-        let (location, min_chunk2) = self.start_upload(&what).await?;
-        let chunk = min_chunk.or(min_chunk2).unwrap_or(0).max(DEFAULT_CHUNK);
-        self.patch_chunks(location, desc, &body, chunk).await
+        self.in_session(&what, async |s| {
+            let chunk = min_chunk.or(s.min_chunk).unwrap_or(0).max(DEFAULT_CHUNK);
+            self.patch_chunks(s, desc, &body, chunk).await
+        })
+        .await
     }
 
     /// Sends `body` as PATCHes of `chunk` bytes (one PATCH when `chunk` covers it), following
     /// the `Location` of each answer, then closes the session with the digest.
     async fn patch_chunks(
         &self,
-        mut location: reqwest::Url,
+        session: &mut Session,
         desc: &Descriptor,
         body: &Body,
         chunk: u64,
@@ -519,45 +560,49 @@ impl Registry {
                 }
             }
             let part = body.slice(offset, len);
-            let resp = self
-                .client
-                .send(
-                    Method::PATCH,
-                    location.as_str(),
-                    &self.push_scope(),
+            session.location = self
+                .patch(
+                    &session.location,
                     headers,
                     &part,
+                    &format!("blob {}", desc.digest()),
                 )
                 .await?;
-            if resp.status() != StatusCode::ACCEPTED {
-                let e = self
-                    .client
-                    .error(
-                        &Method::PATCH,
-                        location.as_str(),
-                        &format!("blob {}", desc.digest()),
-                        resp,
-                    )
-                    .await;
-                let _ = self
-                    .client
-                    .send(
-                        Method::DELETE,
-                        location.as_str(),
-                        &self.push_scope(),
-                        HeaderMap::new(),
-                        &Body::Empty,
-                    )
-                    .await;
-                return Err(e);
-            }
-            location = self.location(&resp, location.as_str())?;
             offset += len;
         }
-        self.finish_upload(location, desc, Body::Empty).await
+        self.finish_upload(session.location.clone(), desc, Body::Empty)
+            .await
     }
 
-    /// One streamed upload of a file while hashing it, in a new session.
+    /// One PATCH into an upload session; returns the session's next location.
+    async fn patch(
+        &self,
+        location: &reqwest::Url,
+        headers: HeaderMap,
+        body: &Body,
+        what: &str,
+    ) -> Result<reqwest::Url> {
+        let resp = self
+            .client
+            .send(
+                Method::PATCH,
+                location.as_str(),
+                &self.push_scope(),
+                headers,
+                body,
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self
+                .client
+                .error(&Method::PATCH, location.as_str(), what, resp)
+                .await);
+        }
+        self.location(&resp, location.as_str())
+    }
+
+    /// One streamed upload of a file while hashing it, in a new session (cancelled when
+    /// anything fails, a file that changed size included).
     async fn ingest_once(
         &self,
         path: &std::path::Path,
@@ -565,60 +610,44 @@ impl Registry {
         progress: &Progress,
     ) -> Result<Option<Digest>> {
         let what = format!("upload of {}", path.display());
-        let (location, _) = self.start_upload(&what).await?;
-        let hasher = Arc::new(std::sync::Mutex::new(crate::digest::Hasher::new()));
-        let body = Body::Hashing {
-            path: path.to_path_buf(),
-            len: size,
-            hasher: hasher.clone(),
-            progress: progress.clone(),
-        };
-        let scope = self.push_scope();
-        let headers = header(CONTENT_TYPE, "application/octet-stream");
-        let resp = self
-            .client
-            .send(Method::PATCH, location.as_str(), &scope, headers, &body)
-            .await?;
-        if resp.status() != StatusCode::ACCEPTED {
-            let e = self
-                .client
-                .error(&Method::PATCH, location.as_str(), &what, resp)
-                .await;
-            let _ = self
-                .client
-                .send(
-                    Method::DELETE,
-                    location.as_str(),
-                    &scope,
-                    HeaderMap::new(),
-                    &Body::Empty,
-                )
-                .await;
+        let ingested = self
+            .in_session(&what, async |s| {
+                let hasher = Arc::new(std::sync::Mutex::new(crate::digest::Hasher::new()));
+                let body = Body::Hashing {
+                    path: path.to_path_buf(),
+                    len: size,
+                    hasher: hasher.clone(),
+                    progress: progress.clone(),
+                };
+                let headers = header(CONTENT_TYPE, "application/octet-stream");
+                s.location = self.patch(&s.location, headers, &body, &what).await?;
+                let (digest, sent) = hasher
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .finish();
+                if sent != size {
+                    return Err(crate::fsutil::changed_while_packing(
+                        path,
+                        &format!("{size} bytes, then {sent} uploaded"),
+                    ));
+                }
+                let desc = Descriptor::new(
+                    MediaType::Other("application/octet-stream".into()),
+                    size,
+                    digest.to_oci(),
+                );
+                self.finish_upload(s.location.clone(), &desc, Body::Empty)
+                    .await?;
+                Ok(digest)
+            })
+            .await;
+        match ingested {
+            Ok(d) => Ok(Some(d)),
             // A registry that takes no streamed PATCH still takes the file the other way.
-            return if refused(&e) { Ok(None) } else { Err(e) };
+            Err(e) if refused(&e) => Ok(None),
+            Err(e) => Err(e),
         }
-        let location = self.location(&resp, location.as_str())?;
-        let (digest, sent) = hasher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .finish();
-        if sent != size {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "{}: the file changed size while it was uploaded ({size} → {sent} bytes)",
-                    path.display()
-                ),
-            ));
-        }
-        let desc = Descriptor::new(
-            MediaType::Other("application/octet-stream".into()),
-            size,
-            digest.to_oci(),
-        );
-        self.finish_upload(location, &desc, Body::Empty).await?;
-        Ok(Some(digest))
     }
 
     /// Bytes of `blob` as a re-sendable body (streams are read into a temp file first, so a
