@@ -753,7 +753,7 @@ fn the_dir_annotation_never_leaves_the_pack_files_directory() {
     let inside_abs = d.join("proj/inside/sub");
     d.write(
         "proj/pack.yaml",
-        &format!(
+        format!(
             "items:\n  - from: dir://../outside/tools\n  - from: dir://{}\n  - from: dir://./inside/../inside/sub/\n",
             inside_abs.display()
         ),
