@@ -68,6 +68,48 @@ impl PackInput {
     }
 }
 
+/// Largest pack file read, in bytes: one whose manifest fits in 4 MiB is far smaller.
+pub const MAX_PACK_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads a pack file as UTF-8 text, at most [`MAX_PACK_FILE_BYTES`]; a file that is larger
+/// or not UTF-8 is a problem with the file (and, for bad UTF-8, the line and column of the
+/// first bad byte), not an I/O error.
+fn read_text(path: &Path) -> Result<std::result::Result<String, Problem>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io("reading pack file", path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PACK_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("reading pack file", path, e))?;
+    if bytes.len() as u64 > MAX_PACK_FILE_BYTES {
+        return Ok(Err(problem(
+            Some(path),
+            0,
+            0,
+            format!("the pack file is larger than {MAX_PACK_FILE_BYTES} bytes (64 MiB); no pack file that fits in a manifest is"),
+        )));
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Ok(text)),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let good = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+            let line = good.matches('\n').count() + 1;
+            let column = good.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            Ok(Err(problem(
+                Some(path),
+                line,
+                column,
+                format!(
+                    "the pack file is not valid UTF-8 (byte 0x{:02x}); save it as UTF-8",
+                    bytes[at]
+                ),
+            )))
+        }
+    }
+}
+
 fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -99,8 +141,10 @@ pub(crate) fn load(
 ) -> Result<std::result::Result<(Plan, PackFile), Vec<Problem>>> {
     let (root, file, base_dir) = match input {
         PackInput::File(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::io("reading pack file", path, e))?;
+            let text = match read_text(path)? {
+                Ok(text) => text,
+                Err(p) => return Ok(Err(vec![p])),
+            };
             let base = path
                 .parent()
                 .map(crate::fsutil::absolute)

@@ -91,19 +91,39 @@ pub struct SyntaxError {
     pub message: String,
 }
 
-/// Parses the first document of `text`; `Ok(None)` for an empty document.
+/// Deepest nesting of mappings and sequences (block or flow) a pack file may have; a real
+/// pack file needs about five.
+pub const MAX_DEPTH: usize = 64;
+
+/// Most nodes a document may produce with its aliases expanded: far above any real pack file
+/// (100,000 annotations are 200,001 nodes), far below what exhausts memory.
+pub const MAX_NODES: usize = 1_000_000;
+
+/// Parses the first document of `text`; `Ok(None)` for an empty document. A leading UTF-8
+/// byte-order mark is skipped.
+///
+/// Bounded whatever the input: nesting deeper than [`MAX_DEPTH`] and documents that expand
+/// (through aliases or not) to more than [`MAX_NODES`] nodes are errors at the position
+/// where the limit was passed, found without building the rest.
 pub fn parse_yaml(text: &str) -> Result<Option<Node>, SyntaxError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut builder = TreeBuilder::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, false).map_err(|e| SyntaxError {
-        line: e.marker().line(),
-        column: e.marker().col() + 1,
-        message: e.info().to_string(),
-    })?;
-    if let Some(msg) = builder.error {
-        return Err(msg);
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| SyntaxError {
+            line: e.marker().line(),
+            column: e.marker().col() + 1,
+            message: e.info().to_string(),
+        })?;
+        let end = matches!(event, Event::StreamEnd);
+        builder.on_event(event, mark);
+        if let Some(e) = builder.error.take() {
+            return Err(e);
+        }
+        if end || builder.done {
+            return Ok(builder.root);
+        }
     }
-    Ok(builder.root)
 }
 
 enum Open {
@@ -115,15 +135,70 @@ enum Open {
 struct TreeBuilder {
     stack: Vec<Open>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their sizes in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes produced so far, aliases expanded.
+    nodes: usize,
     done: bool,
     error: Option<SyntaxError>,
 }
 
+/// The number of nodes in `node`'s tree (depth is bounded by [`MAX_DEPTH`]).
+fn size(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Null | Value::Scalar(_) => 0,
+        Value::Map(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        Value::Seq(items) => items.iter().map(size).sum(),
+    }
+}
+
 impl TreeBuilder {
+    fn fail(&mut self, mark: Marker, message: String) {
+        self.error.get_or_insert(SyntaxError {
+            line: mark.line(),
+            column: mark.col() + 1,
+            message,
+        });
+    }
+
+    /// Counts `n` more nodes; false (with the error set) past [`MAX_NODES`].
+    fn count(&mut self, n: usize, mark: Marker, alias: bool) -> bool {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes <= MAX_NODES {
+            return true;
+        }
+        self.fail(
+            mark,
+            if alias {
+                format!(
+                    "this alias expands the document past {MAX_NODES} nodes (aliases nested \
+                     in aliases multiply); write the content out instead of aliasing it"
+                )
+            } else {
+                format!("the document has more than {MAX_NODES} nodes; split the pack file")
+            },
+        );
+        false
+    }
+
+    /// Opens a mapping or sequence unless that passes [`MAX_DEPTH`].
+    fn open(&mut self, open: Open, mark: Marker) {
+        if self.stack.len() >= MAX_DEPTH {
+            self.fail(
+                mark,
+                format!("nesting deeper than {MAX_DEPTH} levels; a pack file needs a handful"),
+            );
+            return;
+        }
+        if self.count(1, mark, false) {
+            self.stack.push(open);
+        }
+    }
+
     fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let n = size(&node);
+            self.anchors.insert(anchor, (node.clone(), n));
         }
         match self.stack.last_mut() {
             None => {
@@ -153,18 +228,18 @@ impl MarkedEventReceiver for TreeBuilder {
                 } else {
                     Value::Scalar(text)
                 };
-                self.push_value(Node::at(value, mark), anchor);
+                if self.count(1, mark, false) {
+                    self.push_value(Node::at(value, mark), anchor);
+                }
             }
-            Event::MappingStart(anchor, _) => self.stack.push(Open::Map(
-                Node::at(Value::Null, mark),
-                Vec::new(),
-                None,
-                anchor,
-            )),
-            Event::SequenceStart(anchor, _) => {
-                self.stack
-                    .push(Open::Seq(Node::at(Value::Null, mark), Vec::new(), anchor))
-            }
+            Event::MappingStart(anchor, _) => self.open(
+                Open::Map(Node::at(Value::Null, mark), Vec::new(), None, anchor),
+                mark,
+            ),
+            Event::SequenceStart(anchor, _) => self.open(
+                Open::Seq(Node::at(Value::Null, mark), Vec::new(), anchor),
+                mark,
+            ),
             Event::MappingEnd => {
                 if let Some(Open::Map(mut node, entries, _, anchor)) = self.stack.pop() {
                     // A block mapping's start event is reported after its first key was
@@ -183,20 +258,20 @@ impl MarkedEventReceiver for TreeBuilder {
                     self.push_value(node, anchor);
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(mut node) => {
+            Event::Alias(id) => {
+                let Some(n) = self.anchors.get(&id).map(|(_, n)| *n) else {
+                    self.fail(mark, "alias to an unknown anchor".into());
+                    return;
+                };
+                if !self.count(n, mark, true) {
+                    return;
+                }
+                if let Some((mut node, _)) = self.anchors.get(&id).cloned() {
                     node.line = mark.line();
                     node.column = mark.col() + 1;
                     self.push_value(node, 0);
                 }
-                None => {
-                    self.error.get_or_insert(SyntaxError {
-                        line: mark.line(),
-                        column: mark.col() + 1,
-                        message: "alias to an unknown anchor".into(),
-                    });
-                }
-            },
+            }
             _ => {}
         }
     }

@@ -68,6 +68,54 @@ pub struct ItemPlan {
     pub archive: Option<ArchiveFormat>,
 }
 
+/// Reports annotations that can never fit in the manifest they land in: the bytes of its
+/// annotation keys and values alone (each layer's counted once, a lower bound) pass the
+/// 4 MiB a manifest may have. The problem names the largest contributor.
+fn manifests_fit(c: &mut Checker<'_>, pack: &PackFile, items: &[ItemPlan], index_mode: bool) {
+    use crate::store::MAX_MANIFEST_BYTES;
+    type Manifest<'m> = (u64, Option<(u64, String)>);
+    fn add<'m>(m: &mut Manifest<'m>, field: String, annotations: &BTreeMap<String, String>) {
+        let bytes: u64 = annotations
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum();
+        m.0 += bytes;
+        if m.1.as_ref().is_none_or(|(b, _)| bytes > *b) {
+            m.1 = Some((bytes, field));
+        }
+    }
+    let mut root: Manifest = (0, None);
+    add(&mut root, "annotations".into(), &pack.annotations);
+    let mut groups: std::collections::HashMap<&Option<Platform>, Manifest> =
+        std::collections::HashMap::new();
+    for it in items {
+        let m = if !index_mode {
+            &mut root
+        } else if matches!(it.source, Source::Image { .. }) {
+            &mut root
+        } else {
+            groups.entry(&it.platform).or_insert((0, None))
+        };
+        add(m, format!("{}.annotations", it.field), &it.annotations);
+        if let Some(cfg) = &it.config {
+            add(m, format!("{}.annotations", cfg.field), &cfg.annotations);
+        }
+    }
+    for (total, largest) in std::iter::once(root).chain(groups.into_values()) {
+        if total > MAX_MANIFEST_BYTES {
+            let field = largest.map(|(_, f)| f).unwrap_or_default();
+            c.report(
+                &field,
+                format!(
+                    "the annotations of one manifest add up to {total} bytes, more than the \
+                     {MAX_MANIFEST_BYTES} bytes (4 MiB) a manifest may have, so it could never \
+                     be pushed; this field holds the most"
+                ),
+            );
+        }
+    }
+}
+
 struct Checker<'a> {
     file: Option<&'a Path>,
     positions: &'a Positions,
@@ -265,11 +313,12 @@ pub fn plan(
         }
     } else {
         // Items of one platform group share one member manifest, hence one config.
-        let mut seen: Vec<(&Option<Platform>, &BlobPlan, &str)> = Vec::new();
+        let mut seen: std::collections::HashMap<&Option<Platform>, (&BlobPlan, &str)> =
+            std::collections::HashMap::new();
         for it in &items {
             let Some(cfg) = &it.config else { continue };
-            match seen.iter().find(|(p, _, _)| **p == it.platform) {
-                Some((_, other, first)) if *other != cfg => {
+            match seen.get(&it.platform) {
+                Some((other, first)) if *other != cfg => {
                     let group = it
                         .platform
                         .as_ref()
@@ -284,10 +333,13 @@ pub fn plan(
                     );
                 }
                 Some(_) => {}
-                None => seen.push((&it.platform, cfg, &it.field)),
+                None => {
+                    seen.insert(&it.platform, (cfg, &it.field));
+                }
             }
         }
     }
+    manifests_fit(&mut c, pack, &items, index_mode);
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|p| (p.line == 0, p.line, p.column));
         return Err(c.problems);

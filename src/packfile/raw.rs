@@ -1,12 +1,13 @@
 //! The pack file as the user wrote it ([`PackFile`]) and its strict reading from a node tree,
 //! which collects every structural problem with its position instead of stopping at the first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::node::{expand_vars, Node, Value};
 use crate::error::Problem;
+use crate::store::MAX_MANIFEST_BYTES;
 
 /// A pack file: what to build (SPEC §2.1). Field names are those of the YAML.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +81,7 @@ pub fn read_pack(
         env,
         positions: Positions::new(),
         problems: Vec::new(),
+        reported: HashSet::new(),
     };
     let mut pack = PackFile::default();
     let mut items_seen = false;
@@ -107,10 +109,21 @@ pub fn read_pack(
     (pack, r.positions, r.problems)
 }
 
+/// The problem text for a value that alone cannot fit in a manifest.
+pub(crate) fn too_large(bytes: u64, what: &str) -> String {
+    format!(
+        "{what} is {bytes} bytes; a manifest holds at most {MAX_MANIFEST_BYTES} bytes (4 MiB), \
+         so it could never be pushed: put large content in a file item instead"
+    )
+}
+
 struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     positions: Positions,
     problems: Vec<Problem>,
+    /// Fields with a problem already (a set: a look-up per item must not scan every
+    /// problem, or a pack of many bad items takes quadratic time).
+    reported: HashSet<String>,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -123,13 +136,18 @@ fn join(path: &str, key: &str) -> String {
 
 impl Reader<'_> {
     fn problem(&mut self, node: &Node, field: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
+        self.push(Problem {
             file: None,
             field: field.to_string(),
             line: node.line,
             column: node.column,
             message: message.into(),
         });
+    }
+
+    fn push(&mut self, problem: Problem) {
+        self.reported.insert(problem.field.clone());
+        self.problems.push(problem);
     }
 
     /// Walks a mapping, rejecting unknown and duplicate keys, calling `f` for each known key.
@@ -180,6 +198,7 @@ impl Reader<'_> {
         path: &str,
     ) -> Vec<(&'n str, &'n Node, &'n Node, String)> {
         let mut out: Vec<(&'n str, &'n Node, &'n Node, String)> = Vec::new();
+        let mut seen: HashSet<&'n str> = HashSet::with_capacity(entries.len());
         for (k, v) in entries {
             let Value::Scalar(key) = &k.value else {
                 self.problem(
@@ -190,7 +209,7 @@ impl Reader<'_> {
                 continue;
             };
             let field = join(path, key);
-            if out.iter().any(|e| e.0 == key) {
+            if !seen.insert(key) {
                 self.problem(k, &field, format!("duplicate key \"{key}\""));
                 continue;
             }
@@ -204,6 +223,10 @@ impl Reader<'_> {
         match &node.value {
             Value::Null => None,
             Value::Scalar(s) => match expand_vars(s, self.env) {
+                Ok(v) if v.len() as u64 > MAX_MANIFEST_BYTES => {
+                    self.problem(node, path, too_large(v.len() as u64, "this value"));
+                    None
+                }
                 Ok(v) => Some(v),
                 Err(missing) => {
                     for name in missing {
@@ -232,7 +255,11 @@ impl Reader<'_> {
         match &node.value {
             Value::Null => {}
             Value::Map(entries) => {
-                for (key, _, v, field) in self.entries(entries, path) {
+                for (key, k, v, field) in self.entries(entries, path) {
+                    if key.len() as u64 > MAX_MANIFEST_BYTES {
+                        self.problem(k, &field, too_large(key.len() as u64, "this key"));
+                        continue;
+                    }
                     let value = match &v.value {
                         Value::Null => Some(String::new()),
                         _ => self.string(v, &field),
@@ -256,7 +283,7 @@ impl Reader<'_> {
             Some(f) if !f.trim().is_empty() => f,
             Some(_) => {
                 let at = join(path, "from");
-                if self.problems.iter().any(|p| p.field == at) {
+                if self.reported.contains(&at) {
                     return String::new(); // already reported (an unset variable)
                 }
                 let (line, column) = self
@@ -264,7 +291,7 @@ impl Reader<'_> {
                     .get(&at)
                     .copied()
                     .unwrap_or((node.line, node.column));
-                self.problems.push(Problem {
+                self.push(Problem {
                     file: None,
                     field: at,
                     line,
@@ -276,7 +303,7 @@ impl Reader<'_> {
             }
             None => {
                 if matches!(node.value, Value::Map(_))
-                    && !self.problems.iter().any(|p| p.field == join(path, "from"))
+                    && !self.reported.contains(&join(path, "from"))
                 {
                     self.problem(
                         node,

@@ -273,3 +273,158 @@ fn the_model_round_trips_through_yaml() {
         Some("application/vnd.x")
     );
 }
+
+/// Peak RSS a hostile pack file may cost `validate` (KiB).
+const PARSE_RSS_KIB: u64 = 256 << 10;
+
+/// `validate -f pack.yaml` on `text`: exit code, what it printed (stdout and stderr), peak
+/// RSS in KiB.
+fn validate_measured(text: impl AsRef<[u8]>) -> (Option<i32>, String, u64) {
+    let d = TestDir::new();
+    d.write("pack.yaml", text.as_ref());
+    d.write("a.txt", "a");
+    let (o, rss) = run_measured(&d.path, &["validate", "-f", "pack.yaml"], &[]);
+    (o.status.code(), stdout(&o) + &stderr(&o), rss)
+}
+
+/// Nested aliases (10 per level, 9 levels: 533 bytes that expand to 10^9 nodes) are refused
+/// at the alias that passes the node budget, in bounded memory; so is the same bomb in flow
+/// style, and one hidden in an annotation map.
+#[test]
+fn alias_bombs_are_pack_file_problems_in_bounded_memory() {
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..9 {
+        let prev = format!("*a{}", level - 1);
+        bomb += &format!("a{level}: &a{level} [{}]\n", vec![prev; 10].join(", "));
+    }
+    bomb += "items: *a8\n";
+    assert!(bomb.len() < 600, "{}", bomb.len());
+    let mut block = String::from("x0: &b0\n  k: v\n");
+    for level in 1..9 {
+        block += &format!("x{level}: &b{level}\n");
+        for i in 0..10 {
+            block += &format!("  k{i}: *b{}\n", level - 1);
+        }
+    }
+    block += "items:\n  - from: file://a.txt\n    annotations: *b8\n";
+    for (name, text) in [("flow", bomb), ("block", block)] {
+        let (code, err, rss) = validate_measured(&text);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(
+            err.contains("pack.yaml:") && err.contains("this alias expands the document past"),
+            "{name}: {err}"
+        );
+        assert!(rss < PARSE_RSS_KIB, "{name}: peak RSS {rss} KiB");
+    }
+    // Aliases that stay small are fine.
+    let (code, err, _) = validate_measured(
+        "annotations: &common {team: a, tier: b}\nitems:\n  - from: file://a.txt\n    annotations: *common\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// One depth limit for every form: 40,000 nested block sequences (`- - - …`), flow
+/// sequences and flow mappings are refused with a position, never a stack overflow.
+#[test]
+fn deep_nesting_is_a_pack_file_problem_in_every_form() {
+    let block = format!("items:\n{}x\n", "- ".repeat(40_000));
+    let flow = format!("items: {}{}\n", "[".repeat(40_000), "]".repeat(40_000));
+    let mapping = format!("items: {}{}\n", "{a: ".repeat(40_000), "}".repeat(40_000));
+    let nested_block: String = (0..200)
+        .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+        .collect();
+    for (name, text) in [
+        ("block", block),
+        ("flow", flow),
+        ("mapping", mapping),
+        ("nested mappings", nested_block),
+    ] {
+        let (code, err, rss) = validate_measured(&text);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(
+            err.contains("pack.yaml:")
+                && (err.contains("nesting deeper than") || err.contains("recursion limit")),
+            "{name}: {err}"
+        );
+        assert!(rss < PARSE_RSS_KIB, "{name}: peak RSS {rss} KiB");
+    }
+}
+
+/// 80,000 annotation keys validate (the duplicate-key check is linear); 80,000 duplicates
+/// of one key are each reported; 20,000 items without `from` are too.
+#[test]
+fn large_pack_files_validate_in_linear_time() {
+    let mut text = String::from("items:\n  - from: file://a.txt\n    annotations:\n");
+    for i in 0..80_000 {
+        text += &format!("      key{i}: v\n");
+    }
+    let (code, err, rss) = validate_measured(&text);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(rss < PARSE_RSS_KIB, "peak RSS {rss} KiB");
+    let mut dup = String::from("items:\n  - from: file://a.txt\n    annotations:\n");
+    for _ in 0..80_000 {
+        dup += "      same: v\n";
+    }
+    let (code, err, _) = validate_measured(&dup);
+    assert_eq!(code, Some(2));
+    assert_eq!(err.matches("duplicate key \"same\"").count(), 79_999);
+    let mut nofrom = String::from("items:\n");
+    for _ in 0..20_000 {
+        nofrom += "  - type: text/plain\n";
+    }
+    let (code, err, _) = validate_measured(&nofrom);
+    assert_eq!(code, Some(2));
+    assert_eq!(err.matches("missing required key \"from\"").count(), 20_000);
+}
+
+/// A UTF-8 byte-order mark is skipped; bytes that are not UTF-8 are a pack-file problem with
+/// the line and column of the first bad byte (exit 2), not an I/O error.
+#[test]
+fn byte_order_marks_and_invalid_utf8() {
+    let (code, err, _) = validate_measured("\u{feff}items:\n  - from: file://a.txt\n");
+    assert_eq!(code, Some(0), "{err}");
+    for (text, at) in [
+        (
+            &b"items:\n  - from: file://a\xff.txt\n"[..],
+            "pack.yaml:2:19:",
+        ),
+        (&b"\xc3(items: []\n"[..], "pack.yaml:1:1:"),
+        (&b"type: caf\xc3\xa9\xe9\n"[..], "pack.yaml:1:11:"),
+    ] {
+        let (code, err, _) = validate_measured(text);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(at) && err.contains("not valid UTF-8"), "{err}");
+    }
+}
+
+/// A value that alone (or annotations that together) cannot fit in a 4 MiB manifest are
+/// pack-file problems naming the field, found by `validate` before anything is read.
+#[test]
+fn values_that_can_never_fit_a_manifest_are_refused() {
+    let big = "v".repeat(50 << 20);
+    let text = format!("items:\n  - from: file://a.txt\n    annotations:\n      note: {big}\n");
+    let (code, err, rss) = validate_measured(&text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("items[0].annotations.note: this value is 52428800 bytes"),
+        "{err}"
+    );
+    assert!(rss < PARSE_RSS_KIB, "peak RSS {rss} KiB");
+    // 5,000 values of 1 KiB: each fits, together they cannot.
+    let mut many = String::from("items:\n  - from: file://a.txt\n    annotations:\n");
+    for i in 0..5_000 {
+        many += &format!("      k{i}: {}\n", "x".repeat(1024));
+    }
+    let (code, err, _) = validate_measured(&many);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("items[0].annotations: the annotations of one manifest add up to"),
+        "{err}"
+    );
+    let (code, err, _) = validate_measured(format!(
+        "type: {}\nitems:\n  - from: file://a.txt\n",
+        "t".repeat(5 << 20)
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("type: this value is"), "{err}");
+}

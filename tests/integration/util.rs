@@ -509,7 +509,8 @@ fn send_stream(
 }
 
 /// Runs the CLI like [`run`] under GNU time; returns its output and its peak RSS in KiB
-/// (getrusage of the child, as GNU time reports it).
+/// (getrusage of the child, as GNU time reports it). A run past ten minutes is killed and
+/// fails the test as a hang.
 pub fn run_measured(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (Output, u64) {
     let rss_file = cwd.join(".peak-rss");
     let mut c = Command::new("/usr/bin/time");
@@ -517,6 +518,9 @@ pub fn run_measured(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (Output,
         .arg("-o")
         .arg(&rss_file)
         .args(["-f", "%M"])
+        // Only a guard against a hang, never a measure: the peak RSS of `timeout` includes
+        // its waited-for child's.
+        .args(["timeout", "--kill-after=10", "600"])
         .arg(env!("CARGO_BIN_EXE_oci-packer"))
         .args(args)
         .env_remove("SOURCE_DATE_EPOCH")
@@ -527,6 +531,7 @@ pub fn run_measured(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (Output,
     let out = c
         .output()
         .expect("GNU time must be installed (.ci/run installs it)");
+    assert_ne!(out.status.code(), Some(124), "oci-packer {args:?} hung");
     let text = std::fs::read_to_string(&rss_file).expect("GNU time's report");
     let kib = text
         .lines()
