@@ -2,6 +2,7 @@
 //! recognisable prefix, and blocking work on the runtime's blocking pool.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -21,6 +22,47 @@ pub fn absolute(dir: &Path) -> PathBuf {
     }
 }
 
+/// How old another run's temp file must be before it is taken for a leftover of a killed
+/// run and removed: no live writer leaves a temp file untouched that long.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the temp files (and temp directories) this program left in `dir` — names
+/// starting with [`TEMP_PREFIX`] — that were last modified more than `age` ago; returns
+/// how many. Symlinks are never followed; what cannot be removed is left alone.
+pub fn sweep_stale_temps(dir: &Path, age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(meta) = e.path().symlink_metadata() else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|d| d > age);
+        if !old {
+            continue;
+        }
+        let gone = if meta.is_dir() {
+            std::fs::remove_dir_all(e.path())
+        } else {
+            std::fs::remove_file(e.path())
+        };
+        if gone.is_ok() {
+            removed += 1;
+            tracing::info!(path = %e.path().display(), "removed a temp file left by an earlier run");
+        }
+    }
+    removed
+}
+
 /// A new temp file in `dir`, named with [`TEMP_PREFIX`].
 pub fn temp_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
     tempfile::Builder::new()
@@ -29,13 +71,66 @@ pub fn temp_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
         .map_err(|e| Error::io("creating temp file in", dir, e))
 }
 
-/// Runs blocking file work on tokio's blocking pool, mapping a panic to an internal error.
+tokio::task_local! {
+    /// The blocking work of the operation this task runs (see [`InFlight`]).
+    static IN_FLIGHT: Arc<InFlight>;
+}
+
+/// Counts one operation's blocking work (file writes, hashing) still running. A blocking
+/// task outlives the future that started it — an error or a cancellation drops the future,
+/// not the thread — so the façade waits for the count to reach zero before it returns:
+/// nobody exits while a writer still writes, and every temp file is removed by its owner.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    running: std::sync::Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+/// One running blocking task of an [`InFlight`]; counted down when dropped.
+struct Running(Arc<InFlight>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut n = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+impl InFlight {
+    /// Runs `fut` with its blocking work counted here.
+    pub async fn scope<F: std::future::Future>(self: Arc<Self>, fut: F) -> F::Output {
+        IN_FLIGHT.scope(self, fut).await
+    }
+
+    /// Blocks until no counted blocking task runs.
+    pub fn wait_idle(&self) {
+        let mut n = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            n = self.idle.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn start(self: &Arc<Self>) -> Running {
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Running(self.clone())
+    }
+}
+
+/// Runs blocking file work on tokio's blocking pool, mapping a panic to an internal error;
+/// counted in the operation's [`InFlight`], so the operation does not return before it ends.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("worker thread failed: {e}")))?
+    let running = IN_FLIGHT.try_with(|t| t.start()).ok();
+    tokio::task::spawn_blocking(move || {
+        let _running = running;
+        f()
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Internal, format!("worker thread failed: {e}")))?
 }
 
 /// The error for a source file that changed while it was read (`what` says how).

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::runtime::{Builder, Handle, Runtime};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::InFlight;
 
 static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
 
@@ -82,14 +83,18 @@ where
     })?
 }
 
-/// Runs `fut` to completion on the library's runtime and returns its output.
+/// Runs `fut` to completion on the library's runtime and returns its output, once every
+/// blocking task it started has ended too (even when `fut` was dropped early by a
+/// cancellation): see [`InFlight`].
 pub fn block_on<F>(fut: F) -> Result<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
     let rt = runtime()?;
-    if Handle::try_current().is_ok() {
+    let in_flight = Arc::new(InFlight::default());
+    let fut = in_flight.clone().scope(fut);
+    let out = if Handle::try_current().is_ok() {
         std::thread::scope(|s| {
             s.spawn(|| rt.block_on(fut))
                 .join()
@@ -97,5 +102,7 @@ where
         })
     } else {
         Ok(rt.block_on(fut))
-    }
+    };
+    in_flight.wait_idle();
+    out
 }

@@ -157,7 +157,7 @@ impl DigestCache {
                 return;
             }
         }
-        if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
+        if let Ok(mut tmp) = crate::fsutil::temp_file(dir) {
             use std::io::Write;
             if writeln!(tmp, "{} {digest}", stamp(meta)).is_ok() {
                 let _ = tmp.persist(entry);

@@ -52,6 +52,8 @@ fn place(tmp: &Path, url: &str) -> Result<Place> {
         if std::fs::create_dir(&dir).is_ok()
             || std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir())
         {
+            // Downloads of killed runs: removed by the next download of the URL.
+            crate::fsutil::sweep_stale_temps(&dir, crate::fsutil::STALE_TEMP_AGE);
             return Ok(Place::Cache(dir));
         }
     }

@@ -158,6 +158,11 @@ impl Layout {
         }
         let blobs = self.dir.join("blobs").join("sha256");
         fs::create_dir_all(&blobs).map_err(|e| Error::io("creating", &blobs, e))?;
+        // Leftovers of runs that were killed (their own temp files are removed on every
+        // error path): whoever writes next removes those older than an hour.
+        for dir in [&self.dir, &blobs] {
+            crate::fsutil::sweep_stale_temps(dir, crate::fsutil::STALE_TEMP_AGE);
+        }
         if !self.dir.join(INDEX_FILE).exists() {
             let _lock = self.lock()?;
             if !self.dir.join(INDEX_FILE).exists() {
@@ -261,14 +266,27 @@ impl Layout {
         Ok(())
     }
 
+    /// Opens (creating) a lock file of the layout, never through a symlink: a planted link
+    /// would make us create or lock a file outside the layout.
     fn open_lock_file(&self, name: &str) -> Result<File> {
         let path = self.dir.join(name);
-        fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io("opening", &path, e))
+        let mut options = fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        }
+        options.open(&path).map_err(|e| {
+            if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+                layout_err(
+                    &self.shown,
+                    format!("{name} is a symlink; a layout's lock files must be regular files (remove the link)"),
+                )
+            } else {
+                Error::io("opening", &path, e)
+            }
+        })
     }
 
     /// Every node of the graph under `root` is a blob of this layout (regular file, declared
@@ -426,18 +444,19 @@ impl Layout {
         Ok(true)
     }
 
-    /// Where staging may write blobs it hashes (see [`Target::spool_dir`]): the blobs
-    /// directory of an existing layout; for a new one its parent directory, so that a pack
-    /// that fails leaves no layout behind (and a rename still adopts the file).
+    /// Where staging may write blobs it hashes (see [`Target::spool_dir`]), always inside
+    /// the layout: the blobs directory of an existing layout; for a new one the layout's
+    /// directory itself (created empty), so that a pack that fails leaves no `oci-layout`
+    /// behind, a killed one leaves its temp files where the next writer sweeps them, and a
+    /// rename still adopts the file.
     fn spool_path(&self) -> Option<PathBuf> {
         if self.dir.join(LAYOUT_FILE).exists() {
             let blobs = self.dir.join("blobs").join("sha256");
             return fs::create_dir_all(&blobs).is_ok().then_some(blobs);
         }
-        self.dir
-            .parent()
-            .filter(|p| p.is_dir())
-            .map(Path::to_path_buf)
+        fs::create_dir_all(&self.dir)
+            .is_ok()
+            .then(|| self.dir.clone())
     }
 }
 

@@ -284,3 +284,194 @@ fn list_shows_entries_and_trees() {
         stderr(&o)
     );
 }
+
+/// Child mode of [`killed_runs_leave_temp_files_only_inside_the_layout`]: packs a large file
+/// into the layout named by `OCI_PACKER_TEST_KILL_INTO` and kills itself (SIGKILL, no
+/// destructors) at its first progress event, midway through writing it.
+#[test]
+#[ignore = "run by killed_runs_leave_temp_files_only_inside_the_layout"]
+fn child_pack_that_kills_itself() {
+    let Ok(target) = std::env::var("OCI_PACKER_TEST_KILL_INTO") else {
+        return;
+    };
+    let file = std::env::var("OCI_PACKER_TEST_KILL_FILE").expect("file");
+    let opts = oci_packer::Options {
+        progress: oci_packer::Progress::new(|e| {
+            if matches!(e, oci_packer::ProgressEvent::StageAdvanced { .. }) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &std::process::id().to_string()])
+                    .status();
+            }
+        }),
+        ..Default::default()
+    };
+    let _ = oci_packer::pack(
+        oci_packer::PackInput::Yaml {
+            text: format!("items:\n  - from: file://{file}\n"),
+            base_dir: ".".into(),
+        },
+        &target,
+        &opts,
+    );
+    unreachable!("killed");
+}
+
+fn our_temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with(".oci-packer-") {
+            out.push(p.clone());
+        }
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(our_temp_files(&p));
+        }
+    }
+    out
+}
+
+/// A run killed midway leaves its temp files inside the layout — for a new layout too,
+/// never in the parent directory — and the next writer removes those older than an hour
+/// (a recent one may belong to a live writer and stays).
+#[test]
+fn killed_runs_leave_temp_files_only_inside_the_layout() {
+    let d = TestDir::new();
+    let big = d.join("big.bin");
+    d.write(
+        "big.bin",
+        (0..48u32 << 20)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    for (name, existing) in [("new", false), ("existing", true)] {
+        let layout = d.join(name);
+        if existing {
+            d.write("small.txt", "small");
+            d.write("small.yaml", "items:\n  - from: file://small.txt\n");
+            pack_ok(&d, "small.yaml", &format!("oci://{name}:before"));
+        }
+        let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "--exact",
+                "layout::child_pack_that_kills_itself",
+                "--ignored",
+                "--quiet",
+            ])
+            .env(
+                "OCI_PACKER_TEST_KILL_INTO",
+                format!("oci://{}:v1", layout.display()),
+            )
+            .env("OCI_PACKER_TEST_KILL_FILE", &big)
+            .stdout(Stdio::null())
+            .status()
+            .expect("child");
+        assert!(!status.success(), "{name}: the child was not killed");
+        let leftovers = our_temp_files(&d.path);
+        assert!(
+            !leftovers.is_empty(),
+            "{name}: killed before writing anything"
+        );
+        for p in &leftovers {
+            assert!(
+                p.starts_with(&layout),
+                "{name}: temp file outside the layout: {p:?}"
+            );
+        }
+        // An hour later, the next pack into the layout removes them; a fresh one stays.
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for p in &leftovers {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .and_then(|f| f.set_modified(two_hours_ago))
+                .expect("age the leftover");
+        }
+        let fresh = layout.join(".oci-packer-fresh");
+        std::fs::write(&fresh, "a live writer's").expect("fresh");
+        d.write("a.txt", "a");
+        d.write("a.yaml", "items:\n  - from: file://a.txt\n");
+        pack_ok(&d, "a.yaml", &format!("oci://{name}:after"));
+        assert_eq!(our_temp_files(&d.path), vec![fresh.clone()], "{name}");
+        std::fs::remove_file(&fresh).expect("rm");
+        assert_layout_valid(&layout);
+    }
+}
+
+/// A small file system (a real tmpfs) that fills up midway: the pack fails with the
+/// file system's error, waits for its writers, leaves no temp file, and the next pack of
+/// something that fits succeeds.
+#[test]
+fn a_full_file_system_fails_cleanly_and_the_next_pack_works() {
+    struct Tmpfs(std::path::PathBuf);
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let d = TestDir::new();
+    let mnt = d.mkdir("small-fs");
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount (the tests run as root)");
+    assert!(ok.success(), "mounting a tmpfs needs root");
+    let _fs = Tmpfs(mnt.clone());
+    d.write(
+        "big.bin",
+        (0..40u32 << 20)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    d.write("other.bin", vec![9u8; 10 << 20]);
+    d.write(
+        "big.yaml",
+        "items:\n  - from: file://big.bin\n  - from: file://other.bin\n",
+    );
+    let target = format!("oci://{}:v1", mnt.join("out").display());
+    let o = run(&d.path, &["pack", "-f", "big.yaml", &target], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("No space left on device"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(our_temp_files(&mnt), Vec::<std::path::PathBuf>::new());
+    d.write("a.txt", "a");
+    d.write("a.yaml", "items:\n  - from: file://a.txt\n");
+    pack_ok(
+        &d,
+        "a.yaml",
+        &format!("oci://{}:small", mnt.join("out").display()),
+    );
+    assert_layout_valid(&mnt.join("out"));
+}
+
+/// `index.lock` (and the operation lock) are never opened through a symlink: a dangling
+/// link planted in the layout makes the pack fail, and nothing appears where it points.
+#[test]
+fn lock_files_are_never_opened_through_symlinks() {
+    for lock in ["index.lock", ".oci-packer.lock"] {
+        let d = TestDir::new();
+        d.write("a.txt", "a");
+        d.write("a.yaml", "items:\n  - from: file://a.txt\n");
+        pack_ok(&d, "a.yaml", "oci://out:v1");
+        let planted = d.join("outside/planted");
+        std::fs::create_dir_all(d.join("outside")).expect("mkdir");
+        let _ = std::fs::remove_file(d.join("out").join(lock));
+        std::os::unix::fs::symlink(&planted, d.join("out").join(lock)).expect("symlink");
+        d.write("b.txt", "b");
+        d.write("b.yaml", "items:\n  - from: file://b.txt\n");
+        let o = run(&d.path, &["pack", "-f", "b.yaml", "oci://out:v2"], &[]);
+        assert_eq!(o.status.code(), Some(2), "{lock}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("{lock} is a symlink")),
+            "{lock}: {}",
+            stderr(&o)
+        );
+        assert!(
+            !planted.exists(),
+            "{lock}: a file appeared outside the layout"
+        );
+    }
+}
