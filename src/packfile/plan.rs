@@ -89,9 +89,9 @@ fn manifests_fit(c: &mut Checker<'_>, pack: &PackFile, items: &[ItemPlan], index
     let mut groups: std::collections::HashMap<&Option<Platform>, Manifest> =
         std::collections::HashMap::new();
     for it in items {
-        let m = if !index_mode {
-            &mut root
-        } else if matches!(it.source, Source::Image { .. }) {
+        // Image items' annotations go to their index entry (the root), like everything in
+        // manifest mode.
+        let m = if !index_mode || matches!(it.source, Source::Image { .. }) {
             &mut root
         } else {
             groups.entry(&it.platform).or_insert((0, None))
