@@ -36,6 +36,7 @@ mod reference;
 mod runtime;
 mod source;
 mod store;
+mod text;
 mod time;
 mod transport;
 

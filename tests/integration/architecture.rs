@@ -15,6 +15,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("platform", 0),
     ("reference", 0),
     ("time", 0),
+    ("text", 0),
     ("progress", 0),
     ("fsutil", 0),
     ("graph", 0),

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::util::*;
 
@@ -1331,5 +1331,208 @@ fn oras_pull_reads_every_archive_mode() {
             blob(&copy, layer["digest"].as_str().expect("digest")),
             "{name}"
         );
+    }
+}
+
+/// With a credential helper configured (`credsStore`, or the host's `credHelpers`), `login`
+/// stores through it — no password in the Docker config, only an empty `auths` entry — and
+/// `logout` erases through it; lookups follow Docker's order (`credHelpers`, `credsStore`,
+/// then `auths`).
+#[test]
+fn login_and_logout_go_through_the_configured_credential_helper() {
+    let reg = RegistryServer::with_basic_auth("alice", "s3cret");
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
+    let (path, store) = file_credential_helper(&d, "filestore");
+    let target = reg.reference("private/a:v1");
+    let host = reg.addr.as_str();
+    for (name, config) in [
+        ("credsStore", json!({"credsStore": "filestore"})),
+        (
+            "credHelpers",
+            json!({"credsStore": "missing-helper", "credHelpers": {host: "filestore"}}),
+        ),
+    ] {
+        let cfg = d.write(&format!("{name}/config.json"), config.to_string());
+        let cfg = cfg.to_str().expect("utf8");
+        let env = [("PATH", path.as_str())];
+        let o = run(
+            &d.path,
+            &[
+                "--plain-http",
+                "--registry-config",
+                cfg,
+                "-u",
+                "alice",
+                "-p",
+                "s3cret",
+                "login",
+                host,
+            ],
+            &env,
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let text = std::fs::read_to_string(cfg).expect("config");
+        assert!(
+            !text.contains("auth\""),
+            "{name}: a password in the config: {text}"
+        );
+        assert_eq!(
+            read_json(std::path::Path::new(cfg))["auths"][host],
+            json!({}),
+            "{name}"
+        );
+        let kept: Vec<_> = std::fs::read_dir(&store).expect("store").collect();
+        assert_eq!(kept.len(), 1, "{name}: the helper stored it");
+        let o = run(
+            &d.path,
+            &[
+                "--plain-http",
+                "--registry-config",
+                cfg,
+                "pack",
+                "-f",
+                "pack.yaml",
+                &target,
+            ],
+            &env,
+        );
+        assert!(
+            o.status.success(),
+            "{name}: found through the helper: {}",
+            stderr(&o)
+        );
+        let o = run(&d.path, &["--registry-config", cfg, "logout", host], &env);
+        assert!(
+            stdout(&o).contains("Removed credentials"),
+            "{name}: {}",
+            stdout(&o)
+        );
+        assert_eq!(
+            std::fs::read_dir(&store).expect("store").count(),
+            0,
+            "{name}: erased"
+        );
+        assert!(read_json(std::path::Path::new(cfg))["auths"]
+            .get(host)
+            .is_none());
+        let o = run(
+            &d.path,
+            &[
+                "--plain-http",
+                "--registry-config",
+                cfg,
+                "copy",
+                &target,
+                "oci://pulled:v1",
+            ],
+            &env,
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{name}: still authorised after logout"
+        );
+    }
+    // Docker's order: the helper's credential wins over a stale one in `auths`.
+    let (path2, _) = file_credential_helper(&d, "filestore");
+    let cfg = d.write(
+        "order/config.json",
+        json!({"credsStore": "filestore"}).to_string(),
+    );
+    let cfg = cfg.to_str().expect("utf8");
+    let env = [("PATH", path2.as_str())];
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            cfg,
+            "-u",
+            "alice",
+            "-p",
+            "s3cret",
+            "login",
+            host,
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut config = read_json(std::path::Path::new(cfg));
+    use base64::Engine as _;
+    config["auths"][host] =
+        json!({"auth": base64::engine::general_purpose::STANDARD.encode("alice:stale")});
+    std::fs::write(cfg, config.to_string()).expect("write");
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--registry-config",
+            cfg,
+            "copy",
+            &target,
+            "oci://ordered:v1",
+        ],
+        &env,
+    );
+    assert!(
+        o.status.success(),
+        "the helper comes before auths: {}",
+        stderr(&o)
+    );
+}
+
+/// `login` checks credentials as `docker login` does — `/v2/` with a token for no scope, or
+/// for `registry:catalog:*` where the token service demands a scope — and never asks for
+/// push access to a made-up repository. Wrong credentials are refused either way.
+#[test]
+fn login_asks_for_no_repository_scope() {
+    for demand_scope in [false, true] {
+        let t = TokenRegistry::start_with("bob", "hunter2", demand_scope);
+        let d = TestDir::new();
+        let cfg = d.join("config.json");
+        let cfg = cfg.to_str().expect("utf8");
+        let host = t.registry.addr.as_str();
+        let o = run(
+            &d.path,
+            &[
+                "--plain-http",
+                "--registry-config",
+                cfg,
+                "-u",
+                "bob",
+                "-p",
+                "hunter2",
+                "login",
+                host,
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{demand_scope}: {}", stderr(&o));
+        let granted = t.granted.lock().expect("lock").clone();
+        let expect = if demand_scope {
+            "registry:catalog:*"
+        } else {
+            ""
+        };
+        assert_eq!(granted, [expect], "{demand_scope}");
+        let o = run(
+            &d.path,
+            &[
+                "--plain-http",
+                "--registry-config",
+                cfg,
+                "-u",
+                "bob",
+                "-p",
+                "wrong",
+                "login",
+                host,
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(1), "{demand_scope}: {}", stderr(&o));
+        assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
     }
 }

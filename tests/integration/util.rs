@@ -678,6 +678,16 @@ pub struct TokenRegistry {
 
 impl TokenRegistry {
     pub fn start(user: &'static str, password: &'static str) -> TokenRegistry {
+        TokenRegistry::start_with(user, password, false)
+    }
+
+    /// With `demand_scope`, the token server refuses (400) requests that name no scope, as
+    /// some token services do; a granted request without scope is recorded as "".
+    pub fn start_with(
+        user: &'static str,
+        password: &'static str,
+        demand_scope: bool,
+    ) -> TokenRegistry {
         use base64::Engine as _;
         let keys = TestDir::new();
         // The test CA's own key and self-signed certificate sign the tokens (x5c).
@@ -704,6 +714,13 @@ impl TokenRegistry {
                 return Response::status(401).body(r#"{"details":"bad credentials"}"#);
             }
             let query = req.path.split_once('?').map(|(_, q)| q).unwrap_or("");
+            let scoped = query.split('&').any(|kv| kv.starts_with("scope="));
+            if !scoped {
+                if demand_scope {
+                    return Response::status(400).body(r#"{"details":"a scope is required"}"#);
+                }
+                g.lock().expect("lock").push(String::new());
+            }
             let mut access = Vec::new();
             for kv in query.split('&') {
                 if let Some(scope) = kv.strip_prefix("scope=") {
@@ -830,6 +847,59 @@ pub fn test_certificates(dir: &TestDir) -> (PathBuf, PathBuf, PathBuf) {
         "tls.crt",
     ]);
     (p("ca.crt"), p("tls.crt"), p("tls.key"))
+}
+
+/// Writes an executable `docker-credential-NAME` that keeps credentials in files under
+/// `DIR/credential-store/` (the helper protocol's `store`, `get`, `erase`, `list`, as
+/// docker-credential-pass does it, without gpg); returns a `PATH` that finds it first, and
+/// the store directory.
+pub fn file_credential_helper(d: &TestDir, name: &str) -> (String, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = d.mkdir("credential-helpers");
+    let store = d.mkdir("credential-store");
+    let script = format!(
+        r#"#!/usr/bin/env python3
+import json, os, sys, urllib.parse
+store = {store:?}
+action = sys.argv[1]
+data = sys.stdin.read()
+def path(server):
+    return os.path.join(store, urllib.parse.quote(server.strip(), safe=""))
+if action == "store":
+    entry = json.loads(data)
+    with open(path(entry["ServerURL"]), "w") as f:
+        json.dump(entry, f)
+elif action == "get":
+    try:
+        with open(path(data)) as f:
+            print(f.read())
+    except FileNotFoundError:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+elif action == "erase":
+    try:
+        os.remove(path(data))
+    except FileNotFoundError:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+elif action == "list":
+    print(json.dumps({{urllib.parse.unquote(n): "" for n in os.listdir(store)}}))
+"#,
+        store = store.display().to_string()
+    );
+    let helper = d.write(
+        &format!("credential-helpers/docker-credential-{name}"),
+        script,
+    );
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (
+        format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+        store,
+    )
 }
 
 /// Writes an executable `docker-credential-NAME` that prints `user`/`secret` (after reading

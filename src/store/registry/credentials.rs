@@ -1,7 +1,9 @@
 //! Where registry credentials come from (SPEC §4), first match wins: the `-u/-p` flags; the
-//! Docker config (`--registry-config`, `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`:
-//! `credHelpers`, `credsStore`, `auths`); the containers auth file (`$REGISTRY_AUTH_FILE`,
-//! `$XDG_RUNTIME_DIR/containers/auth.json`); anonymous.
+//! Docker config (`--registry-config`, `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`),
+//! in Docker's order — the host's `credHelpers` helper, else the `credsStore` helper, then
+//! `auths`; the containers auth file (`$REGISTRY_AUTH_FILE`,
+//! `$XDG_RUNTIME_DIR/containers/auth.json`); anonymous. `login` and `logout` store and erase
+//! through the configured helper, as `docker login` does.
 //!
 //! Why not the `docker_credential` crate: it reads only the Docker config at its default
 //! places (no `--registry-config`, no containers auth file) and cannot write entries for
@@ -114,38 +116,56 @@ fn from_auths(config: &Value, host: &str) -> Option<Credential> {
     })
 }
 
-/// Runs `docker-credential-NAME get` for `host`.
-fn from_helper(name: &str, host: &str) -> Result<Option<Credential>> {
-    let program = format!("docker-credential-{name}");
-    let server = if host == "index.docker.io" {
+/// The server name a credential helper files `host` under (Docker Hub's historical URL).
+fn helper_server(host: &str) -> &str {
+    if host == "index.docker.io" {
         DOCKER_HUB_KEY
     } else {
         host
-    };
-    let mut child = match Command::new(&program)
-        .arg("get")
+    }
+}
+
+/// Runs `docker-credential-NAME ACTION` with `input` on stdin (the helper protocol).
+fn run_helper(name: &str, action: &str, input: &[u8]) -> Result<std::process::Output> {
+    let program = format!("docker-credential-{name}");
+    let mut child = Command::new(&program)
+        .arg(action)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return Err(Error::new(
+        .map_err(|e| {
+            Error::new(
                 ErrorKind::Authentication,
                 format!("credential helper {program} (from the Docker config) cannot run: {e}; install it or remove it from the config"),
-            ))
-        }
-    };
+            )
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(server.as_bytes());
+        let _ = stdin.write_all(input);
     }
-    let out = child.wait_with_output().map_err(|e| {
+    child.wait_with_output().map_err(|e| {
         Error::new(
             ErrorKind::Authentication,
             format!("credential helper {program}: {e}"),
         )
-    })?;
+    })
+}
+
+/// What a helper said on failure, first line, for messages (never a secret: helpers print
+/// their error there, and we never pass a secret to `get` or `erase`).
+fn helper_says(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(if out.stdout.is_empty() {
+        &out.stderr
+    } else {
+        &out.stdout
+    });
+    crate::text::printable(text.lines().next().unwrap_or("").trim()).into_owned()
+}
+
+/// Runs `docker-credential-NAME get` for `host`.
+fn from_helper(name: &str, host: &str) -> Result<Option<Credential>> {
+    let program = format!("docker-credential-{name}");
+    let out = run_helper(name, "get", helper_server(host).as_bytes())?;
     if !out.status.success() {
         // "credentials not found in native keychain": not an error, just nothing stored.
         return Ok(None);
@@ -171,35 +191,35 @@ fn from_helper(name: &str, host: &str) -> Result<Option<Credential>> {
     }))
 }
 
-/// Looks up the credential for `host` in the order of SPEC §4 (flags excluded).
+/// The credential helper the Docker config names for `host`, as Docker picks it: the
+/// host's `credHelpers` entry, else `credsStore`.
+fn helper_for(config: &Value, host: &str) -> Option<String> {
+    host_keys(host)
+        .iter()
+        .find_map(|k| {
+            config
+                .get("credHelpers")
+                .and_then(|h| h.get(k))
+                .and_then(Value::as_str)
+        })
+        .or_else(|| config.get("credsStore").and_then(Value::as_str))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Looks up the credential for `host` in Docker's order (flags excluded): the helper the
+/// Docker config names for it (`credHelpers`, else `credsStore`), then its `auths`; then
+/// the containers auth file.
 pub fn lookup(host: &str, config_flag: Option<&Path>) -> Result<Option<Credential>> {
     if let Some(path) = docker_config_path(config_flag) {
         if let Some(config) = read_json(&path)? {
-            let helper = host_keys(host)
-                .iter()
-                .find_map(|k| {
-                    config
-                        .get("credHelpers")
-                        .and_then(|h| h.get(k))
-                        .and_then(Value::as_str)
-                })
-                .map(str::to_string);
-            if let Some(name) = helper {
+            if let Some(name) = helper_for(&config, host) {
                 if let Some(c) = from_helper(&name, host)? {
                     return Ok(Some(c));
                 }
             }
             if let Some(c) = from_auths(&config, host) {
                 return Ok(Some(c));
-            }
-            if let Some(store) = config
-                .get("credsStore")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            {
-                if let Some(c) = from_helper(store, host)? {
-                    return Ok(Some(c));
-                }
             }
         }
     }
@@ -228,7 +248,10 @@ fn write_config(path: &Path, config: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Stores a credential for `host` in the Docker config (`login`); returns the file written.
+/// Stores a credential for `host` (`login`), as `docker login` does: through the credential
+/// helper the Docker config names for the host (`credHelpers`, else `credsStore`), with an
+/// empty `auths` entry so the host is known; in plain `auths` only when no helper is
+/// configured. Returns the Docker config file.
 pub fn store(host: &str, cred: &Credential, config_flag: Option<&Path>) -> Result<PathBuf> {
     let path = docker_config_path(config_flag).ok_or_else(|| {
         Error::new(
@@ -237,13 +260,29 @@ pub fn store(host: &str, cred: &Credential, config_flag: Option<&Path>) -> Resul
         )
     })?;
     let mut config = read_json(&path)?.unwrap_or_else(|| json!({}));
-    let key = if host == "index.docker.io" {
-        DOCKER_HUB_KEY
-    } else {
-        host
+    let key = helper_server(host);
+    let entry = match helper_for(&config, host) {
+        Some(name) => {
+            let input =
+                json!({"ServerURL": key, "Username": cred.username, "Secret": cred.password});
+            let out = run_helper(&name, "store", input.to_string().as_bytes())?;
+            if !out.status.success() {
+                return Err(Error::new(
+                    ErrorKind::Authentication,
+                    format!(
+                        "credential helper docker-credential-{name} could not store the credentials for {host}: {}",
+                        helper_says(&out)
+                    ),
+                ));
+            }
+            json!({})
+        }
+        None => {
+            let auth = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", cred.username, cred.password));
+            json!({ "auth": auth })
+        }
     };
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", cred.username, cred.password));
     let map = config.as_object_mut().ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidArgument,
@@ -252,13 +291,18 @@ pub fn store(host: &str, cred: &Credential, config_flag: Option<&Path>) -> Resul
     })?;
     let auths = map.entry("auths").or_insert_with(|| json!({}));
     if let Some(a) = auths.as_object_mut() {
-        a.insert(key.to_string(), json!({ "auth": auth }));
+        // No plain-text copy stays under another spelling of the host.
+        for k in host_keys(host) {
+            a.remove(&k);
+        }
+        a.insert(key.to_string(), entry);
     }
     write_config(&path, &config)?;
     Ok(path)
 }
 
-/// Removes `host` from the Docker config (`logout`); false when it had no entry.
+/// Removes the credentials for `host` (`logout`): erased through the configured credential
+/// helper, and the host's `auths` entries removed; false when there were none.
 pub fn remove(host: &str, config_flag: Option<&Path>) -> Result<bool> {
     let Some(path) = docker_config_path(config_flag) else {
         return Ok(false);
@@ -267,15 +311,30 @@ pub fn remove(host: &str, config_flag: Option<&Path>) -> Result<bool> {
         return Ok(false);
     };
     let mut removed = false;
-    if let Some(auths) = config.get_mut("auths").and_then(Value::as_object_mut) {
-        for k in host_keys(host) {
-            removed |= auths.remove(&k).is_some();
+    if let Some(name) = helper_for(&config, host) {
+        let out = run_helper(&name, "erase", helper_server(host).as_bytes())?;
+        if out.status.success() {
+            removed = true;
+        } else if !helper_says(&out).to_ascii_lowercase().contains("not found") {
+            return Err(Error::new(
+                ErrorKind::Authentication,
+                format!(
+                    "credential helper docker-credential-{name} could not erase the credentials for {host}: {}",
+                    helper_says(&out)
+                ),
+            ));
         }
     }
-    if removed {
+    let mut edited = false;
+    if let Some(auths) = config.get_mut("auths").and_then(Value::as_object_mut) {
+        for k in host_keys(host) {
+            edited |= auths.remove(&k).is_some();
+        }
+    }
+    if edited {
         write_config(&path, &config)?;
     }
-    Ok(removed)
+    Ok(removed || edited)
 }
 
 /// The `Authorization` value for Basic authentication.

@@ -147,23 +147,30 @@ impl Registry {
         format!("repository:{}:pull,push", self.repo())
     }
 
-    /// Checks that the registry answers and the credentials (if any) are accepted.
+    /// Checks that the registry answers and accepts the credentials (if any), as `docker
+    /// login` does: `GET /v2/` with a token for no scope, or — when the token service
+    /// demands one — for `registry:catalog:*`. No repository is named or asked for.
     pub async fn ping(&self) -> Result<()> {
         let url = format!("{}/v2/", self.client.base);
         let what = format!("registry {}", self.client.host);
-        // Ask for push access to the repository: that is what `login` is for.
-        let scope = self.push_scope();
-        self.client
-            .expect(
-                Method::GET,
-                &url,
-                &scope,
-                HeaderMap::new(),
-                &Body::Empty,
-                &what,
-            )
-            .await
-            .map(|_| ())
+        let get = async |scope: &str| {
+            self.client
+                .expect(
+                    Method::GET,
+                    &url,
+                    scope,
+                    HeaderMap::new(),
+                    &Body::Empty,
+                    &what,
+                )
+                .await
+                .map(drop)
+        };
+        match get("").await {
+            // Not a refusal of the credentials: a token service that wants a scope.
+            Err(e) if e.kind() == ErrorKind::Registry => get("registry:catalog:*").await,
+            other => other,
+        }
     }
 
     /// Every tag of the repository, following `Link` pagination.

@@ -1,0 +1,47 @@
+//! Text from outside (registry error bodies, layout tag names, titles, media types, helper
+//! output) made safe to print: control characters shown as escapes, so an ESC sequence
+//! cannot clear or recolour the terminal and a CR or LF cannot fake a line of output.
+
+use std::borrow::Cow;
+
+/// True for what must not reach a terminal raw: C0 and C1 controls, DEL, and the Unicode
+/// bidirectional overrides and isolates (which reorder what a line appears to say).
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with every unsafe character written as an escape (`\x1b`, `\n`, `\u{202e}`);
+/// borrowed unchanged when there is none.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe(c) && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if is_unsafe(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn controls_are_escaped_and_the_rest_kept() {
+        assert_eq!(printable("plain text, ünïcode ✓"), "plain text, ünïcode ✓");
+        assert_eq!(printable("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(printable("ok\r\nFAKE"), "ok\\r\\nFAKE");
+        assert_eq!(printable("x\u{7f}\u{9b}y"), "x\\x7f\\x9by");
+        assert_eq!(printable("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+    }
+}
