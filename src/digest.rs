@@ -6,14 +6,14 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// A parsed, validated `sha256:<64 hex>` digest (the only algorithm we write).
-///
-/// Reading also accepts `sha512:` so that content made by other tools can be verified.
+/// A parsed, validated `sha256:<64 hex>` digest: the algorithm this build writes and the
+/// only one it can verify, so other algorithms are refused where they are parsed (a pin, a
+/// reference, a descriptor) instead of failing every later check.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(String);
 
 impl Digest {
-    /// Parses `algo:hex`, checking the algorithm and the hex length.
+    /// Parses `sha256:hex`, checking the algorithm and the hex length.
     pub fn parse(text: &str) -> Result<Digest> {
         let invalid = |why: &str| {
             Error::new(
@@ -22,12 +22,13 @@ impl Digest {
             )
         };
         let (algo, hex) = text.split_once(':').ok_or_else(|| invalid("no ':'"))?;
-        let len = match algo {
-            "sha256" => 64,
-            "sha512" => 128,
-            _ => return Err(invalid("unsupported algorithm")),
-        };
-        if hex.len() != len || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if algo != "sha256" {
+            return Err(invalid(&format!(
+                "\"{algo}\" digests cannot be checked: this build computes and verifies sha256 \
+                 only, so give the sha256 digest"
+            )));
+        }
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(invalid("wrong length or not lower-case hex"));
         }
         Ok(Digest(text.to_string()))

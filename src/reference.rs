@@ -44,6 +44,9 @@ pub enum LayoutSelector {
     Name(String),
     /// Matched against the entry's digest.
     Digest(Digest),
+    /// `NAME@DIGEST`: the digest is what is read; written, the content must have that
+    /// digest, and is then named NAME.
+    NameAndDigest(String, Digest),
 }
 
 impl Reference {
@@ -212,7 +215,23 @@ impl LayoutRef {
                 if r.is_empty() {
                     return Err("empty reference after ':'".into());
                 }
-                (&text[..i], LayoutSelector::Name(r.to_string()))
+                // `NAME@ALGO:HEX` carries a digest (a ref name may hold '@', but not that).
+                let digest = r.rsplit_once('@').filter(|(_, d)| {
+                    d.split_once(':').is_some_and(|(algo, hex)| {
+                        !algo.is_empty()
+                            && algo.bytes().all(|b| b.is_ascii_alphanumeric())
+                            && !hex.is_empty()
+                            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                    })
+                });
+                let selector = match digest {
+                    Some((name, d)) if !name.is_empty() => LayoutSelector::NameAndDigest(
+                        name.to_string(),
+                        Digest::parse(d).map_err(|e| e.message().to_string())?,
+                    ),
+                    _ => LayoutSelector::Name(r.to_string()),
+                };
+                (&text[..i], selector)
             }
             None => (text, LayoutSelector::Name("latest".into())),
         };
@@ -256,6 +275,9 @@ impl fmt::Display for LayoutRef {
         match &self.selector {
             LayoutSelector::Name(n) => write!(f, "oci://{}:{n}", self.dir.display()),
             LayoutSelector::Digest(d) => write!(f, "oci://{}@{d}", self.dir.display()),
+            LayoutSelector::NameAndDigest(n, d) => {
+                write!(f, "oci://{}:{n}@{d}", self.dir.display())
+            }
         }
     }
 }
@@ -271,6 +293,7 @@ mod tests {
                 match l.selector {
                     LayoutSelector::Name(n) => n,
                     LayoutSelector::Digest(d) => format!("@{d}"),
+                    LayoutSelector::NameAndDigest(n, d) => format!("{n}@{d}"),
                 },
             ),
             other => panic!("{text} parsed as {other:?}"),

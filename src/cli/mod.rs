@@ -17,17 +17,17 @@ mod output;
 #[command(
     name = "oci-packer",
     version,
-    after_help = "The seed form `oci-packer -f FILE TARGET` is the same as `oci-packer pack -f FILE TARGET`."
+    after_help = "The short form `oci-packer -f FILE TARGET` is the same as `oci-packer pack -f FILE TARGET`."
 )]
 struct Cli {
     #[command(flatten)]
     global: Global,
     #[command(subcommand)]
     command: Option<Command>,
-    /// Pack file (seed form, same as `pack -f`).
+    /// Pack file (short form, same as `pack -f`).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
-    /// Target (seed form, same as `pack … TARGET`).
+    /// Target (short form, same as `pack … TARGET`).
     #[arg(value_name = "TARGET")]
     target: Option<String>,
 }
@@ -135,6 +135,52 @@ enum Command {
         /// Registry host.
         host: String,
     },
+    /// Commands of the original tool that this version does not have: refused with a
+    /// message saying so (hidden from --help).
+    #[command(
+        name = "extract",
+        hide = true,
+        aliases = ["delete", "gc", "verify", "mount", "umount", "proxy"]
+    )]
+    Missing {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
+}
+
+/// The words that name commands, this version's and the original tool's: a short-form
+/// TARGET that is one of them was meant as a command.
+const COMMAND_WORDS: &[&str] = &[
+    "pack", "validate", "list", "copy", "login", "logout", "extract", "delete", "gc", "verify",
+    "mount", "umount", "proxy", "push", "pull", "help", "version",
+];
+
+/// Checks the TARGET of the short form `-f FILE TARGET`: a bare word (no `/`, `:` or `.`)
+/// that names a command, or that is no reference at all, is a usage error that says what
+/// to write — never a push to `index.docker.io/library/WORD`.
+fn short_form_target(target: &str) -> Result<(), Error> {
+    let bare = !target.contains(['/', ':', '.']);
+    if bare && COMMAND_WORDS.contains(&target) {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "\"{target}\" is a command, not a target: write `oci-packer {target} …` \
+                 (commands come before -f), or give a target such as oci://DIR:TAG or \
+                 registry.example.com/repo:tag"
+            ),
+        ));
+    }
+    if bare && crate::reference::Reference::parse(target).is_err() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "\"{target}\" is neither a command nor a target: to pack, write \
+                 `oci-packer -f FILE TARGET` with a target such as oci://DIR:TAG or \
+                 registry.example.com/repo:tag; for the commands, see `oci-packer --help`"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -249,12 +295,22 @@ fn execute(cli: Cli) -> Result<i32, Error> {
     let g = &cli.global;
     let command = match (cli.command, cli.file, cli.target) {
         (Some(c), _, _) => c,
-        (None, Some(file), Some(target)) => Command::Pack(PackArgs {
-            file,
-            target: Some(target),
-            dry_run: false,
-            created: None,
-        }),
+        (None, Some(file), Some(target)) => {
+            short_form_target(&target)?;
+            Command::Pack(PackArgs {
+                file,
+                target: Some(target),
+                dry_run: false,
+                created: None,
+            })
+        }
+        (None, None, Some(target)) => {
+            short_form_target(&target)?;
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("no pack file: write `oci-packer -f FILE {target}` (or see --help)"),
+            ));
+        }
         (None, _, _) => {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -302,6 +358,18 @@ fn execute(cli: Cli) -> Result<i32, Error> {
                 g.format,
                 &format!("Login succeeded; credentials stored in {}", path.display()),
             )
+        }
+        Command::Missing { .. } => {
+            let name = std::env::args()
+                .find(|a| COMMAND_WORDS.contains(&a.as_str()))
+                .unwrap_or_else(|| "this command".into());
+            Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "this version of oci-packer has no `{name}` command; its commands are pack, \
+                     validate, list, copy, login and logout (see --help)"
+                ),
+            ))
         }
         Command::Logout { host } => {
             let removed = crate::logout(&host, &registry_options(g)?)?;

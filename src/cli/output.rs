@@ -8,6 +8,7 @@ use serde_json::json;
 use super::Format;
 use crate::list::TreeNode;
 use crate::mediatype::TITLE;
+use crate::text::printable;
 use crate::{Error, ErrorKind, Listing, Packed, Problem};
 
 fn io(e: std::io::Error) -> Error {
@@ -24,7 +25,12 @@ fn print_json(out: &mut dyn Write, v: &serde_json::Value) -> Result<(), Error> {
 pub fn error(format: Format, e: &Error) {
     let mut err = std::io::stderr().lock();
     let _ = match format {
-        Format::Text => writeln!(err, "error: {e}"),
+        // Our own line breaks stay; anything else that could drive the terminal is shown
+        // as an escape, whatever part of the message it came from.
+        Format::Text => e.to_string().lines().enumerate().try_for_each(|(i, line)| {
+            let lead = if i == 0 { "error: " } else { "" };
+            writeln!(err, "{lead}{}", printable(line))
+        }),
         Format::Json => writeln!(
             err,
             "{}",
@@ -86,7 +92,7 @@ pub fn validated(
         }
         Format::Text => {
             for p in problems {
-                writeln!(out, "{p}").map_err(io)?;
+                writeln!(out, "{}", printable(&p.to_string())).map_err(io)?;
             }
             writeln!(out, "{}: {} problem(s)", file.display(), problems.len()).map_err(io)
         }
@@ -113,17 +119,23 @@ pub fn human(n: u64) -> String {
     }
 }
 
+/// One node of an artifact's tree: what a manifest says, so every field is escaped.
 fn tree_line(n: &TreeNode) -> String {
     let d = &n.descriptor;
-    let mut s = format!("{} {} ({})", d.media_type(), d.digest(), human(d.size()));
+    let mut s = format!(
+        "{} {} ({})",
+        printable(d.media_type()),
+        d.digest(),
+        human(d.size())
+    );
     if let Some(p) = d.platform() {
-        s.push_str(&format!(" [{p}]"));
+        s.push_str(&format!(" [{}]", printable(&p.to_string())));
     }
     if let Some(t) = d.artifact_type() {
-        s.push_str(&format!(" type={t}"));
+        s.push_str(&format!(" type={}", printable(t)));
     }
     if let Some(t) = d.annotations().get(TITLE) {
-        s.push_str(&format!(" {t}"));
+        s.push_str(&format!(" {}", printable(t)));
     }
     s
 }
@@ -157,16 +169,19 @@ pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, 
             let rows: Vec<[String; 6]> = entries
                 .iter()
                 .map(|e| {
+                    // Tag names, platforms and types come from the layout or registry.
                     [
-                        e.reference.clone(),
+                        printable(&e.reference).into_owned(),
                         e.kind.clone(),
                         e.digest.clone(),
                         if e.platforms.is_empty() {
                             "-".into()
                         } else {
-                            e.platforms.join(",")
+                            printable(&e.platforms.join(",")).into_owned()
                         },
-                        e.artifact_type.clone().unwrap_or_else(|| "-".into()),
+                        e.artifact_type
+                            .as_deref()
+                            .map_or_else(|| "-".into(), |t| printable(t).into_owned()),
                         human(e.size),
                     ]
                 })
@@ -189,7 +204,7 @@ pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, 
             }
         }
         Listing::Artifact { reference, tree } => {
-            writeln!(out, "{reference}: {}", tree_line(tree)).map_err(io)?;
+            writeln!(out, "{}: {}", printable(reference), tree_line(tree)).map_err(io)?;
             print_tree(out, tree, "")?;
         }
     }
@@ -221,7 +236,7 @@ pub fn copied(out: &mut dyn Write, format: Format, c: &crate::Copied) -> Result<
 
 pub fn message(out: &mut dyn Write, format: Format, text: &str) -> Result<i32, Error> {
     match format {
-        Format::Text => writeln!(out, "{text}").map_err(io)?,
+        Format::Text => writeln!(out, "{}", printable(text)).map_err(io)?,
         Format::Json => print_json(out, &json!({ "message": text }))?,
     }
     Ok(0)

@@ -51,7 +51,7 @@ pub enum Source {
 pub use crate::archive::ArchiveFormat;
 
 const IMAGE_SCHEMES: &[&str] = &["oci://", "docker://", "cr://"];
-const S3_SCHEMES: &[&str] = &["s3://", "s3+http://"];
+const S3_SCHEMES: &[&str] = &["s3://", "s3+http://", "s3+https://"];
 
 impl Source {
     /// Parses a source URI; relative paths resolve against `base`.
@@ -101,7 +101,7 @@ impl Source {
         }
         if S3_SCHEMES.iter().any(|s| uri.starts_with(s)) {
             return Err(
-                "S3 sources (s3://, s3+http://) are not available in this build yet".into(),
+                "S3 sources (s3://, s3+http://, s3+https://) are not available in this version of oci-packer; download the object first and use file://".into(),
             );
         }
         let scheme = uri.split_once("://").map(|(s, _)| s);
@@ -303,7 +303,7 @@ mod tests {
         }
         assert!(Source::parse("s3://b/k", base)
             .unwrap_err()
-            .contains("not available in this build"));
+            .contains("not available in this version"));
         assert!(Source::parse("http://", base).is_err());
     }
 }

@@ -185,7 +185,7 @@ impl Layout {
             LayoutSelector::Name(n) => entries
                 .into_iter()
                 .find(|d| ref_name(d) == Some(n.as_str())),
-            LayoutSelector::Digest(dg) => entries
+            LayoutSelector::Digest(dg) | LayoutSelector::NameAndDigest(_, dg) => entries
                 .into_iter()
                 .find(|d| d.digest().to_string() == dg.as_str())
                 .or_else(|| self.describe_blob(dg)),
@@ -193,7 +193,9 @@ impl Layout {
         found.ok_or_else(|| {
             let what = match selector {
                 LayoutSelector::Name(n) => format!("no entry named \"{n}\""),
-                LayoutSelector::Digest(d) => format!("no manifest {d}"),
+                LayoutSelector::Digest(d) | LayoutSelector::NameAndDigest(_, d) => {
+                    format!("no manifest {d}")
+                }
             };
             Error::new(
                 ErrorKind::NotFound,

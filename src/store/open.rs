@@ -76,6 +76,7 @@ impl Targets {
             Reference::Layout(l) => {
                 let (tag, digest) = match l.selector {
                     LayoutSelector::Name(n) => (Some(n), None),
+                    LayoutSelector::NameAndDigest(n, d) => (Some(n), Some(d)),
                     LayoutSelector::Digest(d) if !write => (None, Some(d)),
                     LayoutSelector::Digest(_) => {
                         return Err(Error::new(
@@ -124,21 +125,24 @@ impl Opened {
         self.target.resolve(&reference).await
     }
 
-    /// Names `desc` with the reference's tag. A reference by digest needs no tag, but must
-    /// name this very content. `manifest` is its bytes when the caller has them.
+    /// Names `desc` with the reference's tag. A reference with a digest must name this very
+    /// content (checked before any tag is written); by digest alone it needs no tag.
+    /// `manifest` is its bytes when the caller has them.
     pub async fn tag(&self, desc: &Descriptor, manifest: Option<Bytes>) -> Result<()> {
         if let Some(d) = &self.digest {
             if d.as_str() != desc.digest().as_ref() {
                 return Err(Error::new(
                     ErrorKind::DigestMismatch,
                     format!(
-                        "{}: the artifact has digest {}, not the one in the reference",
+                        "{}: the artifact has digest {}, not the one in the reference; nothing \
+                         was tagged (drop the digest, or fix it)",
                         self.text,
                         desc.digest()
                     ),
-                ));
+                )
+                .with_digest(desc.digest().to_string())
+                .with_reference(&self.text));
             }
-            return Ok(());
         }
         match &self.tag {
             Some(t) => self.target.tag(desc, t, manifest).await,

@@ -1,11 +1,11 @@
-//! SPEC §4: commands, the seed form, output formats, exit statuses, help.
+//! The command line: commands, the short form, output formats, exit statuses, help.
 
 use serde_json::Value;
 
 use crate::util::*;
 
 #[test]
-fn seed_form_and_pack_command_agree() {
+fn short_form_and_pack_command_agree() {
     let d = TestDir::new();
     d.write("a.txt", "a");
     d.write("pack.yaml", "items:\n  - from: file://a.txt\n");
@@ -244,4 +244,197 @@ fn progress_bars_on_a_terminal() {
         !stderr(&quiet).contains('['),
         "no bars when stderr is not a terminal"
     );
+}
+
+/// In the short form, a bare TARGET word that names a command, or that is no reference at
+/// all, is a usage error saying what to write — nothing is pushed anywhere. Commands of the
+/// original tool that this version lacks are refused with a message saying so.
+#[test]
+fn command_words_are_never_targets() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("p.yaml", "items:\n  - from: file://a.txt\n");
+    for word in [
+        "delete", "extract", "gc", "verify", "mount", "umount", "proxy",
+    ] {
+        let o = run(&d.path, &["-f", "p.yaml", word], &[]);
+        assert_eq!(o.status.code(), Some(2), "{word}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("no `{word}` command")),
+            "{word}: {}",
+            stderr(&o)
+        );
+        let o = run(&d.path, &[word, "oci://out:v1"], &[]);
+        assert_eq!(o.status.code(), Some(2), "{word}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("no `{word}` command")));
+    }
+    for word in ["push", "pull", "version"] {
+        let o = run(&d.path, &["-f", "p.yaml", word], &[]);
+        assert_eq!(o.status.code(), Some(2), "{word}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("\"{word}\" is a command, not a target")),
+            "{word}: {}",
+            stderr(&o)
+        );
+    }
+    let o = run(&d.path, &["-f", "p.yaml", "Not A Ref"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is neither a command nor a target"));
+    assert!(!d.join("out").exists());
+}
+
+/// Help, docs and the README speak to users: no internal words, no spec clause numbers.
+#[test]
+fn user_facing_text_has_no_internal_words() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts = vec![("--help".to_string(), stdout(&run(root, &["--help"], &[])))];
+    for cmd in ["pack", "validate", "list", "copy", "login", "logout"] {
+        texts.push((
+            format!("{cmd} --help"),
+            stdout(&run(root, &[cmd, "--help"], &[])),
+        ));
+    }
+    let mut files = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).expect("docs") {
+        files.push(e.expect("entry").path());
+    }
+    for f in files {
+        texts.push((
+            f.display().to_string(),
+            std::fs::read_to_string(&f).expect("read"),
+        ));
+    }
+    for (name, text) in texts {
+        for word in ["seed", "SPEC §", "§"] {
+            assert!(!text.contains(word), "{name} says {word:?}");
+        }
+        let lower = text.to_lowercase();
+        assert!(
+            !lower.contains("issue 1") && !lower.contains("issue 8") && !lower.contains("issue 9"),
+            "{name} cites an issue number"
+        );
+    }
+}
+
+/// `oci://DIR:TAG@sha256:…` as a target: the content must have that digest (checked before
+/// any tag) and is then tagged TAG — never a literal name with an `@`; as a source the
+/// digest is what is read. `sha512:` pins are refused at validation.
+#[test]
+fn layout_references_with_a_tag_and_a_digest() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("b.txt", "b");
+    d.write("a.yaml", "items:\n  - from: file://a.txt\n");
+    d.write("b.yaml", "items:\n  - from: file://b.txt\n");
+    let a = pack_ok(&d, "a.yaml", "oci://out:a");
+    let b = pack_ok(&d, "b.yaml", "oci://out:b");
+    let o = run(
+        &d.path,
+        &["pack", "-f", "a.yaml", &format!("oci://out:v1@{b}")],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not the one in the reference"),
+        "{}",
+        stderr(&o)
+    );
+    let names: Vec<String> = read_json(&d.join("out/index.json"))["manifests"]
+        .as_array()
+        .expect("m")
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .expect("n")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["a", "b"], "nothing tagged");
+    let o = run(
+        &d.path,
+        &["pack", "-f", "a.yaml", &format!("oci://out:v1@{a}")],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(entry(&d.join("out"), "v1")["digest"], a.as_str());
+    // As a source, the digest wins over the name.
+    let o = run(
+        &d.path,
+        &["copy", &format!("oci://out:a@{b}"), "oci://copy:x"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(entry(&d.join("copy"), "x")["digest"], b.as_str());
+    // sha512 pins.
+    d.write(
+        "pin.yaml",
+        &format!(
+            "items:\n  - from: file://a.txt\n    digest: sha512:{}\n",
+            "a".repeat(128)
+        ),
+    );
+    let o = run(&d.path, &["validate", "-f", "pin.yaml"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stdout(&o).contains("items[0].digest") && stdout(&o).contains("sha256"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Control characters from a registry's error text, a layout's tag names, titles and types
+/// never reach the terminal raw: they are shown as escapes.
+#[test]
+fn control_characters_from_outside_are_escaped() {
+    let srv = HttpServer::with_handler(|req| {
+        if req.method == "HEAD" {
+            return Response::status(404);
+        }
+        Response::status(400).body(
+            "{\"errors\":[{\"code\":\"DENIED\",\"message\":\"\\u001b[2J\\r\\nerror: FAKE LINE\"}]}",
+        )
+    });
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("a.yaml", "items:\n  - from: file://a.txt\n");
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "pack",
+            "-f",
+            "a.yaml",
+            &format!("{}/x/y:v1", srv.addr),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
+    assert!(err.contains("\\x1b[2J\\r\\nerror: FAKE LINE"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A layout whose tag and title carry escapes (a type with one is refused when packing).
+    d.write(
+        "evil.yaml",
+        "items:\n  - from: file://a.txt\n    annotations:\n      org.opencontainers.image.title: \"t\\e]0;pwned\\a\"\n",
+    );
+    let o = run(&d.path, &["pack", "-f", "evil.yaml", "oci://out:v1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let index = d.join("out/index.json");
+    let text = std::fs::read_to_string(&index).expect("index");
+    std::fs::write(&index, text.replace("\"v1\"", "\"v1\\u001b[2J\"")).expect("write");
+    for args in [
+        vec!["list", "oci://out"],
+        vec!["list", "oci://out:v1\u{1b}[2J"],
+    ] {
+        let o = run(&d.path, &args, &[]);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{7}'),
+            "{args:?}: {out:?}"
+        );
+        assert!(out.contains("\\x1b"), "{args:?}: {out}");
+    }
 }

@@ -160,7 +160,7 @@ fn structural_rules() {
         "items[0].from",
         2,
         11,
-        "not available in this build",
+        "not available in this version",
     );
     has(
         &problems("items:\n  - from: file://a\n    from: file://b\n"),

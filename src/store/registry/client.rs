@@ -580,6 +580,9 @@ impl Client {
             404 => (ErrorKind::NotFound, format!("; check that {what} exists")),
             _ => (ErrorKind::Registry, String::new()),
         };
+        // The registry's words reach terminals and logs: no control characters.
+        let code = code.map(|c| crate::text::printable(&c).into_owned());
+        let message = crate::text::printable(&message).into_owned();
         let detail = match (&code, message.is_empty()) {
             (Some(c), false) => format!(" {c}: {message}"),
             (Some(c), true) => format!(" {c}"),
