@@ -369,7 +369,7 @@ fn layout_references_with_a_tag_and_a_digest() {
     // sha512 pins.
     d.write(
         "pin.yaml",
-        &format!(
+        format!(
             "items:\n  - from: file://a.txt\n    digest: sha512:{}\n",
             "a".repeat(128)
         ),
