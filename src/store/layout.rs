@@ -44,6 +44,22 @@ pub struct Layout {
     /// This writer's shared hold of [`GC_LOCK_FILE`], taken on the first write and released
     /// when the last clone of this handle goes.
     writing: Arc<OnceLock<File>>,
+    /// Set when staging created the directory for its spool: removed again when the last
+    /// clone goes, if no layout was written into it (a failed pack leaves nothing).
+    created: Arc<OnceLock<CreatedDir>>,
+}
+
+/// A directory this handle created; removed on drop when it is still empty of a layout.
+#[derive(Debug)]
+struct CreatedDir(PathBuf);
+
+impl Drop for CreatedDir {
+    fn drop(&mut self) {
+        if !self.0.join(LAYOUT_FILE).exists() {
+            // Only when empty: another run's files are never removed here.
+            let _ = fs::remove_dir(&self.0);
+        }
+    }
 }
 
 fn layout_err(dir: &Path, msg: impl std::fmt::Display) -> Error {
@@ -62,6 +78,7 @@ impl Layout {
             fsync,
             ensured: Arc::default(),
             writing: Arc::default(),
+            created: Arc::default(),
         }
     }
 
@@ -448,17 +465,20 @@ impl Layout {
 
     /// Where staging may write blobs it hashes (see [`Target::spool_dir`]), always inside
     /// the layout: the blobs directory of an existing layout; for a new one the layout's
-    /// directory itself (created empty), so that a pack that fails leaves no `oci-layout`
-    /// behind, a killed one leaves its temp files where the next writer sweeps them, and a
-    /// rename still adopts the file.
+    /// directory itself (created empty, and removed again if no layout is written into it),
+    /// so that a pack that fails leaves nothing behind, a killed one leaves its temp files
+    /// where the next writer sweeps them, and a rename still adopts the file.
     fn spool_path(&self) -> Option<PathBuf> {
         if self.dir.join(LAYOUT_FILE).exists() {
             let blobs = self.dir.join("blobs").join("sha256");
             return fs::create_dir_all(&blobs).is_ok().then_some(blobs);
         }
-        fs::create_dir_all(&self.dir)
-            .is_ok()
-            .then(|| self.dir.clone())
+        let existed = self.dir.is_dir();
+        fs::create_dir_all(&self.dir).ok()?;
+        if !existed {
+            let _ = self.created.set(CreatedDir(self.dir.clone()));
+        }
+        Some(self.dir.clone())
     }
 }
 

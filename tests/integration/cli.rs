@@ -322,10 +322,7 @@ fn user_facing_text_has_no_internal_words() {
 #[test]
 fn layout_references_with_a_tag_and_a_digest() {
     let d = TestDir::new();
-    d.write("a.txt", "a");
-    d.write("b.txt", "b");
-    d.write("a.yaml", "items:\n  - from: file://a.txt\n");
-    d.write("b.yaml", "items:\n  - from: file://b.txt\n");
+    write_two_packs(&d);
     let a = pack_ok(&d, "a.yaml", "oci://out:a");
     let b = pack_ok(&d, "b.yaml", "oci://out:b");
     let o = run(

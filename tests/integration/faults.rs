@@ -631,13 +631,7 @@ fn failed_uploads_cancel_their_sessions() {
         data[0] ^= 0xff;
         std::fs::write(p, data).expect("write");
     };
-    let shrink: Change = |p| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(p)
-            .and_then(|f| f.set_len(1000))
-            .expect("truncate")
-    };
+    let shrink: Change = |p| truncate(p, 1000);
     // A small file is hashed first and read again to upload (changed when its upload
     // starts); a large one uploads while it is hashed (changed after its first megabyte).
     for (name, size, change) in [

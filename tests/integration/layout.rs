@@ -41,10 +41,7 @@ fn assert_layout_valid(dir: &std::path::Path) {
 #[test]
 fn retagging_replaces_the_older_entry_and_entries_are_sorted() {
     let d = TestDir::new();
-    d.write("a.txt", "a");
-    d.write("b.txt", "b");
-    d.write("a.yaml", "items:\n  - from: file://a.txt\n");
-    d.write("b.yaml", "items:\n  - from: file://b.txt\n");
+    write_two_packs(&d);
     let a = pack_ok(&d, "a.yaml", "oci://out:zeta");
     pack_ok(&d, "a.yaml", "oci://out:alpha");
     let b = pack_ok(&d, "b.yaml", "oci://out:zeta");
@@ -316,20 +313,6 @@ fn child_pack_that_kills_itself() {
     unreachable!("killed");
 }
 
-fn our_temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if e.file_name().to_string_lossy().starts_with(".oci-packer-") {
-            out.push(p.clone());
-        }
-        if p.is_dir() && !p.is_symlink() {
-            out.extend(our_temp_files(&p));
-        }
-    }
-    out
-}
-
 /// A run killed midway leaves its temp files inside the layout — for a new layout too,
 /// never in the parent directory — and the next writer removes those older than an hour
 /// (a recent one may belong to a live writer and stays).
@@ -366,7 +349,7 @@ fn killed_runs_leave_temp_files_only_inside_the_layout() {
             .status()
             .expect("child");
         assert!(!status.success(), "{name}: the child was not killed");
-        let leftovers = our_temp_files(&d.path);
+        let leftovers = temp_files(&d.path);
         assert!(
             !leftovers.is_empty(),
             "{name}: killed before writing anything"
@@ -391,7 +374,7 @@ fn killed_runs_leave_temp_files_only_inside_the_layout() {
         d.write("a.txt", "a");
         d.write("a.yaml", "items:\n  - from: file://a.txt\n");
         pack_ok(&d, "a.yaml", &format!("oci://{name}:after"));
-        assert_eq!(our_temp_files(&d.path), vec![fresh.clone()], "{name}");
+        assert_eq!(temp_files(&d.path), vec![fresh.clone()], "{name}");
         std::fs::remove_file(&fresh).expect("rm");
         assert_layout_valid(&layout);
     }
@@ -436,7 +419,7 @@ fn a_full_file_system_fails_cleanly_and_the_next_pack_works() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(our_temp_files(&mnt), Vec::<std::path::PathBuf>::new());
+    assert_eq!(temp_files(&mnt), Vec::<std::path::PathBuf>::new());
     d.write("a.txt", "a");
     d.write("a.yaml", "items:\n  - from: file://a.txt\n");
     pack_ok(

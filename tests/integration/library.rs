@@ -74,8 +74,8 @@ fn errors_have_stable_kinds_and_context() {
     .expect_err("no layout");
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
-    // A large file is spooled next to a new layout while it is hashed; a later failure
-    // removes the spooled copy and leaves no layout.
+    // A large file is spooled into a new layout's directory while it is hashed; a later
+    // failure removes the spooled copy and the directory: no layout is left.
     d.write("big.bin", vec![7u8; 9 << 20]);
     let two = "items:\n  - from: file://big.bin\n  - from: file://nope\n";
     let e = oci_packer::pack(yaml(&d, two), &target, &opts).expect_err("missing");
@@ -196,24 +196,6 @@ fn validate_returns_problems_and_fails_only_on_unreadable_files() {
     assert_eq!(e.kind(), ErrorKind::SourceNotFound);
 }
 
-/// Leftovers of this program in `dir` (temp files, by their prefix), recursively.
-fn temp_leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if e.file_name().to_string_lossy().starts_with(".oci-packer-") {
-            out.push(p.clone());
-        }
-        if p.is_dir() {
-            out.extend(temp_leftovers(&p));
-        }
-    }
-    out
-}
-
 /// A source that changes while it is read — shrinks, grows or is rewritten in place, for
 /// every archive mode and for per-file layers — fails with "changed while packing" naming
 /// the file; nothing is tagged and no temp file is left. The change happens from the
@@ -221,13 +203,7 @@ fn temp_leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn sources_that_change_while_packed_fail_and_leave_nothing() {
     type Change = fn(&std::path::Path);
-    let shrink: Change = |p| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(p)
-            .and_then(|f| f.set_len(1000))
-            .expect("truncate")
-    };
+    let shrink: Change = |p| truncate(p, 1000);
     let grow: Change = |p| {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -297,7 +273,7 @@ fn sources_that_change_while_packed_fail_and_leave_nothing() {
         let index = std::fs::read_to_string(d.join("out/index.json")).unwrap_or_default();
         assert!(!index.contains("\"v1\""), "{name}: tagged: {index}");
         assert_eq!(
-            temp_leftovers(&d.path),
+            temp_files(&d.path),
             Vec::<std::path::PathBuf>::new(),
             "{name}"
         );

@@ -854,8 +854,6 @@ pub fn test_certificates(dir: &TestDir) -> (PathBuf, PathBuf, PathBuf) {
 /// docker-credential-pass does it, without gpg); returns a `PATH` that finds it first, and
 /// the store directory.
 pub fn file_credential_helper(d: &TestDir, name: &str) -> (String, PathBuf) {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = d.mkdir("credential-helpers");
     let store = d.mkdir("credential-store");
     let script = format!(
         r#"#!/usr/bin/env python3
@@ -887,31 +885,25 @@ elif action == "list":
 "#,
         store = store.display().to_string()
     );
-    let helper = d.write(
-        &format!("credential-helpers/docker-credential-{name}"),
-        script,
-    );
-    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    (
-        format!(
-            "{}:{}",
-            dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
-        store,
-    )
+    (install_helper(d, name, &script), store)
 }
 
 /// Writes an executable `docker-credential-NAME` that prints `user`/`secret` (after reading
 /// the server from stdin, which must equal `$EXPECT_SERVER` when that is set); returns a
 /// `PATH` that finds it first.
 pub fn credential_helper(d: &TestDir, name: &str, user: &str, secret: &str) -> String {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = d.mkdir("credential-helpers");
     let script = format!(
         "#!/bin/sh\nread server\n[ -z \"$EXPECT_SERVER\" ] || [ \"$server\" = \"$EXPECT_SERVER\" ] || exit 1\n\
          echo '{{\"ServerURL\":\"x\",\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}'\n"
     );
+    install_helper(d, name, &script)
+}
+
+/// Installs `script` as an executable `docker-credential-NAME` in `DIR/credential-helpers`;
+/// returns a `PATH` that finds it first.
+fn install_helper(d: &TestDir, name: &str, script: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = d.mkdir("credential-helpers");
     let helper = d.write(
         &format!("credential-helpers/docker-credential-{name}"),
         script,
@@ -922,6 +914,38 @@ pub fn credential_helper(d: &TestDir, name: &str, user: &str, secret: &str) -> S
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     )
+}
+
+/// Cuts `path` to `len` bytes in place (a source that shrinks under a reader).
+pub fn truncate(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(len))
+        .expect("truncate")
+}
+
+/// This program's temp files (names starting with `.oci-packer-`) below `dir`.
+pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with(".oci-packer-") {
+            out.push(p.clone());
+        }
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(temp_files(&p));
+        }
+    }
+    out
+}
+
+/// Writes `a.txt`, `b.txt` and the pack files `a.yaml`, `b.yaml` of one file each.
+pub fn write_two_packs(d: &TestDir) {
+    d.write("a.txt", "a");
+    d.write("b.txt", "b");
+    d.write("a.yaml", "items:\n  - from: file://a.txt\n");
+    d.write("b.yaml", "items:\n  - from: file://b.txt\n");
 }
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
