@@ -157,6 +157,7 @@ pub fn copy_hashing(
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; COPY_BUFFER];
     loop {
+        crate::fsutil::check_stopped()?;
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -205,6 +206,7 @@ pub fn copy_hashing_pipelined(
                 let Ok(mut buf) = empty_rx.recv() else {
                     return Ok(()); // the writer failed; its error is reported below
                 };
+                crate::fsutil::check_stopped()?;
                 let n = loop {
                     match reader.read(&mut buf) {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

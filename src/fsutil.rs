@@ -84,6 +84,33 @@ tokio::task_local! {
 pub struct InFlight {
     running: std::sync::Mutex<usize>,
     idle: std::sync::Condvar,
+    /// Set once the operation has returned (an error or a cancellation): its blocking work
+    /// is of no use any more and stops at its next chunk ([`check_stopped`]).
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+thread_local! {
+    /// The operation the blocking work on this thread belongs to.
+    static WORKING_FOR: std::cell::RefCell<Option<Arc<InFlight>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// An error when the operation this thread works for has returned: long copies call it
+/// per chunk so that, after an error or a cancellation, they stop within one chunk instead
+/// of finishing a blob nobody will use (their temp files are then removed as usual).
+pub fn check_stopped() -> std::io::Result<()> {
+    let stopped = WORKING_FOR.with(|w| {
+        w.borrow()
+            .as_ref()
+            .is_some_and(|f| f.stopped.load(std::sync::atomic::Ordering::Relaxed))
+    });
+    if stopped {
+        return Err(std::io::Error::other(Error::new(
+            ErrorKind::Cancelled,
+            "the operation ended",
+        )));
+    }
+    Ok(())
 }
 
 /// One running blocking task of an [`InFlight`]; counted down when dropped.
@@ -105,8 +132,16 @@ impl InFlight {
         IN_FLIGHT.scope(self, fut).await
     }
 
+    /// Tells the counted blocking work to stop at its next chunk, then blocks until none
+    /// runs.
+    pub fn stop_and_wait(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.wait_idle();
+    }
+
     /// Blocks until no counted blocking task runs.
-    pub fn wait_idle(&self) {
+    fn wait_idle(&self) {
         let mut n = self.running.lock().unwrap_or_else(|p| p.into_inner());
         while *n > 0 {
             n = self.idle.wait(n).unwrap_or_else(|p| p.into_inner());
@@ -126,8 +161,12 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     let running = IN_FLIGHT.try_with(|t| t.start()).ok();
     tokio::task::spawn_blocking(move || {
-        let _running = running;
-        f()
+        let op = running.as_ref().map(|r| r.0.clone());
+        WORKING_FOR.with(|w| *w.borrow_mut() = op);
+        let out = f();
+        WORKING_FOR.with(|w| *w.borrow_mut() = None);
+        drop(running);
+        out
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Internal, format!("worker thread failed: {e}")))?
@@ -199,6 +238,7 @@ impl std::io::Read for StableRead {
             }
             return Ok(0);
         }
+        check_stopped()?;
         let want = buf
             .len()
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));

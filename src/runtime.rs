@@ -85,7 +85,8 @@ where
 
 /// Runs `fut` to completion on the library's runtime and returns its output, once every
 /// blocking task it started has ended too (even when `fut` was dropped early by a
-/// cancellation): see [`InFlight`].
+/// cancellation or an error): they are told to stop at their next chunk, and waited for.
+/// See [`InFlight`].
 pub fn block_on<F>(fut: F) -> Result<F::Output>
 where
     F: Future + Send,
@@ -103,6 +104,6 @@ where
     } else {
         Ok(rt.block_on(fut))
     };
-    in_flight.wait_idle();
+    in_flight.stop_and_wait();
     out
 }
