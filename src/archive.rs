@@ -1,13 +1,12 @@
 //! Deterministic tar archives (SPEC §2.3): sorted entries, fixed times and owners, modes
 //! reduced to 0644/0755, and compressor headers without names or times.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{from_read_error, Error, Result};
-use crate::fsutil::StableRead;
+use crate::fsutil::{FileId, StableRead};
 
 /// How `archive:` packs a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +53,8 @@ pub struct Entry {
     pub kind: EntryKind,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
+    /// For files, the identity of the file the walk found (what is read must be it).
+    pub id: Option<FileId>,
 }
 
 /// zstd level 3 is zstd's own default: ~2.4× on mixed data at well over 100 MB/s per core.
@@ -141,7 +142,13 @@ pub fn write_tar<W: Write>(
             EntryKind::File => {
                 // Exactly the size in the header, or an error: a file that shrinks, grows or
                 // is rewritten while it is archived never gives a padded or torn entry.
-                let f = StableRead::new(File::open(&e.path)?, &e.path)?;
+                let f = StableRead::open(&e.path, e.id).map_err(|err| {
+                    // Name the source, not the archive being written.
+                    match err.get_ref().is_some_and(|i| i.is::<Error>()) {
+                        true => err,
+                        false => io::Error::other(Error::io("reading", &e.path, err)),
+                    }
+                })?;
                 let mut h = header(
                     tar::EntryType::Regular,
                     normal_mode(e.mode),

@@ -110,7 +110,22 @@ fn manifest(
         b = b.annotations(a);
     }
     let m = b.build().map_err(internal)?;
-    Ok(json_blob(mediatype::OCI_MANIFEST, canonical_json(&m)?))
+    let bytes = canonical_json(&m)?;
+    // Registries (and every reader here) refuse larger manifests: say so now, for a dry run
+    // too, rather than at the push.
+    if bytes.len() as u64 > crate::store::MAX_MANIFEST_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "the manifest would be {} bytes with its {} layers, more than the {} bytes \
+                 (4 MiB) registries accept; pack large directories with archive:, or split them",
+                bytes.len(),
+                layers.len(),
+                crate::store::MAX_MANIFEST_BYTES
+            ),
+        ));
+    }
+    Ok(json_blob(mediatype::OCI_MANIFEST, bytes))
 }
 
 /// Builds the artifact. `created` is the value of the root's `created` annotation, if any.

@@ -88,6 +88,68 @@ pub struct Problem {
     pub message: String,
 }
 
+/// Most problems one validation reports; the rest are counted in a last one.
+pub const MAX_PROBLEMS: usize = 1000;
+
+/// Longest problem message kept (a value echoed in it is cut), in bytes.
+const MAX_PROBLEM_MESSAGE: usize = 1000;
+
+/// Problems found so far, at most [`MAX_PROBLEMS`] kept (memory and output stay bounded
+/// whatever the pack file), messages cut to a readable length.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    list: Vec<Problem>,
+    dropped: usize,
+}
+
+impl Problems {
+    /// Records `p` (or only counts it, past the cap); true when it was kept.
+    pub(crate) fn push(&mut self, mut p: Problem) -> bool {
+        if self.list.len() >= MAX_PROBLEMS {
+            self.dropped += 1;
+            return false;
+        }
+        if p.message.len() > MAX_PROBLEM_MESSAGE {
+            let mut cut = MAX_PROBLEM_MESSAGE;
+            while !p.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            p.message.truncate(cut);
+            p.message.push('…');
+        }
+        self.list.push(p);
+        true
+    }
+
+    /// True when nothing was found.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The kept problems in place (to sort them).
+    pub(crate) fn kept(&mut self) -> &mut Vec<Problem> {
+        &mut self.list
+    }
+
+    /// The problems, with a last one saying how many more there were.
+    pub(crate) fn into_vec(mut self) -> Vec<Problem> {
+        if self.dropped > 0 {
+            let file = self.list.first().and_then(|p| p.file.clone());
+            self.list.push(Problem {
+                file,
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!(
+                    "… and {} more problem(s) not shown; fix these first",
+                    self.dropped
+                ),
+            });
+        }
+        self.list
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut wrote = false;

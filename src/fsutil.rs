@@ -199,7 +199,71 @@ pub struct StableRead {
     checked: bool,
 }
 
+/// A file's identity on its file system: (device, inode).
+pub type FileId = (u64, u64);
+
+/// The identity of the file `meta` describes.
+#[cfg(unix)]
+pub fn file_id(meta: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// The identity of the file `meta` describes (none off Unix).
+#[cfg(not(unix))]
+pub fn file_id(_meta: &std::fs::Metadata) -> FileId {
+    (0, 0)
+}
+
+/// Opens `path` for reading without blocking in `open` (a FIFO without a writer would wait
+/// forever); the caller checks what it opened. For regular files the flag changes nothing.
+pub fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    options.open(path)
+}
+
+/// Opens `path` for reading without ever blocking on it (a FIFO or device swapped in is
+/// refused, not waited on) and checks that it is a regular file.
+pub fn open_regular_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = open_nonblocking(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{} is not a regular file (a socket, FIFO or device); only files can be packed",
+                    path.display()
+                ),
+            )
+            .with_path(path),
+        ));
+    }
+    Ok(file)
+}
+
 impl StableRead {
+    /// Opens `path` (see [`open_regular_file`]) as a snapshot. With `expected`, the file
+    /// opened must be the one a directory walk found there: a file swapped for another, or
+    /// for a symlink to one outside the directory, is "changed while packing", never read.
+    pub fn open(path: &Path, expected: Option<FileId>) -> std::io::Result<StableRead> {
+        let file = open_regular_file(path)?;
+        let read = StableRead::new(file, path)?;
+        if let Some(id) = expected {
+            if file_id(&read.file.metadata()?) != id {
+                return Err(
+                    read.changed("it is no longer the file the directory walk found there".into())
+                );
+            }
+        }
+        Ok(read)
+    }
+
     /// Wraps `file`, opened from `path`, with the size and time it has now.
     pub fn new(file: std::fs::File, path: &Path) -> std::io::Result<StableRead> {
         let meta = file.metadata()?;

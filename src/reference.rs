@@ -144,6 +144,22 @@ impl RegistryRef {
         if host.is_empty() {
             return Err("missing registry host".into());
         }
+        if host.starts_with('.') {
+            return Err(format!(
+                "\"{host}\" is a path, not a registry host: a layout is written oci://{name}:TAG"
+            ));
+        }
+        if let Some((h, port)) = host.rsplit_once(':') {
+            if h.is_empty()
+                || port.is_empty()
+                || !port.bytes().all(|b| b.is_ascii_digit())
+                || port.len() > 5
+            {
+                return Err(format!(
+                    "invalid registry host \"{host}\" (write HOST or HOST:PORT with a numeric port)"
+                ));
+            }
+        }
         let host = match host.as_str() {
             "docker.io" | "registry-1.docker.io" => "index.docker.io".to_string(),
             _ => host,
@@ -225,12 +241,26 @@ impl LayoutRef {
                     })
                 });
                 let selector = match digest {
-                    Some((name, d)) if !name.is_empty() => LayoutSelector::NameAndDigest(
+                    Some(("", d)) => LayoutSelector::Digest(
+                        Digest::parse(d).map_err(|e| e.message().to_string())?,
+                    ),
+                    Some((name, d)) => LayoutSelector::NameAndDigest(
                         name.to_string(),
                         Digest::parse(d).map_err(|e| e.message().to_string())?,
                     ),
-                    _ => LayoutSelector::Name(r.to_string()),
+                    None => LayoutSelector::Name(r.to_string()),
                 };
+                if let LayoutSelector::Name(n) | LayoutSelector::NameAndDigest(n, _) = &selector {
+                    if n.chars()
+                        .any(|c| c.is_whitespace() || crate::text::is_unsafe(c))
+                    {
+                        return Err(format!(
+                            "the name {:?} holds spaces or control characters; a layout entry \
+                             name is letters, digits and . _ - : / + @",
+                            crate::text::printable(n)
+                        ));
+                    }
+                }
                 (&text[..i], selector)
             }
             None => (text, LayoutSelector::Name("latest".into())),

@@ -4,10 +4,12 @@
 
 use std::borrow::Cow;
 
-/// True for what must not reach a terminal raw: C0 and C1 controls, DEL, and the Unicode
-/// bidirectional overrides and isolates (which reorder what a line appears to say).
-fn is_unsafe(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+/// True for what must not reach a terminal raw: C0 and C1 controls, DEL, the Unicode line
+/// and paragraph separators, and the bidirectional overrides and isolates (which reorder
+/// what a line appears to say).
+pub fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `s` with every unsafe character written as an escape (`\x1b`, `\n`, `\u{202e}`);
@@ -43,5 +45,6 @@ mod tests {
         assert_eq!(printable("ok\r\nFAKE"), "ok\\r\\nFAKE");
         assert_eq!(printable("x\u{7f}\u{9b}y"), "x\\x7f\\x9by");
         assert_eq!(printable("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(printable("a\u{2028}b"), "a\\u{2028}b");
     }
 }

@@ -156,8 +156,8 @@ const COMMAND_WORDS: &[&str] = &[
 ];
 
 /// Checks the TARGET of the short form `-f FILE TARGET`: a bare word (no `/`, `:` or `.`)
-/// that names a command, or that is no reference at all, is a usage error that says what
-/// to write — never a push to `index.docker.io/library/WORD`.
+/// — a command name, a tag, a directory — is a usage error that says what to write, never
+/// a push to `index.docker.io/library/WORD`.
 fn short_form_target(target: &str) -> Result<(), Error> {
     let bare = !target.contains(['/', ':', '.']);
     if bare && COMMAND_WORDS.contains(&target) {
@@ -170,7 +170,9 @@ fn short_form_target(target: &str) -> Result<(), Error> {
             ),
         ));
     }
-    if bare && crate::reference::Reference::parse(target).is_err() {
+    // A bare word would be Docker Hub's `library/WORD`, which only Docker's official images
+    // may push to: it is always a slip (a command, a tag, a directory).
+    if bare {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
             format!(

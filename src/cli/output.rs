@@ -25,12 +25,19 @@ fn print_json(out: &mut dyn Write, v: &serde_json::Value) -> Result<(), Error> {
 pub fn error(format: Format, e: &Error) {
     let mut err = std::io::stderr().lock();
     let _ = match format {
-        // Our own line breaks stay; anything else that could drive the terminal is shown
-        // as an escape, whatever part of the message it came from.
-        Format::Text => e.to_string().lines().enumerate().try_for_each(|(i, line)| {
-            let lead = if i == 0 { "error: " } else { "" };
-            writeln!(err, "{lead}{}", printable(line))
-        }),
+        // Anything that could drive the terminal or start a line is shown as an escape,
+        // whatever part of the message it came from; a pack file's problems get a line each.
+        Format::Text if e.problems().len() > 1 => {
+            let _ = writeln!(
+                err,
+                "error: invalid pack file ({} problems):",
+                e.problems().len()
+            );
+            e.problems()
+                .iter()
+                .try_for_each(|p| writeln!(err, "  {}", printable(&p.to_string())))
+        }
+        Format::Text => writeln!(err, "error: {}", printable(&e.to_string())),
         Format::Json => writeln!(
             err,
             "{}",
@@ -59,7 +66,7 @@ pub fn packed(
     }
     match format {
         Format::Text => {
-            writeln!(out, "Pushed {}", p.reference).map_err(io)?;
+            writeln!(out, "Pushed {}", printable(&p.reference)).map_err(io)?;
             writeln!(out, "Digest: {}", p.descriptor.digest()).map_err(io)?;
         }
         Format::Json => print_json(
@@ -214,7 +221,7 @@ pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, 
 pub fn copied(out: &mut dyn Write, format: Format, c: &crate::Copied) -> Result<i32, Error> {
     match format {
         Format::Text => {
-            writeln!(out, "Copied {}", c.reference).map_err(io)?;
+            writeln!(out, "Copied {}", printable(&c.reference)).map_err(io)?;
             writeln!(out, "Digest: {}", c.descriptor.digest()).map_err(io)?;
         }
         Format::Json => print_json(

@@ -76,6 +76,14 @@ pub const MAX_PACK_FILE_BYTES: u64 = 64 << 20;
 /// first bad byte), not an I/O error.
 fn read_text(path: &Path) -> Result<std::result::Result<String, Problem>> {
     use std::io::Read;
+    if path.is_dir() {
+        return Ok(Err(problem(
+            Some(path),
+            0,
+            0,
+            "is a directory; give the pack file (-f DIR/pack.yaml)".into(),
+        )));
+    }
     let file = std::fs::File::open(path).map_err(|e| Error::io("reading pack file", path, e))?;
     let mut bytes = Vec::new();
     file.take(MAX_PACK_FILE_BYTES + 1)

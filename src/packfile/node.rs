@@ -97,7 +97,11 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Most nodes a document may produce with its aliases expanded: far above any real pack file
 /// (100,000 annotations are 200,001 nodes), far below what exhausts memory.
-pub const MAX_NODES: usize = 1_000_000;
+pub const MAX_NODES: usize = 500_000;
+
+/// Most bytes of text aliases may copy in all (a 1 MB scalar aliased a thousand times would
+/// otherwise be a gigabyte).
+pub const MAX_ALIASED_BYTES: usize = 16 << 20;
 
 /// Parses the first document of `text`; `Ok(None)` for an empty document. A leading UTF-8
 /// byte-order mark is skipped.
@@ -107,6 +111,23 @@ pub const MAX_NODES: usize = 1_000_000;
 /// where the limit was passed, found without building the rest.
 pub fn parse_yaml(text: &str) -> Result<Option<Node>, SyntaxError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // YAML allows no control characters but tab, line feed and carriage return (and the
+    // parser takes a NUL for the end of the text, silently dropping the rest).
+    if let Some((at, c)) = text
+        .char_indices()
+        .find(|&(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{85}'))
+    {
+        let before = &text[..at];
+        return Err(SyntaxError {
+            line: before.matches('\n').count() + 1,
+            column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+            message: format!(
+                "control character U+{:04X} in the text; YAML allows none but tab and line \
+                 breaks (write it as an escape inside double quotes)",
+                c as u32
+            ),
+        });
+    }
     let mut builder = TreeBuilder::default();
     let mut parser = Parser::new_from_str(text);
     loop {
@@ -135,21 +156,30 @@ enum Open {
 struct TreeBuilder {
     stack: Vec<Open>,
     root: Option<Node>,
-    /// Anchored nodes with their sizes in nodes.
-    anchors: HashMap<usize, (Node, usize)>,
+    /// Anchored nodes with their sizes in nodes and in bytes of text.
+    anchors: HashMap<usize, (Node, usize, usize)>,
     /// Nodes produced so far, aliases expanded.
     nodes: usize,
+    /// Bytes of text aliases copied so far.
+    aliased_bytes: usize,
     done: bool,
     error: Option<SyntaxError>,
 }
 
-/// The number of nodes in `node`'s tree (depth is bounded by [`MAX_DEPTH`]).
-fn size(node: &Node) -> usize {
-    1 + match &node.value {
-        Value::Null | Value::Scalar(_) => 0,
-        Value::Map(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
-        Value::Seq(items) => items.iter().map(size).sum(),
-    }
+/// The number of nodes in `node`'s tree and the bytes of its text (depth is bounded by
+/// [`MAX_DEPTH`]).
+fn size(node: &Node) -> (usize, usize) {
+    let add = |(n, b): (usize, usize), (n2, b2): (usize, usize)| (n + n2, b + b2);
+    let below = match &node.value {
+        Value::Null => (0, 0),
+        Value::Scalar(s) => (0, s.len()),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| add(size(k), size(v)))
+            .fold((0, 0), add),
+        Value::Seq(items) => items.iter().map(size).fold((0, 0), add),
+    };
+    add((1, 0), below)
 }
 
 impl TreeBuilder {
@@ -197,8 +227,8 @@ impl TreeBuilder {
 
     fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            let n = size(&node);
-            self.anchors.insert(anchor, (node.clone(), n));
+            let (n, b) = size(&node);
+            self.anchors.insert(anchor, (node.clone(), n, b));
         }
         match self.stack.last_mut() {
             None => {
@@ -259,14 +289,25 @@ impl MarkedEventReceiver for TreeBuilder {
                 }
             }
             Event::Alias(id) => {
-                let Some(n) = self.anchors.get(&id).map(|(_, n)| *n) else {
+                let Some((n, b)) = self.anchors.get(&id).map(|(_, n, b)| (*n, *b)) else {
                     self.fail(mark, "alias to an unknown anchor".into());
                     return;
                 };
                 if !self.count(n, mark, true) {
                     return;
                 }
-                if let Some((mut node, _)) = self.anchors.get(&id).cloned() {
+                self.aliased_bytes = self.aliased_bytes.saturating_add(b);
+                if self.aliased_bytes > MAX_ALIASED_BYTES {
+                    self.fail(
+                        mark,
+                        format!(
+                            "aliases copy more than {MAX_ALIASED_BYTES} bytes of text in all; \
+                             write the content out instead of aliasing it"
+                        ),
+                    );
+                    return;
+                }
+                if let Some((mut node, _, _)) = self.anchors.get(&id).cloned() {
                     node.line = mark.line();
                     node.column = mark.col() + 1;
                     self.push_value(node, 0);

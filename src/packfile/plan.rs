@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::raw::{ConfigSpec, PackFile, Positions};
 use crate::digest::Digest;
-use crate::error::Problem;
+use crate::error::{Problem, Problems};
 use crate::platform::Platform;
 use crate::source::{ArchiveFormat, Source};
 
@@ -119,7 +119,7 @@ fn manifests_fit(c: &mut Checker<'_>, pack: &PackFile, items: &[ItemPlan], index
 struct Checker<'a> {
     file: Option<&'a Path>,
     positions: &'a Positions,
-    problems: Vec<Problem>,
+    problems: Problems,
 }
 
 impl Checker<'_> {
@@ -137,15 +137,17 @@ impl Checker<'_> {
     fn media_type(&mut self, field: &str, mt: &Option<String>) -> Option<String> {
         let mt = mt.as_ref()?;
         let valid = mt.split_once('/').is_some_and(|(a, b)| {
+            // RFC 6838: each part at most 127 characters.
             let ok = |s: &str| {
                 !s.is_empty()
+                    && s.len() <= 127
                     && s.bytes()
                         .all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c))
             };
             ok(a) && ok(b)
         });
         if !valid {
-            self.report(field, format!("invalid media type \"{mt}\" (expected type/subtype, e.g. application/vnd.example+json)"));
+            self.report(field, format!("invalid media type \"{mt}\" (expected type/subtype of at most 127 characters each, e.g. application/vnd.example+json)"));
         }
         Some(mt.clone())
     }
@@ -197,23 +199,28 @@ impl Checker<'_> {
 }
 
 /// Validates `pack`; `raw` are the problems found while reading it, reported together.
-pub fn plan(
+pub(crate) fn plan(
     pack: &PackFile,
     positions: &Positions,
-    raw: Vec<Problem>,
+    mut raw: Problems,
     file: Option<&Path>,
     base_dir: &Path,
 ) -> Result<Plan, Vec<Problem>> {
+    for p in raw.kept() {
+        p.file = file.map(Path::to_path_buf);
+    }
     let mut c = Checker {
         file,
         positions,
-        problems: Vec::new(),
+        problems: raw,
     };
-    c.problems.extend(raw.into_iter().map(|p| Problem {
-        file: file.map(Path::to_path_buf),
-        ..p
-    }));
-    if pack.items.is_empty() && !c.problems.iter().any(|p| p.field.starts_with("items")) {
+    if pack.items.is_empty()
+        && !c
+            .problems
+            .kept()
+            .iter()
+            .any(|p| p.field.starts_with("items"))
+    {
         c.report("items", "the pack file must contain at least one item");
     }
     let artifact_type = c.media_type("type", &pack.artifact_type);
@@ -341,8 +348,10 @@ pub fn plan(
     }
     manifests_fit(&mut c, pack, &items, index_mode);
     if !c.problems.is_empty() {
-        c.problems.sort_by_key(|p| (p.line == 0, p.line, p.column));
-        return Err(c.problems);
+        c.problems
+            .kept()
+            .sort_by_key(|p| (p.line == 0, p.line, p.column));
+        return Err(c.problems.into_vec());
     }
     Ok(Plan {
         artifact_type,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::node::{expand_vars, Node, Value};
-use crate::error::Problem;
+use crate::error::{Problem, Problems};
 use crate::store::MAX_MANIFEST_BYTES;
 
 /// A pack file: what to build (SPEC §2.1). Field names are those of the YAML.
@@ -73,15 +73,16 @@ pub struct ConfigSpec {
 pub type Positions = HashMap<String, (usize, usize)>;
 
 /// Reads a node tree strictly into a [`PackFile`], expanding `${VAR}` from `env`.
-pub fn read_pack(
+pub(crate) fn read_pack(
     root: &Node,
     env: &dyn Fn(&str) -> Option<String>,
-) -> (PackFile, Positions, Vec<Problem>) {
+) -> (PackFile, Positions, Problems) {
     let mut r = Reader {
         env,
         positions: Positions::new(),
-        problems: Vec::new(),
+        problems: Problems::default(),
         reported: HashSet::new(),
+        expanded_bytes: 0,
     };
     let mut pack = PackFile::default();
     let mut items_seen = false;
@@ -120,10 +121,12 @@ pub(crate) fn too_large(bytes: u64, what: &str) -> String {
 struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     positions: Positions,
-    problems: Vec<Problem>,
+    problems: Problems,
     /// Fields with a problem already (a set: a look-up per item must not scan every
     /// problem, or a pack of many bad items takes quadratic time).
     reported: HashSet<String>,
+    /// Bytes `${VAR}` expansion added so far.
+    expanded_bytes: usize,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -146,8 +149,10 @@ impl Reader<'_> {
     }
 
     fn push(&mut self, problem: Problem) {
-        self.reported.insert(problem.field.clone());
-        self.problems.push(problem);
+        let field = problem.field.clone();
+        if self.problems.push(problem) {
+            self.reported.insert(field);
+        }
     }
 
     /// Walks a mapping, rejecting unknown and duplicate keys, calling `f` for each known key.
@@ -225,6 +230,23 @@ impl Reader<'_> {
             Value::Scalar(s) => match expand_vars(s, self.env) {
                 Ok(v) if v.len() as u64 > MAX_MANIFEST_BYTES => {
                     self.problem(node, path, too_large(v.len() as u64, "this value"));
+                    None
+                }
+                Ok(v)
+                    if {
+                        self.expanded_bytes += v.len().saturating_sub(s.len());
+                        self.expanded_bytes > super::node::MAX_ALIASED_BYTES
+                    } =>
+                {
+                    self.problem(
+                        node,
+                        path,
+                        format!(
+                            "environment variables expand to more than {} bytes in all; \
+                             put large content in a file item instead",
+                            super::node::MAX_ALIASED_BYTES
+                        ),
+                    );
                     None
                 }
                 Ok(v) => Some(v),

@@ -9,7 +9,7 @@ use crate::archive;
 use crate::archive::ArchiveFormat;
 use crate::digest::PIPELINE_THRESHOLD;
 use crate::error::{Error, ErrorKind, Result};
-use crate::fsutil::blocking;
+use crate::fsutil::{blocking, file_id};
 use crate::mediatype;
 use crate::progress::ProgressEvent;
 use crate::source::StageContext;
@@ -62,13 +62,17 @@ pub fn walk(root: &Path, uri: &str, keep_links: bool) -> Result<Vec<Entry>> {
         canon_root: &canon_root,
         uri,
         keep_links,
-        visited: HashMap::from([(dir_id(&meta), root.to_path_buf())]),
+        visited: HashMap::from([(file_id(&meta), root.to_path_buf())]),
         out: &mut out,
     };
     walk.dir(root, "")?;
     out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
     Ok(out)
 }
+
+/// How deep a walk goes below its root (the walk recurses; real trees are a few dozen
+/// levels at most).
+pub const MAX_DIR_DEPTH: usize = 128;
 
 /// One walk: every directory is entered at most once, by (device, inode), so symlinks to
 /// directories can neither loop nor multiply the work (two links per level to the next
@@ -82,22 +86,20 @@ struct Walk<'a> {
     out: &'a mut Vec<Entry>,
 }
 
-#[cfg(unix)]
-fn dir_id(meta: &std::fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (meta.dev(), meta.ino())
-}
-
-#[cfg(not(unix))]
-fn dir_id(_meta: &std::fs::Metadata) -> (u64, u64) {
-    (0, 0)
-}
-
 impl Walk<'_> {
     /// Enters `dir` (reached as `path`) unless this walk has been there already: a second
     /// visit is an error naming both paths.
     fn enter(&mut self, path: &Path, rel: &str, meta: &std::fs::Metadata) -> Result<()> {
-        if let Some(first) = self.visited.get(&dir_id(meta)) {
+        if rel.matches('/').count() + 1 > MAX_DIR_DEPTH {
+            return Err(err(
+                self.uri,
+                path,
+                &format!(
+                    "is more than {MAX_DIR_DEPTH} directories deep; pack a shallower directory"
+                ),
+            ));
+        }
+        if let Some(first) = self.visited.get(&file_id(meta)) {
             return Err(err(
                 self.uri,
                 path,
@@ -109,7 +111,7 @@ impl Walk<'_> {
                 ),
             ));
         }
-        self.visited.insert(dir_id(meta), path.to_path_buf());
+        self.visited.insert(file_id(meta), path.to_path_buf());
         self.dir(path, rel)
     }
 
@@ -166,6 +168,7 @@ impl Walk<'_> {
                     path,
                     kind: EntryKind::Symlink(target),
                     mode: 0o777,
+                    id: None,
                 });
                 return Ok(());
             }
@@ -179,6 +182,7 @@ impl Walk<'_> {
                     path,
                     kind: EntryKind::File,
                     mode: mode_of(&meta),
+                    id: Some(file_id(&meta)),
                 });
             } else {
                 return Err(err(
@@ -193,6 +197,7 @@ impl Walk<'_> {
                 path: path.clone(),
                 kind: EntryKind::Dir,
                 mode: mode_of(&lmeta),
+                id: None,
             });
             self.enter(&path, &rel, &lmeta)?;
         } else if ft.is_file() {
@@ -201,6 +206,7 @@ impl Walk<'_> {
                 path,
                 kind: EntryKind::File,
                 mode: mode_of(&lmeta),
+                id: Some(file_id(&lmeta)),
             });
         } else {
             return Err(err(
@@ -227,7 +233,7 @@ pub async fn stage_files(
         let entries = walk(&path, &uri, false)?;
         let mut staged = Vec::new();
         for e in entries.into_iter().filter(|e| e.kind == EntryKind::File) {
-            let (digest, size, origin) = stage_path(&e.path, &uri, &ctx)?;
+            let (digest, size, origin) = stage_path(&e.path, e.id, &uri, &ctx)?;
             let mut ann = with_title(&annotations, &e.rel);
             ann.insert(DIR_ANNOTATION.to_string(), written.clone());
             let mt = media_type

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{descriptor, with_title, Origin, StageContext, StagedBlob};
 use crate::digest::{copy_hashing, copy_hashing_pipelined, Digest, PIPELINE_THRESHOLD};
 use crate::error::{from_read_error, Error, ErrorKind, Result};
-use crate::fsutil::{blocking, temp_file, StableRead};
+use crate::fsutil::{blocking, temp_file, FileId, StableRead};
 use crate::mediatype;
 use crate::progress::ProgressEvent;
 
@@ -34,19 +34,30 @@ pub fn open_regular(path: &Path, uri: &str) -> Result<std::fs::File> {
         )
         .with_path(path));
     }
-    std::fs::File::open(path).map_err(|e| Error::io(&format!("{uri}: cannot open"), path, e))
+    crate::fsutil::open_regular_file(path)
+        .map_err(|e| from_read_error(e, |e| Error::io(&format!("{uri}: cannot open"), path, e)))
 }
 
-/// Hashes a file; a large one is also copied into the target's spool directory in the same
+/// Hashes a file (`expected`: the identity a directory walk found for it); a large one is
+/// also copied into the target's spool directory in the same
 /// pass, with progress events.
 ///
 /// Small files are only hashed: copying them later costs one more read of a file in the page
 /// cache, while spooling would create (and, on a re-pack, throw away) one temp file each —
 /// the expensive part on most file systems. Returns the digest, the size and where the staged
 /// bytes are.
-pub fn stage_path(path: &Path, uri: &str, ctx: &StageContext) -> Result<(Digest, u64, Origin)> {
-    let mut f = StableRead::new(open_regular(path, uri)?, path)
-        .map_err(|e| Error::io(&format!("{uri}: cannot read"), path, e))?;
+pub fn stage_path(
+    path: &Path,
+    expected: Option<FileId>,
+    uri: &str,
+    ctx: &StageContext,
+) -> Result<(Digest, u64, Origin)> {
+    let mut f = match expected {
+        // A file a directory walk found: it must still be that file.
+        Some(_) => StableRead::open(path, expected),
+        None => StableRead::new(open_regular(path, uri)?, path),
+    }
+    .map_err(|e| from_read_error(e, |e| Error::io(&format!("{uri}: cannot read"), path, e)))?;
     let size = f.size();
     let big = size >= PIPELINE_THRESHOLD;
     let source = path.display().to_string();
@@ -131,7 +142,7 @@ pub async fn stage(
     }
     let ctx = ctx.clone();
     blocking(move || {
-        let (digest, size, origin) = stage_path(&path, &uri, &ctx)?;
+        let (digest, size, origin) = stage_path(&path, None, &uri, &ctx)?;
         if let Some(meta) = &meta {
             ctx.cache.store(&path, meta, &digest);
         }

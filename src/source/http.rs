@@ -113,7 +113,7 @@ pub async fn stage(
     let uri = url.clone();
     let staging = ctx.clone();
     let (digest, size, origin) =
-        crate::fsutil::blocking(move || stage_path(&path, &uri, &staging)).await?;
+        crate::fsutil::blocking(move || stage_path(&path, None, &uri, &staging)).await?;
     // A download outside the cache lives as long as the staged blob needs it.
     let origin = match (origin, &place) {
         (Origin::File(path), Place::Temp(t)) => Origin::InTempDir {

@@ -173,8 +173,7 @@ impl Layout {
         if !self.dir.join(LAYOUT_FILE).exists() {
             write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
         }
-        let blobs = self.dir.join("blobs").join("sha256");
-        fs::create_dir_all(&blobs).map_err(|e| Error::io("creating", &blobs, e))?;
+        let blobs = self.blobs_dir()?;
         // Leftovers of runs that were killed (their own temp files are removed on every
         // error path): whoever writes next removes those older than an hour.
         for dir in [&self.dir, &blobs] {
@@ -411,7 +410,8 @@ impl Layout {
             Blob::File(p) | Blob::Spooled(p) => {
                 // At most one byte more than declared: a source that is longer is refused
                 // below without filling the disk.
-                let f = File::open(&p).map_err(|e| Error::io("reading", &p, e))?;
+                let f = crate::fsutil::open_regular_file(&p)
+                    .map_err(|e| verify::from_read_error(e, |e| Error::io("reading", &p, e)))?;
                 let mut f = f.take(desc.size() + 1);
                 if big {
                     copy_hashing_pipelined(&mut f, &mut out, &mut report)
@@ -463,6 +463,26 @@ impl Layout {
         Ok(true)
     }
 
+    /// `blobs/sha256`, created when missing; it and `blobs` must be real directories (a
+    /// planted symlink would send every blob written below it elsewhere).
+    fn blobs_dir(&self) -> Result<PathBuf> {
+        let blobs = self.dir.join("blobs").join("sha256");
+        for dir in [self.dir.join("blobs"), blobs.clone()] {
+            if dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+                return Err(layout_err(
+                    &self.shown,
+                    format!(
+                        "{} is not a real directory (a symlink?); a layout's blob directories \
+                         must be directories (replace the link)",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        fs::create_dir_all(&blobs).map_err(|e| Error::io("creating", &blobs, e))?;
+        Ok(blobs)
+    }
+
     /// Where staging may write blobs it hashes (see [`Target::spool_dir`]), always inside
     /// the layout: the blobs directory of an existing layout; for a new one the layout's
     /// directory itself (created empty, and removed again if no layout is written into it),
@@ -470,8 +490,7 @@ impl Layout {
     /// where the next writer sweeps them, and a rename still adopts the file.
     fn spool_path(&self) -> Option<PathBuf> {
         if self.dir.join(LAYOUT_FILE).exists() {
-            let blobs = self.dir.join("blobs").join("sha256");
-            return fs::create_dir_all(&blobs).is_ok().then_some(blobs);
+            return self.blobs_dir().ok();
         }
         let existed = self.dir.is_dir();
         fs::create_dir_all(&self.dir).ok()?;
@@ -489,7 +508,7 @@ const MAX_INDEX_BYTES: u64 = 64 << 20;
 /// Reads a layout file that must be a regular file of at most `cap` bytes.
 fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    let f = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let f = crate::fsutil::open_nonblocking(path).map_err(|e| Error::io("reading", path, e))?;
     let meta = f.metadata().map_err(|e| Error::io("reading", path, e))?;
     if !meta.is_file() {
         return Err(Error::new(

@@ -105,7 +105,7 @@ pub(crate) fn verified_stream(
 /// Opens a blob file of a layout for reading: it must be a regular file (not a device, a
 /// FIFO or a directory, whatever a symlink points at) of exactly the descriptor's size.
 pub(crate) fn open_blob_file(path: &Path, desc: &Descriptor, from: &str) -> Result<std::fs::File> {
-    let f = std::fs::File::open(path).map_err(|e| {
+    let f = crate::fsutil::open_nonblocking(path).map_err(|e| {
         let mut err = Error::io("reading blob", path, e).with_digest(desc.digest().to_string());
         if err.kind() == ErrorKind::SourceNotFound {
             err = Error::new(

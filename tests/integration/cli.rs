@@ -277,9 +277,24 @@ fn command_words_are_never_targets() {
             stderr(&o)
         );
     }
-    let o = run(&d.path, &["-f", "p.yaml", "Not A Ref"], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("is neither a command nor a target"));
+    for word in ["Not A Ref", "latest", "out", "completion"] {
+        let o = run(&d.path, &["-f", "p.yaml", word], &[]);
+        assert_eq!(o.status.code(), Some(2), "{word}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is neither a command nor a target"),
+            "{word}"
+        );
+    }
+    // Paths without oci:// and hosts with a bad port are reference errors, not requests.
+    for target in ["./out", "../out", "oci://out:v1/x", "oci://R:/x"] {
+        let o = run(&d.path, &["-f", "p.yaml", target], &[]);
+        assert_eq!(o.status.code(), Some(2), "{target}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("invalid reference"),
+            "{target}: {}",
+            stderr(&o)
+        );
+    }
     assert!(!d.join("out").exists());
 }
 
@@ -420,11 +435,14 @@ fn control_characters_from_outside_are_escaped() {
     assert!(o.status.success(), "{}", stderr(&o));
     let index = d.join("out/index.json");
     let text = std::fs::read_to_string(&index).expect("index");
+    let tree_ref = format!(
+        "oci://out@{}",
+        read_json(&index)["manifests"][0]["digest"]
+            .as_str()
+            .expect("digest")
+    );
     std::fs::write(&index, text.replace("\"v1\"", "\"v1\\u001b[2J\"")).expect("write");
-    for args in [
-        vec!["list", "oci://out"],
-        vec!["list", "oci://out:v1\u{1b}[2J"],
-    ] {
+    for args in [vec!["list", "oci://out"], vec!["list", &tree_ref]] {
         let o = run(&d.path, &args, &[]);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
         let out = stdout(&o);
@@ -433,5 +451,19 @@ fn control_characters_from_outside_are_escaped() {
             "{args:?}: {out:?}"
         );
         assert!(out.contains("\\x1b"), "{args:?}: {out}");
+    }
+    // Names with control characters are refused as references; the error is escaped.
+    for args in [
+        vec!["list", "oci://out:v1\u{1b}[2J"],
+        vec!["pack", "-f", "a.yaml", "oci://L:t\u{1b}[31m\r\nX\u{202e}"],
+        vec!["list", "oci://L:nope\u{1b}[2J\nerror: fake"],
+    ] {
+        let o = run(&d.path, &args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            !err.contains('\u{1b}') && err.lines().count() == 1,
+            "{args:?}: {err:?}"
+        );
     }
 }

@@ -534,3 +534,38 @@ fn collect(layout: &Path) {
     }
     fs4::fs_std::FileExt::unlock(&lock).expect("unlock");
 }
+
+/// A layout file or blob that is a FIFO (or a symlink to one) is refused at once, never
+/// waited on.
+#[test]
+fn fifos_in_layouts_are_refused_not_waited_on() {
+    for victim in ["index.json", "oci-layout", "blob"] {
+        let d = TestDir::new();
+        d.write("a.txt", "a");
+        d.write("a.yaml", "items:\n  - from: file://a.txt\n");
+        let digest = pack_ok(&d, "a.yaml", "oci://out:v1");
+        let path = if victim == "blob" {
+            let layer = blob_json(&d.join("out"), &digest)["layers"][0]["digest"]
+                .as_str()
+                .expect("layer")
+                .to_string();
+            d.join("out/blobs/sha256")
+                .join(layer.trim_start_matches("sha256:"))
+        } else {
+            d.join("out").join(victim)
+        };
+        std::fs::remove_file(&path).expect("rm");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo");
+        assert!(ok.success());
+        let (o, _) = run_measured(&d.path, &["copy", "oci://out:v1", "oci://copy:v1"], &[]);
+        assert!(!o.status.success(), "{victim}");
+        assert!(
+            stderr(&o).contains("not a regular file"),
+            "{victim}: {}",
+            stderr(&o)
+        );
+    }
+}

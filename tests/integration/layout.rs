@@ -458,3 +458,55 @@ fn lock_files_are_never_opened_through_symlinks() {
         );
     }
 }
+
+/// A layout whose `blobs` or `blobs/sha256` is a symlink to a directory outside is refused:
+/// no blob (nor temp file) is written through it.
+#[test]
+fn blob_directories_must_be_real_directories() {
+    for planted in ["blobs", "blobs/sha256"] {
+        let d = TestDir::new();
+        write_two_packs(&d);
+        pack_ok(&d, "a.yaml", "oci://out:a");
+        let outside = d.mkdir("outside");
+        let link = d.join("out").join(planted);
+        std::fs::rename(&link, d.join("moved")).expect("move");
+        std::os::unix::fs::symlink(&outside, &link).expect("symlink");
+        let o = run(&d.path, &["pack", "-f", "b.yaml", "oci://out:b"], &[]);
+        assert_eq!(o.status.code(), Some(2), "{planted}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is not a real directory"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            std::fs::read_dir(&outside).expect("outside").count(),
+            0,
+            "{planted}: written outside the layout"
+        );
+    }
+}
+
+/// A manifest over 4 MiB (a directory of 20,000 files as one layer each) is refused before
+/// anything is written, for a dry run too.
+#[test]
+fn manifests_over_four_mib_are_refused_before_writing() {
+    let d = TestDir::new();
+    for i in 0..20_000 {
+        d.write(&format!("many/file-with-a-long-name-{i:05}.txt"), "x");
+    }
+    d.write("pack.yaml", "items:\n  - from: dir://many\n");
+    for args in [
+        vec!["pack", "--dry-run", "-f", "pack.yaml"],
+        vec!["pack", "-f", "pack.yaml", "oci://out:v1"],
+    ] {
+        let o = run(&d.path, &args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("the manifest would be"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(stdout(&o).is_empty());
+    }
+    assert!(!d.join("out").exists());
+}

@@ -279,3 +279,57 @@ fn sources_that_change_while_packed_fail_and_leave_nothing() {
         );
     }
 }
+
+/// A file swapped for a symlink to something outside the directory (or a directory swapped
+/// for a symlink to one outside) between the walk and the read is never published: what is
+/// opened must be the file the walk found, in per-file and archive modes alike.
+#[test]
+fn files_swapped_for_symlinks_while_packing_are_refused() {
+    for (name, item) in [
+        ("per-file", "  - from: dir://src\n"),
+        ("archive", "  - from: dir://src\n    archive: tar\n"),
+    ] {
+        for swap_dir in [false, true] {
+            let d = TestDir::new();
+            d.write("src/a.bin", vec![1u8; 12 << 20]);
+            d.write("src/z.txt", "original");
+            d.write("src/zd/passwd", "original");
+            d.write("outside/z.txt", "SECRET");
+            d.write("outside/passwd", "SECRET");
+            let (src, outside) = (d.join("src"), d.join("outside"));
+            let done = Arc::new(Mutex::new(false));
+            let flag = done.clone();
+            let opts = Options {
+                progress: Progress::new(move |e| {
+                    let mut done = flag.lock().expect("lock");
+                    if matches!(e, ProgressEvent::StageAdvanced { .. }) && !*done {
+                        *done = true;
+                        if swap_dir {
+                            std::fs::remove_dir_all(src.join("zd")).expect("rm");
+                            std::os::unix::fs::symlink(&outside, src.join("zd")).expect("ln");
+                        } else {
+                            std::fs::remove_file(src.join("z.txt")).expect("rm");
+                            std::os::unix::fs::symlink(outside.join("z.txt"), src.join("z.txt"))
+                                .expect("ln");
+                        }
+                    }
+                }),
+                ..Options::default()
+            };
+            let target = format!("oci://{}:v1", d.join("out").display());
+            let e = oci_packer::pack(yaml(&d, &format!("items:\n{item}")), &target, &opts)
+                .expect_err(name);
+            assert!(*done.lock().expect("lock"), "{name}: not swapped");
+            assert!(
+                e.to_string().contains("changed while packing")
+                    && e.to_string()
+                        .contains("no longer the file the directory walk found"),
+                "{name} {swap_dir}: {e}"
+            );
+            assert!(
+                !d.join("out/index.json").exists(),
+                "{name}: a layout was written"
+            );
+        }
+    }
+}

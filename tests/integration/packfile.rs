@@ -351,7 +351,8 @@ fn deep_nesting_is_a_pack_file_problem_in_every_form() {
 }
 
 /// 80,000 annotation keys validate (the duplicate-key check is linear); 80,000 duplicates
-/// of one key are each reported; 20,000 items without `from` are too.
+/// of one key and 20,000 items without `from` are found in linear time too (the first
+/// 1,000 reported).
 #[test]
 fn large_pack_files_validate_in_linear_time() {
     let mut text = String::from("items:\n  - from: file://a.txt\n    annotations:\n");
@@ -367,14 +368,20 @@ fn large_pack_files_validate_in_linear_time() {
     }
     let (code, err, _) = validate_measured(&dup);
     assert_eq!(code, Some(2));
-    assert_eq!(err.matches("duplicate key \"same\"").count(), 79_999);
+    assert_eq!(err.matches("duplicate key \"same\"").count(), 1000);
+    assert!(
+        err.contains("and 78999 more problem(s)"),
+        "{}",
+        &err[err.len() - 200..]
+    );
     let mut nofrom = String::from("items:\n");
     for _ in 0..20_000 {
         nofrom += "  - type: text/plain\n";
     }
     let (code, err, _) = validate_measured(&nofrom);
     assert_eq!(code, Some(2));
-    assert_eq!(err.matches("missing required key \"from\"").count(), 20_000);
+    assert_eq!(err.matches("missing required key \"from\"").count(), 1000);
+    assert!(err.contains("and 19000 more problem(s)"));
 }
 
 /// A UTF-8 byte-order mark is skipped; bytes that are not UTF-8 are a pack-file problem with
@@ -427,4 +434,78 @@ fn values_that_can_never_fit_a_manifest_are_refused() {
     ));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("type: this value is"), "{err}");
+}
+
+/// Aliases of large scalars, and `${VAR}` expansions, are bounded by the bytes they copy,
+/// not only by the nodes they make; a NUL byte or another control character is a problem at
+/// its position (the parser would take a NUL for the end of the text and drop the rest).
+#[test]
+fn aliased_text_expansions_and_control_characters_are_bounded() {
+    let big = "y".repeat(1_000_000);
+    let aliased = format!(
+        "items:\n  - from: file://a.txt\nx: &s {big}\nz: [{}]\n",
+        vec!["*s"; 2000].join(",")
+    );
+    let typed = format!(
+        "t: &t {big}\nitems:\n{}",
+        "  - from: file://a.txt\n    type: *t\n".repeat(1000)
+    );
+    for (name, text) in [("list", aliased), ("types", typed)] {
+        let (code, out, rss) = validate_measured(&text);
+        assert_eq!(code, Some(2), "{name}: {out}");
+        assert!(out.contains("aliases copy more than"), "{name}: {out}");
+        assert!(rss < PARSE_RSS_KIB, "{name}: peak RSS {rss} KiB");
+    }
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    let mut text = String::from("items:\n  - from: file://a.txt\n    annotations:\n");
+    for i in 0..5000 {
+        text += &format!("      k{i}: ${{BIG}}\n");
+    }
+    d.write("pack.yaml", &text);
+    let big_env = "v".repeat(120_000);
+    let (o, rss) = run_measured(
+        &d.path,
+        &["validate", "-f", "pack.yaml"],
+        &[("BIG", &big_env)],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).contains("environment variables expand to more than"));
+    assert!(rss < PARSE_RSS_KIB, "peak RSS {rss} KiB");
+    for (text, at) in [
+        (&b"items:\n  - from: file://a.txt\n    annotations:\n      k: a\0b\n  - from: file://b.txt\n"[..], "pack.yaml:4:11:"),
+        (&b"\0items: []\n"[..], "pack.yaml:1:1:"),
+        (&b"type: a\x1bb\nitems: []\n"[..], "pack.yaml:1:8:"),
+    ] {
+        let (code, out, _) = validate_measured(text);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains(at) && out.contains("control character"), "{out}");
+    }
+}
+
+/// However many problems a pack file has, at most 1,000 are reported (and a line says how
+/// many more), each message cut to a readable length: output and memory stay bounded.
+#[test]
+fn problems_are_capped_in_number_and_length() {
+    let text = format!("items:\n{}", "  - 1\n".repeat(300_000));
+    let (code, out, rss) = validate_measured(&text);
+    assert_eq!(code, Some(2));
+    assert!(out.lines().count() <= 1002, "{} lines", out.lines().count());
+    assert!(
+        out.contains("and 299000 more problem(s) not shown"),
+        "{}",
+        &out[out.len() - 300..]
+    );
+    assert!(rss < PARSE_RSS_KIB, "peak RSS {rss} KiB");
+    let long = format!(
+        "items:\n{}",
+        format!(
+            "  - from: file://a.txt\n    platform: {}\n",
+            "x".repeat(3 << 20)
+        )
+        .repeat(5)
+    );
+    let (code, out, _) = validate_measured(&long);
+    assert_eq!(code, Some(2));
+    assert!(out.len() < 20_000, "{} bytes of output", out.len());
 }

@@ -776,3 +776,26 @@ fn the_dir_annotation_never_leaves_the_pack_files_directory() {
         .collect();
     assert_eq!(dirs, ["tools", "inside/sub", "inside/sub"]);
 }
+
+/// A directory tree deeper than the walk goes is an error, not a stack overflow.
+#[test]
+fn very_deep_directory_trees_are_refused() {
+    let d = TestDir::new();
+    let deep: std::path::PathBuf = std::iter::once("deep".to_string())
+        .chain((0..420).map(|_| "d".to_string()))
+        .collect();
+    d.write(&format!("{}/f", deep.display()), "x");
+    for item in [
+        "  - from: dir://deep\n",
+        "  - from: dir://deep\n    archive: tar\n",
+    ] {
+        d.write("pack.yaml", format!("items:\n{item}"));
+        let (o, _) = run_measured(&d.path, &["pack", "-f", "pack.yaml", "oci://new:v1"], &[]);
+        assert_eq!(o.status.code(), Some(1), "{item}: {}", stderr(&o));
+        assert!(stderr(&o).contains("directories deep"), "{}", stderr(&o));
+        assert!(
+            !d.join("new").exists(),
+            "a failed pack left the new layout's directory"
+        );
+    }
+}
