@@ -42,7 +42,12 @@ pub(crate) async fn copy(src: &str, dst: &str, options: &Options) -> Result<Copi
     let to = targets.open_str(dst, true)?;
     let mut root = from.resolve().await?;
     if let Some(p) = &wanted {
-        root = select_platform(from.target.as_ref(), &root, p).await?;
+        if !crate::mediatype::is_index(root.media_type().as_ref()) {
+            tracing::warn!("{src} is a single manifest, not an index: --platform {p} selects nothing and the manifest is copied as it is");
+        }
+        root = select_platform(from.target.as_ref(), &root, p)
+            .await
+            .map_err(|e| e.context(src))?;
     }
     let stats = crate::engine::copy_graph(
         from.target.as_ref(),

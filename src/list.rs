@@ -12,8 +12,10 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::store::{fetch_small, Location, Target};
 
-/// One entry of a layout's `index.json`.
+/// One entry of a layout's `index.json` (JSON field names in camelCase, like every other
+/// JSON this program writes).
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ListEntry {
     /// Its `ref.name` (empty when untagged).

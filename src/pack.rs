@@ -117,7 +117,7 @@ fn check_pin(
     if got != pin.as_str() {
         return Err(Error::new(
             ErrorKind::DigestMismatch,
-            format!("{field} ({uri}): content has digest {got}, but the pack file pins {pin}; update the pin or the source"),
+            format!("content has digest {got}, but {field}.digest pins {pin}; update the pin or the source"),
         )
         .with_digest(pin.as_str())
         .with_reference(uri));

@@ -66,6 +66,21 @@ impl Reference {
         if text.is_empty() {
             return Err(invalid("empty".into()));
         }
+        // skopeo's spellings (`oci:DIR:TAG`, `docker://` with one slash missing) would be
+        // read as a Docker Hub repository named `oci`.
+        for scheme in ["oci", "docker", "cr"] {
+            if let Some(rest) = text.strip_prefix(scheme).and_then(|r| r.strip_prefix(':')) {
+                let port = rest
+                    .split_once('/')
+                    .is_some_and(|(p, _)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+                if !rest.starts_with("//") && !port {
+                    return Err(invalid(format!(
+                        "write {scheme}://{}",
+                        rest.trim_start_matches('/')
+                    )));
+                }
+            }
+        }
         match text.split_once("://") {
             Some(("oci", rest)) if looks_like_registry(rest) => RegistryRef::parse(rest)
                 .map(Reference::Registry)

@@ -78,7 +78,7 @@ struct Global {
     /// time its bytes take at 64 KiB/s.
     #[arg(long, value_name = "SECS", global = true, value_parser = clap::value_parser!(u64).range(1..=86400))]
     timeout: Option<u64>,
-    /// Registry user name (alias -l/--login).
+    /// Registry user name (also -l).
     #[arg(
         short = 'u',
         long = "username",
@@ -106,9 +106,9 @@ enum Command {
     Pack(PackArgs),
     /// Check a pack file and print every problem; exit 0 when it is valid.
     Validate {
-        /// The pack file.
+        /// The pack file (may also come before the command).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
-        file: PathBuf,
+        file: Option<PathBuf>,
     },
     /// List a layout's entries, a repository's tags, or one artifact's tree.
     List {
@@ -185,11 +185,48 @@ fn short_form_target(target: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The value of `--created`: `now` or what looks like an RFC 3339 time (checked fully
+/// later), so that a target written right after a bare `--created` is not taken for it.
+fn created_time(value: &str) -> Result<String, String> {
+    let dated = value.len() >= 10
+        && value.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+        && value.as_bytes()[4] == b'-';
+    if value == "now" || dated {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "--created \"{value}\": give now or an RFC 3339 time such as 2024-01-02T03:04:05Z \
+             (a bare --created means now: put it after the target, or write --created=now)"
+        ))
+    }
+}
+
+/// Checks a TARGET that will be written (`pack TARGET`, `copy SRC DST`): a bare word is
+/// never one (see [`short_form_target`]) — Docker Hub's `library/` is not writable, and the
+/// word is nearly always a directory missing its `oci://`.
+fn write_target(target: &str) -> Result<(), Error> {
+    if !target.contains(['/', ':', '.']) {
+        let hint = if std::path::Path::new(target).exists() {
+            format!("; for the local directory write oci://{target}:TAG")
+        } else {
+            String::new()
+        };
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "\"{target}\" is not a target: write a layout as oci://DIR:TAG or a registry \
+                 repository as HOST/REPO:TAG{hint}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Args)]
 struct PackArgs {
-    /// The pack file.
+    /// The pack file (may also come before the command: `oci-packer -f FILE pack TARGET`).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
-    file: PathBuf,
+    file: Option<PathBuf>,
     /// Where to write: a registry host/repo[:tag] (also docker://, cr://, oci://host/…) or a
     /// layout oci://DIR[:REF] (REF defaults to latest).
     #[arg(value_name = "TARGET", required_unless_present = "dry_run")]
@@ -199,7 +236,13 @@ struct PackArgs {
     dry_run: bool,
     /// Add org.opencontainers.image.created to the root: "now" or an RFC 3339 time
     /// (default: from SOURCE_DATE_EPOCH when set, else no timestamp).
-    #[arg(long, value_name = "TIME", num_args = 0..=1, default_missing_value = "now")]
+    #[arg(
+        long,
+        value_name = "TIME",
+        num_args = 0..=1,
+        default_missing_value = "now",
+        value_parser = created_time
+    )]
     created: Option<String>,
 }
 
@@ -295,12 +338,28 @@ fn registry_options(g: &Global) -> Result<RegistryOptions, Error> {
 
 fn execute(cli: Cli) -> Result<i32, Error> {
     let g = &cli.global;
+    let file_before = cli.file.clone();
+    // `-f FILE` before the command serves a command that takes one.
+    let pack_file = |own: Option<PathBuf>, command: &str| {
+        own.or_else(|| file_before.clone()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{command} needs a pack file: -f FILE"),
+            )
+        })
+    };
     let command = match (cli.command, cli.file, cli.target) {
-        (Some(c), _, _) => c,
+        (Some(c), _, None) => c,
+        (Some(_), _, Some(target)) => {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("unexpected \"{target}\" before the command; see --help"),
+            ))
+        }
         (None, Some(file), Some(target)) => {
             short_form_target(&target)?;
             Command::Pack(PackArgs {
-                file,
+                file: Some(file),
                 target: Some(target),
                 dry_run: false,
                 created: None,
@@ -328,11 +387,16 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             opts.dry_run = a.dry_run;
             opts.created = a.created;
             let target = a.target.unwrap_or_default();
-            let packed = crate::pack(PackInput::File(a.file), &target, &opts)?;
+            if !a.dry_run {
+                write_target(&target)?;
+            }
+            let file = pack_file(a.file, "pack")?;
+            let packed = crate::pack(PackInput::File(file), &target, &opts)?;
             drop(bars);
             output::packed(&mut out, g.format, &packed, a.dry_run)
         }
         Command::Validate { file } => {
+            let file = pack_file(file, "validate")?;
             let problems = crate::validate(PackInput::File(file.clone()))?;
             output::validated(&mut out, g.format, &file, &problems)?;
             Ok(if problems.is_empty() { 0 } else { 2 })
@@ -346,6 +410,7 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             output::listing(&mut out, g.format, &listing)
         }
         Command::Copy { src, dst, platform } => {
+            write_target(&dst)?;
             let (mut opts, bars) = options(g);
             opts.registry = registry_options(g)?;
             opts.platform = platform;

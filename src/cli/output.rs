@@ -12,6 +12,11 @@ use crate::text::printable;
 use crate::{Error, ErrorKind, Listing, Packed, Problem};
 
 fn io(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        // The reader went away (`| head`): nothing is wrong, and every operation has ended
+        // by the time its result is printed, so there is nothing left to wait for.
+        std::process::exit(0);
+    }
     Error::new(ErrorKind::Io, format!("writing to stdout: {e}"))
 }
 

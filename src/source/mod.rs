@@ -108,7 +108,7 @@ impl Source {
         Err(match scheme {
             Some(s) => format!(
                 "unknown scheme \"{s}://\" in \"{uri}\" (use file://, dir://, http://, https://, \
-                 s3://, oci://, docker:// or cr://)"
+                 oci://, docker:// or cr://)"
             ),
             None => format!("\"{uri}\" has no scheme (write file://{uri} for a file or dir://{uri} for a directory)"),
         })

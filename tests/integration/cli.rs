@@ -467,3 +467,57 @@ fn control_characters_from_outside_are_escaped() {
         );
     }
 }
+
+/// A newcomer's slips are usage errors with a hint, never a request to Docker Hub: a bare
+/// word as a written target (`pack`, `copy`), skopeo's `oci:DIR`, a target after a bare
+/// `--created`; `-f FILE` before `validate` or `pack` works.
+#[test]
+fn newcomer_slips_get_hints() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("p.yaml", "items:\n  - from: file://a.txt\n");
+    pack_ok(&d, "p.yaml", "oci://out:v1");
+    for (args, expect) in [
+        (
+            vec!["pack", "-f", "p.yaml", "out"],
+            "for the local directory write oci://out:TAG",
+        ),
+        (
+            vec!["copy", "oci://out:v1", "out2"],
+            "\"out2\" is not a target",
+        ),
+        (vec!["pack", "-f", "p.yaml", "oci:out"], "write oci://out"),
+        (vec!["list", "oci:out:v1"], "write oci://out:v1"),
+        (
+            vec!["pack", "-f", "p.yaml", "--created", "oci://out:c"],
+            "--created \"oci://out:c\": give now or an RFC 3339 time",
+        ),
+    ] {
+        let o = run(&d.path, &args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expect), "{args:?}: {}", stderr(&o));
+    }
+    let o = run(&d.path, &["-f", "p.yaml", "validate"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("p.yaml: valid"));
+    let o = run(&d.path, &["-f", "p.yaml", "pack", "oci://out:front"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&d.path, &["validate"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("validate needs a pack file: -f FILE"));
+    // A listing (far more than a pipe buffer) piped into a reader that stops early ends
+    // quietly.
+    let o = std::process::Command::new("sh")
+        .current_dir(&d.path)
+        .arg("-c")
+        .arg(format!(
+            "for i in $(seq 1 2000); do echo \"  - from: file://a.txt\n    annotations: {{n: \\\"$i\\\"}}\"; done > items.txt; \
+             (echo items:; cat items.txt) > many.yaml; {} pack -f many.yaml oci://out:many >/dev/null; \
+             {} list oci://out:many | head -1",
+            env!("CARGO_BIN_EXE_oci-packer"),
+            env!("CARGO_BIN_EXE_oci-packer")
+        ))
+        .output()
+        .expect("sh");
+    assert!(!stderr(&o).contains("Broken pipe"), "{}", stderr(&o));
+}

@@ -505,7 +505,8 @@ fn http_404_and_digest_pins() {
         1,
     );
     assert!(
-        err.contains("items[0]") && err.contains(&format!("the pack file pins {wrong}")),
+        err.contains(&format!("items[0].digest pins {wrong}"))
+            && err.matches("items[0]").count() == 2,
         "{err}"
     );
     let right = format!("sha256:{}", sha256_hex(b"data"));
