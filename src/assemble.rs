@@ -111,21 +111,25 @@ fn manifest(
     }
     let m = b.build().map_err(internal)?;
     let bytes = canonical_json(&m)?;
-    // Registries (and every reader here) refuse larger manifests: say so now, for a dry run
-    // too, rather than at the push.
-    if bytes.len() as u64 > crate::store::MAX_MANIFEST_BYTES {
+    fits("manifest", bytes.len(), layers.len(), "layers")?;
+    Ok(json_blob(mediatype::OCI_MANIFEST, bytes))
+}
+
+/// Registries (and every reader here) refuse manifests and indexes over 4 MiB: say so while
+/// assembling, for a dry run too, rather than at the push.
+fn fits(what: &str, bytes: usize, parts: usize, part_name: &str) -> Result<()> {
+    if bytes as u64 > crate::store::MAX_MANIFEST_BYTES {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
             format!(
-                "the manifest would be {} bytes with its {} layers, more than the {} bytes \
-                 (4 MiB) registries accept; pack large directories with archive:, or split them",
-                bytes.len(),
-                layers.len(),
+                "the {what} would be {bytes} bytes with its {parts} {part_name}, more than the {} \
+                 bytes (4 MiB) registries accept; pack large directories with archive:, or \
+                 split the pack",
                 crate::store::MAX_MANIFEST_BYTES
             ),
         ));
     }
-    Ok(json_blob(mediatype::OCI_MANIFEST, bytes))
+    Ok(())
 }
 
 /// Builds the artifact. `created` is the value of the root's `created` annotation, if any.
@@ -204,7 +208,9 @@ pub fn assemble(
             b = b.annotations(a);
         }
         let index = b.build().map_err(internal)?;
-        json_blob(mediatype::OCI_INDEX, canonical_json(&index)?)
+        let bytes = canonical_json(&index)?;
+        fits("index", bytes.len(), index.manifests().len(), "members")?;
+        json_blob(mediatype::OCI_INDEX, bytes)
     };
     let mut root_desc = root.descriptor.clone();
     root_desc.set_artifact_type(

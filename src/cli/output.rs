@@ -100,13 +100,19 @@ pub fn validated(
 ) -> Result<(), Error> {
     match format {
         Format::Text if problems.is_empty() => {
-            writeln!(out, "{}: valid", file.display()).map_err(io)
+            writeln!(out, "{}: valid", printable(&file.display().to_string())).map_err(io)
         }
         Format::Text => {
             for p in problems {
                 writeln!(out, "{}", printable(&p.to_string())).map_err(io)?;
             }
-            writeln!(out, "{}: {} problem(s)", file.display(), problems.len()).map_err(io)
+            writeln!(
+                out,
+                "{}: {} problem(s)",
+                printable(&file.display().to_string()),
+                problems.len()
+            )
+            .map_err(io)
         }
         Format::Json => print_json(
             out,

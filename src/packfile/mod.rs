@@ -153,8 +153,11 @@ pub(crate) fn load(
                 Ok(text) => text,
                 Err(p) => return Ok(Err(vec![p])),
             };
+            // Relative sources resolve against the pack file's directory; for a pack file
+            // that is no file (`-f /dev/stdin`, a pipe) against the working directory.
             let base = path
                 .parent()
+                .filter(|_| std::fs::metadata(path).is_ok_and(|m| m.is_file()))
                 .map(crate::fsutil::absolute)
                 .unwrap_or_else(|| crate::fsutil::absolute(Path::new(".")));
             match node::parse_yaml(&text) {

@@ -293,18 +293,32 @@ impl Layout {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+            // Never follow a link, never wait on a FIFO planted there.
+            options.custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            );
         }
-        options.open(&path).map_err(|e| {
-            if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-                layout_err(
+        let not_regular = || {
+            layout_err(
+                &self.shown,
+                format!("{name} is not a regular file; a layout's lock files must be (remove it)"),
+            )
+        };
+        let file = options.open(&path).map_err(|e| {
+            match path.symlink_metadata() {
+                Ok(m) if m.file_type().is_symlink() => layout_err(
                     &self.shown,
                     format!("{name} is a symlink; a layout's lock files must be regular files (remove the link)"),
-                )
-            } else {
-                Error::io("opening", &path, e)
+                ),
+                // A FIFO without a reader (ENXIO), a socket, a device.
+                Ok(m) if !m.is_file() => not_regular(),
+                _ => Error::io("opening", &path, e),
             }
-        })
+        })?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(not_regular());
+        }
+        Ok(file)
     }
 
     /// Every node of the graph under `root` is a blob of this layout (regular file, declared

@@ -27,6 +27,11 @@ pub(crate) struct Targets {
     fsync: bool,
     tmp_dir: Option<PathBuf>,
     clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// Registry hosts the user named for this operation (its target, `copy`'s source and
+    /// destination, `list`'s reference): only they get the `-u`/`-p` credentials. A host a
+    /// pack file names for an image item gets the Docker config's credentials for it alone,
+    /// so a pack file from elsewhere cannot collect the user's password.
+    named_hosts: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A target opened from a reference, with the tag (or layout name) and digest it names.
@@ -50,6 +55,7 @@ impl Targets {
             fsync,
             tmp_dir,
             clients: Mutex::default(),
+            named_hosts: Mutex::default(),
         }
     }
 
@@ -59,14 +65,36 @@ impl Targets {
         if let Some(c) = clients.get(host) {
             return Ok(c.clone());
         }
-        let c = Arc::new(Client::new(host, &self.registry)?);
+        let named = self
+            .named_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(host);
+        let options = if named {
+            self.registry.clone()
+        } else {
+            RegistryOptions {
+                username: None,
+                password: None,
+                ..self.registry.clone()
+            }
+        };
+        let c = Arc::new(Client::new(host, &options)?);
         clients.insert(host.to_string(), c.clone());
         Ok(c)
     }
 
-    /// Parses and opens `text`.
+    /// Parses and opens `text`, a reference the user named (its registry host gets the
+    /// `-u`/`-p` credentials).
     pub fn open_str(&self, text: &str, write: bool) -> Result<Opened> {
-        self.open(Reference::parse(text)?, text, write)
+        let reference = Reference::parse(text)?;
+        if let Reference::Registry(r) = &reference {
+            self.named_hosts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(r.host.clone());
+        }
+        self.open(reference, text, write)
     }
 
     /// Opens a parsed reference for reading, or for writing (a new layout is created on

@@ -569,3 +569,94 @@ fn fifos_in_layouts_are_refused_not_waited_on() {
         );
     }
 }
+
+/// `-u`/`-p` go only to the registry the user named (the target): an image item's registry,
+/// named by a pack file that may come from anyone, never receives them.
+#[test]
+fn flag_credentials_never_go_to_a_host_a_pack_file_names() {
+    let evil = HttpServer::with_handler(|_req| {
+        Response::status(401).header("WWW-Authenticate", "Basic realm=\"evil\"")
+    });
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write(
+        "p.yaml",
+        format!(
+            "items:\n  - from: file://a.txt\n  - from: docker://{}/evil/img:v1\n  - from: oci://{}/evil/img:v2\n",
+            evil.addr, evil.addr
+        ),
+    );
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "-u",
+            "alice",
+            "-p",
+            "s3cret",
+            "pack",
+            "-f",
+            "p.yaml",
+            "oci://out:v1",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let seen = evil.seen.lock().expect("lock");
+    assert!(!seen.is_empty(), "the image item's registry was not asked");
+    assert!(
+        seen.iter()
+            .all(|s| !s.headers.contains_key("authorization")),
+        "credentials sent to a host only the pack file named"
+    );
+}
+
+/// A FIFO planted at a lock file's path is refused at once, never waited on.
+#[test]
+fn fifos_at_lock_paths_are_refused() {
+    for lock in ["index.lock", ".oci-packer.lock"] {
+        let d = TestDir::new();
+        d.write("a.txt", "a");
+        d.write("a.yaml", "items:\n  - from: file://a.txt\n");
+        pack_ok(&d, "a.yaml", "oci://out:v1");
+        let path = d.join("out").join(lock);
+        let _ = std::fs::remove_file(&path);
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo");
+        assert!(ok.success());
+        let (o, _) = run_measured(&d.path, &["pack", "-f", "a.yaml", "oci://out:v2"], &[]);
+        assert_eq!(o.status.code(), Some(2), "{lock}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is not a regular file"),
+            "{lock}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+/// A pack file read from a pipe (`-f /dev/stdin`) resolves relative sources against the
+/// working directory, not against `/dev`.
+#[test]
+fn a_pack_file_on_stdin_resolves_against_the_working_directory() {
+    use std::io::Write as _;
+    let d = TestDir::new();
+    d.write("a.txt", "from the working directory");
+    let mut child = bin()
+        .current_dir(&d.path)
+        .args(["pack", "-f", "/dev/stdin", "oci://out:v1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"items:\n  - from: file://a.txt\n")
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
