@@ -94,6 +94,18 @@ pub const MAX_PROBLEMS: usize = 1000;
 /// Longest problem message kept (a value echoed in it is cut), in bytes.
 const MAX_PROBLEM_MESSAGE: usize = 1000;
 
+/// Cuts `text` to at most `max` bytes (on a character boundary), marking the cut.
+fn clip(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+}
+
 /// Problems found so far, at most [`MAX_PROBLEMS`] kept (memory and output stay bounded
 /// whatever the pack file), messages cut to a readable length.
 #[derive(Debug, Default)]
@@ -109,14 +121,9 @@ impl Problems {
             self.dropped += 1;
             return false;
         }
-        if p.message.len() > MAX_PROBLEM_MESSAGE {
-            let mut cut = MAX_PROBLEM_MESSAGE;
-            while !p.message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            p.message.truncate(cut);
-            p.message.push('…');
-        }
+        clip(&mut p.message, MAX_PROBLEM_MESSAGE);
+        // A field path holds the keys written in the pack file, which may be huge.
+        clip(&mut p.field, MAX_PROBLEM_MESSAGE / 4);
         self.list.push(p);
         true
     }

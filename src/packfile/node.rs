@@ -99,8 +99,8 @@ pub const MAX_DEPTH: usize = 64;
 /// (100,000 annotations are 200,001 nodes), far below what exhausts memory.
 pub const MAX_NODES: usize = 500_000;
 
-/// Most bytes of text aliases may copy in all (a 1 MB scalar aliased a thousand times would
-/// otherwise be a gigabyte).
+/// Most bytes of text anchors and aliases may copy in all (a 1 MB scalar aliased a thousand
+/// times would otherwise be a gigabyte; each anchor keeps a copy of its tree).
 pub const MAX_ALIASED_BYTES: usize = 16 << 20;
 
 /// Parses the first document of `text`; `Ok(None)` for an empty document. A leading UTF-8
@@ -211,6 +211,24 @@ impl TreeBuilder {
         false
     }
 
+    /// Counts `b` bytes of text copied by an anchor or an alias at `line`:`column`; false
+    /// (with the error set) past [`MAX_ALIASED_BYTES`].
+    fn copy_bytes(&mut self, b: usize, line: usize, column: usize) -> bool {
+        self.aliased_bytes = self.aliased_bytes.saturating_add(b);
+        if self.aliased_bytes <= MAX_ALIASED_BYTES {
+            return true;
+        }
+        self.error.get_or_insert(SyntaxError {
+            line,
+            column,
+            message: format!(
+                "anchors and aliases copy more than {MAX_ALIASED_BYTES} bytes of text in all; \
+                 write the content out instead of aliasing it"
+            ),
+        });
+        false
+    }
+
     /// Opens a mapping or sequence unless that passes [`MAX_DEPTH`].
     fn open(&mut self, open: Open, mark: Marker) {
         if self.stack.len() >= MAX_DEPTH {
@@ -228,6 +246,10 @@ impl TreeBuilder {
     fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
             let (n, b) = size(&node);
+            // Keeping the anchored tree is a copy too: nested anchors would multiply it.
+            if !self.copy_bytes(b, node.line, node.column) {
+                return;
+            }
             self.anchors.insert(anchor, (node.clone(), n, b));
         }
         match self.stack.last_mut() {
@@ -296,15 +318,7 @@ impl MarkedEventReceiver for TreeBuilder {
                 if !self.count(n, mark, true) {
                     return;
                 }
-                self.aliased_bytes = self.aliased_bytes.saturating_add(b);
-                if self.aliased_bytes > MAX_ALIASED_BYTES {
-                    self.fail(
-                        mark,
-                        format!(
-                            "aliases copy more than {MAX_ALIASED_BYTES} bytes of text in all; \
-                             write the content out instead of aliasing it"
-                        ),
-                    );
+                if !self.copy_bytes(b, mark.line(), mark.col() + 1) {
                     return;
                 }
                 if let Some((mut node, _, _)) = self.anchors.get(&id).cloned() {
@@ -349,7 +363,18 @@ pub fn expand_vars(
                 (Some(v), Some(d)) if v.is_empty() => out.push_str(d),
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => missing.push(name.to_string()),
+                // A few names say enough; a value of millions of them must not make a list
+                // of millions.
+                (None, None) if missing.len() < 8 && !missing.iter().any(|m| m == name) => {
+                    missing.push(name.to_string())
+                }
+                (None, None) => {}
+            }
+            // Past a manifest's size the value is refused anyway (by its length): stop
+            // copying.
+            if out.len() as u64 > crate::store::MAX_MANIFEST_BYTES {
+                rest = "";
+                break;
             }
             rest = &body[end + 1..];
         } else {

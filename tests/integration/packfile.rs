@@ -509,3 +509,47 @@ fn problems_are_capped_in_number_and_length() {
     assert_eq!(code, Some(2));
     assert!(out.len() < 20_000, "{} bytes of output", out.len());
 }
+
+/// Anchors keep a copy of their tree, so nested anchors count against the same budget as
+/// aliases; a huge key makes huge field paths, which problems cut; unset variables are
+/// named a few at a time.
+#[test]
+fn anchors_field_paths_and_unset_variables_are_bounded() {
+    let mut nested = String::from("x: ");
+    for i in 0..20 {
+        nested += &format!("&a{i} [");
+    }
+    nested += &"y".repeat(3 << 20);
+    nested += &"]".repeat(20);
+    nested += "\nitems:\n  - from: file://a.txt\n";
+    let (code, out, rss) = validate_measured(&nested);
+    assert_eq!(code, Some(2), "{}", &out[..out.len().min(500)]);
+    assert!(
+        out.contains("anchors and aliases copy more than"),
+        "{}",
+        &out[..out.len().min(500)]
+    );
+    assert!(rss < PARSE_RSS_KIB, "peak RSS {rss} KiB");
+    let key = "k".repeat(1000);
+    let mut text = format!("items:\n  - from: file://a.txt\n    annotations:\n      {key}: \"");
+    text += &"${U}".repeat(1000);
+    text += "\"\n";
+    let (code, out, rss) = validate_measured(&text);
+    assert_eq!(code, Some(2));
+    assert_eq!(out.matches("environment variable U is not set").count(), 1);
+    assert!(out.len() < 4096, "{} bytes of output", out.len());
+    assert!(rss < PARSE_RSS_KIB, "peak RSS {rss} KiB");
+    let many_unset = format!(
+        "type: \"{}\"\nitems:\n  - from: file://a.txt\n",
+        "${X}".repeat(1_000_000)
+    );
+    let (code, out, rss) = validate_measured(&many_unset);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        out.matches("environment variable X is not set").count(),
+        1,
+        "{}",
+        &out[..out.len().min(500)]
+    );
+    assert!(rss < PARSE_RSS_KIB, "peak RSS {rss} KiB");
+}
