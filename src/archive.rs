@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{from_read_error, Error, Result};
-use crate::fsutil::{FileId, StableRead};
+use crate::fsutil::{FileId, FileRef, StableRead};
 
 /// How `archive:` packs a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +142,7 @@ pub fn write_tar<W: Write>(
             EntryKind::File => {
                 // Exactly the size in the header, or an error: a file that shrinks, grows or
                 // is rewritten while it is archived never gives a padded or torn entry.
-                let f = StableRead::open(&e.path, e.id).map_err(|err| {
+                let f = StableRead::open(&FileRef::new(&e.path, e.id)).map_err(|err| {
                     // Name the source, not the archive being written.
                     match err.get_ref().is_some_and(|i| i.is::<Error>()) {
                         true => err,

@@ -66,11 +66,11 @@ impl Taker {
 impl crate::source::TakeHashing for Taker {
     async fn take(
         &self,
-        path: &std::path::Path,
+        file: &crate::fsutil::FileRef,
         size: u64,
         progress: &Progress,
     ) -> Result<Option<crate::digest::Digest>> {
-        let digest = self.target.push_hashing(path, size, progress).await?;
+        let digest = self.target.push_hashing(file, size, progress).await?;
         if let Some(d) = &digest {
             self.taken
                 .lock()

@@ -197,6 +197,7 @@ pub struct StableRead {
     modified: Option<std::time::SystemTime>,
     remaining: u64,
     checked: bool,
+    id: FileId,
 }
 
 /// A file's identity on its file system: (device, inode).
@@ -229,10 +230,12 @@ pub fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Opens `path` for reading without ever blocking on it (a FIFO or device swapped in is
-/// refused, not waited on) and checks that it is a regular file.
-pub fn open_regular_file(path: &Path) -> std::io::Result<std::fs::File> {
+/// refused, not waited on), checks that it is a regular file and returns it with its
+/// metadata (taken from the open file, so it describes what is read).
+pub fn open_regular_file(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
     let file = open_nonblocking(path)?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(std::io::Error::other(
             Error::new(
                 ErrorKind::Io,
@@ -244,42 +247,72 @@ pub fn open_regular_file(path: &Path) -> std::io::Result<std::fs::File> {
             .with_path(path),
         ));
     }
-    Ok(file)
+    Ok((file, meta))
+}
+
+/// A file to be read by path, later and perhaps more than once (a staged source, a layout's
+/// blob), with the identity it had when first found or read. Every opening checks that it is
+/// still that file: one swapped for another, for a symlink to a file elsewhere, or for a FIFO
+/// is "changed while packing", never read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its identity when first seen; `None` for this program's own temp files.
+    pub id: Option<FileId>,
+}
+
+impl FileRef {
+    /// `path`, expected to be the file with identity `id`.
+    pub fn new(path: impl Into<PathBuf>, id: Option<FileId>) -> FileRef {
+        FileRef {
+            path: path.into(),
+            id,
+        }
+    }
+
+    /// Opens it (see [`open_regular_file`]) and checks its identity.
+    pub fn open(&self) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+        let (file, meta) = open_regular_file(&self.path)?;
+        if self.id.is_some_and(|id| id != file_id(&meta)) {
+            return Err(std::io::Error::other(changed_while_packing(
+                &self.path,
+                "it is no longer the file found there first",
+            )));
+        }
+        Ok((file, meta))
+    }
 }
 
 impl StableRead {
-    /// Opens `path` (see [`open_regular_file`]) as a snapshot. With `expected`, the file
-    /// opened must be the one a directory walk found there: a file swapped for another, or
-    /// for a symlink to one outside the directory, is "changed while packing", never read.
-    pub fn open(path: &Path, expected: Option<FileId>) -> std::io::Result<StableRead> {
-        let file = open_regular_file(path)?;
-        let read = StableRead::new(file, path)?;
-        if let Some(id) = expected {
-            if file_id(&read.file.metadata()?) != id {
-                return Err(
-                    read.changed("it is no longer the file the directory walk found there".into())
-                );
-            }
-        }
-        Ok(read)
+    /// Opens `file` (see [`FileRef::open`]) as a snapshot.
+    pub fn open(file: &FileRef) -> std::io::Result<StableRead> {
+        let (f, meta) = file.open()?;
+        Ok(StableRead::new(f, &file.path, &meta))
     }
 
-    /// Wraps `file`, opened from `path`, with the size and time it has now.
-    pub fn new(file: std::fs::File, path: &Path) -> std::io::Result<StableRead> {
-        let meta = file.metadata()?;
-        Ok(StableRead {
+    /// Wraps `file`, opened from `path`, with the size and time `meta` (its metadata now)
+    /// gives.
+    pub fn new(file: std::fs::File, path: &Path, meta: &std::fs::Metadata) -> StableRead {
+        StableRead {
             file,
             path: path.to_path_buf(),
             size: meta.len(),
             modified: meta.modified().ok(),
             remaining: meta.len(),
             checked: false,
-        })
+            id: file_id(meta),
+        }
     }
 
     /// The size the file had when opened (what is read).
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The file read, with its identity (to open it again later).
+    pub fn file_ref(&self) -> FileRef {
+        FileRef::new(&self.path, Some(self.id))
     }
 
     fn changed(&self, what: String) -> std::io::Error {
@@ -313,5 +346,118 @@ impl std::io::Read for StableRead {
         }
         self.remaining -= n as u64;
         Ok(n)
+    }
+}
+
+/// Opens the directory `name` inside the open directory `parent` without following a
+/// symlink (`create`: make it first when missing). `Ok(None)` when it does not exist and
+/// `create` is off; an error of kind `NotADirectory` (or `ELOOP`) when it is not a real
+/// directory.
+#[cfg(unix)]
+pub fn open_dir_at(
+    parent: impl std::os::fd::AsFd,
+    name: &str,
+    create: bool,
+) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use rustix::fs::{mkdirat, openat, Mode, OFlags};
+    if create {
+        match mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match openat(&parent, name, flags, Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT) if !create => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the file `name` of the open directory `dir` for reading: never through a symlink,
+/// never waiting on a FIFO (the caller checks what it opened).
+#[cfg(unix)]
+pub fn open_file_at(dir: impl std::os::fd::AsFd, name: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{openat, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    Ok(openat(dir, name, flags, Mode::empty())?.into())
+}
+
+/// A temp file created inside an open directory, by its descriptor: a directory swapped for
+/// a symlink after it was opened cannot send the file elsewhere. Named with
+/// [`TEMP_PREFIX`]; removed when dropped unless [`TempAt::persist`]ed.
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct TempAt {
+    dir: Arc<std::os::fd::OwnedFd>,
+    /// The directory's path, for messages.
+    shown: PathBuf,
+    name: String,
+    file: std::fs::File,
+    persisted: bool,
+}
+
+#[cfg(unix)]
+impl TempAt {
+    /// A new empty temp file in `dir` (whose path is `shown`), readable by all (0644, like
+    /// any file the user writes).
+    pub fn new(dir: Arc<std::os::fd::OwnedFd>, shown: &Path) -> Result<TempAt> {
+        use rustix::fs::{fchmod, openat, Mode, OFlags};
+        use std::hash::{BuildHasher, Hasher};
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut last = None;
+        for _ in 0..16 {
+            // Random enough: `RandomState` is keyed afresh each time; EXCL settles clashes.
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            let name = format!("{TEMP_PREFIX}{:016x}", h.finish());
+            match openat(&*dir, name.as_str(), flags, Mode::from_raw_mode(0o600)) {
+                Ok(fd) => {
+                    let _ = fchmod(&fd, Mode::from_raw_mode(0o644));
+                    return Ok(TempAt {
+                        dir,
+                        shown: shown.to_path_buf(),
+                        name,
+                        file: fd.into(),
+                        persisted: false,
+                    });
+                }
+                Err(rustix::io::Errno::EXIST) => last = Some(rustix::io::Errno::EXIST),
+                Err(e) => return Err(Error::io("creating temp file in", shown, e.into())),
+            }
+        }
+        Err(Error::io(
+            "creating temp file in",
+            shown,
+            last.unwrap_or(rustix::io::Errno::EXIST).into(),
+        ))
+    }
+
+    /// The open file.
+    pub fn file(&mut self) -> &mut std::fs::File {
+        &mut self.file
+    }
+
+    /// Its path (for messages).
+    pub fn path(&self) -> PathBuf {
+        self.shown.join(&self.name)
+    }
+
+    /// Renames it to `name` in its directory (replacing what is there).
+    pub fn persist(mut self, name: &str) -> std::io::Result<()> {
+        rustix::fs::renameat(&*self.dir, self.name.as_str(), &*self.dir, name)?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+impl Drop for TempAt {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ =
+                rustix::fs::unlinkat(&*self.dir, self.name.as_str(), rustix::fs::AtFlags::empty());
+        }
     }
 }

@@ -113,6 +113,64 @@ fn looks_like_registry(rest: &str) -> bool {
     }
 }
 
+/// Why `host` (`NAME[:PORT]`) is not a registry host, if it is not: the name is DNS labels
+/// of ASCII letters, digits and inner '-' joined by '.', or an IPv6 address in brackets (the
+/// Distribution grammar; a name in another script is written in its `xn--` form, and
+/// invisible or look-alike characters are refused rather than sent to a resolver); the
+/// port is 1 to 65535.
+fn bad_host(host: &str) -> Option<String> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) if !n.starts_with('[') || n.ends_with(']') => (n, Some(p)),
+        _ => (host, None),
+    };
+    if let Some(p) = port {
+        if !p.bytes().all(|b| b.is_ascii_digit()) || !p.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Some(format!(
+                "the port \"{p}\" is not a number from 1 to 65535 (write HOST or HOST:PORT)"
+            ));
+        }
+    }
+    if let Some(ip) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return match ip.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => None,
+            Err(_) => Some(format!("\"{ip}\" is not an IPv6 address")),
+        };
+    }
+    if !name.is_ascii() {
+        return Some(
+            "host names are ASCII: write a name in another script in its xn-- form, and \
+             check for invisible or look-alike characters"
+                .into(),
+        );
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Some(
+            "a host name is labels of letters, digits and inner '-' joined by '.'".into(),
+        );
+    }
+    None
+}
+
+/// Whether `text` (a registry reference, perhaps with `docker://` or `cr://`) names no
+/// registry host and no namespace — Docker Hub's `library/NAME`, where only Docker's
+/// official images are published: as a place to write, always a slip (a file name, a
+/// layout directory, a host without a repository).
+pub fn is_docker_hub_short_form(text: &str) -> bool {
+    let rest = ["docker://", "cr://"]
+        .iter()
+        .find_map(|s| text.strip_prefix(s))
+        .unwrap_or(text);
+    let name = rest.split('@').next().unwrap_or(rest);
+    !name.contains('/')
+}
+
 fn valid_path_component(c: &str) -> bool {
     // distribution's path-component grammar: [a-z0-9]+ joined by ".", "_", "__" or "-"+.
     !c.is_empty()
@@ -164,16 +222,8 @@ impl RegistryRef {
                 "\"{host}\" is a path, not a registry host: a layout is written oci://{name}:TAG"
             ));
         }
-        if let Some((h, port)) = host.rsplit_once(':') {
-            if h.is_empty()
-                || port.is_empty()
-                || !port.bytes().all(|b| b.is_ascii_digit())
-                || port.len() > 5
-            {
-                return Err(format!(
-                    "invalid registry host \"{host}\" (write HOST or HOST:PORT with a numeric port)"
-                ));
-            }
+        if let Some(why) = bad_host(&host) {
+            return Err(format!("invalid registry host \"{host}\": {why}"));
         }
         let host = match host.as_str() {
             "docker.io" | "registry-1.docker.io" => "index.docker.io".to_string(),
@@ -422,9 +472,32 @@ mod tests {
             "host.io/a//b",
             "host.io/a:bad tag",
             "oci://:v1",
+            "localhost:99999/a",
+            "localhost:0/a",
+            "localhost:65536/a",
+            "b\u{fc}cher.example/a",
+            "re\u{200b}gistry.io/a",
+            "registry.io\u{202e}/a",
+            "-bad.io/a",
+            "bad-.io/a",
+            "a..io/a",
+            "[zz]:5000/a",
         ] {
             let e = Reference::parse(bad).expect_err(bad);
             assert_eq!(e.kind(), ErrorKind::InvalidReference, "{bad}");
         }
+        for good in [
+            "[::1]:5000/a",
+            "xn--bcher-kva.example/a",
+            "localhost:65535/a",
+            "my-registry.local:443/a",
+        ] {
+            Reference::parse(good).expect(good);
+        }
+        assert!(is_docker_hub_short_form("out:v1"));
+        assert!(is_docker_hub_short_form("localhost:5000"));
+        assert!(is_docker_hub_short_form("docker://alpine@sha256:abc"));
+        assert!(!is_docker_hub_short_form("library/alpine:3"));
+        assert!(!is_docker_hub_short_form("localhost:5000/a"));
     }
 }

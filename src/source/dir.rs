@@ -1,6 +1,9 @@
 //! `dir://PATH`: one layer per regular file, or with `archive:` one deterministic tar layer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::CStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,10 +12,11 @@ use crate::archive;
 use crate::archive::ArchiveFormat;
 use crate::digest::PIPELINE_THRESHOLD;
 use crate::error::{Error, ErrorKind, Result};
-use crate::fsutil::{blocking, file_id};
+use crate::fsutil::{blocking, file_id, FileId, FileRef};
 use crate::mediatype;
 use crate::progress::ProgressEvent;
 use crate::source::StageContext;
+use rustix::fs::readlinkat;
 
 pub use crate::archive::{Entry, EntryKind};
 
@@ -25,35 +29,31 @@ fn err(uri: &str, path: &Path, what: &str) -> Error {
     .with_reference(uri)
 }
 
-#[cfg(unix)]
-fn mode_of(meta: &std::fs::Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o7777
-}
-
-#[cfg(not(unix))]
-fn mode_of(meta: &std::fs::Metadata) -> u32 {
-    if meta.is_dir() {
-        0o755
-    } else {
-        0o644
-    }
-}
-
 /// Walks `root`, returning entries sorted by the bytes of their relative path.
 ///
 /// `keep_links`: archive mode stores symlinks as links; otherwise they are followed. Either
 /// way a link that resolves outside `root` is an error, and so are sockets, FIFOs and devices.
+///
+/// The walk holds each directory open and looks at its entries relative to it, never
+/// following a link it did not decide to follow: a directory swapped for a symlink while the
+/// walk runs cannot lead it outside `root`, and every file it records is one it saw inside.
 pub fn walk(root: &Path, uri: &str, keep_links: bool) -> Result<Vec<Entry>> {
-    let meta = std::fs::metadata(root)
-        .map_err(|e| Error::io(&format!("{uri}: cannot read"), root, e).with_reference(uri))?;
-    if !meta.is_dir() {
-        return Err(err(
+    use rustix::fs::{openat, Mode, OFlags, CWD};
+    let fd = openat(
+        CWD,
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::NOTDIR => err(
             uri,
             root,
             "is not a directory (use file://… for a single file)",
-        ));
-    }
+        ),
+        e => Error::io(&format!("{uri}: cannot read"), root, e.into()).with_reference(uri),
+    })?;
+    let id = stat_id(&fstat(&fd, root, uri)?);
     let canon_root = root
         .canonicalize()
         .map_err(|e| Error::io(&format!("{uri}: cannot resolve"), root, e))?;
@@ -62,10 +62,10 @@ pub fn walk(root: &Path, uri: &str, keep_links: bool) -> Result<Vec<Entry>> {
         canon_root: &canon_root,
         uri,
         keep_links,
-        visited: HashMap::from([(file_id(&meta), root.to_path_buf())]),
+        visited: HashMap::from([(id, root.to_path_buf())]),
         out: &mut out,
     };
-    walk.dir(root, "")?;
+    walk.dir(&fd, root, "")?;
     out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
     Ok(out)
 }
@@ -73,6 +73,35 @@ pub fn walk(root: &Path, uri: &str, keep_links: bool) -> Result<Vec<Entry>> {
 /// How deep a walk goes below its root (the walk recurses; real trees are a few dozen
 /// levels at most).
 pub const MAX_DIR_DEPTH: usize = 128;
+
+/// The identity of a file from its `stat` (the field types differ between systems).
+#[allow(clippy::unnecessary_cast)]
+fn stat_id(st: &rustix::fs::Stat) -> FileId {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+/// Permission bits of a `stat`.
+#[allow(clippy::unnecessary_cast)]
+fn stat_mode(st: &rustix::fs::Stat) -> u32 {
+    st.st_mode as u32 & 0o7777
+}
+
+fn stat_type(st: &rustix::fs::Stat) -> rustix::fs::FileType {
+    rustix::fs::FileType::from_raw_mode(st.st_mode as _)
+}
+
+fn fstat(fd: &OwnedFd, path: &Path, uri: &str) -> Result<rustix::fs::Stat> {
+    rustix::fs::fstat(fd).map_err(|e| Error::io(&format!("{uri}: cannot read"), path, e.into()))
+}
+
+/// Opens what a symlink resolves to without reading it: only its type and identity are
+/// looked at (on Linux not even opened for reading, so a device is never touched).
+#[cfg(target_os = "linux")]
+const PROBE: rustix::fs::OFlags = rustix::fs::OFlags::PATH.union(rustix::fs::OFlags::CLOEXEC);
+#[cfg(not(target_os = "linux"))]
+const PROBE: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::NONBLOCK)
+    .union(rustix::fs::OFlags::CLOEXEC);
 
 /// One walk: every directory is entered at most once, by (device, inode), so symlinks to
 /// directories can neither loop nor multiply the work (two links per level to the next
@@ -82,14 +111,14 @@ struct Walk<'a> {
     uri: &'a str,
     keep_links: bool,
     /// Directories entered so far, with the path they were first entered by.
-    visited: HashMap<(u64, u64), PathBuf>,
+    visited: HashMap<FileId, PathBuf>,
     out: &'a mut Vec<Entry>,
 }
 
 impl Walk<'_> {
-    /// Enters `dir` (reached as `path`) unless this walk has been there already: a second
-    /// visit is an error naming both paths.
-    fn enter(&mut self, path: &Path, rel: &str, meta: &std::fs::Metadata) -> Result<()> {
+    /// Enters the open directory `fd` (reached as `path`, identity `id`) unless this walk
+    /// has been there already: a second visit is an error naming both paths.
+    fn enter(&mut self, fd: &OwnedFd, path: &Path, rel: &str, id: FileId) -> Result<()> {
         if rel.matches('/').count() + 1 > MAX_DIR_DEPTH {
             return Err(err(
                 self.uri,
@@ -99,7 +128,7 @@ impl Walk<'_> {
                 ),
             ));
         }
-        if let Some(first) = self.visited.get(&file_id(meta)) {
+        if let Some(first) = self.visited.get(&id) {
             return Err(err(
                 self.uri,
                 path,
@@ -111,111 +140,158 @@ impl Walk<'_> {
                 ),
             ));
         }
-        self.visited.insert(file_id(meta), path.to_path_buf());
-        self.dir(path, rel)
+        self.visited.insert(id, path.to_path_buf());
+        self.dir(fd, path, rel)
     }
 
-    fn dir(&mut self, dir: &Path, prefix: &str) -> Result<()> {
+    /// The entries of the open directory `fd` (reached as `dir`), in byte order of their
+    /// names, so which of two paths to one directory comes first does not depend on the
+    /// file system's order.
+    fn dir(&mut self, fd: &OwnedFd, dir: &Path, prefix: &str) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
         let uri = self.uri;
-        let rd = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(&format!("{uri}: cannot list"), dir, e))?;
+        let listing =
+            |e: rustix::io::Errno| Error::io(&format!("{uri}: cannot list"), dir, e.into());
         let mut names = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::io(&format!("{uri}: cannot list"), dir, e))?;
-            names.push((entry.file_name(), entry.path()));
+        for entry in rustix::fs::Dir::read_from(fd).map_err(listing)? {
+            let name = entry.map_err(listing)?.file_name().to_owned();
+            if !matches!(name.to_bytes(), b"." | b"..") {
+                names.push(name);
+            }
         }
-        // Sorted, so which of two paths to one directory comes first does not depend on the
-        // file system's order.
         names.sort();
-        for (name, path) in names {
-            let Some(name) = name.to_str() else {
+        for name in names {
+            let path = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+            let Ok(text) = name.to_str() else {
                 return Err(err(uri, &path, "file name is not valid UTF-8"));
             };
             let rel = if prefix.is_empty() {
-                name.to_string()
+                text.to_string()
             } else {
-                format!("{prefix}/{name}")
+                format!("{prefix}/{text}")
             };
-            self.entry(path, rel)?;
+            self.entry(fd, &name, path, rel)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, path: PathBuf, rel: String) -> Result<()> {
+    /// Records the entry `name` of the open directory `parent` (reached as `path`).
+    fn entry(&mut self, parent: &OwnedFd, name: &CStr, path: PathBuf, rel: String) -> Result<()> {
+        use rustix::fs::{openat, statat, AtFlags, FileType, Mode, OFlags};
         let uri = self.uri;
-        let lmeta = std::fs::symlink_metadata(&path)
-            .map_err(|e| Error::io(&format!("{uri}: cannot read"), &path, e))?;
-        let ft = lmeta.file_type();
-        if ft.is_symlink() {
-            let target = std::fs::read_link(&path)
-                .map_err(|e| Error::io(&format!("{uri}: cannot read link"), &path, e))?;
-            let inside = path
-                .canonicalize()
-                .is_ok_and(|r| r.starts_with(self.canon_root));
-            if !inside {
-                return Err(err(
-                    uri,
-                    &path,
-                    &format!(
-                        "symlink to {} resolves outside the directory (copy the file in, or remove the link)",
-                        target.display()
-                    ),
-                ));
+        let io = |what: &str, e: rustix::io::Errno| {
+            Error::io(&format!("{uri}: {what}"), &path, e.into())
+        };
+        let st =
+            statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io("cannot read", e))?;
+        match stat_type(&st) {
+            FileType::Symlink => {
+                let target =
+                    readlinkat(parent, name, Vec::new()).map_err(|e| io("cannot read link", e))?;
+                let target = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
+                // What the link resolves to, opened from the directory that holds it.
+                let resolved = openat(parent, name, PROBE, Mode::empty())
+                    .ok()
+                    .and_then(|fd| Some((rustix::fs::fstat(&fd).ok()?, fd)))
+                    .filter(|(st, _)| self.inside(&path, st));
+                let Some((st, fd)) = resolved else {
+                    return Err(err(
+                        uri,
+                        &path,
+                        &format!(
+                            "symlink to {} resolves outside the directory or to nothing (copy \
+                             the file in, or remove the link)",
+                            target.display()
+                        ),
+                    ));
+                };
+                if self.keep_links {
+                    self.out.push(Entry {
+                        rel,
+                        path,
+                        kind: EntryKind::Symlink(target),
+                        mode: 0o777,
+                        id: None,
+                    });
+                    return Ok(());
+                }
+                match stat_type(&st) {
+                    FileType::Directory => {
+                        let dir = openat(
+                            &fd,
+                            c".",
+                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .map_err(|e| io("cannot read", e))?;
+                        self.enter(&dir, &path, &rel, stat_id(&st))
+                    }
+                    FileType::RegularFile => {
+                        self.file(path, rel, &st);
+                        Ok(())
+                    }
+                    _ => Err(err(
+                        uri,
+                        &path,
+                        "symlink to a special file (socket, FIFO or device)",
+                    )),
+                }
             }
-            if self.keep_links {
+            FileType::Directory => {
+                let dir = openat(
+                    parent,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io("cannot read", e))?;
+                let id = stat_id(&fstat(&dir, &path, uri)?);
+                if id != stat_id(&st) {
+                    return Err(crate::fsutil::changed_while_packing(
+                        &path,
+                        "another directory was put in its place",
+                    ));
+                }
                 self.out.push(Entry {
-                    rel,
-                    path,
-                    kind: EntryKind::Symlink(target),
-                    mode: 0o777,
+                    rel: rel.clone(),
+                    path: path.clone(),
+                    kind: EntryKind::Dir,
+                    mode: stat_mode(&st),
                     id: None,
                 });
-                return Ok(());
+                self.enter(&dir, &path, &rel, id)
             }
-            let meta = std::fs::metadata(&path)
-                .map_err(|e| Error::io(&format!("{uri}: cannot read"), &path, e))?;
-            if meta.is_dir() {
-                self.enter(&path, &rel, &meta)?;
-            } else if meta.is_file() {
-                self.out.push(Entry {
-                    rel,
-                    path,
-                    kind: EntryKind::File,
-                    mode: mode_of(&meta),
-                    id: Some(file_id(&meta)),
-                });
-            } else {
-                return Err(err(
-                    uri,
-                    &path,
-                    "symlink to a special file (socket, FIFO or device)",
-                ));
+            FileType::RegularFile => {
+                self.file(path, rel, &st);
+                Ok(())
             }
-        } else if ft.is_dir() {
-            self.out.push(Entry {
-                rel: rel.clone(),
-                path: path.clone(),
-                kind: EntryKind::Dir,
-                mode: mode_of(&lmeta),
-                id: None,
-            });
-            self.enter(&path, &rel, &lmeta)?;
-        } else if ft.is_file() {
-            self.out.push(Entry {
-                rel,
-                path,
-                kind: EntryKind::File,
-                mode: mode_of(&lmeta),
-                id: Some(file_id(&lmeta)),
-            });
-        } else {
-            return Err(err(
+            _ => Err(err(
                 uri,
                 &path,
                 "is a socket, FIFO or device; only files, directories and symlinks can be packed",
-            ));
+            )),
         }
-        Ok(())
+    }
+
+    fn file(&mut self, path: PathBuf, rel: String, st: &rustix::fs::Stat) {
+        self.out.push(Entry {
+            rel,
+            path,
+            kind: EntryKind::File,
+            mode: stat_mode(st),
+            id: Some(stat_id(st)),
+        });
+    }
+
+    /// Whether the file a symlink at `path` was opened as (`st`) lies inside the root: the
+    /// path resolves, now, to a place inside the root that holds that very file. A link
+    /// changed meanwhile fails the identity check and is refused, never followed outside.
+    fn inside(&self, path: &Path, st: &rustix::fs::Stat) -> bool {
+        path.canonicalize()
+            .ok()
+            .filter(|c| c.starts_with(self.canon_root))
+            .and_then(|c| std::fs::symlink_metadata(c).ok())
+            .is_some_and(|m| file_id(&m) == stat_id(st))
     }
 }
 
@@ -233,7 +309,7 @@ pub async fn stage_files(
         let entries = walk(&path, &uri, false)?;
         let mut staged = Vec::new();
         for e in entries.into_iter().filter(|e| e.kind == EntryKind::File) {
-            let (digest, size, origin) = stage_path(&e.path, e.id, &uri, &ctx)?;
+            let (digest, size, origin) = stage_path(&FileRef::new(e.path, e.id), &uri, &ctx)?;
             let mut ann = with_title(&annotations, &e.rel);
             ann.insert(DIR_ANNOTATION.to_string(), written.clone());
             let mt = media_type

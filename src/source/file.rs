@@ -8,56 +8,50 @@ use std::sync::Arc;
 use super::{descriptor, with_title, Origin, StageContext, StagedBlob};
 use crate::digest::{copy_hashing, copy_hashing_pipelined, Digest, PIPELINE_THRESHOLD};
 use crate::error::{from_read_error, Error, ErrorKind, Result};
-use crate::fsutil::{blocking, temp_file, FileId, StableRead};
+use crate::fsutil::{blocking, file_id, temp_file, FileRef, StableRead};
 use crate::mediatype;
 use crate::progress::ProgressEvent;
 
-/// Checks that `path` is a readable regular file and returns it opened.
-pub fn open_regular(path: &Path, uri: &str) -> Result<std::fs::File> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::io(&format!("{uri}: cannot read"), path, e).with_reference(uri))?;
-    if meta.is_dir() {
-        return Err(Error::new(
-            ErrorKind::SourceNotFound,
-            format!(
-                "{uri}: {} is a directory (use dir://… for directories)",
-                path.display()
-            ),
-        )
-        .with_path(path)
-        .with_reference(uri));
+/// Opens `path`, which must be a regular file (a directory gets a hint to use `dir://`),
+/// with its metadata.
+pub fn open_regular(path: &Path, uri: &str) -> Result<(std::fs::File, std::fs::Metadata)> {
+    let cannot = |e| Error::io(&format!("{uri}: cannot read"), path, e).with_reference(uri);
+    let file = crate::fsutil::open_nonblocking(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if meta.is_file() {
+        return Ok((file, meta));
     }
-    if !meta.is_file() {
-        return Err(Error::new(
-            ErrorKind::SourceNotFound,
-            format!("{uri}: {} is not a regular file", path.display()),
-        )
-        .with_path(path));
-    }
-    crate::fsutil::open_regular_file(path)
-        .map_err(|e| from_read_error(e, |e| Error::io(&format!("{uri}: cannot open"), path, e)))
+    let what = match meta.is_dir() {
+        true => "is a directory (use dir://… for directories)",
+        false => "is not a regular file (a socket, FIFO or device)",
+    };
+    Err(Error::new(
+        ErrorKind::SourceNotFound,
+        format!("{uri}: {} {what}", path.display()),
+    )
+    .with_path(path)
+    .with_reference(uri))
 }
 
-/// Hashes a file (`expected`: the identity a directory walk found for it); a large one is
-/// also copied into the target's spool directory in the same
-/// pass, with progress events.
+/// Hashes a file (with an identity when a directory walk found it: it must still be that
+/// file); a large one is also copied into the target's spool directory in the same pass,
+/// with progress events.
 ///
 /// Small files are only hashed: copying them later costs one more read of a file in the page
 /// cache, while spooling would create (and, on a re-pack, throw away) one temp file each —
 /// the expensive part on most file systems. Returns the digest, the size and where the staged
 /// bytes are.
-pub fn stage_path(
-    path: &Path,
-    expected: Option<FileId>,
-    uri: &str,
-    ctx: &StageContext,
-) -> Result<(Digest, u64, Origin)> {
-    let mut f = match expected {
-        // A file a directory walk found: it must still be that file.
-        Some(_) => StableRead::open(path, expected),
-        None => StableRead::new(open_regular(path, uri)?, path),
-    }
-    .map_err(|e| from_read_error(e, |e| Error::io(&format!("{uri}: cannot read"), path, e)))?;
+pub fn stage_path(file: &FileRef, uri: &str, ctx: &StageContext) -> Result<(Digest, u64, Origin)> {
+    let path = &file.path;
+    let mut f = match file.id {
+        Some(_) => StableRead::open(file).map_err(|e| {
+            from_read_error(e, |e| Error::io(&format!("{uri}: cannot read"), path, e))
+        })?,
+        None => {
+            let (f, meta) = open_regular(path, uri)?;
+            StableRead::new(f, path, &meta)
+        }
+    };
     let size = f.size();
     let big = size >= PIPELINE_THRESHOLD;
     let source = path.display().to_string();
@@ -81,7 +75,7 @@ pub fn stage_path(
             let (d, n) = copy_hashing(&mut f, None, &mut report).map_err(|e| {
                 from_read_error(e, |e| Error::io(&format!("{uri}: reading"), path, e))
             })?;
-            (d, n, Origin::File(path.to_path_buf()))
+            (d, n, Origin::File(f.file_ref()))
         }
         Some(dir) => {
             let (mut out, tmp) = temp_file(dir)?.into_parts();
@@ -120,8 +114,10 @@ pub async fn stage(
         .ok()
         .filter(|m| m.is_file() && m.len() >= PIPELINE_THRESHOLD);
     if let Some(meta) = &meta {
+        // What is sent or copied later must be the file this digest is of.
+        let file = FileRef::new(&path, Some(file_id(meta)));
         if let Some(d) = ctx.cache.lookup(&path, meta) {
-            return Ok(describe(&d, meta.len(), Origin::File(path)));
+            return Ok(describe(&d, meta.len(), Origin::File(file)));
         }
         if let Some(taker) = &ctx.taker {
             let source = path.display().to_string();
@@ -130,19 +126,19 @@ pub async fn stage(
                 size: Some(meta.len()),
             });
             let ingested = taker
-                .take(&path, meta.len(), &ctx.progress)
+                .take(&file, meta.len(), &ctx.progress)
                 .await
                 .map_err(|e| e.context(&uri))?;
             ctx.progress.emit(ProgressEvent::StageFinished { source });
             if let Some(d) = ingested {
                 ctx.cache.store(&path, meta, &d);
-                return Ok(describe(&d, meta.len(), Origin::File(path)));
+                return Ok(describe(&d, meta.len(), Origin::File(file)));
             }
         }
     }
     let ctx = ctx.clone();
     blocking(move || {
-        let (digest, size, origin) = stage_path(&path, None, &uri, &ctx)?;
+        let (digest, size, origin) = stage_path(&FileRef::new(&path, None), &uri, &ctx)?;
         if let Some(meta) = &meta {
             ctx.cache.store(&path, meta, &digest);
         }

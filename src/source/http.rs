@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use super::{descriptor, file::stage_path, with_title, Origin, StageContext, StagedBlob};
 use crate::digest::Hasher;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::FileRef;
 use crate::mediatype;
 use crate::transport;
 
@@ -113,13 +114,17 @@ pub async fn stage(
     let uri = url.clone();
     let staging = ctx.clone();
     let (digest, size, origin) =
-        crate::fsutil::blocking(move || stage_path(&path, None, &uri, &staging)).await?;
-    // A download outside the cache lives as long as the staged blob needs it.
+        crate::fsutil::blocking(move || stage_path(&FileRef::new(path, None), &uri, &staging))
+            .await?;
+    // A download outside the cache lives as long as the staged blob needs it. Downloads
+    // are this program's own files (the cache is private): the cache may replace one with
+    // the same bytes meanwhile, so no identity is pinned; the digest is checked on copy.
     let origin = match (origin, &place) {
-        (Origin::File(path), Place::Temp(t)) => Origin::InTempDir {
-            path,
+        (Origin::File(file), Place::Temp(t)) => Origin::InTempDir {
+            file: FileRef::new(file.path, None),
             _dir: t.clone(),
         },
+        (Origin::File(file), _) => Origin::File(FileRef::new(file.path, None)),
         (o, _) => o,
     };
     let mt = media_type.unwrap_or_else(|| mediatype::infer(&name).to_string());

@@ -180,7 +180,12 @@ pub use crate::store::staging::{Origin, StagedBlob};
 #[async_trait::async_trait]
 pub trait TakeHashing: Send + Sync + std::fmt::Debug {
     /// The file's digest once the target has it; `None` when the target cannot take it so.
-    async fn take(&self, path: &Path, size: u64, progress: &Progress) -> Result<Option<Digest>>;
+    async fn take(
+        &self,
+        file: &crate::fsutil::FileRef,
+        size: u64,
+        progress: &Progress,
+    ) -> Result<Option<Digest>>;
 }
 
 /// What every source needs while staging.

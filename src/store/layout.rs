@@ -4,6 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -14,7 +15,7 @@ use super::{verify, Blob, Location, PushOutcome, Target};
 use crate::digest::{copy_hashing, copy_hashing_pipelined, Digest, PIPELINE_THRESHOLD};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::blocking;
-use crate::fsutil::temp_file;
+use crate::fsutil::{FileRef, TempAt};
 use crate::json::canonical_json;
 use crate::mediatype;
 use crate::progress::{Progress, ProgressEvent};
@@ -47,6 +48,10 @@ pub struct Layout {
     /// Set when staging created the directory for its spool: removed again when the last
     /// clone goes, if no layout was written into it (a failed pack leaves nothing).
     created: Arc<OnceLock<CreatedDir>>,
+    /// `blobs/sha256`, opened once (never through a symlink): every blob is read, checked
+    /// and written relative to it, so a directory swapped for a link meanwhile cannot send
+    /// reads or writes elsewhere.
+    blobs: Arc<OnceLock<Arc<OwnedFd>>>,
 }
 
 /// A directory this handle created; removed on drop when it is still empty of a layout.
@@ -79,6 +84,7 @@ impl Layout {
             ensured: Arc::default(),
             writing: Arc::default(),
             created: Arc::default(),
+            blobs: Arc::default(),
         }
     }
 
@@ -135,12 +141,6 @@ impl Layout {
         self.read_index().map(|_| ())
     }
 
-    /// Path of a blob in this layout.
-    pub fn blob_path(&self, digest: &str) -> PathBuf {
-        let (algo, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
-        self.dir.join("blobs").join(algo).join(hex)
-    }
-
     /// Reads `index.json` (an empty index when it does not exist yet).
     pub fn read_index(&self) -> Result<ImageIndex> {
         let path = self.dir.join(INDEX_FILE);
@@ -173,11 +173,11 @@ impl Layout {
         if !self.dir.join(LAYOUT_FILE).exists() {
             write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
         }
-        let blobs = self.blobs_dir()?;
+        self.blobs_fd(true)?;
         // Leftovers of runs that were killed (their own temp files are removed on every
         // error path): whoever writes next removes those older than an hour.
-        for dir in [&self.dir, &blobs] {
-            crate::fsutil::sweep_stale_temps(dir, crate::fsutil::STALE_TEMP_AGE);
+        for dir in [self.dir.clone(), self.blobs_path()] {
+            crate::fsutil::sweep_stale_temps(&dir, crate::fsutil::STALE_TEMP_AGE);
         }
         if !self.dir.join(INDEX_FILE).exists() {
             let _lock = self.lock()?;
@@ -228,8 +228,15 @@ impl Layout {
     /// A descriptor for a manifest blob that is not in `index.json` (child of an index):
     /// only a regular file under the manifest cap whose content has that digest.
     fn describe_blob(&self, digest: &Digest) -> Option<Descriptor> {
-        let data =
-            read_regular(&self.blob_path(digest.as_str()), verify::MAX_MANIFEST_BYTES).ok()?;
+        let mut f = self.open_blob_at(digest.hex()).ok()?;
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut data = Vec::new();
+        (&mut f)
+            .take(verify::MAX_MANIFEST_BYTES)
+            .read_to_end(&mut data)
+            .ok()?;
         if Digest::of(&data) != *digest {
             return None;
         }
@@ -344,16 +351,14 @@ impl Layout {
                 d.size,
                 Digest::parse(&d.digest)?.to_oci(),
             );
-            let blob = self.blob_path(&d.digest);
             if !mediatype::is_manifest(&d.media_type) {
                 // A stat is enough for a layer: a regular file of the declared size.
-                let ok = fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == d.size);
-                if !ok {
-                    verify::open_blob_file(&blob, &desc, &from)?;
+                if self.stat_blob(&desc).is_none() {
+                    self.open_blob(&desc)?;
                 }
                 continue;
             }
-            let mut f = verify::open_blob_file(&blob, &desc, &from)?;
+            let (mut f, _) = self.open_blob(&desc)?;
             let data = verify::read_capped(&mut f, &desc, &from)?;
             let mut below = path.as_ref().clone();
             below.push(d.digest);
@@ -382,8 +387,7 @@ impl Layout {
         progress: &Progress,
     ) -> Result<PushOutcome> {
         let digest = desc.digest().to_string();
-        let final_path = self.blob_path(&digest);
-        if fs::metadata(&final_path).is_ok_and(|m| m.len() == desc.size()) {
+        if self.stat_blob(desc).is_some() {
             return Ok(PushOutcome::AlreadyExists);
         }
         if !digest.starts_with("sha256:") {
@@ -393,7 +397,8 @@ impl Layout {
             ));
         }
         self.ensure()?;
-        let dir = final_path.parent().unwrap_or(&self.dir).to_path_buf();
+        let blobs = self.blobs_fd(true)?.expect("created");
+        let hex = desc.digest().digest().to_string();
         let mut report = |n: u64| {
             if !progress.is_silent() {
                 progress.emit(ProgressEvent::Advanced {
@@ -405,38 +410,42 @@ impl Layout {
         // Staging wrote and hashed this file as it copied it: adopt it by renaming.
         if let Blob::Spooled(p) = &blob {
             if fs::metadata(p).is_ok_and(|m| m.len() == desc.size())
-                && self.commit(p, &final_path, &dir)?
+                && self.adopt(p, &blobs, &hex)?
             {
                 report(desc.size());
                 return Ok(PushOutcome::Stored);
             }
         }
-        let (mut out, tmp) = temp_file(&dir)?.into_parts();
+        let mut tmp = TempAt::new(blobs.clone(), &self.blobs_path())?;
         let downloading = matches!(blob, Blob::Stream(_));
         let from = match &blob {
-            Blob::File(p) | Blob::Spooled(p) => p.display().to_string(),
+            Blob::File(f) => f.path.display().to_string(),
+            Blob::Spooled(p) => p.display().to_string(),
             Blob::Bytes(_) => "memory".to_string(),
             Blob::Stream(_) => "the download".to_string(),
         };
         let big = desc.size() >= PIPELINE_THRESHOLD;
+        let out = tmp.file();
         let copied = match blob {
-            Blob::Bytes(b) => copy_hashing(&mut &b[..], Some(&mut out), &mut report),
-            Blob::File(p) | Blob::Spooled(p) => {
+            Blob::Bytes(b) => copy_hashing(&mut &b[..], Some(out), &mut report),
+            blob @ (Blob::File(_) | Blob::Spooled(_)) => {
                 // At most one byte more than declared: a source that is longer is refused
                 // below without filling the disk.
-                let f = crate::fsutil::open_regular_file(&p)
-                    .map_err(|e| verify::from_read_error(e, |e| Error::io("reading", &p, e)))?;
+                let file = blob.into_file_ref().expect("a file");
+                let (f, _) = file.open().map_err(|e| {
+                    verify::from_read_error(e, |e| Error::io("reading", &file.path, e))
+                })?;
                 let mut f = f.take(desc.size() + 1);
                 if big {
-                    copy_hashing_pipelined(&mut f, &mut out, &mut report)
+                    copy_hashing_pipelined(&mut f, out, &mut report)
                 } else {
-                    copy_hashing(&mut f, Some(&mut out), &mut report)
+                    copy_hashing(&mut f, Some(out), &mut report)
                 }
             }
             // We run on a blocking thread of the runtime: bridge the async download.
             Blob::Stream(r) => {
                 let mut r = tokio_util::io::SyncIoBridge::new(r).take(desc.size() + 1);
-                copy_hashing_pipelined(&mut r, &mut out, &mut report)
+                copy_hashing_pipelined(&mut r, out, &mut report)
             }
         };
         let (got, size) = copied.map_err(|e| {
@@ -445,66 +454,141 @@ impl Layout {
                 if downloading {
                     Error::new(ErrorKind::Network, format!("downloading {digest}: {e}"))
                 } else {
-                    Error::io(&format!("writing blob ({from}) to"), &tmp, e)
+                    Error::io(&format!("writing blob ({from}) to"), &tmp.path(), e)
                 }
             })
         })?;
         verify::check(desc, &from, &got, size)?;
-        drop(out);
-        self.commit(&tmp, &final_path, &dir)?;
-        // Renamed into place: nothing left for the temp path to delete.
-        let _ = tmp.keep();
+        if self.fsync {
+            tmp.file()
+                .sync_all()
+                .map_err(|e| Error::io("syncing", &tmp.path(), e))?;
+        }
+        tmp.persist(&hex)
+            .map_err(|e| Error::io("renaming blob to", &self.blobs_path().join(&hex), e))?;
+        self.sync_blobs(&blobs)?;
         Ok(PushOutcome::Stored)
     }
 
-    /// Makes a written, verified file the blob at `to`: readable, synced when asked,
-    /// renamed. `Ok(false)` when `from` is on another file system (the caller copies).
-    fn commit(&self, from: &Path, to: &Path, dir: &Path) -> Result<bool> {
+    /// Makes a spooled file (written and hashed by staging) the blob `hex`: readable,
+    /// synced when asked, renamed into the blobs directory. `Ok(false)` when it is on
+    /// another file system (the caller copies).
+    fn adopt(&self, from: &Path, blobs: &OwnedFd, hex: &str) -> Result<bool> {
         if self.fsync {
             File::open(from)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io("syncing", from, e))?;
         }
         set_readable(from);
-        match fs::rename(from, to) {
+        match rustix::fs::renameat(rustix::fs::CWD, from, blobs, hex) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => return Ok(false),
-            Err(e) => return Err(Error::io("renaming blob to", to, e)),
+            Err(rustix::io::Errno::XDEV) => return Ok(false),
+            Err(e) => {
+                return Err(Error::io(
+                    "renaming blob to",
+                    &self.blobs_path().join(hex),
+                    e.into(),
+                ))
+            }
         }
-        if self.fsync {
-            sync_dir(dir)?;
-        }
+        self.sync_blobs(blobs)?;
         Ok(true)
     }
 
-    /// `blobs/sha256`, created when missing; it and `blobs` must be real directories (a
-    /// planted symlink would send every blob written below it elsewhere).
-    fn blobs_dir(&self) -> Result<PathBuf> {
-        let blobs = self.dir.join("blobs").join("sha256");
-        for dir in [self.dir.join("blobs"), blobs.clone()] {
-            if dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
-                return Err(layout_err(
-                    &self.shown,
-                    format!(
-                        "{} is not a real directory (a symlink?); a layout's blob directories \
-                         must be directories (replace the link)",
-                        dir.display()
-                    ),
-                ));
-            }
+    /// Makes the blobs directory's new entries durable, when asked to.
+    fn sync_blobs(&self, blobs: &OwnedFd) -> Result<()> {
+        if self.fsync {
+            rustix::fs::fsync(blobs)
+                .map_err(|e| Error::io("syncing", &self.blobs_path(), e.into()))?;
         }
-        fs::create_dir_all(&blobs).map_err(|e| Error::io("creating", &blobs, e))?;
-        Ok(blobs)
+        Ok(())
     }
 
-    /// Where staging may write blobs it hashes (see [`Target::spool_dir`]), always inside
-    /// the layout: the blobs directory of an existing layout; for a new one the layout's
-    /// directory itself (created empty, and removed again if no layout is written into it),
-    /// so that a pack that fails leaves nothing behind, a killed one leaves its temp files
-    /// where the next writer sweeps them, and a rename still adopts the file.
+    /// `blobs/sha256` (for messages and sweeping).
+    fn blobs_path(&self) -> PathBuf {
+        self.dir.join("blobs").join("sha256")
+    }
+
+    /// The open `blobs/sha256` (`create`: made when missing; otherwise `None` when it does
+    /// not exist). It and `blobs` must be real directories: a planted symlink would send
+    /// every blob below it elsewhere.
+    fn blobs_fd(&self, create: bool) -> Result<Option<Arc<OwnedFd>>> {
+        if let Some(fd) = self.blobs.get() {
+            return Ok(Some(fd.clone()));
+        }
+        let open = |parent: std::os::fd::BorrowedFd<'_>, name: &str, shown: &Path| {
+            crate::fsutil::open_dir_at(parent, name, create).map_err(|e| {
+                match rustix::io::Errno::from_io_error(&e) {
+                    Some(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => layout_err(
+                        &self.shown,
+                        format!(
+                            "{} is not a real directory (a symlink?); a layout's blob \
+                             directories must be directories (replace the link)",
+                            shown.display()
+                        ),
+                    ),
+                    _ => Error::io("opening", shown, e),
+                }
+            })
+        };
+        use std::os::fd::AsFd;
+        let root = File::open(&self.dir).map_err(|e| Error::io("opening", &self.dir, e))?;
+        let Some(blobs) = open(root.as_fd(), "blobs", &self.dir.join("blobs"))? else {
+            return Ok(None);
+        };
+        let Some(sha) = open(blobs.as_fd(), "sha256", &self.blobs_path())? else {
+            return Ok(None);
+        };
+        let fd = Arc::new(sha);
+        Ok(Some(self.blobs.get_or_init(|| fd).clone()))
+    }
+
+    /// The blob file `hex`, opened relative to the blobs directory (never through a
+    /// symlink, never waiting on a FIFO).
+    fn open_blob_at(&self, hex: &str) -> io::Result<File> {
+        match self.blobs_fd(false) {
+            Ok(Some(fd)) => crate::fsutil::open_file_at(&*fd, hex),
+            Ok(None) => Err(io::ErrorKind::NotFound.into()),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+
+    /// The blob of `desc`, checked (a regular file of the declared size; see
+    /// [`verify::blob_file`]), with the file it is for readers that open it again.
+    fn open_blob(&self, desc: &Descriptor) -> Result<(File, FileRef)> {
+        let hex = desc.digest().digest();
+        let mut file = FileRef::new(self.blobs_path().join(hex), None);
+        let f = verify::blob_file(self.open_blob_at(hex), &file, desc, &self.name())?;
+        let meta = f
+            .metadata()
+            .map_err(|e| Error::io("reading", &file.path, e))?;
+        file.id = Some(crate::fsutil::file_id(&meta));
+        Ok((f, file))
+    }
+
+    /// The blob of `desc` when it is there as a regular file of the declared size (a
+    /// stat, relative to the blobs directory).
+    fn stat_blob(&self, desc: &Descriptor) -> Option<()> {
+        let fd = self.blobs_fd(false).ok()??;
+        let st = rustix::fs::statat(
+            &*fd,
+            desc.digest().digest(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .ok()?;
+        let regular =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+        (regular && st.st_size as u64 == desc.size()).then_some(())
+    }
+
+    /// Where staging may write blobs it hashes (see [`Target::spool_dir`]): the layout's
+    /// own directory (for a new layout created empty, and removed again if no layout is
+    /// written into it), so that a pack that fails leaves nothing behind, a killed one
+    /// leaves its temp files where the next writer sweeps them, and a rename still adopts
+    /// the file.
     fn spool_path(&self) -> Option<PathBuf> {
         if self.dir.join(LAYOUT_FILE).exists() {
-            return self.blobs_dir().ok();
+            return Some(self.dir.clone());
         }
         let existed = self.dir.is_dir();
         fs::create_dir_all(&self.dir).ok()?;
@@ -519,10 +603,23 @@ impl Layout {
 /// a layout file is never read without a bound.
 const MAX_INDEX_BYTES: u64 = 64 << 20;
 
-/// Reads a layout file that must be a regular file of at most `cap` bytes.
+/// Reads a layout file that must be a regular file (not a symlink) of at most `cap` bytes.
 fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    let f = crate::fsutil::open_nonblocking(path).map_err(|e| Error::io("reading", path, e))?;
+    let f = crate::fsutil::open_file_at(rustix::fs::CWD, &path.to_string_lossy()).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            return Error::new(
+                ErrorKind::InvalidReference,
+                format!(
+                    "{} is a symlink; a layout's files must be regular files (replace the link \
+                     with the file)",
+                    path.display()
+                ),
+            )
+            .with_path(path);
+        }
+        Error::io("reading", path, e)
+    })?;
     let meta = f.metadata().map_err(|e| Error::io("reading", path, e))?;
     if !meta.is_file() {
         return Err(Error::new(
@@ -650,19 +747,16 @@ impl Target for Layout {
     }
 
     async fn exists(&self, desc: &Descriptor) -> Result<bool> {
-        let p = self.blob_path(desc.digest().as_ref());
-        Ok(tokio::fs::metadata(&p)
-            .await
-            .is_ok_and(|m| m.len() == desc.size()))
+        Ok(self.stat_blob(desc).is_some())
     }
 
     async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
-        let p = self.blob_path(desc.digest().as_ref());
-        let (desc, from, path) = (desc.clone(), self.name(), p.clone());
+        let (this, desc) = (self.clone(), desc.clone());
         // Checked here (regular file, declared size) so that no reader of a layout blob is
-        // ever pointed at a device or a FIFO; every reader also stops at the declared size.
-        blocking(move || verify::open_blob_file(&path, &desc, &from).map(drop)).await?;
-        Ok(Blob::File(p))
+        // ever pointed at a device or a FIFO, and every reader opens this very file again;
+        // every reader also stops at the declared size.
+        let (_, file) = blocking(move || this.open_blob(&desc)).await?;
+        Ok(Blob::File(file))
     }
 
     async fn push(

@@ -26,8 +26,8 @@ pub use verify::MAX_MANIFEST_BYTES;
 pub enum Blob {
     /// Small content in memory.
     Bytes(Bytes),
-    /// A file to read.
-    File(PathBuf),
+    /// A file to read (which must still be the file it was when staged or found).
+    File(crate::fsutil::FileRef),
     /// A temp file made in this store's [`Target::spool_dir`] while staging; the store may
     /// adopt it by renaming instead of copying (its digest was computed as it was written).
     Spooled(PathBuf),
@@ -39,9 +39,20 @@ impl std::fmt::Debug for Blob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Blob::Bytes(b) => write!(f, "Blob::Bytes({} bytes)", b.len()),
-            Blob::File(p) => write!(f, "Blob::File({})", p.display()),
+            Blob::File(p) => write!(f, "Blob::File({})", p.path.display()),
             Blob::Spooled(p) => write!(f, "Blob::Spooled({})", p.display()),
             Blob::Stream(_) => f.write_str("Blob::Stream"),
+        }
+    }
+}
+
+impl Blob {
+    /// The file of a [`Blob::File`] or [`Blob::Spooled`] (our own temp file: no identity).
+    pub fn into_file_ref(self) -> Option<crate::fsutil::FileRef> {
+        match self {
+            Blob::File(f) => Some(f),
+            Blob::Spooled(p) => Some(crate::fsutil::FileRef::new(p, None)),
+            Blob::Bytes(_) | Blob::Stream(_) => None,
         }
     }
 }
@@ -155,7 +166,7 @@ pub trait Target: Send + Sync + fmt::Debug {
     /// hashes it first. The copy engine's taker calls it for large files.
     async fn push_hashing(
         &self,
-        _path: &std::path::Path,
+        _file: &crate::fsutil::FileRef,
         _size: u64,
         _progress: &Progress,
     ) -> Result<Option<crate::digest::Digest>> {
@@ -182,10 +193,11 @@ pub async fn read_small(blob: Blob, desc: &Descriptor, from: &str) -> Result<Byt
     verify::refuse_large(desc, from)?;
     match blob {
         Blob::Bytes(b) => verify::verify_bytes(b, desc, from),
-        Blob::File(p) | Blob::Spooled(p) => {
+        Blob::File(_) | Blob::Spooled(_) => {
+            let file = blob.into_file_ref().expect("a file");
             let (desc, from) = (desc.clone(), from.to_string());
             crate::fsutil::blocking(move || {
-                let mut f = verify::open_blob_file(&p, &desc, &from)?;
+                let mut f = verify::open_blob_file(&file, &desc, &from)?;
                 verify::read_capped(&mut f, &desc, &from)
             })
             .await

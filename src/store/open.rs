@@ -20,6 +20,52 @@ use crate::platform::Platform;
 use crate::reference::{LayoutSelector, Reference};
 use crate::transport::RegistryOptions;
 
+/// Refuses a registry reference the user wrote that is surely a slip: as a place to write,
+/// Docker Hub's short form (`out:v1`, `localhost:5000`, `out.tar`: no host, no namespace);
+/// and `oci://HOST/…` whose HOST is also a directory here (`oci://build.d/x` with a local
+/// `build.d`), which could mean either.
+fn check_named_registry(text: &str, r: &crate::reference::RegistryRef, write: bool) -> Result<()> {
+    let refuse = |why: String| {
+        Err(Error::new(ErrorKind::InvalidReference, format!("\"{text}\" {why}")).with_reference(text))
+    };
+    if let Some(rest) = text.strip_prefix("oci://") {
+        let first = rest.split('/').next().unwrap_or_default();
+        if std::path::Path::new(first).is_dir() {
+            return refuse(format!(
+                "could be the registry {} or the local directory ./{first}: write \
+                 oci://./{rest} for the layout, or docker://{rest} for the registry",
+                r.host
+            ));
+        }
+    }
+    if !write || !crate::reference::is_docker_hub_short_form(text) {
+        return Ok(());
+    }
+    let name = text.split(['@', ':']).next().unwrap_or(text);
+    let tag = r.tag.as_deref().unwrap_or("TAG");
+    let hint = if tag.bytes().all(|b| b.is_ascii_digit())
+        && (name == "localhost" || name.contains('.'))
+    {
+        format!("names a registry host, not a repository: write {text}/REPO:TAG")
+    } else if [".tar", ".tgz", ".tar.gz", ".zip"].iter().any(|x| name.ends_with(x)) {
+        format!(
+            "looks like an archive file; archives are not written: write a layout directory \
+             as oci://DIR:{tag}, or a registry repository as HOST/REPO:{tag}"
+        )
+    } else {
+        let local = match std::path::Path::new(name).exists() {
+            true => format!(" (./{name} exists)"),
+            false => String::new(),
+        };
+        format!(
+            "would be Docker Hub's library/{name}, where only official images are \
+             published: for a local layout write oci://{name}:{tag}{local}, for a registry \
+             HOST/REPO:{tag}"
+        )
+    };
+    refuse(hint)
+}
+
 /// Opens targets for one operation.
 #[derive(Debug)]
 pub(crate) struct Targets {
@@ -88,6 +134,9 @@ impl Targets {
     /// `-u`/`-p` credentials).
     pub fn open_str(&self, text: &str, write: bool) -> Result<Opened> {
         let reference = Reference::parse(text)?;
+        if let Reference::Registry(r) = &reference {
+            check_named_registry(text, r, write)?;
+        }
         if let Reference::Registry(r) = &reference {
             self.named_hosts
                 .lock()

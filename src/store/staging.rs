@@ -3,7 +3,6 @@
 //! assembled manifests live in memory.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,13 +11,14 @@ use oci_spec::image::Descriptor;
 
 use super::{Blob, Location, MountSource, PushOutcome, Target};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::FileRef;
 use crate::progress::Progress;
 
 /// Where a staged blob's bytes are.
 #[derive(Debug, Clone)]
 pub enum Origin {
-    /// A file the user owns (read, never moved).
-    File(PathBuf),
+    /// A file the user owns (read, never moved), with the identity it had when hashed.
+    File(FileRef),
     /// A temporary file this run made; deleted when the last handle goes.
     Temp(Arc<tempfile::TempPath>),
     /// A temporary file in the target's spool directory, adopted by the target on push
@@ -29,7 +29,7 @@ pub enum Origin {
     /// A file in a private temp dir of this run, removed when the last handle goes.
     InTempDir {
         /// The file.
-        path: PathBuf,
+        file: FileRef,
         /// Its directory, removed with the last handle.
         _dir: Arc<tempfile::TempDir>,
     },
@@ -122,8 +122,8 @@ impl Target for Staging {
     async fn fetch(&self, desc: &Descriptor) -> Result<Blob> {
         match self.blobs.get(&desc.digest().to_string()) {
             Some(Origin::Bytes(b)) => Ok(Blob::Bytes(b.clone())),
-            Some(Origin::File(p) | Origin::InTempDir { path: p, .. }) => Ok(Blob::File(p.clone())),
-            Some(Origin::Temp(t)) => Ok(Blob::File(t.to_path_buf())),
+            Some(Origin::File(f) | Origin::InTempDir { file: f, .. }) => Ok(Blob::File(f.clone())),
+            Some(Origin::Temp(t)) => Ok(Blob::File(FileRef::new(t.to_path_buf(), None))),
             Some(Origin::Spooled(t)) => Ok(Blob::Spooled(t.to_path_buf())),
             None => match self.holder(desc) {
                 Some(store) => store.fetch(desc).await,

@@ -4,7 +4,6 @@
 //! through a hard cap whatever the server or the file system claims about their length.
 
 use std::io::{self, Read};
-use std::path::Path;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
@@ -12,6 +11,7 @@ use oci_spec::image::Descriptor;
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::FileRef;
 
 /// Manifests and indexes are read into memory; anything larger than this is refused
 /// (the cap oras-go and containerd use, 4 MiB).
@@ -102,33 +102,56 @@ pub(crate) fn verified_stream(
     .boxed()
 }
 
-/// Opens a blob file of a layout for reading: it must be a regular file (not a device, a
-/// FIFO or a directory, whatever a symlink points at) of exactly the descriptor's size.
-pub(crate) fn open_blob_file(path: &Path, desc: &Descriptor, from: &str) -> Result<std::fs::File> {
-    let f = crate::fsutil::open_nonblocking(path).map_err(|e| {
-        let mut err = Error::io("reading blob", path, e).with_digest(desc.digest().to_string());
-        if err.kind() == ErrorKind::SourceNotFound {
-            err = Error::new(
-                ErrorKind::NotFound,
-                format!("{from}: blob {} is missing", desc.digest()),
-            )
+/// Opens a blob file for reading (see [`blob_file`]).
+pub(crate) fn open_blob_file(
+    file: &FileRef,
+    desc: &Descriptor,
+    from: &str,
+) -> Result<std::fs::File> {
+    blob_file(
+        crate::fsutil::open_nonblocking(&file.path),
+        file,
+        desc,
+        from,
+    )
+}
+
+/// Checks a blob file just opened (`opened`, from `file`'s path or a layout's blobs
+/// directory): it must have opened, be a regular file (not a device, a FIFO, a directory or
+/// a symlink where links are not followed) of exactly the descriptor's size, and be the file
+/// `file` names when it records an identity.
+pub(crate) fn blob_file(
+    opened: io::Result<std::fs::File>,
+    file: &FileRef,
+    desc: &Descriptor,
+    from: &str,
+) -> Result<std::fs::File> {
+    let path = &file.path;
+    let digest = desc.digest().to_string();
+    let f = opened.map_err(|e| {
+        let what = match e.kind() {
+            io::ErrorKind::NotFound => "is missing",
+            _ if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                "is a symlink; a layout's blobs must be regular files (remove the link and copy \
+                 the content again)"
+            }
+            _ => return Error::io("reading blob", path, e).with_digest(digest.clone()),
+        };
+        Error::new(ErrorKind::NotFound, format!("{from}: blob {digest} {what}"))
             .with_path(path)
-            .with_digest(desc.digest().to_string());
-        }
-        err
+            .with_digest(digest.clone())
     })?;
     let meta = f.metadata().map_err(|e| Error::io("reading", path, e))?;
     if !meta.is_file() {
         return Err(Error::new(
             ErrorKind::DigestMismatch,
             format!(
-                "{from}: blob {} is not a regular file ({}); remove it and copy the content again",
-                desc.digest(),
+                "{from}: blob {digest} is not a regular file ({}); remove it and copy the content again",
                 path.display()
             ),
         )
         .with_path(path)
-        .with_digest(desc.digest().to_string()));
+        .with_digest(digest));
     }
     if meta.len() != desc.size() {
         return Err(mismatch(
@@ -137,6 +160,16 @@ pub(crate) fn open_blob_file(path: &Path, desc: &Descriptor, from: &str) -> Resu
             format!("the file {} has {} bytes", path.display(), meta.len()),
         )
         .with_path(path));
+    }
+    if file
+        .id
+        .is_some_and(|id| id != crate::fsutil::file_id(&meta))
+    {
+        return Err(crate::fsutil::changed_while_packing(
+            path,
+            "it is no longer the file found there first",
+        )
+        .with_digest(digest));
     }
     Ok(f)
 }

@@ -323,7 +323,7 @@ fn files_swapped_for_symlinks_while_packing_are_refused() {
             assert!(
                 e.to_string().contains("changed while packing")
                     && e.to_string()
-                        .contains("no longer the file the directory walk found"),
+                        .contains("no longer the file found there first"),
                 "{name} {swap_dir}: {e}"
             );
             assert!(
@@ -332,4 +332,223 @@ fn files_swapped_for_symlinks_while_packing_are_refused() {
             );
         }
     }
+}
+
+/// Whether the layout at `dir` names anything (a failed pack may leave an empty layout
+/// behind, never a tag).
+fn tagged(dir: &std::path::Path) -> bool {
+    std::fs::read(dir.join("index.json")).is_ok_and(|t| {
+        let index: serde_json::Value = serde_json::from_slice(&t).expect("index.json");
+        index["manifests"] != serde_json::json!([])
+    })
+}
+
+/// A directory of the tree exchanged, again and again, with a symlink (kept outside the tree)
+/// to a directory outside, while packs walk the tree: a pack either fails cleanly or holds
+/// only files from inside — never the outside files (the walk holds each directory open and
+/// never follows a link it did not check). The exchange races the walk; the guarantee must
+/// hold on every run.
+#[test]
+fn directories_exchanged_for_links_during_the_walk_never_pack_outside_files() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = TestDir::new();
+    for i in 0..8 {
+        d.write(&format!("src/sub/f{i}.txt"), "inside");
+        d.write(&format!("outside/f{i}.txt"), "SECRET");
+    }
+    std::os::unix::fs::symlink(d.join("outside"), d.join("evil")).expect("ln");
+    let stop = Arc::new(AtomicBool::new(false));
+    let exchanger = {
+        let (stop, sub, evil) = (stop.clone(), d.join("src/sub"), d.join("evil"));
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &sub,
+                    rustix::fs::CWD,
+                    &evil,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .expect("exchange");
+                swaps += 1;
+                std::thread::yield_now();
+            }
+            swaps
+        })
+    };
+    let (mut packed, mut refused) = (0, 0);
+    for i in 0..300 {
+        let archive = if i % 2 == 0 { "" } else { "    archive: tar\n" };
+        let target = format!("oci://{}:v1", d.join(&format!("out{i}")).display());
+        let text = format!("items:\n  - from: dir://src\n{archive}");
+        match oci_packer::pack(yaml(&d, &text), &target, &Options::default()) {
+            Ok(p) => {
+                packed += 1;
+                let out = d.join(&format!("out{i}"));
+                let m: serde_json::Value =
+                    serde_json::from_slice(&blob(&out, p.descriptor.digest().as_ref()))
+                        .expect("manifest");
+                for l in m["layers"].as_array().expect("layers") {
+                    let data = blob(&out, l["digest"].as_str().expect("digest"));
+                    assert!(
+                        !data.windows(6).any(|w| w == b"SECRET"),
+                        "run {i}: an outside file was packed"
+                    );
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                let text = e.to_string();
+                assert!(
+                    text.contains("resolves outside")
+                        || text.contains("already packed as")
+                        || text.contains("changed while packing")
+                        || text.contains("cannot read")
+                        || text.contains("cannot list"),
+                    "run {i}: {text}"
+                );
+                assert!(
+                    !tagged(&d.join(&format!("out{i}"))),
+                    "run {i}: tagged ({text})"
+                );
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = exchanger.join().expect("exchanger");
+    assert!(swaps > 0, "the directories were never exchanged");
+    eprintln!("{packed} packed, {refused} refused, {swaps} exchanges");
+}
+
+/// Sources staged, then swapped before they are sent: a symlink to another file of the same
+/// size, or a FIFO. The upload refuses both (the FIFO is never waited on) and the registry
+/// never receives the other file's bytes; a layout target refuses them the same way.
+#[test]
+fn sources_swapped_after_staging_are_never_sent() {
+    let reg = RegistryServer::start();
+    for swap in ["symlink", "fifo"] {
+        for to_registry in [true, false] {
+            let d = TestDir::new();
+            d.write("z.txt", "original");
+            d.write("y.txt", "another!");
+            d.write("outside.txt", "SECRET!!");
+            let z = d.join("z.txt");
+            let outside = d.join("outside.txt");
+            let done = Arc::new(Mutex::new(false));
+            let flag = done.clone();
+            let mut opts = Options {
+                progress: Progress::new(move |e| {
+                    let mut done = flag.lock().expect("lock");
+                    if matches!(e, ProgressEvent::Started { .. }) && !*done {
+                        *done = true;
+                        std::fs::remove_file(&z).expect("rm");
+                        if swap == "symlink" {
+                            std::os::unix::fs::symlink(&outside, &z).expect("ln");
+                        } else {
+                            let ok = std::process::Command::new("mkfifo")
+                                .arg(&z)
+                                .status()
+                                .expect("mkfifo");
+                            assert!(ok.success());
+                        }
+                    }
+                }),
+                ..Options::default()
+            };
+            opts.registry.plain_http = true;
+            let repo = format!("swap-{swap}");
+            let target = match to_registry {
+                true => reg.reference(&format!("{repo}/a:v1")),
+                false => format!("oci://{}:v1", d.join("out").display()),
+            };
+            let text = "items:\n  - from: file://y.txt\n  - from: file://z.txt\n";
+            let e = oci_packer::pack(yaml(&d, text), &target, &opts).expect_err(swap);
+            assert!(*done.lock().expect("lock"), "{swap}: not swapped");
+            let want = match swap {
+                "symlink" => "changed while packing",
+                _ => "not a regular file",
+            };
+            assert!(
+                e.to_string().contains(want) && e.to_string().contains("z.txt"),
+                "{swap} {to_registry}: {e}"
+            );
+            if to_registry {
+                let secret = format!(
+                    "{}/v2/{repo}/a/blobs/sha256:{}",
+                    reg.addr,
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"SECRET!!"))
+                );
+                let code = std::process::Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I"])
+                    .arg(format!("http://{secret}"))
+                    .output()
+                    .expect("curl");
+                assert_eq!(String::from_utf8_lossy(&code.stdout), "404", "{swap}");
+            } else {
+                let index: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(d.join("out/index.json")).expect("index"),
+                )
+                .expect("json");
+                assert_eq!(index["manifests"], serde_json::json!([]), "{swap}: tagged");
+            }
+        }
+    }
+}
+
+/// An existing layout's `blobs` directory replaced by a symlink to a directory outside after
+/// the pack has started writing: the rest of the blobs still go to the directory the pack
+/// opened, nothing is written outside, and the tag names complete content.
+#[test]
+fn a_blobs_directory_swapped_mid_pack_never_sends_writes_outside() {
+    let d = TestDir::new();
+    for i in 0..6 {
+        d.write(&format!("f{i}.txt"), format!("file {i}"));
+    }
+    d.mkdir("outside");
+    let lay = d.join("lay");
+    let target = format!("oci://{}:v1", lay.display());
+    let one = "items:\n  - from: file://f0.txt\n";
+    oci_packer::pack(yaml(&d, one), &target, &Options::default()).expect("first pack");
+    let done = Arc::new(Mutex::new(false));
+    let flag = done.clone();
+    let (blobs, outside) = (lay.join("blobs"), d.join("outside"));
+    let link_to = outside.clone();
+    let opts = Options {
+        progress: Progress::new(move |e| {
+            let mut done = flag.lock().expect("lock");
+            if matches!(e, ProgressEvent::Finished { .. }) && !*done {
+                *done = true;
+                std::fs::rename(&blobs, blobs.with_file_name("blobs-real")).expect("mv");
+                std::os::unix::fs::symlink(&link_to, &blobs).expect("ln");
+            }
+        }),
+        concurrency: 1,
+        ..Options::default()
+    };
+    let items: String = (1..6)
+        .map(|i| format!("  - from: file://f{i}.txt\n"))
+        .collect();
+    let packed =
+        oci_packer::pack(yaml(&d, &format!("items:\n{items}")), &target, &opts).expect("pack");
+    assert!(*done.lock().expect("lock"), "not swapped");
+    assert_eq!(
+        std::fs::read_dir(&outside).expect("ls").count(),
+        0,
+        "something was written outside the layout"
+    );
+    let real = lay.join("blobs-real/sha256");
+    let digest: &str = packed.descriptor.digest().as_ref();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(real.join(&digest["sha256:".len()..]))
+            .expect("manifest in the opened directory"),
+    )
+    .expect("json");
+    for l in m["layers"].as_array().expect("layers") {
+        let hex = &l["digest"].as_str().expect("digest")["sha256:".len()..];
+        assert!(real.join(hex).is_file(), "layer {hex} missing");
+    }
+    // Reading it now, through the link, is refused with a clear error.
+    let e = oci_packer::list(&target, &Options::default()).expect_err("symlinked blobs");
+    assert!(e.to_string().contains("not a real directory"), "{e}");
 }

@@ -3,7 +3,6 @@
 //! and errors that keep method, URL, status and the registry's error code.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use backon::Retryable;
@@ -14,6 +13,7 @@ use tokio::sync::Mutex;
 
 use super::credentials::{basic_header, Credential};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::FileRef;
 use crate::transport;
 
 pub use crate::transport::RegistryOptions;
@@ -40,10 +40,11 @@ pub enum Body {
     Empty,
     /// Bytes in memory.
     Bytes(Bytes),
-    /// `len` bytes of a file from `offset`, streamed (re-opened on every attempt).
+    /// `len` bytes of a file from `offset`, streamed (re-opened on every attempt, and
+    /// refused when it is no longer the file it was: see [`FileRef::open`]).
     File {
         /// The file.
-        path: PathBuf,
+        file: FileRef,
         /// First byte.
         offset: u64,
         /// Bytes to send.
@@ -53,7 +54,7 @@ pub enum Body {
     /// to `progress` as staging of `path`.
     Hashing {
         /// The file.
-        path: PathBuf,
+        file: FileRef,
         /// Its size.
         len: u64,
         /// Receives every byte sent.
@@ -65,9 +66,9 @@ pub enum Body {
 
 impl Body {
     /// A whole file of `len` bytes.
-    pub fn file(path: PathBuf, len: u64) -> Body {
+    pub fn file(file: FileRef, len: u64) -> Body {
         Body::File {
-            path,
+            file,
             offset: 0,
             len,
         }
@@ -93,14 +94,14 @@ impl Body {
             Body::Empty => Body::Empty,
             Body::Bytes(b) => Body::Bytes(b.slice(offset as usize..(offset + len) as usize)),
             Body::File {
-                path, offset: base, ..
+                file, offset: base, ..
             } => Body::File {
-                path: path.clone(),
+                file: file.clone(),
                 offset: base + offset,
                 len,
             },
-            Body::Hashing { path, .. } => Body::File {
-                path: path.clone(),
+            Body::Hashing { file, .. } => Body::File {
+                file: file.clone(),
                 offset,
                 len,
             },
@@ -151,6 +152,15 @@ fn exact_stream(
             };
             futures::future::ready(out)
         })
+}
+
+/// Opens the file of a body: never waiting on a FIFO swapped in, never another file than
+/// the one staged (a symlink to a file elsewhere would send that file's bytes).
+async fn open_body_file(file: &FileRef) -> Result<tokio::fs::File> {
+    let opened = file
+        .open()
+        .map_err(|e| crate::error::from_read_error(e, |e| Error::io("reading", &file.path, e)))?;
+    Ok(tokio::fs::File::from_std(opened.0))
 }
 
 /// HTTP client for one registry host.
@@ -369,16 +379,15 @@ impl Client {
             Body::Empty => (reqwest::Body::from(Vec::new()), Some(0)),
             Body::Bytes(b) => (reqwest::Body::from(b.clone()), Some(b.len() as u64)),
             Body::Hashing {
-                path,
+                file,
                 len,
                 hasher,
                 progress,
             } => {
                 use futures::TryStreamExt;
                 *hasher.lock().unwrap_or_else(|p| p.into_inner()) = crate::digest::Hasher::new();
-                let f = tokio::fs::File::open(path)
-                    .await
-                    .map_err(|e| Error::io("reading", path, e))?;
+                let path = &file.path;
+                let f = open_body_file(file).await?;
                 let (hasher, progress, source) =
                     (hasher.clone(), progress.clone(), path.display().to_string());
                 let stream = exact_stream(f, path, *len, true).inspect_ok(move |chunk| {
@@ -393,11 +402,10 @@ impl Client {
                 });
                 (reqwest::Body::wrap_stream(stream), Some(*len))
             }
-            Body::File { path, offset, len } => {
+            Body::File { file, offset, len } => {
                 use tokio::io::AsyncSeekExt;
-                let mut f = tokio::fs::File::open(path)
-                    .await
-                    .map_err(|e| Error::io("reading", path, e))?;
+                let path = &file.path;
+                let mut f = open_body_file(file).await?;
                 f.seek(std::io::SeekFrom::Start(*offset))
                     .await
                     .map_err(|e| Error::io("reading", path, e))?;

@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use super::{Blob, Location, MountSource, PushOutcome, Target, MAX_MANIFEST_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::FileRef;
 use crate::mediatype;
 use crate::progress::Progress;
 use crate::reference::RegistryRef;
@@ -612,16 +613,17 @@ impl Registry {
     /// anything fails, a file that changed size included).
     async fn ingest_once(
         &self,
-        path: &std::path::Path,
+        file: &FileRef,
         size: u64,
         progress: &Progress,
     ) -> Result<Option<Digest>> {
+        let path = &file.path;
         let what = format!("upload of {}", path.display());
         let ingested = self
             .in_session(&what, async |s| {
                 let hasher = Arc::new(std::sync::Mutex::new(crate::digest::Hasher::new()));
                 let body = Body::Hashing {
-                    path: path.to_path_buf(),
+                    file: file.clone(),
                     len: size,
                     hasher: hasher.clone(),
                     progress: progress.clone(),
@@ -666,7 +668,10 @@ impl Registry {
     ) -> Result<(Body, Option<tempfile::TempPath>)> {
         Ok(match blob {
             Blob::Bytes(b) => (Body::Bytes(b), None),
-            Blob::File(p) | Blob::Spooled(p) => (Body::file(p, desc.size()), None),
+            blob @ (Blob::File(_) | Blob::Spooled(_)) => {
+                let file = blob.into_file_ref().expect("a file");
+                (Body::file(file, desc.size()), None)
+            }
             Blob::Stream(reader) => {
                 use tokio::io::AsyncReadExt;
                 let dir = self.spool.clone().unwrap_or_else(std::env::temp_dir);
@@ -694,7 +699,10 @@ impl Registry {
                         format!("got {n} bytes"),
                     ));
                 }
-                (Body::file(path.to_path_buf(), desc.size()), Some(path))
+                (
+                    Body::file(FileRef::new(path.to_path_buf(), None), desc.size()),
+                    Some(path),
+                )
             }
         })
     }
@@ -832,12 +840,12 @@ impl Target for Registry {
 
     async fn push_hashing(
         &self,
-        path: &std::path::Path,
+        file: &FileRef,
         size: u64,
         progress: &Progress,
     ) -> Result<Option<Digest>> {
-        let what = path.display().to_string();
-        in_new_sessions(&what, || self.ingest_once(path, size, progress)).await
+        let what = file.path.display().to_string();
+        in_new_sessions(&what, || self.ingest_once(file, size, progress)).await
     }
 
     async fn mount_from(
