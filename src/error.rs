@@ -314,6 +314,21 @@ impl Error {
         &self.0.message
     }
 
+    /// Whether this error, met reading one entry of a listing (one tag, one layout entry),
+    /// is that entry's problem — shown in its row — rather than a failure of the whole
+    /// listing (network, login, cancellation).
+    pub(crate) fn concerns_one_entry(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::NotFound
+                | ErrorKind::DigestMismatch
+                | ErrorKind::Unsupported
+                | ErrorKind::InvalidReference
+                | ErrorKind::Registry
+                | ErrorKind::Io
+        )
+    }
+
     /// Every problem of an invalid pack file (empty for other kinds).
     pub fn problems(&self) -> &[Problem] {
         &self.0.problems

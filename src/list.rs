@@ -30,6 +30,12 @@ pub struct ListEntry {
     pub artifact_type: Option<String>,
     /// Bytes of every distinct blob of its graph.
     pub size: u64,
+    /// Why its graph could not be read (a missing or damaged blob, a digest algorithm or
+    /// manifest this program does not read, a tag that is not a valid name); then `size`
+    /// and `platforms` say only what the listing itself gives. One entry's problem does not
+    /// stop the listing of the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One node of an artifact's tree.
@@ -185,7 +191,29 @@ async fn entry(store: &dyn Target, name: String, e: &Descriptor) -> Result<ListE
         platforms: platforms(e, &t),
         artifact_type: t.descriptor.artifact_type().map(str::to_string),
         size: t.total_size(),
+        problem: None,
     })
+}
+
+/// The row of an entry whose graph could not be read: what the index or tag list says,
+/// and why.
+fn entry_with_problem(
+    name: String,
+    e: Option<&Descriptor>,
+    problem: &crate::error::Error,
+) -> ListEntry {
+    ListEntry {
+        reference: name,
+        kind: e.map_or("-", kind_of).to_string(),
+        digest: e.map_or_else(|| "-".to_string(), |e| e.digest().to_string()),
+        platforms: e
+            .and_then(|e| e.platform().as_ref())
+            .map(|p| vec![Platform::from_oci(p).to_string()])
+            .unwrap_or_default(),
+        artifact_type: e.and_then(|e| e.artifact_type().as_ref().map(|t| t.to_string())),
+        size: e.map_or(0, |e| e.size()),
+        problem: Some(problem.to_string()),
+    }
 }
 
 /// Lists `reference`: `oci://DIR` gives the layout's entries and `host/repo` the repository's
@@ -213,7 +241,14 @@ pub(crate) async fn list(
     }
     let mut entries = Vec::new();
     for (name, e) in target.entries().await? {
-        entries.push(entry(target, name, &e).await?);
+        let row = match e {
+            Ok(e) => match entry(target, name.clone(), &e).await {
+                Err(err) if err.concerns_one_entry() => entry_with_problem(name, Some(&e), &err),
+                row => row?,
+            },
+            Err(err) => entry_with_problem(name, None, &err),
+        };
+        entries.push(row);
     }
     match target.location() {
         Location::Layout(dir) => Ok(Listing::Layout {

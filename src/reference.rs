@@ -151,24 +151,22 @@ fn bad_host(host: &str) -> Option<String> {
             && !l.ends_with('-')
     };
     if name.len() > 253 || !name.split('.').all(label_ok) {
-        return Some(
-            "a host name is labels of letters, digits and inner '-' joined by '.'".into(),
-        );
+        return Some("a host name is labels of letters, digits and inner '-' joined by '.'".into());
     }
     None
 }
 
-/// Whether `text` (a registry reference, perhaps with `docker://` or `cr://`) names no
-/// registry host and no namespace — Docker Hub's `library/NAME`, where only Docker's
-/// official images are published: as a place to write, always a slip (a file name, a
-/// layout directory, a host without a repository).
-pub fn is_docker_hub_short_form(text: &str) -> bool {
+/// The name `text` gives (a registry reference, perhaps with `docker://` or `cr://`) when it
+/// names no registry host and no namespace — Docker Hub's `library/NAME`, where only
+/// Docker's official images are published: as a place to write, always a slip (a file name,
+/// a layout directory, a host without a repository).
+pub fn docker_hub_short_name(text: &str) -> Option<&str> {
     let rest = ["docker://", "cr://"]
         .iter()
         .find_map(|s| text.strip_prefix(s))
         .unwrap_or(text);
-    let name = rest.split('@').next().unwrap_or(rest);
-    !name.contains('/')
+    let name = rest.split(['@', ':']).next().unwrap_or(rest);
+    (!rest.split('@').next().unwrap_or(rest).contains('/')).then_some(name)
 }
 
 fn valid_path_component(c: &str) -> bool {
@@ -180,7 +178,8 @@ fn valid_path_component(c: &str) -> bool {
         && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
 }
 
-fn valid_tag(t: &str) -> bool {
+/// A tag by the Distribution grammar: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub(crate) fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
         && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
@@ -494,10 +493,13 @@ mod tests {
         ] {
             Reference::parse(good).expect(good);
         }
-        assert!(is_docker_hub_short_form("out:v1"));
-        assert!(is_docker_hub_short_form("localhost:5000"));
-        assert!(is_docker_hub_short_form("docker://alpine@sha256:abc"));
-        assert!(!is_docker_hub_short_form("library/alpine:3"));
-        assert!(!is_docker_hub_short_form("localhost:5000/a"));
+        assert_eq!(docker_hub_short_name("out:v1"), Some("out"));
+        assert_eq!(docker_hub_short_name("localhost:5000"), Some("localhost"));
+        assert_eq!(
+            docker_hub_short_name("docker://alpine@sha256:ab"),
+            Some("alpine")
+        );
+        assert_eq!(docker_hub_short_name("library/alpine:3"), None);
+        assert_eq!(docker_hub_short_name("localhost:5000/a"), None);
     }
 }

@@ -34,9 +34,43 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// JSON text (as serde_json writes it) with every unsafe character that it leaves raw —
+/// DEL, C1 controls, the line separators, the bidirectional controls; all inside strings —
+/// written as a `\uXXXX` escape: the same JSON value, safe to print.
+pub fn json_printable(json: &str) -> Cow<'_, str> {
+    let raw = |c: char| is_unsafe(c) && c as u32 >= 0x7f;
+    if !json.chars().any(raw) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        match c {
+            c if raw(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{json_printable, printable};
+
+    #[test]
+    fn json_keeps_its_value_and_loses_raw_controls() {
+        let v = serde_json::json!({"a": "x\u{9b}y\u{202e}z\u{7f}", "b": "plain ✓\n"});
+        let text = serde_json::to_string_pretty(&v).expect("json");
+        let safe = json_printable(&text);
+        assert!(
+            !safe.chars().any(|c| super::is_unsafe(c) && c != '\n'),
+            "{safe}"
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&safe).expect("valid"),
+            v
+        );
+        assert_eq!(json_printable("{\"a\": 1}"), "{\"a\": 1}");
+    }
 
     #[test]
     fn controls_are_escaped_and_the_rest_kept() {

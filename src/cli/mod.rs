@@ -264,10 +264,28 @@ fn init_logging(g: &Global) {
         .with_writer(std::io::stderr);
     let _ = match g.log_format {
         Format::Json => builder.json().try_init(),
+        // Log fields carry URLs, paths and errors from outside: escaped like every other
+        // text this program prints.
         Format::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
+            .fmt_fields(printable_fields())
             .try_init(),
     };
+}
+
+/// Formats log fields as tracing does (`message`, then `name=value`), each value escaped
+/// (see [`crate::text::printable`]).
+fn printable_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        let text = crate::text::printable(&text);
+        match field.name() {
+            "message" => write!(w, "{text}"),
+            name => write!(w, "{name}={text}"),
+        }
+    })
+    .delimited(" ")
 }
 
 /// Runs the command line; returns the exit status (0 ok, 1 failed, 2 bad usage or pack file).

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::Format;
 use crate::list::TreeNode;
 use crate::mediatype::TITLE;
-use crate::text::printable;
+use crate::text::{json_printable, printable};
 use crate::{Error, ErrorKind, Listing, Packed, Problem};
 
 fn io(e: std::io::Error) -> Error {
@@ -20,10 +20,11 @@ fn io(e: std::io::Error) -> Error {
     Error::new(ErrorKind::Io, format!("writing to stdout: {e}"))
 }
 
+/// Prints `v` as pretty JSON, with characters that could drive a terminal escaped.
 fn print_json(out: &mut dyn Write, v: &serde_json::Value) -> Result<(), Error> {
-    serde_json::to_writer_pretty(&mut *out, v)
-        .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
-    writeln!(out).map_err(io)
+    let text =
+        serde_json::to_string_pretty(v).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+    writeln!(out, "{}", json_printable(&text)).map_err(io)
 }
 
 /// Errors go to stderr; with `--format json` as one JSON object.
@@ -43,18 +44,17 @@ pub fn error(format: Format, e: &Error) {
                 .try_for_each(|p| writeln!(err, "  {}", printable(&p.to_string())))
         }
         Format::Text => writeln!(err, "error: {}", printable(&e.to_string())),
-        Format::Json => writeln!(
-            err,
-            "{}",
-            json!({"error": {
+        Format::Json => {
+            let v = json!({"error": {
                 "kind": e.kind().as_str(),
                 "message": e.message(),
                 "problems": e.problems(),
                 "path": e.path(),
                 "reference": e.reference(),
                 "digest": e.digest(),
-            }})
-        ),
+            }});
+            writeln!(err, "{}", json_printable(&v.to_string()))
+        }
     };
 }
 
@@ -65,7 +65,13 @@ pub fn packed(
     dry_run: bool,
 ) -> Result<i32, Error> {
     if dry_run {
-        out.write_all(&p.manifest).map_err(io)?;
+        // The bytes that would be written; characters that could drive the terminal (only
+        // ever inside strings) shown as JSON escapes: the same JSON value.
+        match std::str::from_utf8(&p.manifest) {
+            Ok(text) => out.write_all(json_printable(text).as_bytes()),
+            Err(_) => out.write_all(&p.manifest),
+        }
+        .map_err(io)?;
         writeln!(out).map_err(io)?;
         return Ok(0);
     }
@@ -177,10 +183,30 @@ fn print_tree(out: &mut dyn Write, n: &TreeNode, prefix: &str) -> Result<(), Err
     Ok(())
 }
 
+/// Prints a listing; exit status 1 when an entry could not be read (each such entry is
+/// listed with what is known, and its problem goes to stderr), like `ls` with an unreadable
+/// file.
 pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, Error> {
+    let problems: Vec<(&str, &str)> = match l {
+        Listing::Layout { entries, .. } | Listing::Repository { entries, .. } => entries
+            .iter()
+            .filter_map(|e| Some((e.reference.as_str(), e.problem.as_deref()?)))
+            .collect(),
+        Listing::Artifact { .. } => Vec::new(),
+    };
+    let status = i32::from(!problems.is_empty());
     if format == Format::Json {
         print_json(out, &crate::json::to_value(l)?)?;
-        return Ok(0);
+        return Ok(status);
+    }
+    let mut err = std::io::stderr().lock();
+    for (reference, problem) in &problems {
+        let name = if reference.is_empty() {
+            "(untagged)"
+        } else {
+            reference
+        };
+        let _ = writeln!(err, "error: {}: {}", printable(name), printable(problem));
     }
     match l {
         Listing::Layout { entries, .. } | Listing::Repository { entries, .. } => {
@@ -200,7 +226,10 @@ pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, 
                         e.artifact_type
                             .as_deref()
                             .map_or_else(|| "-".into(), |t| printable(t).into_owned()),
-                        human(e.size),
+                        match e.problem {
+                            Some(_) => "?".into(),
+                            None => human(e.size),
+                        },
                     ]
                 })
                 .collect();
@@ -226,7 +255,7 @@ pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, 
             print_tree(out, tree, "")?;
         }
     }
-    Ok(0)
+    Ok(status)
 }
 
 pub fn copied(out: &mut dyn Write, format: Format, c: &crate::Copied) -> Result<i32, Error> {

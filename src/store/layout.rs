@@ -738,11 +738,11 @@ impl Target for Layout {
         blocking(move || this.tag_blocking(&desc, &name)).await
     }
 
-    async fn entries(&self) -> Result<Vec<(String, Descriptor)>> {
+    async fn entries(&self) -> Result<Vec<(String, Result<Descriptor>)>> {
         Ok(self
             .entries()?
             .into_iter()
-            .map(|e| (ref_name(&e).unwrap_or_default().to_string(), e))
+            .map(|e| (ref_name(&e).unwrap_or_default().to_string(), Ok(e)))
             .collect())
     }
 

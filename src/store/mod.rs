@@ -134,8 +134,10 @@ pub trait Target: Send + Sync + fmt::Debug {
         Err(unsupported(self.as_dyn(), "tag"))
     }
 
-    /// Every tag (layouts: every entry, named or not) with what it names.
-    async fn entries(&self) -> Result<Vec<(String, Descriptor)>> {
+    /// Every tag (layouts: every entry, named or not) with what it names, or why that
+    /// could not be found out for this one entry (a tag that is not a valid name, a tag
+    /// deleted meanwhile); an error when the list itself cannot be read.
+    async fn entries(&self) -> Result<Vec<(String, Result<Descriptor>)>> {
         Err(unsupported(self.as_dyn(), "list tags"))
     }
 

@@ -26,7 +26,10 @@ use crate::transport::RegistryOptions;
 /// `build.d`), which could mean either.
 fn check_named_registry(text: &str, r: &crate::reference::RegistryRef, write: bool) -> Result<()> {
     let refuse = |why: String| {
-        Err(Error::new(ErrorKind::InvalidReference, format!("\"{text}\" {why}")).with_reference(text))
+        Err(
+            Error::new(ErrorKind::InvalidReference, format!("\"{text}\" {why}"))
+                .with_reference(text),
+        )
     };
     if let Some(rest) = text.strip_prefix("oci://") {
         let first = rest.split('/').next().unwrap_or_default();
@@ -38,31 +41,32 @@ fn check_named_registry(text: &str, r: &crate::reference::RegistryRef, write: bo
             ));
         }
     }
-    if !write || !crate::reference::is_docker_hub_short_form(text) {
+    let Some(name) = crate::reference::docker_hub_short_name(text).filter(|_| write) else {
         return Ok(());
-    }
-    let name = text.split(['@', ':']).next().unwrap_or(text);
+    };
     let tag = r.tag.as_deref().unwrap_or("TAG");
-    let hint = if tag.bytes().all(|b| b.is_ascii_digit())
-        && (name == "localhost" || name.contains('.'))
-    {
-        format!("names a registry host, not a repository: write {text}/REPO:TAG")
-    } else if [".tar", ".tgz", ".tar.gz", ".zip"].iter().any(|x| name.ends_with(x)) {
-        format!(
-            "looks like an archive file; archives are not written: write a layout directory \
+    let hint =
+        if tag.bytes().all(|b| b.is_ascii_digit()) && (name == "localhost" || name.contains('.')) {
+            format!("names a registry host, not a repository: write {name}:{tag}/REPO:TAG")
+        } else if [".tar", ".tgz", ".tar.gz", ".zip"]
+            .iter()
+            .any(|x| name.ends_with(x))
+        {
+            format!(
+                "looks like an archive file; archives are not written: write a layout directory \
              as oci://DIR:{tag}, or a registry repository as HOST/REPO:{tag}"
-        )
-    } else {
-        let local = match std::path::Path::new(name).exists() {
-            true => format!(" (./{name} exists)"),
-            false => String::new(),
-        };
-        format!(
-            "would be Docker Hub's library/{name}, where only official images are \
+            )
+        } else {
+            let local = match std::path::Path::new(name).exists() {
+                true => format!(" (./{name} exists)"),
+                false => String::new(),
+            };
+            format!(
+                "would be Docker Hub's library/{name}, where only official images are \
              published: for a local layout write oci://{name}:{tag}{local}, for a registry \
              HOST/REPO:{tag}"
-        )
-    };
+            )
+        };
     refuse(hint)
 }
 

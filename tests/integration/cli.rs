@@ -469,12 +469,15 @@ fn control_characters_from_outside_are_escaped() {
 }
 
 /// A newcomer's slips are usage errors with a hint, never a request to Docker Hub: a bare
-/// word as a written target (`pack`, `copy`), skopeo's `oci:DIR`, a target after a bare
-/// `--created`; `-f FILE` before `validate` or `pack` works.
+/// word or Docker Hub's short form as a written target (`pack`, `copy`), a host without a
+/// repository, an archive file name, skopeo's `oci:DIR`, `oci://NAME/…` where NAME is also a
+/// local directory, a target after a bare `--created`, a bad port or a host name that is
+/// not ASCII; `-f FILE` before `validate` or `pack` works.
 #[test]
 fn newcomer_slips_get_hints() {
     let d = TestDir::new();
     d.write("a.txt", "a");
+    d.mkdir("build.d");
     d.write("p.yaml", "items:\n  - from: file://a.txt\n");
     pack_ok(&d, "p.yaml", "oci://out:v1");
     for (args, expect) in [
@@ -492,6 +495,46 @@ fn newcomer_slips_get_hints() {
             vec!["pack", "-f", "p.yaml", "--created", "oci://out:c"],
             "--created \"oci://out:c\": give now or an RFC 3339 time",
         ),
+        // Docker Hub's short form is never a place to write.
+        (
+            vec!["pack", "-f", "p.yaml", "out:v1"],
+            "for a local layout write oci://out:v1 (./out exists)",
+        ),
+        (
+            vec!["copy", "oci://out:v1", "docker://out:v2"],
+            "would be Docker Hub's library/out",
+        ),
+        (
+            vec!["pack", "-f", "p.yaml", "localhost:5000"],
+            "names a registry host, not a repository: write localhost:5000/REPO:TAG",
+        ),
+        (
+            vec!["pack", "-f", "p.yaml", "out.tar"],
+            "looks like an archive file",
+        ),
+        (
+            vec!["pack", "-f", "p.yaml", "layout.oci"],
+            "for a local layout write oci://layout.oci:latest",
+        ),
+        // oci://NAME/… where NAME is both a host and a local directory.
+        (
+            vec!["pack", "-f", "p.yaml", "oci://build.d/x:v1"],
+            "write oci://./build.d/x:v1 for the layout, or docker://build.d/x:v1",
+        ),
+        (
+            vec!["list", "oci://build.d/x"],
+            "or the local directory ./build.d",
+        ),
+        // Hosts: DNS names in ASCII, ports 1 to 65535.
+        (
+            vec!["pack", "-f", "p.yaml", "localhost:99999/a:v1"],
+            "is not a number from 1 to 65535",
+        ),
+        (
+            vec!["pack", "-f", "p.yaml", "reg\u{200b}istry.example.com/a:v1"],
+            "host names are ASCII",
+        ),
+        (vec!["list", "b\u{fc}cher.example/a"], "in its xn-- form"),
     ] {
         let o = run(&d.path, &args, &[]);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
@@ -520,4 +563,50 @@ fn newcomer_slips_get_hints() {
         .output()
         .expect("sh");
     assert!(!stderr(&o).contains("Broken pipe"), "{}", stderr(&o));
+}
+
+/// Text from outside that reaches a log line or JSON output is escaped too: a warning that
+/// names a cache directory with a bidi override and an escape sequence in its name, and the
+/// `--dry-run` manifest and `--format json` listing of a pack whose annotation holds C1
+/// controls and bidi overrides (JSON escapes there: the same JSON value).
+#[test]
+fn logs_and_json_output_escape_what_could_drive_a_terminal() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    let evil = "cache\u{202e}\u{1b}[2J";
+    let cache = d.mkdir(&format!("{evil}/oci-packer"));
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    d.write("p.yaml", "items:\n  - from: http://127.0.0.1:1/never.bin\n");
+    let xdg = d.join(evil);
+    let o = run(
+        &d.path,
+        &["pack", "-f", "p.yaml", "oci://out:v1"],
+        &[("XDG_CACHE_HOME", xdg.to_str().expect("utf8"))],
+    );
+    let err = stderr(&o);
+    assert!(err.contains("not a private directory"), "{err}");
+    assert!(
+        !err.contains('\u{202e}') && !err.contains("\u{1b}[2J"),
+        "{err:?}"
+    );
+    assert!(err.contains("\\u{202e}"), "{err}");
+
+    d.write(
+        "q.yaml",
+        "annotations:\n  note: \"x\\u009b31m\\u202ey\\u007f\"\nitems:\n  - from: file://a.txt\n    \
+         annotations:\n      note: \"x\\u009b31m\\u202ey\"\n",
+    );
+    let o = run(&d.path, &["pack", "-f", "q.yaml", "--dry-run"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains(['\u{9b}', '\u{202e}', '\u{7f}']), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("still JSON");
+    assert_eq!(v["annotations"]["note"], "x\u{9b}31m\u{202e}y\u{7f}");
+    pack_ok(&d, "q.yaml", "oci://out:v1");
+    let o = run(&d.path, &["--format", "json", "list", "oci://out:v1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains(['\u{9b}', '\u{202e}']), "{out:?}");
+    assert!(out.contains("\\u009b"), "{out}");
 }

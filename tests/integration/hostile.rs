@@ -660,3 +660,91 @@ fn a_pack_file_on_stdin_resolves_against_the_working_directory() {
     let o = child.wait_with_output().expect("wait");
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// One unreadable entry does not hide the others: a layout whose index also names a sha512
+/// manifest and a missing one, and a registry whose tag list holds a name that is not a tag
+/// (with an escape sequence in it) besides a good one. Each listing shows every entry, the
+/// bad ones with their problem (escaped, on stderr and in the JSON), and exits 1.
+#[test]
+fn one_bad_entry_does_not_stop_a_listing() {
+    let d = TestDir::new();
+    let lay_dir = d.join("lay");
+    let lay = RawLayout::new(&lay_dir);
+    lay.put(b"layer");
+    let m = manifest(&[desc("application/octet-stream", b"layer")]);
+    lay.put(b"{}");
+    lay.put(&m);
+    let named = |name: &str, mut e: Value| {
+        e["annotations"] = json!({"org.opencontainers.image.ref.name": name});
+        e
+    };
+    let sha512 = json!({"mediaType": OCI_MANIFEST, "size": 3,
+        "digest": format!("sha512:{}", "ab".repeat(64))});
+    let missing = desc(OCI_MANIFEST, b"not stored");
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        named("good", desc(OCI_MANIFEST, &m)), named("long", sha512), named("gone", missing)]});
+    std::fs::write(d.join("lay/index.json"), index.to_string()).expect("index");
+    let o = run(&d.path, &["list", "oci://lay"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let (out, err) = (stdout(&o), stderr(&o));
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}: {out}"))
+            .to_string()
+    };
+    assert!(
+        row("good").contains(&sha256(&m)) && !row("good").contains('?'),
+        "{out}"
+    );
+    assert!(
+        row("long").contains("sha512:") && row("long").ends_with('?'),
+        "{out}"
+    );
+    assert!(row("gone").ends_with('?'), "{out}");
+    assert!(
+        err.contains("error: long:") && err.contains("error: gone:"),
+        "{err}"
+    );
+    let o = run(&d.path, &["--format", "json", "list", "oci://lay"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let entries = v["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 3, "{v}");
+    for e in entries {
+        let bad = e["reference"] != "good";
+        assert_eq!(e.get("problem").is_some(), bad, "{e}");
+    }
+
+    // A registry's tag list with a name that is not a tag.
+    let m2 = m.clone();
+    let m_digest = sha256(&m);
+    let srv = HttpServer::with_handler(move |req| {
+        let path = req.path.split('?').next().unwrap_or("");
+        match path {
+            "/v2/" => Response::status(200),
+            "/v2/r/tags/list" => Response::status(200)
+                .header("Content-Type", "application/json")
+                .body(r#"{"name":"r","tags":["v1","bad\u001b[2J tag"]}"#),
+            p if p.starts_with("/v2/r/manifests/") => Response::status(200)
+                .header("Content-Type", OCI_MANIFEST)
+                .header("Docker-Content-Digest", &m_digest)
+                .body(m2.clone()),
+            _ => Response::status(404),
+        }
+    });
+    let o = run(
+        &d.path,
+        &["--plain-http", "list", &format!("{}/r", srv.addr)],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(out.lines().any(|l| l.starts_with("v1 ")), "{out}");
+    assert!(out.contains("bad\\x1b[2J tag"), "{out}");
+    assert!(
+        !out.contains('\u{1b}') && !err.contains('\u{1b}'),
+        "{out:?} {err:?}"
+    );
+    assert!(err.contains("not a valid tag name"), "{err}");
+}

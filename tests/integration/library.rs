@@ -387,8 +387,7 @@ fn directories_exchanged_for_links_during_the_walk_never_pack_outside_files() {
                 packed += 1;
                 let out = d.join(&format!("out{i}"));
                 let m: serde_json::Value =
-                    serde_json::from_slice(&blob(&out, p.descriptor.digest().as_ref()))
-                        .expect("manifest");
+                    serde_json::from_slice(&blob(&out, p.descriptor.digest())).expect("manifest");
                 for l in m["layers"].as_array().expect("layers") {
                     let data = blob(&out, l["digest"].as_str().expect("digest"));
                     assert!(
@@ -538,7 +537,7 @@ fn a_blobs_directory_swapped_mid_pack_never_sends_writes_outside() {
         "something was written outside the layout"
     );
     let real = lay.join("blobs-real/sha256");
-    let digest: &str = packed.descriptor.digest().as_ref();
+    let digest: &str = packed.descriptor.digest();
     let m: serde_json::Value = serde_json::from_slice(
         &std::fs::read(real.join(&digest["sha256:".len()..]))
             .expect("manifest in the opened directory"),

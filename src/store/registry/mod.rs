@@ -730,11 +730,23 @@ impl Target for Registry {
         self.put_tag(desc, reference, manifest).await
     }
 
-    async fn entries(&self) -> Result<Vec<(String, Descriptor)>> {
+    async fn entries(&self) -> Result<Vec<(String, Result<Descriptor>)>> {
         let mut out = Vec::new();
         for tag in self.tags().await? {
-            let d = self.resolve_ref(&tag).await?;
-            out.push((tag, d));
+            if !crate::reference::valid_tag(&tag) {
+                let e = Error::new(
+                    ErrorKind::Registry,
+                    "the registry lists this tag, but it is not a valid tag name; not read",
+                );
+                out.push((tag, Err(e)));
+                continue;
+            }
+            match self.resolve_ref(&tag).await {
+                // One tag that cannot be read (deleted meanwhile, an unsupported manifest)
+                // is that entry's problem; a failing registry or login is everyone's.
+                Err(e) if e.concerns_one_entry() => out.push((tag, Err(e))),
+                d => out.push((tag, Ok(d?))),
+            }
         }
         Ok(out)
     }
