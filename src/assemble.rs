@@ -157,17 +157,23 @@ pub fn assemble(
         // Groups in order of first appearance; items without platform form one group too;
         // every image item is a member of its own.
         let mut members: Vec<Member> = Vec::new();
-        let mut groups: std::collections::HashMap<&Option<Platform>, usize> =
+        let mut groups: std::collections::HashMap<Option<&Platform>, usize> =
             std::collections::HashMap::new();
         for (plan_item, staged) in plan.items.iter().zip(items) {
             if let Some(entry) = staged.image {
                 members.push(Member::Image(entry));
                 continue;
             }
-            let pos = *groups.entry(&plan_item.platform).or_insert_with(|| {
-                members.push(Member::Group(plan_item.platform.clone(), Vec::new(), None));
-                members.len() - 1
-            });
+            let pos = *groups
+                .entry(plan_item.platform.as_deref())
+                .or_insert_with(|| {
+                    members.push(Member::Group(
+                        plan_item.platform.as_deref().cloned(),
+                        Vec::new(),
+                        None,
+                    ));
+                    members.len() - 1
+                });
             if let Member::Group(_, layers, config) = &mut members[pos] {
                 layers.extend(staged.layers);
                 if config.is_none() {

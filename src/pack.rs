@@ -159,7 +159,7 @@ async fn stage_item(
             &item.uri,
             item.media_type.as_deref(),
             &item.annotations,
-            item.platform_as_written.as_ref(),
+            item.platform_as_written.as_deref(),
             &ctx.targets,
         )
         .await?;

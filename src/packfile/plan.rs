@@ -53,15 +53,16 @@ pub struct ItemPlan {
     pub source: Source,
     /// Layer media type override.
     pub media_type: Option<String>,
-    /// Normalised platform (what groups items and what is written).
-    pub platform: Option<Platform>,
+    /// Normalised platform (what groups items and what is written). Boxed, like the other
+    /// rare parts, so that a pack file of 100,000 items stays small.
+    pub platform: Option<Box<Platform>>,
     /// The platform as written (parsed, not normalised): selects an image item's member, so
     /// that an exact variant wins.
-    pub platform_as_written: Option<Platform>,
+    pub platform_as_written: Option<Box<Platform>>,
     /// Layer annotations.
     pub annotations: BTreeMap<String, String>,
     /// Member config (index mode).
-    pub config: Option<BlobPlan>,
+    pub config: Option<Box<BlobPlan>>,
     /// Pinned digest.
     pub digest: Option<Digest>,
     /// Archive mode for `dir://`.
@@ -86,7 +87,7 @@ fn manifests_fit(c: &mut Checker<'_>, pack: &PackFile, items: &[ItemPlan], index
     }
     let mut root: Manifest = (0, None);
     add(&mut root, "annotations".into(), &pack.annotations);
-    let mut groups: std::collections::HashMap<&Option<Platform>, Manifest> =
+    let mut groups: std::collections::HashMap<Option<&Platform>, Manifest> =
         std::collections::HashMap::new();
     for it in items {
         // Image items' annotations go to their index entry (the root), like everything in
@@ -94,7 +95,7 @@ fn manifests_fit(c: &mut Checker<'_>, pack: &PackFile, items: &[ItemPlan], index
         let m = if !index_mode || matches!(it.source, Source::Image { .. }) {
             &mut root
         } else {
-            groups.entry(&it.platform).or_insert((0, None))
+            groups.entry(it.platform.as_deref()).or_insert((0, None))
         };
         add(m, format!("{}.annotations", it.field), &it.annotations);
         if let Some(cfg) = &it.config {
@@ -295,10 +296,10 @@ pub(crate) fn plan(
                 uri: it.from.clone(),
                 source,
                 media_type,
-                platform,
-                platform_as_written,
+                platform: platform.map(Box::new),
+                platform_as_written: platform_as_written.map(Box::new),
                 annotations: it.annotations.clone(),
-                config: item_config,
+                config: item_config.map(Box::new),
                 digest,
                 archive,
             });
@@ -320,12 +321,12 @@ pub(crate) fn plan(
         }
     } else {
         // Items of one platform group share one member manifest, hence one config.
-        let mut seen: std::collections::HashMap<&Option<Platform>, (&BlobPlan, &str)> =
+        let mut seen: std::collections::HashMap<Option<&Platform>, (&BlobPlan, &str)> =
             std::collections::HashMap::new();
         for it in &items {
             let Some(cfg) = &it.config else { continue };
-            match seen.get(&it.platform) {
-                Some((other, first)) if *other != cfg => {
+            match seen.get(&it.platform.as_deref()) {
+                Some((other, first)) if *other != &**cfg => {
                     let group = it
                         .platform
                         .as_ref()
@@ -341,7 +342,7 @@ pub(crate) fn plan(
                 }
                 Some(_) => {}
                 None => {
-                    seen.insert(&it.platform, (cfg, &it.field));
+                    seen.insert(it.platform.as_deref(), (cfg, &it.field));
                 }
             }
         }

@@ -287,6 +287,19 @@ fn validate_measured(text: impl AsRef<[u8]>) -> (Option<i32>, String, u64) {
     (o.status.code(), stdout(&o) + &stderr(&o), rss)
 }
 
+/// A large valid pack file — 160,000 items, 7 MB, as many as fit the node budget — is
+/// valid, read in the same bounded memory as a hostile one.
+#[test]
+fn a_pack_file_of_160_000_items_validates_in_bounded_memory() {
+    let mut text = String::from("items:\n");
+    for i in 0..160_000 {
+        text += &format!("  - from: file://dir/file-number-{i:08}.txt\n");
+    }
+    let (code, out, rss) = validate_measured(text);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(rss < PARSE_RSS_KIB, "{rss} KiB");
+}
+
 /// Nested aliases (10 per level, 9 levels: 533 bytes that expand to 10^9 nodes) are refused
 /// at the alias that passes the node budget, in bounded memory; so is the same bomb in flow
 /// style, and one hidden in an annotation map.
