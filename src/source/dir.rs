@@ -184,12 +184,13 @@ impl Walk<'_> {
         };
         let st =
             statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io("cannot read", e))?;
-        match stat_type(&st) {
+        // For a symlink that is followed: what it resolves to, and that opened.
+        let (st, link) = match stat_type(&st) {
             FileType::Symlink => {
                 let target =
                     readlinkat(parent, name, Vec::new()).map_err(|e| io("cannot read link", e))?;
                 let target = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
-                // What the link resolves to, opened from the directory that holds it.
+                // Opened from the directory that holds the link.
                 let resolved = openat(parent, name, PROBE, Mode::empty())
                     .ok()
                     .and_then(|fd| Some((rustix::fs::fstat(&fd).ok()?, fd)))
@@ -215,35 +216,17 @@ impl Walk<'_> {
                     });
                     return Ok(());
                 }
-                match stat_type(&st) {
-                    FileType::Directory => {
-                        let dir = openat(
-                            &fd,
-                            c".",
-                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                            Mode::empty(),
-                        )
-                        .map_err(|e| io("cannot read", e))?;
-                        self.enter(&dir, &path, &rel, stat_id(&st))
-                    }
-                    FileType::RegularFile => {
-                        self.file(path, rel, &st);
-                        Ok(())
-                    }
-                    _ => Err(err(
-                        uri,
-                        &path,
-                        "symlink to a special file (socket, FIFO or device)",
-                    )),
-                }
+                (st, Some(fd))
             }
+            _ => (st, None),
+        };
+        match stat_type(&st) {
             FileType::Directory => {
-                let dir = openat(
-                    parent,
-                    name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                let dir = match &link {
+                    Some(fd) => openat(fd, c".", flags, Mode::empty()),
+                    None => openat(parent, name, flags | OFlags::NOFOLLOW, Mode::empty()),
+                }
                 .map_err(|e| io("cannot read", e))?;
                 let id = stat_id(&fstat(&dir, &path, uri)?);
                 if id != stat_id(&st) {
@@ -252,35 +235,39 @@ impl Walk<'_> {
                         "another directory was put in its place",
                     ));
                 }
-                self.out.push(Entry {
-                    rel: rel.clone(),
-                    path: path.clone(),
-                    kind: EntryKind::Dir,
-                    mode: stat_mode(&st),
-                    id: None,
-                });
+                if link.is_none() {
+                    self.out.push(Entry {
+                        rel: rel.clone(),
+                        path: path.clone(),
+                        kind: EntryKind::Dir,
+                        mode: stat_mode(&st),
+                        id: None,
+                    });
+                }
                 self.enter(&dir, &path, &rel, id)
             }
             FileType::RegularFile => {
-                self.file(path, rel, &st);
+                self.out.push(Entry {
+                    rel,
+                    path,
+                    kind: EntryKind::File,
+                    mode: stat_mode(&st),
+                    id: Some(stat_id(&st)),
+                });
                 Ok(())
             }
             _ => Err(err(
                 uri,
                 &path,
-                "is a socket, FIFO or device; only files, directories and symlinks can be packed",
+                match link {
+                    Some(_) => "symlink to a special file (socket, FIFO or device)",
+                    None => {
+                        "is a socket, FIFO or device; only files, directories and symlinks \
+                             can be packed"
+                    }
+                },
             )),
         }
-    }
-
-    fn file(&mut self, path: PathBuf, rel: String, st: &rustix::fs::Stat) {
-        self.out.push(Entry {
-            rel,
-            path,
-            kind: EntryKind::File,
-            mode: stat_mode(st),
-            id: Some(stat_id(st)),
-        });
     }
 
     /// Whether the file a symlink at `path` was opened as (`st`) lies inside the root: the

@@ -748,3 +748,52 @@ fn one_bad_entry_does_not_stop_a_listing() {
     );
     assert!(err.contains("not a valid tag name"), "{err}");
 }
+
+/// A layout's own files are never read through symlinks: `index.json`, `oci-layout` or a
+/// blob that is a link (here to another layout's file, which is valid) is refused with an
+/// error naming it, for listing and copying alike, and a copy writes nothing.
+#[test]
+fn layout_files_that_are_symlinks_are_refused() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("p.yaml", "items:\n  - from: file://a.txt\n");
+    pack_ok(&d, "p.yaml", "oci://real:v1");
+    for file in ["index.json", "oci-layout", "blob"] {
+        let dir = format!("linked-{file}");
+        let copy = std::process::Command::new("cp")
+            .args(["-a", "real", &dir])
+            .current_dir(&d.path)
+            .status()
+            .expect("cp");
+        assert!(copy.success());
+        let name = match file {
+            "blob" => {
+                let index = read_json(&d.join(&format!("{dir}/index.json")));
+                let digest = index["manifests"][0]["digest"].as_str().expect("digest");
+                format!("blobs/sha256/{}", &digest["sha256:".len()..])
+            }
+            f => f.to_string(),
+        };
+        let at = d.join(&format!("{dir}/{name}"));
+        std::fs::remove_file(&at).expect("rm");
+        std::os::unix::fs::symlink(d.join(&format!("real/{name}")), &at).expect("ln");
+        for args in [
+            vec!["list".to_string(), format!("oci://{dir}:v1")],
+            vec![
+                "copy".to_string(),
+                format!("oci://{dir}:v1"),
+                format!("oci://out-{file}:v1"),
+            ],
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = run(&d.path, &args, &[]);
+            assert!(!o.status.success(), "{args:?}");
+            assert!(
+                stderr(&o).contains("is a symlink"),
+                "{args:?}: {}",
+                stderr(&o)
+            );
+            assert!(!d.join(&format!("out-{file}")).exists(), "{args:?}");
+        }
+    }
+}
