@@ -132,8 +132,8 @@ def bench(work, host, log, runs):
                              cwd=work, check=True, capture_output=True)
         moved[i] = json.loads(out.stdout)
     counts = requests_during(log, lambda: ours_copy("probe"))
-    print(f"  oci-packer copy: blobs mounted {moved['probe']['blobsMounted']}, bytes uploaded "
-          f"{moved['probe']['bytesStored']} (manifests only), requests {json.dumps(counts, sort_keys=True)}")
+    print(f"  oci-packer copy: blobs mounted {moved['probe']['stats']['mounted']}, bytes uploaded "
+          f"{moved['probe']['stats']['bytes']} (manifests only), requests {json.dumps(counts, sort_keys=True)}")
     ours = median_runs("oci-packer copy", lambda i: [BIN, "--plain-http", "copy", src, f"{host}/copy-ours{i}/big:v1"],
                        runs, cwd=work)
     sk = median_runs("skopeo copy", lambda i: f"{CLEAR_SKOPEO_CACHE}; skopeo copy --quiet "

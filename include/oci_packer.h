@@ -5,8 +5,21 @@
  * oci_packer_string_free(); every oci_packer_error * with oci_packer_error_free(); an
  * oci_packer_options * with oci_packer_options_free(). Passing NULL to a _free function is a
  * no-op. `const char *` arguments are borrowed, must be UTF-8 and NUL-terminated.
+ * oci_packer_cancel * is freed with oci_packer_cancel_free(). Strings an error object
+ * returns are borrowed and valid until the error is freed.
  * Fallible functions return OCI_PACKER_STATUS_OK (0) or an error status, and when `error`
  * is not NULL store an owned error object there. There is no thread-local "last error".
+ * Status values never change meaning; new ones are appended.
+ *
+ * Blocking and threads: every operation (pack, validate, copy, list, login, logout) blocks
+ * the calling thread until it ends; the library runs its own worker threads meanwhile (one
+ * shared runtime), so no event loop of the caller is needed. Operations may run
+ * concurrently from several threads. An oci_packer_options * may be shared by operations
+ * running at once as long as no thread changes it meanwhile (each operation copies what it
+ * needs when it starts); set options from one thread at a time. Error objects and returned
+ * strings belong to the caller and are not shared. A cancel handle may be fired from any
+ * thread at any time; progress callbacks are called from worker threads, possibly several
+ * at once, and must not call back into the library.
  */
 
 #ifndef OCI_PACKER_H
@@ -69,7 +82,13 @@ typedef uint32_t oci_packer_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-// An owned error: a status code and a message. Free with oci_packer_error_free().
+// A cancel handle: fire it from any thread to stop the operations whose options carry it.
+// Create with oci_packer_cancel_new(), free with oci_packer_cancel_free().
+typedef struct oci_packer_cancel oci_packer_cancel;
+
+// An owned error: a status code, a message, and what it is about when known (the HTTP
+// status and registry error code of a registry's answer, a path, a reference, a digest).
+// Free with oci_packer_error_free().
 typedef struct oci_packer_error oci_packer_error;
 
 // Options for the operations, with the CLI's defaults. Create with
@@ -111,6 +130,41 @@ oci_packer_status oci_packer_error_code(const struct oci_packer_error *error);
 // # Safety
 // `error` is NULL or a live error object.
 const char *oci_packer_error_message(const struct oci_packer_error *error);
+
+// The HTTP status of the registry answer the error is about (401, 404, …); 0 when the
+// error is not about one, or for NULL.
+//
+// # Safety
+// `error` is NULL or a live error object.
+uint16_t oci_packer_error_http_status(const struct oci_packer_error *error);
+
+// The registry's error code ("UNAUTHORIZED", "MANIFEST_UNKNOWN", …), valid until the error
+// is freed; NULL when absent.
+//
+// # Safety
+// `error` is NULL or a live error object.
+const char *oci_packer_error_registry_code(const struct oci_packer_error *error);
+
+// The file or directory the error is about, valid until the error is freed; NULL when
+// absent.
+//
+// # Safety
+// `error` is NULL or a live error object.
+const char *oci_packer_error_path(const struct oci_packer_error *error);
+
+// The reference (target, source, image) the error is about, valid until the error is
+// freed; NULL when absent.
+//
+// # Safety
+// `error` is NULL or a live error object.
+const char *oci_packer_error_reference(const struct oci_packer_error *error);
+
+// The digest the error is about ("sha256:…"), valid until the error is freed; NULL when
+// absent.
+//
+// # Safety
+// `error` is NULL or a live error object.
+const char *oci_packer_error_digest(const struct oci_packer_error *error);
 
 // Frees an error object. NULL is a no-op.
 //
@@ -243,6 +297,40 @@ oci_packer_status oci_packer_options_set_progress(struct oci_packer_options *opt
                                                   void *user_data,
                                                   struct oci_packer_error **error);
 
+// A new, unfired cancel handle.
+struct oci_packer_cancel *oci_packer_cancel_new(void);
+
+// Fires the handle: every operation running (or started later) with options that carry it
+// stops as soon as it can — within about a second, its blocking work within one 1 MiB
+// chunk — and returns OCI_PACKER_STATUS_CANCELLED; no tag is written after a cancel. Safe
+// to call from any thread, and more than once. NULL is a no-op.
+//
+// # Safety
+// `cancel` is NULL or a live handle.
+void oci_packer_cancel_fire(const struct oci_packer_cancel *cancel);
+
+// True once the handle has been fired (false for NULL).
+//
+// # Safety
+// `cancel` is NULL or a live handle.
+bool oci_packer_cancel_is_fired(const struct oci_packer_cancel *cancel);
+
+// Frees a cancel handle. Options it was set on keep working (they hold their own
+// reference); firing is then no longer possible through this pointer. NULL is a no-op.
+//
+// # Safety
+// `cancel` is NULL or a pointer from oci_packer_cancel_new() not freed before.
+void oci_packer_cancel_free(struct oci_packer_cancel *cancel);
+
+// Makes the operations run with these options stop when `cancel` fires; NULL removes the
+// handle. The options keep their own reference: `cancel` may be freed afterwards.
+//
+// # Safety
+// `options` is NULL or live; `cancel` is NULL or a live handle.
+oci_packer_status oci_packer_options_set_cancel(struct oci_packer_options *options,
+                                                const struct oci_packer_cancel *cancel,
+                                                struct oci_packer_error **error);
+
 // Packs the pack file at `path` into `target`; stores the root descriptor as JSON
 // (`mediaType`, `digest`, `size`, `artifactType`, `reference`, `stats`) in `*result`.
 //
@@ -297,12 +385,38 @@ oci_packer_status oci_packer_list(const char *reference,
                                   char **result,
                                   struct oci_packer_error **error);
 
-// Test hook: panics inside the library, to show that the panic comes back as
-// OCI_PACKER_STATUS_PANIC with an error object instead of unwinding into C.
+// Checks pack-file YAML text (relative paths against `base_dir`); as
+// oci_packer_validate_file().
 //
 // # Safety
-// `error` is NULL or writable.
-oci_packer_status oci_packer_test_panic(struct oci_packer_error **error);
+// As for oci_packer_pack_file().
+oci_packer_status oci_packer_validate_yaml(const char *yaml,
+                                           const char *base_dir,
+                                           char **result,
+                                           struct oci_packer_error **error);
+
+// Checks the user name and password set on `options` against the registry `host` and
+// stores them in the Docker config (`login`); stores the path of the config file written
+// in `*result`. Authentication fails with OCI_PACKER_STATUS_AUTHENTICATION and the
+// registry's answer (oci_packer_error_http_status(), oci_packer_error_registry_code()).
+//
+// # Safety
+// As for oci_packer_pack_file().
+oci_packer_status oci_packer_login(const char *host,
+                                   const struct oci_packer_options *options,
+                                   char **result,
+                                   struct oci_packer_error **error);
+
+// Removes the credentials stored for `host` from the Docker config (`logout`); `*removed`
+// (when not NULL) says whether there were any.
+//
+// # Safety
+// `host` is NUL-terminated; `options` is NULL or live; `removed` and `error` are NULL or
+// writable.
+oci_packer_status oci_packer_logout(const char *host,
+                                    const struct oci_packer_options *options,
+                                    bool *removed,
+                                    struct oci_packer_error **error);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,12 +1,18 @@
 // Package ocipacker is the Go interface to oci-packer: pack declarative YAML pack files into
-// OCI artifacts in registries and OCI image layouts, copy and list them. It calls the C ABI
-// (include/oci_packer.h) of the Rust library, linked statically from target/debug (build
-// it first with `cargo build -p oci-packer-c`).
+// OCI artifacts in registries and OCI image layouts, copy and list them.
+//
+// It calls the C library of oci-packer, found with pkg-config (package oci_packer): install
+// it once with `scripts/install-c PREFIX` from a checkout of oci-packer (the release build,
+// its header and oci_packer.pc), and point PKG_CONFIG_PATH at PREFIX/lib/pkgconfig when
+// PREFIX is not a system one. See docs/go.md.
+//
+// Every call blocks until the operation ends; calls may run concurrently from several
+// goroutines. The ...Context variants stop the operation when the context is done and
+// return an error for which errors.Is(err, context.Canceled) (or DeadlineExceeded) holds.
 package ocipacker
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: ${SRCDIR}/../../target/debug/liboci_packer.a -lpthread -ldl -lm
+#cgo pkg-config: oci_packer
 #include <stdlib.h>
 #include "oci_packer.h"
 
@@ -23,10 +29,12 @@ static oci_packer_status set_progress(oci_packer_options *o, uintptr_t handle) {
 import "C"
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/cgo"
+	"sync"
 	"unsafe"
 )
 
@@ -78,10 +86,24 @@ var sentinels = map[Code]error{
 	CodeInvalidUTF8: ErrInvalidArgument, CodeInternal: ErrInternal, CodePanic: ErrInternal,
 }
 
-// Error is an error of the library: a code and a message naming the thing.
+// Error is an error of the library: a code, a message naming the thing, and what it is
+// about when known.
 type Error struct {
 	code    Code
 	message string
+	// HTTPStatus is the status of the registry answer the error is about (0 when none).
+	HTTPStatus int
+	// RegistryCode is the registry's error code ("UNAUTHORIZED", "MANIFEST_UNKNOWN", …).
+	RegistryCode string
+	// Path is the file or directory the error is about.
+	Path string
+	// Reference is the target, source or image the error is about.
+	Reference string
+	// Digest is the digest the error is about ("sha256:…").
+	Digest string
+	// cause is why the operation stopped when the caller stopped it: the context's error,
+	// or a panic of a progress callback.
+	cause error
 }
 
 // Code says what kind of error it is.
@@ -89,20 +111,38 @@ func (e *Error) Code() Code { return e.code }
 
 func (e *Error) Error() string { return e.message }
 
-// Unwrap gives the sentinel of the error's kind, for errors.Is.
-func (e *Error) Unwrap() error { return sentinels[e.code] }
+// Unwrap gives the sentinel of the error's kind and, for a cancelled call, the context's
+// error (context.Canceled, context.DeadlineExceeded), for errors.Is and errors.As.
+func (e *Error) Unwrap() []error {
+	out := []error{sentinels[e.code]}
+	if e.cause != nil {
+		out = append(out, e.cause)
+	}
+	return out
+}
 
 // takeError copies and frees a C error object.
 func takeError(status C.oci_packer_status, cerr *C.oci_packer_error) error {
 	if status == 0 {
 		return nil
 	}
-	msg := fmt.Sprintf("oci-packer status %d", status)
+	e := &Error{code: Code(status), message: fmt.Sprintf("oci-packer status %d", status)}
 	if cerr != nil {
-		msg = C.GoString(C.oci_packer_error_message(cerr))
+		str := func(p *C.char) string {
+			if p == nil {
+				return ""
+			}
+			return C.GoString(p)
+		}
+		e.message = str(C.oci_packer_error_message(cerr))
+		e.HTTPStatus = int(C.oci_packer_error_http_status(cerr))
+		e.RegistryCode = str(C.oci_packer_error_registry_code(cerr))
+		e.Path = str(C.oci_packer_error_path(cerr))
+		e.Reference = str(C.oci_packer_error_reference(cerr))
+		e.Digest = str(C.oci_packer_error_digest(cerr))
 		C.oci_packer_error_free(cerr)
 	}
-	return &Error{code: Code(status), message: msg}
+	return e
 }
 
 // ProgressEvent is one progress event; see the C header for the fields.
@@ -160,90 +200,168 @@ func WithCredentials(user, password string) Option {
 // WithRegistryConfig sets the Docker config file with credentials.
 func WithRegistryConfig(path string) Option { return func(o *options) { o.registryConfig = path } }
 
-// WithProgress calls f for progress events, from other goroutines' threads, possibly at once.
+// WithProgress calls f for progress events, from threads of the library, possibly several
+// at once. A panic in f stops the operation, which then returns an error saying so.
 func WithProgress(f func(ProgressEvent)) Option { return func(o *options) { o.progress = f } }
+
+// call is one running operation: its C options, its cancel handle, and why the caller's
+// side stopped it (a panic in the progress callback).
+type call struct {
+	co       *C.oci_packer_options
+	cancel   *C.oci_packer_cancel
+	progress func(ProgressEvent)
+	handle   cgo.Handle
+	mu       sync.Mutex
+	panicked error
+}
 
 //export goProgress
 func goProgress(event *C.oci_packer_progress, userData unsafe.Pointer) {
-	f := cgo.Handle(uintptr(userData)).Value().(func(ProgressEvent))
+	c := cgo.Handle(uintptr(userData)).Value().(*call)
+	defer func() {
+		// A panic must not unwind into the library's thread: it stops the operation and
+		// becomes its error.
+		if r := recover(); r != nil {
+			c.mu.Lock()
+			if c.panicked == nil {
+				c.panicked = fmt.Errorf("progress callback panicked: %v", r)
+			}
+			c.mu.Unlock()
+			C.oci_packer_cancel_fire(c.cancel)
+		}
+	}()
 	str := func(p *C.char) string {
 		if p == nil {
 			return ""
 		}
 		return C.GoString(p)
 	}
-	f(ProgressEvent{
+	c.progress(ProgressEvent{
 		Event: str(event.event), Digest: str(event.digest), Title: str(event.title), Source: str(event.source),
 		Size: uint64(event.size), Bytes: uint64(event.bytes),
 	})
 }
 
-// cOptions builds the C options; the returned func frees them (and the callback handle).
-func cOptions(opts []Option) (*C.oci_packer_options, func(), error) {
+// newCall builds the C options of one operation, with a cancel handle.
+func newCall(opts []Option) (*call, error) {
 	o := options{concurrency: 4}
 	for _, f := range opts {
 		f(&o)
 	}
-	co := C.oci_packer_options_new()
-	var handle cgo.Handle
-	free := func() {
-		C.oci_packer_options_free(co)
-		if handle != 0 {
-			handle.Delete()
-		}
-	}
+	c := &call{co: C.oci_packer_options_new(), cancel: C.oci_packer_cancel_new(), progress: o.progress}
 	var cerr *C.oci_packer_error
 	check := func(st C.oci_packer_status) error { return takeError(st, cerr) }
-	if err := check(C.oci_packer_options_set_concurrency(co, C.uint32_t(o.concurrency), &cerr)); err != nil {
-		free()
-		return nil, nil, err
+	if err := check(C.oci_packer_options_set_concurrency(c.co, C.uint32_t(o.concurrency), &cerr)); err != nil {
+		c.free()
+		return nil, err
 	}
-	for _, s := range []struct {
+	setters := []struct {
 		value string
 		set   func(*C.oci_packer_options, *C.char, **C.oci_packer_error) C.oci_packer_status
 	}{
-		{o.tmpDir, func(a *C.oci_packer_options, b *C.char, c **C.oci_packer_error) C.oci_packer_status {
-			return C.oci_packer_options_set_tmp_dir(a, b, c)
+		{o.tmpDir, func(a *C.oci_packer_options, b *C.char, e **C.oci_packer_error) C.oci_packer_status {
+			return C.oci_packer_options_set_tmp_dir(a, b, e)
 		}},
-		{o.created, func(a *C.oci_packer_options, b *C.char, c **C.oci_packer_error) C.oci_packer_status {
-			return C.oci_packer_options_set_created(a, b, c)
+		{o.created, func(a *C.oci_packer_options, b *C.char, e **C.oci_packer_error) C.oci_packer_status {
+			return C.oci_packer_options_set_created(a, b, e)
 		}},
-		{o.platform, func(a *C.oci_packer_options, b *C.char, c **C.oci_packer_error) C.oci_packer_status {
-			return C.oci_packer_options_set_platform(a, b, c)
+		{o.platform, func(a *C.oci_packer_options, b *C.char, e **C.oci_packer_error) C.oci_packer_status {
+			return C.oci_packer_options_set_platform(a, b, e)
 		}},
-		{o.caFile, func(a *C.oci_packer_options, b *C.char, c **C.oci_packer_error) C.oci_packer_status {
-			return C.oci_packer_options_set_ca_file(a, b, c)
+		{o.caFile, func(a *C.oci_packer_options, b *C.char, e **C.oci_packer_error) C.oci_packer_status {
+			return C.oci_packer_options_set_ca_file(a, b, e)
 		}},
-		{o.username, func(a *C.oci_packer_options, b *C.char, c **C.oci_packer_error) C.oci_packer_status {
-			return C.oci_packer_options_set_username(a, b, c)
+		{o.username, func(a *C.oci_packer_options, b *C.char, e **C.oci_packer_error) C.oci_packer_status {
+			return C.oci_packer_options_set_username(a, b, e)
 		}},
-		{o.password, func(a *C.oci_packer_options, b *C.char, c **C.oci_packer_error) C.oci_packer_status {
-			return C.oci_packer_options_set_password(a, b, c)
+		{o.password, func(a *C.oci_packer_options, b *C.char, e **C.oci_packer_error) C.oci_packer_status {
+			return C.oci_packer_options_set_password(a, b, e)
 		}},
-		{o.registryConfig, func(a *C.oci_packer_options, b *C.char, c **C.oci_packer_error) C.oci_packer_status {
-			return C.oci_packer_options_set_registry_config(a, b, c)
+		{o.registryConfig, func(a *C.oci_packer_options, b *C.char, e **C.oci_packer_error) C.oci_packer_status {
+			return C.oci_packer_options_set_registry_config(a, b, e)
 		}},
-	} {
+	}
+	for _, s := range setters {
 		if s.value == "" {
 			continue
 		}
 		cs := C.CString(s.value)
-		err := check(s.set(co, cs, &cerr))
+		err := check(s.set(c.co, cs, &cerr))
 		C.free(unsafe.Pointer(cs))
 		if err != nil {
-			free()
-			return nil, nil, err
+			c.free()
+			return nil, err
 		}
 	}
-	C.oci_packer_options_set_fsync(co, C.bool(o.fsync), nil)
-	C.oci_packer_options_set_dry_run(co, C.bool(o.dryRun), nil)
-	C.oci_packer_options_set_plain_http(co, C.bool(o.plainHTTP), nil)
-	C.oci_packer_options_set_insecure(co, C.bool(o.insecure), nil)
+	C.oci_packer_options_set_fsync(c.co, C.bool(o.fsync), nil)
+	C.oci_packer_options_set_dry_run(c.co, C.bool(o.dryRun), nil)
+	C.oci_packer_options_set_plain_http(c.co, C.bool(o.plainHTTP), nil)
+	C.oci_packer_options_set_insecure(c.co, C.bool(o.insecure), nil)
+	C.oci_packer_options_set_cancel(c.co, c.cancel, nil)
 	if o.progress != nil {
-		handle = cgo.NewHandle(o.progress)
-		C.set_progress(co, C.uintptr_t(handle))
+		c.handle = cgo.NewHandle(c)
+		C.set_progress(c.co, C.uintptr_t(c.handle))
 	}
-	return co, free, nil
+	return c, nil
+}
+
+func (c *call) free() {
+	C.oci_packer_options_free(c.co)
+	C.oci_packer_cancel_free(c.cancel)
+	if c.handle != 0 {
+		c.handle.Delete()
+	}
+}
+
+// run runs op (which calls the C function) while watching ctx: when ctx is done first, the
+// cancel handle fires, and the returned error carries ctx's error; a panic of the progress
+// callback becomes the error too.
+func (c *call) run(ctx context.Context, op func() error) error {
+	done := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-ctx.Done():
+			C.oci_packer_cancel_fire(c.cancel)
+		case <-done:
+		}
+	}()
+	err := op()
+	close(done)
+	<-watched
+	var e *Error
+	if err != nil && errors.As(err, &e) && e.code == CodeCancelled {
+		c.mu.Lock()
+		panicked := c.panicked
+		c.mu.Unlock()
+		switch {
+		case panicked != nil:
+			e.code, e.message, e.cause = CodeInternal, panicked.Error(), panicked
+		case ctx.Err() != nil:
+			e.cause = ctx.Err()
+		}
+	}
+	return err
+}
+
+// Platform is an OCI platform, os.version and os.features included.
+type Platform struct {
+	Architecture string   `json:"architecture"`
+	OS           string   `json:"os"`
+	OSVersion    string   `json:"os.version,omitempty"`
+	OSFeatures   []string `json:"os.features,omitempty"`
+	Variant      string   `json:"variant,omitempty"`
+	Features     []string `json:"features,omitempty"`
+}
+
+// Stats counts what an operation moved: blobs written, blobs already there, blobs mounted
+// from another repository of the registry, and the bytes written.
+type Stats struct {
+	Stored  int64 `json:"stored"`
+	Skipped int64 `json:"skipped"`
+	Mounted int64 `json:"mounted"`
+	Bytes   int64 `json:"bytes"`
 }
 
 // Descriptor is what Pack and Copy return: the OCI descriptor of the root, and where it went.
@@ -253,9 +371,9 @@ type Descriptor struct {
 	Size         int64             `json:"size"`
 	ArtifactType string            `json:"artifactType,omitempty"`
 	Annotations  map[string]string `json:"annotations,omitempty"`
-	Platform     map[string]string `json:"platform,omitempty"`
+	Platform     *Platform         `json:"platform,omitempty"`
 	Reference    string            `json:"reference"`
-	Stats        map[string]int64  `json:"stats"`
+	Stats        Stats             `json:"stats"`
 }
 
 // Problem is one problem of an invalid pack file.
@@ -267,6 +385,50 @@ type Problem struct {
 	Message string  `json:"message"`
 }
 
+// ListEntry is one entry of a layout or one tag of a repository.
+type ListEntry struct {
+	// Reference is the entry's name (empty when untagged) or the tag.
+	Reference string `json:"reference"`
+	// Kind is "index" or "manifest".
+	Kind   string `json:"kind"`
+	Digest string `json:"digest"`
+	// Platforms are the manifest's own, or the members' of an index ("linux/amd64").
+	Platforms    []string `json:"platforms"`
+	ArtifactType string   `json:"artifactType,omitempty"`
+	// Size is the bytes of every distinct blob of the entry's graph.
+	Size int64 `json:"size"`
+	// Problem says why the entry's graph could not be read (the listing goes on).
+	Problem string `json:"problem,omitempty"`
+}
+
+// TreeDescriptor is an OCI descriptor in an artifact's tree.
+type TreeDescriptor struct {
+	MediaType    string            `json:"mediaType"`
+	Digest       string            `json:"digest"`
+	Size         int64             `json:"size"`
+	ArtifactType string            `json:"artifactType,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	Platform     *Platform         `json:"platform,omitempty"`
+}
+
+// TreeNode is one node of an artifact's tree: its descriptor and its children (config,
+// layers, members, subject) in document order.
+type TreeNode struct {
+	Descriptor TreeDescriptor `json:"descriptor"`
+	Children   []TreeNode     `json:"children"`
+}
+
+// Listing is what List returns: Kind "layout" (Layout and Entries), "repository"
+// (Repository and Entries) or "artifact" (Reference and Tree).
+type Listing struct {
+	Kind       string      `json:"kind"`
+	Layout     string      `json:"layout,omitempty"`
+	Repository string      `json:"repository,omitempty"`
+	Entries    []ListEntry `json:"entries,omitempty"`
+	Reference  string      `json:"reference,omitempty"`
+	Tree       *TreeNode   `json:"tree,omitempty"`
+}
+
 func result(status C.oci_packer_status, out *C.char, cerr *C.oci_packer_error, v any) error {
 	if err := takeError(status, cerr); err != nil {
 		return err
@@ -275,66 +437,164 @@ func result(status C.oci_packer_status, out *C.char, cerr *C.oci_packer_error, v
 	return json.Unmarshal([]byte(C.GoString(out)), v)
 }
 
+// cstrings converts Go strings for one C call; the returned func frees them.
+func cstrings(s ...string) ([]*C.char, func()) {
+	out := make([]*C.char, len(s))
+	for i, v := range s {
+		out[i] = C.CString(v)
+	}
+	return out, func() {
+		for _, p := range out {
+			C.free(unsafe.Pointer(p))
+		}
+	}
+}
+
+// withCall runs one operation with options opts under ctx, decoding its JSON result into v.
+func withCall(ctx context.Context, opts []Option, v any,
+	op func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status) error {
+	if err := ctx.Err(); err != nil {
+		return &Error{code: CodeCancelled, message: "cancelled before it started: " + err.Error(), cause: err}
+	}
+	c, err := newCall(opts)
+	if err != nil {
+		return err
+	}
+	defer c.free()
+	return c.run(ctx, func() error {
+		var out *C.char
+		var cerr *C.oci_packer_error
+		return result(op(c.co, &out, &cerr), out, cerr, v)
+	})
+}
+
 // Pack builds the artifact described by the pack file and writes it to target
 // ("host/repo:tag" or "oci://DIR:REF").
 func Pack(packFile, target string, opts ...Option) (Descriptor, error) {
-	co, free, err := cOptions(opts)
-	if err != nil {
-		return Descriptor{}, err
-	}
+	return PackContext(context.Background(), packFile, target, opts...)
+}
+
+// PackContext is Pack, stopped when ctx is done (no tag is written then).
+func PackContext(ctx context.Context, packFile, target string, opts ...Option) (Descriptor, error) {
+	s, free := cstrings(packFile, target)
 	defer free()
-	cpath, ctarget := C.CString(packFile), C.CString(target)
-	defer C.free(unsafe.Pointer(cpath))
-	defer C.free(unsafe.Pointer(ctarget))
-	var out *C.char
-	var cerr *C.oci_packer_error
-	var d Descriptor
-	err = result(C.oci_packer_pack_file(cpath, ctarget, co, &out, &cerr), out, cerr, &d)
-	return d, err
+	return describe(ctx, opts, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_pack_file(s[0], s[1], co, out, cerr)
+	})
+}
+
+// PackYAML packs pack-file YAML text (relative paths against baseDir) into target.
+func PackYAML(yaml, baseDir, target string, opts ...Option) (Descriptor, error) {
+	return PackYAMLContext(context.Background(), yaml, baseDir, target, opts...)
+}
+
+// PackYAMLContext is PackYAML, stopped when ctx is done.
+func PackYAMLContext(ctx context.Context, yaml, baseDir, target string, opts ...Option) (Descriptor, error) {
+	s, free := cstrings(yaml, baseDir, target)
+	defer free()
+	return describe(ctx, opts, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_pack_yaml(s[0], s[1], s[2], co, out, cerr)
+	})
 }
 
 // Validate returns every problem of a pack file (none when it is valid).
 func Validate(packFile string) ([]Problem, error) {
-	cpath := C.CString(packFile)
-	defer C.free(unsafe.Pointer(cpath))
+	s, free := cstrings(packFile)
+	defer free()
+	return problemsOf(func(out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_validate_file(s[0], out, cerr)
+	})
+}
+
+// ValidateYAML returns every problem of pack-file YAML text (relative paths against baseDir).
+func ValidateYAML(yaml, baseDir string) ([]Problem, error) {
+	s, free := cstrings(yaml, baseDir)
+	defer free()
+	return problemsOf(func(out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_validate_yaml(s[0], s[1], out, cerr)
+	})
+}
+
+// problemsOf runs one validation and decodes its problems.
+func problemsOf(op func(out **C.char, cerr **C.oci_packer_error) C.oci_packer_status) ([]Problem, error) {
 	var out *C.char
 	var cerr *C.oci_packer_error
-	var problems []Problem
-	err := result(C.oci_packer_validate_file(cpath, &out, &cerr), out, cerr, &problems)
+	problems := []Problem{}
+	err := result(op(&out, &cerr), out, cerr, &problems)
 	return problems, err
+}
+
+// describe runs one operation that returns a descriptor.
+func describe(ctx context.Context, opts []Option,
+	op func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status) (Descriptor, error) {
+	var d Descriptor
+	err := withCall(ctx, opts, &d, op)
+	return d, err
 }
 
 // Copy copies an artifact between registries and layouts, in any direction.
 func Copy(src, dst string, opts ...Option) (Descriptor, error) {
-	co, free, err := cOptions(opts)
-	if err != nil {
-		return Descriptor{}, err
-	}
-	defer free()
-	csrc, cdst := C.CString(src), C.CString(dst)
-	defer C.free(unsafe.Pointer(csrc))
-	defer C.free(unsafe.Pointer(cdst))
-	var out *C.char
-	var cerr *C.oci_packer_error
-	var d Descriptor
-	err = result(C.oci_packer_copy(csrc, cdst, co, &out, &cerr), out, cerr, &d)
-	return d, err
+	return CopyContext(context.Background(), src, dst, opts...)
 }
 
-// List returns a layout's entries, a repository's tags, or one artifact's tree, as decoded JSON.
-func List(reference string, opts ...Option) (map[string]any, error) {
-	co, free, err := cOptions(opts)
-	if err != nil {
-		return nil, err
-	}
+// CopyContext is Copy, stopped when ctx is done (no tag is written then).
+func CopyContext(ctx context.Context, src, dst string, opts ...Option) (Descriptor, error) {
+	s, free := cstrings(src, dst)
 	defer free()
-	cref := C.CString(reference)
-	defer C.free(unsafe.Pointer(cref))
+	return describe(ctx, opts, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_copy(s[0], s[1], co, out, cerr)
+	})
+}
+
+// List returns a layout's entries, a repository's tags, or one artifact's tree.
+func List(reference string, opts ...Option) (Listing, error) {
+	return ListContext(context.Background(), reference, opts...)
+}
+
+// ListContext is List, stopped when ctx is done.
+func ListContext(ctx context.Context, reference string, opts ...Option) (Listing, error) {
+	s, free := cstrings(reference)
+	defer free()
+	var l Listing
+	err := withCall(ctx, opts, &l, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_list(s[0], co, out, cerr)
+	})
+	return l, err
+}
+
+// Login checks user and password against the registry host and stores them in the Docker
+// config (WithRegistryConfig, else the default one); returns the config file written.
+func Login(host, user, password string, opts ...Option) (string, error) {
+	c, err := newCall(append(opts, WithCredentials(user, password)))
+	if err != nil {
+		return "", err
+	}
+	defer c.free()
+	s, free := cstrings(host)
+	defer free()
 	var out *C.char
 	var cerr *C.oci_packer_error
-	listing := map[string]any{}
-	err = result(C.oci_packer_list(cref, co, &out, &cerr), out, cerr, &listing)
-	return listing, err
+	if err := takeError(C.oci_packer_login(s[0], c.co, &out, &cerr), cerr); err != nil {
+		return "", err
+	}
+	defer C.oci_packer_string_free(out)
+	return C.GoString(out), nil
+}
+
+// Logout removes the credentials stored for host from the Docker config; false when there
+// were none.
+func Logout(host string, opts ...Option) (bool, error) {
+	c, err := newCall(opts)
+	if err != nil {
+		return false, err
+	}
+	defer c.free()
+	s, free := cstrings(host)
+	defer free()
+	var removed C.bool
+	var cerr *C.oci_packer_error
+	err = takeError(C.oci_packer_logout(s[0], c.co, &removed, &cerr), cerr)
+	return bool(removed), err
 }
 
 // Version is the library's version.

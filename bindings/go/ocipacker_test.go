@@ -1,6 +1,7 @@
 package ocipacker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -25,6 +26,12 @@ func write(t *testing.T, dir, name, text string) string {
 // startRegistry runs Debian's docker-registry on 127.0.0.1 for the test.
 func startRegistry(t *testing.T) string {
 	t.Helper()
+	return startRegistryWith(t, "")
+}
+
+// startRegistryWith runs docker-registry with extra configuration (auth).
+func startRegistryWith(t *testing.T, extra string) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +40,7 @@ func startRegistry(t *testing.T) string {
 	l.Close()
 	dir := t.TempDir()
 	cfg := write(t, dir, "config.yml", fmt.Sprintf(
-		"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: %s\n", dir, addr))
+		"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: %s\n%s", dir, addr, extra))
 	cmd := exec.Command("docker-registry", "serve", cfg)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("docker-registry must be installed (scripts/test installs it): %v", err)
@@ -82,8 +89,17 @@ func TestPackValidateListCopy(t *testing.T) {
 		t.Fatalf("valid pack: %v %v", problems, err)
 	}
 	listing, err := List("oci://" + dir + "/layout")
-	if err != nil || listing["kind"] != "layout" {
-		t.Fatalf("list: %v %v", listing, err)
+	if err != nil || listing.Kind != "layout" || len(listing.Entries) != 1 || listing.Entries[0].Reference != "v1" ||
+		listing.Entries[0].Kind != "index" || len(listing.Entries[0].Platforms) != 2 || listing.Entries[0].Size == 0 {
+		t.Fatalf("list: %+v %v", listing, err)
+	}
+	tree, err := List("oci://" + dir + "/layout:v1")
+	if err != nil || tree.Kind != "artifact" || tree.Tree == nil || len(tree.Tree.Children) != 2 ||
+		tree.Tree.Children[0].Descriptor.Platform == nil || tree.Tree.Children[0].Descriptor.Platform.OS != "linux" {
+		t.Fatalf("tree: %+v %v", tree, err)
+	}
+	if d.Stats.Stored == 0 || d.Stats.Bytes == 0 {
+		t.Fatalf("stats %+v", d.Stats)
 	}
 	arm, err := Copy("oci://"+dir+"/layout:v1", "oci://"+dir+"/arm:v1", WithPlatform("linux/arm64"))
 	if err != nil || arm.MediaType != "application/vnd.oci.image.manifest.v1+json" {
@@ -151,5 +167,210 @@ func TestRegistryAndConcurrentCalls(t *testing.T) {
 	_, err = Copy(reg+"/go/missing:v1", "oci://"+dir+"/pulled:v2", WithPlainHTTP())
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing: %v", err)
+	}
+}
+
+// A platform with os.version and os.features comes back typed.
+func TestPlatformWithFeatures(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "a.txt", "alpha")
+	pack := write(t, dir, "pack.yaml", "items:\n  - from: file://a.txt\n    platform: windows(10.0.17763+win32k)/amd64\n")
+	if _, err := Pack(pack, "oci://"+dir+"/layout:v1"); err != nil {
+		t.Fatal(err)
+	}
+	member, err := Copy("oci://"+dir+"/layout:v1", "oci://"+dir+"/member:v1", WithPlatform("windows(10.0.17763+win32k)/amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := List("oci://" + dir + "/layout:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := tree.Tree.Children[0].Descriptor.Platform
+	if p == nil || p.OSVersion != "10.0.17763" || len(p.OSFeatures) != 1 || p.OSFeatures[0] != "win32k" {
+		t.Fatalf("platform %+v", p)
+	}
+	if member.MediaType != "application/vnd.oci.image.manifest.v1+json" {
+		t.Fatalf("member %+v", member)
+	}
+}
+
+// A 1 GiB push to a real registry stops within 2 s of its context being cancelled, with an
+// error that is context.Canceled (and ErrCancelled), and leaves no tag.
+func TestContextCancelsAPush(t *testing.T) {
+	reg := startRegistry(t)
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.bin")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	pack := write(t, dir, "pack.yaml", "items:\n  - from: file://big.bin\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	flowing := make(chan struct{})
+	var once sync.Once
+	type outcome struct {
+		err error
+		at  time.Time
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		_, err := PackContext(ctx, pack, reg+"/go/big:v1", WithPlainHTTP(), WithProgress(func(e ProgressEvent) {
+			if e.Bytes > 0 {
+				once.Do(func() { close(flowing) })
+			}
+		}))
+		done <- outcome{err, time.Now()}
+	}()
+	select {
+	case <-flowing:
+	case o := <-done:
+		t.Fatalf("the push ended before any progress: %v", o.err)
+	}
+	cancelled := time.Now()
+	cancel()
+	var o outcome
+	select {
+	case o = <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the push did not stop within 2 s of the cancel")
+	}
+	if !errors.Is(o.err, context.Canceled) || !errors.Is(o.err, ErrCancelled) {
+		t.Fatalf("error %v", o.err)
+	}
+	if took := o.at.Sub(cancelled); took > 2*time.Second {
+		t.Fatalf("stopped %v after the cancel", took)
+	}
+	_, err = List(reg+"/go/big:v1", WithPlainHTTP())
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a tag was written: %v", err)
+	}
+	// A context done before the call: nothing starts.
+	_, err = PackContext(ctx, pack, reg+"/go/big:v2", WithPlainHTTP())
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("done context: %v", err)
+	}
+}
+
+// A panic in a progress callback does not kill the process: the operation stops and returns
+// an error saying so.
+func TestProgressPanicBecomesAnError(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "a.txt", "alpha")
+	pack := write(t, dir, "pack.yaml", "items:\n  - from: file://a.txt\n")
+	_, err := Pack(pack, "oci://"+dir+"/layout:v1", WithProgress(func(ProgressEvent) { panic("boom") }))
+	var e *Error
+	if err == nil || !errors.As(err, &e) || !strings.Contains(err.Error(), "progress callback panicked: boom") {
+		t.Fatalf("error %v", err)
+	}
+	if _, err := List("oci://" + dir + "/layout:v1"); err == nil {
+		t.Fatal("a tag was written")
+	}
+}
+
+// Errors carry the registry's answer: a registry with htpasswd refuses a wrong password with
+// 401 UNAUTHORIZED; Login stores good credentials, Logout removes them.
+func TestRegistryErrorFieldsLoginLogout(t *testing.T) {
+	dir := t.TempDir()
+	htpasswd, err := exec.Command("htpasswd", "-Bbn", "go-user", "go-secret").Output()
+	if err != nil {
+		t.Fatalf("htpasswd must be installed (scripts/test installs it): %v", err)
+	}
+	write(t, dir, "htpasswd", string(htpasswd))
+	reg := startRegistryWith(t, fmt.Sprintf("auth:\n  htpasswd:\n    realm: go-test\n    path: %s/htpasswd\n", dir))
+	write(t, dir, "a.txt", "alpha")
+	pack := write(t, dir, "pack.yaml", "items:\n  - from: file://a.txt\n")
+	config := filepath.Join(dir, "config.json")
+	_, err = Pack(pack, reg+"/go/auth:v1", WithPlainHTTP(), WithCredentials("go-user", "wrong"))
+	var e *Error
+	if !errors.Is(err, ErrAuth) || !errors.As(err, &e) || e.HTTPStatus != 401 || e.RegistryCode != "UNAUTHORIZED" {
+		t.Fatalf("wrong password: %v %+v", err, e)
+	}
+	if _, err := Login(reg, "go-user", "wrong", WithPlainHTTP(), WithRegistryConfig(config)); !errors.Is(err, ErrAuth) {
+		t.Fatalf("login with a wrong password: %v", err)
+	}
+	written, err := Login(reg, "go-user", "go-secret", WithPlainHTTP(), WithRegistryConfig(config))
+	if err != nil || written != config {
+		t.Fatalf("login: %q %v", written, err)
+	}
+	if _, err := Pack(pack, reg+"/go/auth:v1", WithPlainHTTP(), WithRegistryConfig(config)); err != nil {
+		t.Fatalf("push with stored credentials: %v", err)
+	}
+	removed, err := Logout(reg, WithRegistryConfig(config))
+	if err != nil || !removed {
+		t.Fatalf("logout: %v %v", removed, err)
+	}
+	if removed, _ := Logout(reg, WithRegistryConfig(config)); removed {
+		t.Fatal("second logout removed something")
+	}
+	_, err = Pack(write(t, dir, "missing.yaml", "items:\n  - from: file://nope.txt\n"), "oci://"+dir+"/l:v1")
+	if !errors.As(err, &e) || !strings.HasSuffix(e.Path, "nope.txt") {
+		t.Fatalf("path of a missing source: %v %+v", err, e)
+	}
+}
+
+// What `go get` delivers: this package alone (no ../../include, no ../../target next to it),
+// used from a separate module through a replace, finds the installed release library with
+// pkg-config and packs into a layout.
+func TestSeparateModule(t *testing.T) {
+	if _, err := exec.LookPath("pkg-config"); err != nil {
+		t.Fatal("pkg-config must be installed")
+	}
+	if out, err := exec.Command("pkg-config", "--modversion", "oci_packer").CombinedOutput(); err != nil {
+		t.Fatalf("the C library must be installed (scripts/install-c PREFIX, PKG_CONFIG_PATH): %v %s", err, out)
+	}
+	root := t.TempDir()
+	pkg := filepath.Join(root, "ocipacker")
+	if err := os.MkdirAll(pkg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"go.mod", "ocipacker.go"} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, pkg, name, string(data))
+	}
+	app := filepath.Join(root, "app")
+	if err := os.MkdirAll(app, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, app, "go.mod", "module example.com/app\n\ngo 1.22\n\nrequire github.com/oci-packer/oci-packer/bindings/go v0.0.0\n\nreplace github.com/oci-packer/oci-packer/bindings/go => ../ocipacker\n")
+	write(t, app, "main.go", `package main
+
+import (
+	"fmt"
+	"os"
+
+	ocipacker "github.com/oci-packer/oci-packer/bindings/go"
+)
+
+func main() {
+	os.WriteFile("hello.txt", []byte("hello"), 0o644)
+	os.WriteFile("pack.yaml", []byte("items:\n  - from: file://hello.txt\n"), 0o644)
+	d, err := ocipacker.Pack("pack.yaml", "oci://layout:v1")
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println(d.Digest)
+}
+`)
+	cmd := exec.Command("go", "run", ".")
+	cmd.Dir = app
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go run: %v\n%s", err, out)
+	}
+	if !strings.HasPrefix(string(out), "sha256:") {
+		t.Fatalf("output %s", out)
+	}
+	if _, err := os.Stat(filepath.Join(app, "layout", "index.json")); err != nil {
+		t.Fatal(err)
 	}
 }

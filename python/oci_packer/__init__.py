@@ -12,7 +12,8 @@ import builtins
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+import warnings
+from typing import Any, Callable, Optional, TypedDict, Union
 
 from . import _native
 from .errors import (
@@ -22,9 +23,9 @@ from .errors import (
     InternalError,
     InvalidArgumentError,
     InvalidReferenceError,
-    IOError_ as IOError,
     NetworkError,
     NotFoundError,
+    OciIOError,
     OciPackerError,
     PackFileError,
     RegistryError,
@@ -33,6 +34,63 @@ from .errors import (
 )
 
 __version__: str = _native.version()
+
+
+def __getattr__(name: str) -> Any:
+    # `oci_packer.IOError` was the old name of OciIOError; it is not exported by `import *`
+    # (it would shadow the builtin).
+    if name == "IOError":
+        warnings.warn("oci_packer.IOError is deprecated: use oci_packer.OciIOError", DeprecationWarning,
+                      stacklevel=2)
+        return OciIOError
+    raise AttributeError(f"module 'oci_packer' has no attribute {name!r}")
+
+
+class Stats(TypedDict):
+    """What an operation moved: blobs written, already there, mounted; bytes written."""
+
+    stored: int
+    skipped: int
+    mounted: int
+    bytes: int
+
+
+def _stats(v: dict[str, Any]) -> Stats:
+    return Stats(stored=int(v.get("stored", 0)), skipped=int(v.get("skipped", 0)),
+                 mounted=int(v.get("mounted", 0)), bytes=int(v.get("bytes", 0)))
+
+
+class ListEntry(TypedDict, total=False):
+    """One entry of a layout, or one tag of a repository (``problem`` only when its graph
+    could not be read)."""
+
+    reference: str
+    kind: str
+    digest: str
+    platforms: builtins.list[str]
+    artifactType: Optional[str]
+    size: int
+    problem: str
+
+
+class TreeNode(TypedDict):
+    """One node of an artifact's tree: its OCI descriptor and its children."""
+
+    descriptor: dict[str, Any]
+    children: builtins.list["TreeNode"]
+
+
+class Listing(TypedDict, total=False):
+    """What :func:`list` returns: ``kind`` ``"layout"`` (``layout``, ``entries``),
+    ``"repository"`` (``repository``, ``entries``) or ``"artifact"`` (``reference``,
+    ``tree``)."""
+
+    kind: str
+    layout: str
+    repository: str
+    entries: builtins.list[ListEntry]
+    reference: str
+    tree: TreeNode
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,7 +106,8 @@ class Descriptor:
     artifact_type: Optional[str] = None
     annotations: dict[str, str] = field(default_factory=dict)
     platform: Optional[dict[str, str]] = None
-    stats: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    stats: Stats = field(default_factory=lambda: Stats(stored=0, skipped=0, mounted=0, bytes=0), repr=False,
+                         compare=False)
 
     @classmethod
     def _from_json(cls, text: str) -> "Descriptor":
@@ -61,7 +120,7 @@ class Descriptor:
             artifact_type=v.get("artifactType"),
             annotations=v.get("annotations") or {},
             platform=v.get("platform"),
-            stats=v.get("stats") or {},
+            stats=_stats(v.get("stats") or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,12 +283,36 @@ def list(  # noqa: A001 - the CLI's name
     username: Optional[str] = None,
     password: Optional[str] = None,
     registry_config: Optional[PathLike] = None,
-) -> dict[str, Any]:
-    """A layout's entries, a repository's tags, or one artifact's tree, as a dict."""
+) -> Listing:
+    """A layout's entries, a repository's tags, or one artifact's tree (see :class:`Listing`)."""
     opts = _options(plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
                     password=password, registry_config=registry_config)
-    result: dict[str, Any] = json.loads(_native.list(reference, opts))
+    result: Listing = json.loads(_native.list(reference, opts))
     return result
+
+
+def login(
+    host: str,
+    username: str,
+    password: str,
+    *,
+    plain_http: bool = False,
+    insecure: bool = False,
+    ca_file: Optional[PathLike] = None,
+    registry_config: Optional[PathLike] = None,
+) -> str:
+    """Checks ``username``/``password`` against the registry ``host`` and stores them in the
+    Docker config (``registry_config``, else the default one), as ``oci-packer login`` does.
+    Returns the config file written; raises :class:`AuthenticationError` when refused."""
+    opts = _options(plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
+                    password=password, registry_config=registry_config)
+    return str(_native.login(host, opts))
+
+
+def logout(host: str, *, registry_config: Optional[PathLike] = None) -> bool:
+    """Removes the credentials stored for ``host`` from the Docker config; False when there
+    were none."""
+    return bool(_native.logout(host, _options(registry_config=registry_config)))
 
 
 __all__ = [
@@ -237,22 +320,28 @@ __all__ = [
     "CancelledError",
     "Descriptor",
     "DigestMismatchError",
-    "IOError",
     "InternalError",
     "InvalidArgumentError",
     "InvalidReferenceError",
     "NetworkError",
+    "ListEntry",
+    "Listing",
     "NotFoundError",
+    "OciIOError",
     "OciPackerError",
     "Pack",
     "PackFileError",
     "Problem",
     "RegistryError",
     "SourceNotFoundError",
+    "Stats",
+    "TreeNode",
     "UnsupportedError",
     "__version__",
     "copy",
     "list",
+    "login",
+    "logout",
     "pack",
     "validate",
 ]

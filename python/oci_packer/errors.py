@@ -6,18 +6,63 @@ from typing import Any, Optional
 
 
 class OciPackerError(Exception):
-    """Any error of oci-packer. Attributes name what the error is about, when known."""
+    """Any error of oci-packer. Attributes name what the error is about, when known; they
+    are constructor arguments, so an error survives ``pickle`` (and ``multiprocessing``)."""
 
     kind: str = "internal"
-    path: Optional[str] = None
-    reference: Optional[str] = None
-    digest: Optional[str] = None
-    status: Optional[int] = None
-    code: Optional[str] = None
-    problems: list[dict[str, Any]] = []
-    line: Optional[int] = None
-    column: Optional[int] = None
-    field: Optional[str] = None
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        kind: Optional[str] = None,
+        path: Optional[str] = None,
+        reference: Optional[str] = None,
+        digest: Optional[str] = None,
+        status: Optional[int] = None,
+        code: Optional[str] = None,
+        problems: Optional[list[dict[str, Any]]] = None,
+        line: Optional[int] = None,
+        column: Optional[int] = None,
+        field: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if kind is not None:
+            self.kind = kind
+        self.path = path
+        self.reference = reference
+        self.digest = digest
+        #: The HTTP status of the registry answer the error is about.
+        self.status = status
+        #: The registry's error code (``UNAUTHORIZED``, ``MANIFEST_UNKNOWN``, ...).
+        self.code = code
+        self.problems: list[dict[str, Any]] = list(problems or [])
+        self.line = line
+        self.column = column
+        self.field = field
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "reference": self.reference,
+            "digest": self.digest,
+            "status": self.status,
+            "code": self.code,
+            "problems": self.problems,
+            "line": self.line,
+            "column": self.column,
+            "field": self.field,
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self._fields()))
+
+
+def _rebuild(cls: type[OciPackerError], message: str, fields: dict[str, Any]) -> OciPackerError:
+    """Unpickles an error: its class called with its message and fields."""
+    return cls(message, **fields)
 
 
 class PackFileError(OciPackerError, ValueError):
@@ -57,8 +102,12 @@ class NetworkError(OciPackerError, ConnectionError):
     """A connection failed or timed out."""
 
 
-class IOError_(OciPackerError, OSError):
-    """A local file-system operation failed (exported as ``oci_packer.IOError``)."""
+class OciIOError(OciPackerError, OSError):
+    """A local file-system operation failed."""
+
+
+#: Deprecated name of :class:`OciIOError`.
+IOError_ = OciIOError
 
 
 class UnsupportedError(OciPackerError, NotImplementedError):
@@ -77,12 +126,12 @@ __all__ = [
     "AuthenticationError",
     "CancelledError",
     "DigestMismatchError",
-    "IOError_",
     "InternalError",
     "InvalidArgumentError",
     "InvalidReferenceError",
     "NetworkError",
     "NotFoundError",
+    "OciIOError",
     "OciPackerError",
     "PackFileError",
     "RegistryError",

@@ -135,6 +135,19 @@ enum Command {
         /// Registry host.
         host: String,
     },
+    /// Print the completion script for a shell (bash: `source <(oci-packer completion bash)`).
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (oci-packer.1 and one per command) into DIR (hidden: scripts/man
+    /// runs it).
+    #[command(name = "generate-man", hide = true)]
+    GenerateMan {
+        /// Where to write the pages.
+        dir: PathBuf,
+    },
     /// Commands of the original tool that this version does not have: refused with a
     /// message saying so (hidden from --help).
     #[command(
@@ -151,8 +164,24 @@ enum Command {
 /// The words that name commands, this version's and the original tool's: a short-form
 /// TARGET that is one of them was meant as a command.
 const COMMAND_WORDS: &[&str] = &[
-    "pack", "validate", "list", "copy", "login", "logout", "extract", "delete", "gc", "verify",
-    "mount", "umount", "proxy", "push", "pull", "help", "version",
+    "pack",
+    "validate",
+    "list",
+    "copy",
+    "login",
+    "logout",
+    "completion",
+    "extract",
+    "delete",
+    "gc",
+    "verify",
+    "mount",
+    "umount",
+    "proxy",
+    "push",
+    "pull",
+    "help",
+    "version",
 ];
 
 /// Checks the TARGET of the short form `-f FILE TARGET`: a bare word (no `/`, `:` or `.`)
@@ -286,6 +315,25 @@ fn printable_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> 
         }
     })
     .delimited(" ")
+}
+
+/// The command line as completions and man pages show it: every flag and every command
+/// but the hidden ones (the man-page generator, the original tool's missing commands).
+fn documented_command() -> clap::Command {
+    use clap::CommandFactory;
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("oci-packer");
+    if let Some(text) = full.get_about() {
+        cmd = cmd.about(text.clone());
+    }
+    cmd = cmd.version(crate::VERSION);
+    for a in full.get_arguments() {
+        cmd = cmd.arg(a.clone());
+    }
+    for s in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        cmd = cmd.subcommand(s.clone());
+    }
+    cmd
 }
 
 /// Runs the command line; returns the exit status (0 ok, 1 failed, 2 bad usage or pack file).
@@ -442,7 +490,35 @@ fn execute(cli: Cli) -> Result<i32, Error> {
                 &mut out,
                 g.format,
                 &format!("Login succeeded; credentials stored in {}", path.display()),
+                serde_json::json!({"host": host, "config": path}),
             )
+        }
+        Command::Completion { shell } => {
+            let mut cmd = documented_command();
+            if shell != clap_complete::Shell::Bash {
+                clap_complete::generate(shell, &mut cmd, "oci-packer", &mut out);
+                return Ok(0);
+            }
+            // clap_complete's bash script mangles a program name with a hyphen in two
+            // different ways, so that no command's options complete: generate it for a name
+            // without one, then register it for `oci-packer`.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ocipacker", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            for line in script.lines() {
+                let line = match line.trim_start().starts_with("complete -F") {
+                    true => line.replace(" ocipacker", " oci-packer"),
+                    false => line.to_string(),
+                };
+                writeln!(out, "{line}").map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+            }
+            Ok(0)
+        }
+        Command::GenerateMan { dir } => {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+            clap_mangen::generate_to(documented_command(), &dir)
+                .map_err(|e| Error::io("writing man pages to", &dir, e))?;
+            Ok(0)
         }
         Command::Missing { .. } => {
             let name = std::env::args()
@@ -452,7 +528,7 @@ fn execute(cli: Cli) -> Result<i32, Error> {
                 ErrorKind::InvalidArgument,
                 format!(
                     "this version of oci-packer has no `{name}` command; its commands are pack, \
-                     validate, list, copy, login and logout (see --help)"
+                     validate, list, copy, login, logout and completion (see --help)"
                 ),
             ))
         }
@@ -463,7 +539,12 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             } else {
                 format!("No credentials stored for {host}")
             };
-            output::message(&mut out, g.format, &text)
+            output::message(
+                &mut out,
+                g.format,
+                &text,
+                serde_json::json!({"host": host, "removed": removed}),
+            )
         }
     }
     .and_then(|code| {

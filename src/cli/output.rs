@@ -27,6 +27,11 @@ fn print_json(out: &mut dyn Write, v: &serde_json::Value) -> Result<(), Error> {
     writeln!(out, "{}", json_printable(&text)).map_err(io)
 }
 
+/// The JSON of a pack or copy result (the same object the library's bindings return).
+fn result_value(json: crate::Result<String>) -> Result<serde_json::Value, Error> {
+    serde_json::from_str(&json?).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
+}
+
 /// Errors go to stderr; with `--format json` as one JSON object.
 pub fn error(format: Format, e: &Error) {
     let mut err = std::io::stderr().lock();
@@ -45,6 +50,8 @@ pub fn error(format: Format, e: &Error) {
         }
         Format::Text => writeln!(err, "error: {}", printable(&e.to_string())),
         Format::Json => {
+            // The fields of the Python exception: what the error is about, when known.
+            let first = e.problems().first();
             let v = json!({"error": {
                 "kind": e.kind().as_str(),
                 "message": e.message(),
@@ -52,6 +59,11 @@ pub fn error(format: Format, e: &Error) {
                 "path": e.path(),
                 "reference": e.reference(),
                 "digest": e.digest(),
+                "status": e.http_status(),
+                "code": e.code(),
+                "line": first.map(|p| p.line),
+                "column": first.map(|p| p.column),
+                "field": first.map(|p| p.field.as_str()),
             }});
             writeln!(err, "{}", json_printable(&v.to_string()))
         }
@@ -80,20 +92,7 @@ pub fn packed(
             writeln!(out, "Pushed {}", printable(&p.reference)).map_err(io)?;
             writeln!(out, "Digest: {}", p.descriptor.digest()).map_err(io)?;
         }
-        Format::Json => print_json(
-            out,
-            &json!({
-                "reference": p.reference,
-                "digest": p.descriptor.digest().to_string(),
-                "mediaType": p.descriptor.media_type().to_string(),
-                "size": p.descriptor.size(),
-                "artifactType": p.descriptor.artifact_type(),
-                "blobsStored": p.stats.stored,
-                "blobsSkipped": p.stats.skipped,
-                "blobsMounted": p.stats.mounted,
-                "bytesStored": p.stats.bytes,
-            }),
-        )?,
+        Format::Json => print_json(out, &result_value(p.to_json())?)?,
     }
     Ok(0)
 }
@@ -264,27 +263,21 @@ pub fn copied(out: &mut dyn Write, format: Format, c: &crate::Copied) -> Result<
             writeln!(out, "Copied {}", printable(&c.reference)).map_err(io)?;
             writeln!(out, "Digest: {}", c.descriptor.digest()).map_err(io)?;
         }
-        Format::Json => print_json(
-            out,
-            &json!({
-                "reference": c.reference,
-                "digest": c.descriptor.digest().to_string(),
-                "mediaType": c.descriptor.media_type().to_string(),
-                "size": c.descriptor.size(),
-                "blobsStored": c.stats.stored,
-                "blobsSkipped": c.stats.skipped,
-                "blobsMounted": c.stats.mounted,
-                "bytesStored": c.stats.bytes,
-            }),
-        )?,
+        Format::Json => print_json(out, &result_value(c.to_json())?)?,
     }
     Ok(0)
 }
 
-pub fn message(out: &mut dyn Write, format: Format, text: &str) -> Result<i32, Error> {
+/// A one-line result: `text` as text, `value` as JSON.
+pub fn message(
+    out: &mut dyn Write,
+    format: Format,
+    text: &str,
+    value: serde_json::Value,
+) -> Result<i32, Error> {
     match format {
         Format::Text => writeln!(out, "{}", printable(text)).map_err(io)?,
-        Format::Json => print_json(out, &json!({ "message": text }))?,
+        Format::Json => print_json(out, &value)?,
     }
     Ok(0)
 }

@@ -1,13 +1,22 @@
-/* C tests of include/oci_packer.h: every operation, errors, NULL and bad UTF-8 arguments, a
- * panic caught at the boundary, progress callbacks from worker threads. Built with
- * -Wall -Wextra -Werror and AddressSanitizer/UBSan by tests/c/run.sh.
- * Usage: test_api WORKDIR REGISTRY_HOST:PORT */
+/* C tests of include/oci_packer.h: every operation, errors and their fields, NULL and bad
+ * UTF-8 arguments, a panic caught at the boundary, progress callbacks from worker threads, a
+ * cancel fired from a second thread, login/logout against a registry with htpasswd. Built
+ * with -Wall -Wextra -Werror and AddressSanitizer/UBSan by tests/c/run.sh.
+ * Usage: test_api WORKDIR REGISTRY_HOST:PORT AUTH_REGISTRY_HOST:PORT USER PASSWORD */
+#define _POSIX_C_SOURCE 200809L
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "oci_packer.h"
+
+/* The test hook is not in the public header: it exists only in builds with the test-hooks
+ * feature (tests/c/run.sh builds one). */
+oci_packer_status oci_packer_test_panic(oci_packer_error **error);
 
 static int failures = 0;
 #define CHECK(cond, ...)                                                   \
@@ -35,6 +44,33 @@ static void on_progress(const oci_packer_progress *event, void *user_data) {
     pthread_mutex_unlock(&c->lock);
 }
 
+/* A pack stopped from another thread: the progress callback says bytes are flowing, the
+ * second thread waits for that (no sleeping) and fires the cancel handle. */
+struct cancelling {
+    pthread_mutex_t lock;
+    pthread_cond_t flowing;
+    int seen;
+    oci_packer_cancel *cancel;
+};
+
+static void on_cancel_progress(const oci_packer_progress *event, void *user_data) {
+    struct cancelling *c = user_data;
+    if (strcmp(event->event, "stage_advanced") != 0) return;
+    pthread_mutex_lock(&c->lock);
+    c->seen = 1;
+    pthread_cond_signal(&c->flowing);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void *fire_when_flowing(void *arg) {
+    struct cancelling *c = arg;
+    pthread_mutex_lock(&c->lock);
+    while (!c->seen) pthread_cond_wait(&c->flowing, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+    oci_packer_cancel_fire(c->cancel);
+    return NULL;
+}
+
 static void write_file(const char *dir, const char *name, const char *text) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -45,8 +81,9 @@ static void write_file(const char *dir, const char *name, const char *text) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: %s WORKDIR REGISTRY\n", argv[0]); return 2; }
-    const char *dir = argv[1], *registry = argv[2];
+    if (argc != 6) { fprintf(stderr, "usage: %s WORKDIR REGISTRY AUTH_REGISTRY USER PASSWORD\n", argv[0]); return 2; }
+    const char *dir = argv[1], *registry = argv[2], *auth_registry = argv[3];
+    const char *user = argv[4], *password = argv[5];
     char path[4096], target[4096], ref[4096];
     char *result = NULL;
     oci_packer_error *err = NULL;
@@ -151,6 +188,99 @@ int main(int argc, char **argv) {
     CHECK(st == OCI_PACKER_STATUS_NOT_FOUND, "missing image: %u", st);
     oci_packer_error_free(err);
     err = NULL;
+
+    CHECK(oci_packer_error_http_status(NULL) == 0 && oci_packer_error_path(NULL) == NULL, "NULL fields");
+
+    /* validate_yaml: problems of YAML text, relative to a base dir. */
+    st = oci_packer_validate_yaml("items:\n  - from: file://nope.txt\n    platform: x\n", dir, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK && result && strstr(result, "items[0].platform"), "%s", result);
+    oci_packer_string_free(result);
+    result = NULL;
+
+    /* Error fields: a registry refusing the credentials answers 401 UNAUTHORIZED, and the
+     * error says so, with the reference. */
+    oci_packer_options *bad = oci_packer_options_new();
+    oci_packer_options_set_plain_http(bad, true, NULL);
+    oci_packer_options_set_username(bad, user, NULL);
+    oci_packer_options_set_password(bad, "wrong password", NULL);
+    snprintf(ref, sizeof ref, "%s/c/auth:v1", auth_registry);
+    st = oci_packer_pack_file(path, ref, bad, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_AUTHENTICATION, "bad credentials: %u %s", st, err ? oci_packer_error_message(err) : "");
+    CHECK(oci_packer_error_http_status(err) == 401, "http status %u", oci_packer_error_http_status(err));
+    CHECK(oci_packer_error_registry_code(err) && strcmp(oci_packer_error_registry_code(err), "UNAUTHORIZED") == 0,
+          "registry code %s", oci_packer_error_registry_code(err) ? oci_packer_error_registry_code(err) : "(null)");
+    CHECK(oci_packer_error_digest(err) == NULL, "no digest");
+    oci_packer_error_free(err);
+    err = NULL;
+    /* A missing file: the path. */
+    snprintf(target, sizeof target, "oci://%s/layout:v2", dir);
+    st = oci_packer_pack_yaml("items:\n  - from: file://missing.txt\n", dir, target, NULL, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_SOURCE_NOT_FOUND, "missing file: %u", st);
+    CHECK(oci_packer_error_path(err) && strstr(oci_packer_error_path(err), "missing.txt"), "path %s",
+          oci_packer_error_path(err) ? oci_packer_error_path(err) : "(null)");
+    CHECK(oci_packer_error_http_status(err) == 0, "no http status");
+    oci_packer_error_free(err);
+    err = NULL;
+
+    /* login / logout with a config file of our own. */
+    char config[4096];
+    snprintf(config, sizeof config, "%s/docker-config.json", dir);
+    oci_packer_options_set_registry_config(bad, config, NULL);
+    st = oci_packer_login(auth_registry, bad, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_AUTHENTICATION, "login with a wrong password: %u", st);
+    CHECK(oci_packer_error_http_status(err) == 401, "login: http status %u", oci_packer_error_http_status(err));
+    oci_packer_error_free(err);
+    err = NULL;
+    oci_packer_options_set_password(bad, password, NULL);
+    st = oci_packer_login(auth_registry, bad, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK && result && strcmp(result, config) == 0, "login: %s",
+          err ? oci_packer_error_message(err) : result);
+    oci_packer_string_free(result);
+    result = NULL;
+    oci_packer_options *stored = oci_packer_options_new();
+    oci_packer_options_set_plain_http(stored, true, NULL);
+    oci_packer_options_set_registry_config(stored, config, NULL);
+    st = oci_packer_pack_file(path, ref, stored, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK, "push with stored credentials: %s", err ? oci_packer_error_message(err) : "");
+    oci_packer_string_free(result);
+    result = NULL;
+    bool removed = false;
+    st = oci_packer_logout(auth_registry, stored, &removed, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK && removed, "logout");
+    st = oci_packer_logout(auth_registry, stored, &removed, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK && !removed, "second logout removes nothing");
+    oci_packer_options_free(stored);
+    oci_packer_options_free(bad);
+
+    /* Cancel from a second thread while a large file is being hashed: CANCELLED, no tag. */
+    snprintf(path, sizeof path, "%s/big.bin", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0 && ftruncate(fd, 1LL << 30) == 0, "big file");
+    close(fd);
+    struct cancelling c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, oci_packer_cancel_new()};
+    oci_packer_options *cancellable = oci_packer_options_new();
+    CHECK(oci_packer_options_set_cancel(cancellable, c.cancel, NULL) == OCI_PACKER_STATUS_OK, "set cancel");
+    oci_packer_options_set_progress(cancellable, on_cancel_progress, &c, NULL);
+    pthread_t firer;
+    pthread_create(&firer, NULL, fire_when_flowing, &c);
+    snprintf(target, sizeof target, "oci://%s/cancelled:v1", dir);
+    st = oci_packer_pack_yaml("items:\n  - from: file://big.bin\n", dir, target, cancellable, &result, &err);
+    pthread_join(firer, NULL);
+    CHECK(st == OCI_PACKER_STATUS_CANCELLED, "cancelled pack: %u %s", st, err ? oci_packer_error_message(err) : "");
+    CHECK(oci_packer_cancel_is_fired(c.cancel), "fired");
+    oci_packer_error_free(err);
+    err = NULL;
+    st = oci_packer_list(target, NULL, &result, &err);
+    CHECK(st != OCI_PACKER_STATUS_OK, "no tag after a cancel: %s", result ? result : "");
+    oci_packer_string_free(result);
+    result = NULL;
+    oci_packer_error_free(err);
+    err = NULL;
+    /* The handle may go before the options that carry it. */
+    oci_packer_cancel_free(c.cancel);
+    oci_packer_options_free(cancellable);
+    oci_packer_cancel_free(NULL);
+    oci_packer_cancel_fire(NULL);
 
     oci_packer_options_free(reg);
     oci_packer_options_free(opts);

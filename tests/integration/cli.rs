@@ -43,7 +43,7 @@ fn json_output_and_exit_statuses() {
     let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(v["reference"], "oci://out:v1");
     assert_eq!(v["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(v["blobsStored"], 3);
+    assert_eq!(v["stats"]["stored"], 3);
     let again: Value = serde_json::from_str(&stdout(&run(
         &d.path,
         &[
@@ -58,7 +58,10 @@ fn json_output_and_exit_statuses() {
     )))
     .expect("json");
     assert_eq!(
-        (again["blobsStored"].clone(), again["blobsSkipped"].clone()),
+        (
+            again["stats"]["stored"].clone(),
+            again["stats"]["skipped"].clone()
+        ),
         (0.into(), 1.into()),
         "the root exists: nothing moves"
     );
@@ -277,7 +280,7 @@ fn command_words_are_never_targets() {
             stderr(&o)
         );
     }
-    for word in ["Not A Ref", "latest", "out", "completion"] {
+    for word in ["Not A Ref", "latest", "out"] {
         let o = run(&d.path, &["-f", "p.yaml", word], &[]);
         assert_eq!(o.status.code(), Some(2), "{word}: {}", stderr(&o));
         assert!(
@@ -310,8 +313,13 @@ fn user_facing_text_has_no_internal_words() {
         ));
     }
     let mut files = vec![root.join("README.md")];
-    for e in std::fs::read_dir(root.join("docs")).expect("docs") {
-        files.push(e.expect("entry").path());
+    for dir in ["docs", "docs/man"] {
+        for e in std::fs::read_dir(root.join(dir)).expect("docs") {
+            let path = e.expect("entry").path();
+            if path.is_file() {
+                files.push(path);
+            }
+        }
     }
     for f in files {
         texts.push((
@@ -609,4 +617,175 @@ fn logs_and_json_output_escape_what_could_drive_a_terminal() {
     let out = stdout(&o);
     assert!(!out.contains(['\u{9b}', '\u{202e}']), "{out:?}");
     assert!(out.contains("\\u009b"), "{out}");
+}
+
+/// `completion bash`, sourced by bash, completes `oci-packer val<TAB>` to `validate` and
+/// `oci-packer list --form<TAB>` to `--format`; the other shells get a script too; the
+/// committed man pages render with `man -l` and name every command.
+#[test]
+fn shell_completion_and_man_pages() {
+    let d = TestDir::new();
+    let o = run(&d.path, &["completion", "bash"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    d.write("complete.bash", &o.stdout);
+    let complete = |line: &str| -> Vec<String> {
+        let words: Vec<&str> = line.split(' ').collect();
+        let script = format!(
+            "source ./complete.bash; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; \
+             COMP_POINT=${{#COMP_LINE}}; f=$(complete -p oci-packer | sed -E 's/.* -F ([^ ]+) .*/\\1/'); \
+             \"$f\" oci-packer '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            words.join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let o = std::process::Command::new("bash")
+            .current_dir(&d.path)
+            .args(["-c", &script])
+            .output()
+            .expect("bash");
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(complete("oci-packer val"), ["validate"]);
+    assert!(complete("oci-packer list --form").contains(&"--format".to_string()));
+    let commands = complete("oci-packer x");
+    assert!(commands.is_empty(), "{commands:?}");
+    let o = run(&d.path, &["completion", "bash"], &[]);
+    for hidden in ["generate-man", "extract"] {
+        assert!(!stdout(&o).contains(hidden), "{hidden} is completed");
+    }
+    for shell in ["zsh", "fish", "powershell", "elvish"] {
+        let o = run(&d.path, &["completion", shell], &[]);
+        assert!(
+            o.status.success() && stdout(&o).contains("validate"),
+            "{shell}"
+        );
+    }
+    let man = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/man");
+    for page in [
+        "oci-packer",
+        "oci-packer-pack",
+        "oci-packer-list",
+        "oci-packer-completion",
+    ] {
+        let o = std::process::Command::new("man")
+            .arg("-l")
+            .arg(man.join(format!("{page}.1")))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100")
+            .output()
+            .expect("man (man-db) must be installed (.ci/run installs it)");
+        assert!(o.status.success(), "{page}: {}", stderr(&o));
+        let text = stdout(&o);
+        assert!(text.contains(page), "{page}: {text}");
+    }
+    let o = std::process::Command::new("man")
+        .arg("-l")
+        .arg(man.join("oci-packer.1"))
+        .env("MANPAGER", "cat")
+        .output()
+        .expect("man");
+    for command in [
+        "pack",
+        "validate",
+        "list",
+        "copy",
+        "login",
+        "logout",
+        "completion",
+    ] {
+        assert!(
+            stdout(&o).contains(command),
+            "{command} missing from oci-packer(1)"
+        );
+    }
+}
+
+/// `--format json` on every command, one naming convention: pack and copy print the
+/// descriptor object the bindings return, login/logout say what they did, and an error
+/// carries the Python exception's fields (the registry's status and code, a problem's line).
+#[test]
+fn json_output_on_every_command_with_full_errors() {
+    let d = TestDir::new();
+    d.write("a.txt", "a");
+    d.write("p.yaml", "items:\n  - from: file://a.txt\n");
+    let json = |args: &[&str]| -> (Option<i32>, serde_json::Value, serde_json::Value) {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        let o = run(&d.path, &all, &[]);
+        let parse = |t: &str| serde_json::from_str(t).unwrap_or(serde_json::Value::Null);
+        (o.status.code(), parse(&stdout(&o)), parse(&stderr(&o)))
+    };
+    let (code, packed, _) = json(&["pack", "-f", "p.yaml", "oci://out:v1"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(packed["stats"]["stored"], 3, "{packed}");
+    assert_eq!(packed["reference"], "oci://out:v1");
+    let (_, copied, _) = json(&["copy", "oci://out:v1", "oci://out:v2"]);
+    assert_eq!(copied["digest"], packed["digest"]);
+    assert_eq!(
+        copied["stats"]["skipped"].as_u64().map(|n| n > 0),
+        Some(true),
+        "{copied}"
+    );
+    let (_, valid, _) = json(&["validate", "-f", "p.yaml"]);
+    assert_eq!(valid["valid"], true);
+    let config = d.join("config.json");
+    let (code, out, _) = json(&[
+        "--registry-config",
+        config.to_str().expect("utf8"),
+        "logout",
+        "r.example.com",
+    ]);
+    assert_eq!(
+        (code, &out["host"], &out["removed"]),
+        (Some(0), &"r.example.com".into(), &false.into())
+    );
+    // Errors: a pack file's problem, a registry's answer.
+    d.write(
+        "bad.yaml",
+        "items:\n  - from: file://a.txt\n    platform: linux-amd64\n",
+    );
+    let (code, _, err) = json(&["pack", "-f", "bad.yaml", "oci://out:v3"]);
+    assert_eq!(code, Some(2));
+    let e = &err["error"];
+    assert_eq!(
+        (&e["kind"], &e["line"], &e["field"]),
+        (&"pack_file".into(), &3.into(), &"items[0].platform".into()),
+        "{err}"
+    );
+    let srv = HttpServer::with_handler(|req| match req.path.as_str() {
+        "/v2/" => Response::status(200),
+        _ => Response::status(401)
+            .header("Content-Type", "application/json")
+            .body(r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#),
+    });
+    let (code, _, err) = json(&["--plain-http", "list", &format!("{}/r", srv.addr)]);
+    assert_eq!(code, Some(1));
+    let e = &err["error"];
+    assert_eq!(
+        (&e["kind"], &e["status"], &e["code"]),
+        (
+            &"authentication".into(),
+            &401.into(),
+            &"UNAUTHORIZED".into()
+        ),
+        "{err}"
+    );
+    for key in [
+        "path",
+        "reference",
+        "digest",
+        "problems",
+        "line",
+        "column",
+        "field",
+        "message",
+    ] {
+        assert!(e.get(key).is_some(), "{key} missing: {err}");
+    }
 }

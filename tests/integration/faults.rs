@@ -480,7 +480,7 @@ fn a_failed_copy_resumes() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(
-        v["blobsSkipped"].as_u64(),
+        v["stats"]["skipped"].as_u64(),
         Some(arrived as u64),
         "what arrived is skipped: {v}"
     );

@@ -145,7 +145,7 @@ fn an_index_naming_one_manifest_ten_thousand_times_is_copied_once() {
     assert!(kib < RSS_LIMIT_KIB, "peak RSS {kib} KiB");
     let result: Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(
-        result["blobsStored"], 4,
+        result["stats"]["stored"], 4,
         "index, manifest, config, layer — each once: {result}"
     );
     let (o, kib) = run_measured(&d.path, &["list", "oci://fan:v1"], &[]);

@@ -81,7 +81,10 @@ fn pack_to_a_registry_and_read_it_back_with_skopeo() {
     );
     let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(
-        (v["blobsStored"].as_u64(), v["blobsSkipped"].as_u64()),
+        (
+            v["stats"]["stored"].as_u64(),
+            v["stats"]["skipped"].as_u64()
+        ),
         (Some(0), Some(1)),
         "{v}"
     );
@@ -221,11 +224,11 @@ fn copies_within_one_registry_mount_instead_of_moving_bytes() {
     );
     let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(
-        v["blobsMounted"], 5,
+        v["stats"]["mounted"], 5,
         "four layers and the empty config: {v}"
     );
     assert_eq!(
-        v["blobsStored"], 4,
+        v["stats"]["stored"], 4,
         "only the three member manifests and the index: {v}"
     );
     let log = reg.log();
@@ -482,7 +485,7 @@ fn image_items_from_registries_and_layouts() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert!(
-        v["blobsMounted"].as_u64().unwrap_or(0) >= 3,
+        v["stats"]["mounted"].as_u64().unwrap_or(0) >= 3,
         "blobs of base/multi and by-skopeo are mounted: {v}"
     );
     let index: Value = serde_json::from_slice(&skopeo_raw(&target)).expect("json");
@@ -899,7 +902,7 @@ fn token_auth_registry() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(
-        v["blobsMounted"], 5,
+        v["stats"]["mounted"], 5,
         "mounts work with a token that may pull from the source: {v}"
     );
     let granted = t.granted.lock().expect("lock").clone();
@@ -1263,12 +1266,12 @@ fn a_one_gib_file_pushed_to_a_registry_counts_as_stored() {
     assert!(o.status.success(), "{}", stderr(&o));
     let result: Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(
-        result["blobsStored"], 3,
+        result["stats"]["stored"], 3,
         "layer, config, manifest: {result}"
     );
-    assert_eq!(result["blobsSkipped"], 0, "{result}");
+    assert_eq!(result["stats"]["skipped"], 0, "{result}");
     assert!(
-        result["bytesStored"].as_u64().expect("bytes") > 1 << 30,
+        result["stats"]["bytes"].as_u64().expect("bytes") > 1 << 30,
         "the layer's bytes are counted: {result}"
     );
     assert!(kib < 64 << 10, "peak RSS {kib} KiB");

@@ -264,7 +264,7 @@ def test_registry_and_io_errors(files):
         server.shutdown()
     # An archive is built in --tmp-dir when there is no layout to build it in: a file there fails.
     (files / "not-a-dir").write_text("x")
-    with pytest.raises(oci_packer.IOError):
+    with pytest.raises(oci_packer.OciIOError):
         oci_packer.pack({"items": [{"from": "dir://data", "archive": "tar"}]}, "unused", base_dir=files,
                         dry_run=True, tmp_dir=files / "not-a-dir")
 
@@ -284,3 +284,66 @@ def test_result_stats_are_the_same_numbers_for_every_binding(files):
     assert set(d.stats) == {"stored", "skipped", "mounted", "bytes"}
     assert all(isinstance(v, int) for v in d.stats.values())
     assert d.stats["stored"] > 0 and d.stats["bytes"] > 0
+
+
+ERROR_CLASSES = [
+    c for c in vars(oci_packer.errors).values()
+    if isinstance(c, type) and issubclass(c, oci_packer.OciPackerError)
+]
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
+def test_every_exception_survives_pickle(cls):
+    import pickle
+
+    e = cls("a message", kind="registry", path="/p", reference="r/x:v1", digest="sha256:ab", status=401,
+            code="UNAUTHORIZED", problems=[{"line": 3}], line=3, column=4, field="items[0]")
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is cls and str(back) == "a message"
+    assert back._fields() == e._fields()
+
+
+def test_a_raised_error_survives_pickle_with_its_fields(files):
+    import pickle
+
+    with pytest.raises(oci_packer.PackFileError) as e:
+        oci_packer.pack({"items": [{"from": "file://a.txt", "platform": "linux-amd64"}]}, "oci://x:v1",
+                        base_dir=files)
+    back = pickle.loads(pickle.dumps(e.value))
+    assert (back.field, back.line, back.kind) == (e.value.field, e.value.line, "pack_file")
+    assert back.problems == e.value.problems and back.problems
+
+
+def test_io_error_is_oci_io_error_and_no_builtin_is_shadowed():
+    namespace: dict = {}
+    exec("from oci_packer import *", namespace)
+    assert "IOError" not in namespace and namespace["OciIOError"] is oci_packer.OciIOError
+    with pytest.warns(DeprecationWarning):
+        assert oci_packer.IOError is oci_packer.OciIOError
+    assert oci_packer.errors.IOError_ is oci_packer.OciIOError
+
+
+def test_login_and_logout_against_a_registry_with_htpasswd(basic_auth_registry, files, tmp_path):
+    config = tmp_path / "config.json"
+    with pytest.raises(oci_packer.AuthenticationError) as e:
+        oci_packer.login(basic_auth_registry, "alice", "wrong", plain_http=True, registry_config=config)
+    assert e.value.status == 401
+    written = oci_packer.login(basic_auth_registry, "alice", "pw", plain_http=True, registry_config=config)
+    assert written == str(config) and "auths" in config.read_text()
+    d = oci_packer.pack(files / "pack.yaml", f"{basic_auth_registry}/py/auth:v1", plain_http=True,
+                        registry_config=config)
+    assert d.stats["stored"] > 0
+    assert oci_packer.logout(basic_auth_registry, registry_config=config) is True
+    assert oci_packer.logout(basic_auth_registry, registry_config=config) is False
+
+
+def test_log_records_follow_the_loggers_level(files, caplog):
+    import logging
+
+    logger = logging.getLogger("oci_packer")
+    with caplog.at_level(logging.WARNING, logger="oci_packer"):
+        oci_packer.pack(files / "pack.yaml", f"oci://{files}/quiet:v1")
+    assert not [r for r in caplog.records if r.levelno < logging.WARNING]
+    with caplog.at_level(logging.INFO, logger="oci_packer"):
+        oci_packer.pack(files / "pack.yaml", f"oci://{files}/loud:v1")
+    assert any(r.levelno == logging.INFO and "packed" in r.getMessage() for r in caplog.records)

@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use oci_packer::{ErrorKind, Options, PackInput, Progress, ProgressEvent};
+use oci_packer::{Cancel, ErrorKind, Options, PackInput, Progress, ProgressEvent};
 
 /// What a fallible function returns. Values never change meaning; new ones are appended.
 #[repr(u32)]
@@ -68,18 +68,32 @@ fn status_of(kind: ErrorKind) -> oci_packer_status {
     }
 }
 
-/// An owned error: a status code and a message. Free with oci_packer_error_free().
+/// An owned error: a status code, a message, and what it is about when known (the HTTP
+/// status and registry error code of a registry's answer, a path, a reference, a digest).
+/// Free with oci_packer_error_free().
 #[derive(Debug)]
 pub struct oci_packer_error {
     code: oci_packer_status,
     message: CString,
+    http_status: u16,
+    registry_code: Option<CString>,
+    path: Option<CString>,
+    reference: Option<CString>,
+    digest: Option<CString>,
 }
 
-struct Failure(oci_packer_status, String);
+/// A failure on its way to becoming an error object.
+struct Failure(oci_packer_status, String, Option<oci_packer::Error>);
+
+impl Failure {
+    fn new(code: oci_packer_status, message: impl Into<String>) -> Failure {
+        Failure(code, message.into(), None)
+    }
+}
 
 impl From<oci_packer::Error> for Failure {
     fn from(e: oci_packer::Error) -> Failure {
-        Failure(status_of(e.kind()), e.message().to_string())
+        Failure(status_of(e.kind()), e.message().to_string(), Some(e))
     }
 }
 
@@ -102,18 +116,27 @@ fn boundary(
             .map(|s| s.to_string())
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        Err(Failure(
+        Err(Failure::new(
             oci_packer_status::Panic,
             format!("oci-packer panicked: {what}"),
         ))
     });
     match outcome {
         Ok(()) => oci_packer_status::Ok,
-        Err(Failure(code, message)) => {
+        Err(Failure(code, message, source)) => {
             if !error.is_null() {
+                let text = |s: Option<&str>| s.map(|s| cstring(s.to_string()));
+                let source = source.as_ref();
                 let e = Box::new(oci_packer_error {
                     code,
                     message: cstring(message),
+                    http_status: source.and_then(|e| e.http_status()).unwrap_or(0),
+                    registry_code: text(source.and_then(|e| e.code())),
+                    path: source
+                        .and_then(|e| e.path())
+                        .map(|p| cstring(p.display().to_string())),
+                    reference: text(source.and_then(|e| e.reference())),
+                    digest: text(source.and_then(|e| e.digest())),
                 });
                 // SAFETY: `error` is non-null and, per the API contract, points to writable
                 // storage for one pointer.
@@ -129,14 +152,14 @@ fn boundary(
 /// SAFETY: `p` is NULL or a NUL-terminated string valid for the call.
 unsafe fn arg<'a>(p: *const c_char, name: &str) -> Result<&'a str, Failure> {
     if p.is_null() {
-        return Err(Failure(
+        return Err(Failure::new(
             oci_packer_status::NullArgument,
             format!("{name} is NULL"),
         ));
     }
     // SAFETY: non-null and NUL-terminated per the contract above.
     unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| {
-        Failure(
+        Failure::new(
             oci_packer_status::InvalidUtf8,
             format!("{name} is not valid UTF-8"),
         )
@@ -153,7 +176,7 @@ unsafe fn give(out: *mut *mut c_char, s: String) {
 
 fn need_out(out: *mut *mut c_char, name: &str) -> Result<(), Failure> {
     if out.is_null() {
-        return Err(Failure(
+        return Err(Failure::new(
             oci_packer_status::NullArgument,
             format!("{name} is NULL"),
         ));
@@ -181,6 +204,78 @@ pub unsafe extern "C" fn oci_packer_error_code(
 pub unsafe extern "C" fn oci_packer_error_message(error: *const oci_packer_error) -> *const c_char {
     // SAFETY: as for oci_packer_error_code.
     unsafe { error.as_ref() }.map_or(std::ptr::null(), |e| e.message.as_ptr())
+}
+
+/// Borrows an optional string field of an error (NULL when absent or for a NULL error).
+///
+/// SAFETY: `error` is NULL or a live error object.
+unsafe fn error_field(
+    error: *const oci_packer_error,
+    field: impl FnOnce(&oci_packer_error) -> &Option<CString>,
+) -> *const c_char {
+    // SAFETY: as for oci_packer_error_code.
+    unsafe { error.as_ref() }
+        .and_then(|e| field(e).as_ref())
+        .map_or(std::ptr::null(), |s| s.as_ptr())
+}
+
+/// The HTTP status of the registry answer the error is about (401, 404, …); 0 when the
+/// error is not about one, or for NULL.
+///
+/// # Safety
+/// `error` is NULL or a live error object.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_error_http_status(error: *const oci_packer_error) -> u16 {
+    // SAFETY: as for oci_packer_error_code.
+    unsafe { error.as_ref() }.map_or(0, |e| e.http_status)
+}
+
+/// The registry's error code ("UNAUTHORIZED", "MANIFEST_UNKNOWN", …), valid until the error
+/// is freed; NULL when absent.
+///
+/// # Safety
+/// `error` is NULL or a live error object.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_error_registry_code(
+    error: *const oci_packer_error,
+) -> *const c_char {
+    // SAFETY: per the contract above.
+    unsafe { error_field(error, |e| &e.registry_code) }
+}
+
+/// The file or directory the error is about, valid until the error is freed; NULL when
+/// absent.
+///
+/// # Safety
+/// `error` is NULL or a live error object.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_error_path(error: *const oci_packer_error) -> *const c_char {
+    // SAFETY: per the contract above.
+    unsafe { error_field(error, |e| &e.path) }
+}
+
+/// The reference (target, source, image) the error is about, valid until the error is
+/// freed; NULL when absent.
+///
+/// # Safety
+/// `error` is NULL or a live error object.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_error_reference(
+    error: *const oci_packer_error,
+) -> *const c_char {
+    // SAFETY: per the contract above.
+    unsafe { error_field(error, |e| &e.reference) }
+}
+
+/// The digest the error is about ("sha256:…"), valid until the error is freed; NULL when
+/// absent.
+///
+/// # Safety
+/// `error` is NULL or a live error object.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_error_digest(error: *const oci_packer_error) -> *const c_char {
+    // SAFETY: per the contract above.
+    unsafe { error_field(error, |e| &e.digest) }
 }
 
 /// Frees an error object. NULL is a no-op.
@@ -303,7 +398,7 @@ fn set_option(
     boundary(error, || {
         // SAFETY: NULL or a live pointer from oci_packer_options_new().
         let o = unsafe { options.as_mut() }
-            .ok_or_else(|| Failure(oci_packer_status::NullArgument, "options is NULL".into()))?;
+            .ok_or_else(|| Failure::new(oci_packer_status::NullArgument, "options is NULL"))?;
         set(&mut o.inner)
     })
 }
@@ -527,9 +622,9 @@ pub unsafe extern "C" fn oci_packer_options_set_concurrency(
 ) -> oci_packer_status {
     set_option(options, error, |o| {
         if value == 0 {
-            return Err(Failure(
+            return Err(Failure::new(
                 oci_packer_status::InvalidArgument,
-                "concurrency must be at least 1".into(),
+                "concurrency must be at least 1",
             ));
         }
         o.concurrency = value as usize;
@@ -558,6 +653,77 @@ pub unsafe extern "C" fn oci_packer_options_set_progress(
             }
             None => Progress::default(),
         };
+        Ok(())
+    })
+}
+
+/// A cancel handle: fire it from any thread to stop the operations whose options carry it.
+/// Create with oci_packer_cancel_new(), free with oci_packer_cancel_free().
+#[derive(Debug)]
+pub struct oci_packer_cancel {
+    inner: Cancel,
+}
+
+/// A new, unfired cancel handle.
+#[no_mangle]
+pub extern "C" fn oci_packer_cancel_new() -> *mut oci_packer_cancel {
+    Box::into_raw(Box::new(oci_packer_cancel {
+        inner: Cancel::new(),
+    }))
+}
+
+/// Fires the handle: every operation running (or started later) with options that carry it
+/// stops as soon as it can — within about a second, its blocking work within one 1 MiB
+/// chunk — and returns OCI_PACKER_STATUS_CANCELLED; no tag is written after a cancel. Safe
+/// to call from any thread, and more than once. NULL is a no-op.
+///
+/// # Safety
+/// `cancel` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_cancel_fire(cancel: *const oci_packer_cancel) {
+    // SAFETY: NULL or live per the contract.
+    if let Some(c) = unsafe { cancel.as_ref() } {
+        c.inner.cancel();
+    }
+}
+
+/// True once the handle has been fired (false for NULL).
+///
+/// # Safety
+/// `cancel` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_cancel_is_fired(cancel: *const oci_packer_cancel) -> bool {
+    // SAFETY: NULL or live per the contract.
+    unsafe { cancel.as_ref() }.is_some_and(|c| c.inner.is_cancelled())
+}
+
+/// Frees a cancel handle. Options it was set on keep working (they hold their own
+/// reference); firing is then no longer possible through this pointer. NULL is a no-op.
+///
+/// # Safety
+/// `cancel` is NULL or a pointer from oci_packer_cancel_new() not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_cancel_free(cancel: *mut oci_packer_cancel) {
+    if !cancel.is_null() {
+        // SAFETY: per the contract, we own it.
+        drop(unsafe { Box::from_raw(cancel) });
+    }
+}
+
+/// Makes the operations run with these options stop when `cancel` fires; NULL removes the
+/// handle. The options keep their own reference: `cancel` may be freed afterwards.
+///
+/// # Safety
+/// `options` is NULL or live; `cancel` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_options_set_cancel(
+    options: *mut oci_packer_options,
+    cancel: *const oci_packer_cancel,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    set_option(options, error, |o| {
+        // SAFETY: NULL or live per the contract.
+        o.cancel = unsafe { cancel.as_ref() }.map(|c| c.inner.clone());
         Ok(())
     })
 }
@@ -664,7 +830,7 @@ pub unsafe extern "C" fn oci_packer_validate_file(
         need_out(result, "result")?;
         let problems = oci_packer::validate(PackInput::File(PathBuf::from(path)))?;
         let json = serde_json::to_string(&problems)
-            .map_err(|e| Failure(oci_packer_status::Internal, e.to_string()))?;
+            .map_err(|e| Failure::new(oci_packer_status::Internal, e.to_string()))?;
         // SAFETY: checked non-null above.
         unsafe { give(result, json) };
         Ok(())
@@ -723,11 +889,95 @@ pub unsafe extern "C" fn oci_packer_list(
     })
 }
 
-/// Test hook: panics inside the library, to show that the panic comes back as
+/// Checks pack-file YAML text (relative paths against `base_dir`); as
+/// oci_packer_validate_file().
+///
+/// # Safety
+/// As for oci_packer_pack_file().
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_validate_yaml(
+    yaml: *const c_char,
+    base_dir: *const c_char,
+    result: *mut *mut c_char,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    boundary(error, || {
+        // SAFETY: per the contract above.
+        let (yaml, base) = unsafe { (arg(yaml, "yaml")?, arg(base_dir, "base_dir")?) };
+        need_out(result, "result")?;
+        let problems = oci_packer::validate(PackInput::Yaml {
+            text: yaml.to_string(),
+            base_dir: PathBuf::from(base),
+        })?;
+        let json = serde_json::to_string(&problems)
+            .map_err(|e| Failure::new(oci_packer_status::Internal, e.to_string()))?;
+        // SAFETY: checked non-null above.
+        unsafe { give(result, json) };
+        Ok(())
+    })
+}
+
+/// Checks the user name and password set on `options` against the registry `host` and
+/// stores them in the Docker config (`login`); stores the path of the config file written
+/// in `*result`. Authentication fails with OCI_PACKER_STATUS_AUTHENTICATION and the
+/// registry's answer (oci_packer_error_http_status(), oci_packer_error_registry_code()).
+///
+/// # Safety
+/// As for oci_packer_pack_file().
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_login(
+    host: *const c_char,
+    options: *const oci_packer_options,
+    result: *mut *mut c_char,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    boundary(error, || {
+        // SAFETY: per the contract above.
+        let host = unsafe { arg(host, "host")? };
+        need_out(result, "result")?;
+        // SAFETY: per the contract above.
+        let options = unsafe { options_or_default(options) };
+        let written = oci_packer::login(host, &options.registry)?;
+        // SAFETY: checked non-null above.
+        unsafe { give(result, written.display().to_string()) };
+        Ok(())
+    })
+}
+
+/// Removes the credentials stored for `host` from the Docker config (`logout`); `*removed`
+/// (when not NULL) says whether there were any.
+///
+/// # Safety
+/// `host` is NUL-terminated; `options` is NULL or live; `removed` and `error` are NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_logout(
+    host: *const c_char,
+    options: *const oci_packer_options,
+    removed: *mut bool,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    boundary(error, || {
+        // SAFETY: per the contract above.
+        let host = unsafe { arg(host, "host")? };
+        // SAFETY: per the contract above.
+        let options = unsafe { options_or_default(options) };
+        let had = oci_packer::logout(host, &options.registry)?;
+        if !removed.is_null() {
+            // SAFETY: non-null and writable per the contract.
+            unsafe { *removed = had };
+        }
+        Ok(())
+    })
+}
+
+/// Test hook, built only with the `test-hooks` feature (never in release libraries, not in
+/// the header): panics inside the library, to show that the panic comes back as
 /// OCI_PACKER_STATUS_PANIC with an error object instead of unwinding into C.
 ///
 /// # Safety
 /// `error` is NULL or writable.
+#[cfg(feature = "test-hooks")]
 #[no_mangle]
 pub unsafe extern "C" fn oci_packer_test_panic(
     error: *mut *mut oci_packer_error,

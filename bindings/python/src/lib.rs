@@ -12,8 +12,38 @@ use pyo3::prelude::*;
 
 /// Forwards the library's `tracing` events to the `logging` logger `oci_packer`, with the
 /// matching level; installed on the first API call (not by `run_cli`, whose logs go to
-/// stderr as the CLI's do).
+/// stderr as the CLI's do). Events below the logger's effective level are dropped without
+/// taking the GIL: the level is cached ([`LOG_LEVEL`]) and read again at the start of every
+/// call, as pyo3-log does.
 struct PythonLogging;
+
+/// The `logging` level of the logger `oci_packer` (10 debug … 50 critical), as last read.
+static LOG_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(30);
+
+/// The `logging` level of a `tracing` level.
+fn python_level(level: &tracing::Level) -> u8 {
+    match *level {
+        tracing::Level::ERROR => 40,
+        tracing::Level::WARN => 30,
+        tracing::Level::INFO => 20,
+        _ => 10,
+    }
+}
+
+/// Reads the effective level of the logger `oci_packer` into [`LOG_LEVEL`].
+fn refresh_log_level(py: Python<'_>) {
+    let level = py
+        .import("logging")
+        .and_then(|l| l.call_method1("getLogger", ("oci_packer",)))
+        .and_then(|l| l.call_method0("getEffectiveLevel"))
+        .and_then(|l| l.extract::<i64>());
+    if let Ok(level) = level {
+        LOG_LEVEL.store(
+            level.clamp(0, 255) as u8,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
 
 struct Message(String);
 
@@ -36,21 +66,28 @@ impl tracing::field::Visit for Message {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PythonLogging {
+    /// Asked again for every event (the level may change between calls), never cached.
+    fn register_callsite(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        match meta.target().starts_with("oci_packer") {
+            true => tracing::subscriber::Interest::sometimes(),
+            false => tracing::subscriber::Interest::never(),
+        }
+    }
+
     fn enabled(
         &self,
         meta: &tracing::Metadata<'_>,
         _: tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        meta.target().starts_with("oci_packer") && *meta.level() <= tracing::Level::DEBUG
+        meta.target().starts_with("oci_packer")
+            && python_level(meta.level()) >= LOG_LEVEL.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        let level = match *event.metadata().level() {
-            tracing::Level::ERROR => 40,
-            tracing::Level::WARN => 30,
-            tracing::Level::INFO => 20,
-            _ => 10,
-        };
+        let level = python_level(event.metadata().level());
         let mut message = Message(String::new());
         event.record(&mut message);
         Python::attach(|py| {
@@ -66,7 +103,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PythonLogging {
     }
 }
 
-fn install_logging() {
+fn install_logging(py: Python<'_>) {
+    refresh_log_level(py);
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         use tracing_subscriber::layer::SubscriberExt;
@@ -88,7 +126,7 @@ fn class_name(e: &Error) -> &'static str {
         K::DigestMismatch => "DigestMismatchError",
         K::Registry => "RegistryError",
         K::Network => "NetworkError",
-        K::Io => "IOError_",
+        K::Io => "OciIOError",
         K::Unsupported => "UnsupportedError",
         K::Cancelled => "CancelledError",
         K::InvalidArgument => "InvalidArgumentError",
@@ -96,27 +134,32 @@ fn class_name(e: &Error) -> &'static str {
     }
 }
 
-/// Turns an [`Error`] into an instance of its exception class, with its context attached.
+/// Turns an [`Error`] into an instance of its exception class, its context passed to the
+/// constructor (so that it survives pickling).
 fn to_py(py: Python<'_>, e: Error) -> PyErr {
     let build = || -> PyResult<PyErr> {
+        use pyo3::types::PyDict;
         let errors = py.import("oci_packer.errors")?;
-        let exc = errors.getattr(class_name(&e))?.call1((e.message(),))?;
-        exc.setattr("kind", e.kind().as_str())?;
-        exc.setattr("path", e.path().map(|p| p.display().to_string()))?;
-        exc.setattr("reference", e.reference())?;
-        exc.setattr("digest", e.digest())?;
-        exc.setattr("status", e.http_status())?;
-        exc.setattr("code", e.code())?;
+        let kw = PyDict::new(py);
+        kw.set_item("kind", e.kind().as_str())?;
+        kw.set_item("path", e.path().map(|p| p.display().to_string()))?;
+        kw.set_item("reference", e.reference())?;
+        kw.set_item("digest", e.digest())?;
+        kw.set_item("status", e.http_status())?;
+        kw.set_item("code", e.code())?;
         let problems = serde_json::to_string(e.problems()).unwrap_or_else(|_| "[]".into());
-        exc.setattr(
+        kw.set_item(
             "problems",
             py.import("json")?.call_method1("loads", (problems,))?,
         )?;
         if let Some(p) = e.problems().first() {
-            exc.setattr("line", p.line)?;
-            exc.setattr("column", p.column)?;
-            exc.setattr("field", p.field.clone())?;
+            kw.set_item("line", p.line)?;
+            kw.set_item("column", p.column)?;
+            kw.set_item("field", p.field.clone())?;
         }
+        let exc = errors
+            .getattr(class_name(&e))?
+            .call((e.message(),), Some(&kw))?;
         Ok(PyErr::from_value(exc))
     };
     build().unwrap_or_else(|err| err)
@@ -190,7 +233,7 @@ fn interruptible<T: Send>(
     options: &mut Options,
     f: impl FnOnce(&Options) -> Result<T, Error> + Send,
 ) -> PyResult<T> {
-    install_logging();
+    install_logging(py);
     let cancel = Cancel::new();
     options.cancel = Some(cancel.clone());
     let options = &*options;
@@ -393,6 +436,23 @@ fn list(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
 }
 
 /// Serialises a pack (as JSON text) to YAML text.
+/// `login`: checks the credentials in `opts` against `host` and stores them; returns the
+/// config file written.
+#[pyfunction]
+fn login(py: Python<'_>, host: String, opts: &str) -> PyResult<String> {
+    let mut options = options(opts)?;
+    interruptible(py, &mut options, |o| {
+        oci_packer::login(&host, &o.registry).map(|p| p.display().to_string())
+    })
+}
+
+/// `logout`: removes the credentials stored for `host`; false when there were none.
+#[pyfunction]
+fn logout(py: Python<'_>, host: String, opts: &str) -> PyResult<bool> {
+    let mut options = options(opts)?;
+    interruptible(py, &mut options, |o| oci_packer::logout(&host, &o.registry))
+}
+
 #[pyfunction]
 fn pack_to_yaml(value: String) -> PyResult<String> {
     let pack: oci_packer::PackFile = serde_json::from_str(&value)
@@ -419,6 +479,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(copy, m)?)?;
     m.add_function(wrap_pyfunction!(list, m)?)?;
     m.add_function(wrap_pyfunction!(pack_to_yaml, m)?)?;
+    m.add_function(wrap_pyfunction!(login, m)?)?;
+    m.add_function(wrap_pyfunction!(logout, m)?)?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     Ok(())

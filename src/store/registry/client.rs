@@ -583,6 +583,19 @@ impl Client {
                 )
             })
             .unwrap_or((None, text.chars().take(200).collect()));
+        // A HEAD answer has no body to carry a code: the one the Distribution spec gives
+        // that status for that kind of URL stands in for it.
+        let code = code.or_else(|| {
+            let blob = url.contains("/blobs/");
+            let known = match status.as_u16() {
+                401 => "UNAUTHORIZED",
+                403 => "DENIED",
+                404 if blob => "BLOB_UNKNOWN",
+                404 if url.contains("/manifests/") => "MANIFEST_UNKNOWN",
+                _ => return None,
+            };
+            (*method == Method::HEAD).then(|| known.to_string())
+        });
         let (kind, hint) = match status.as_u16() {
             401 | 403 => (ErrorKind::Authentication, self.login_hint()),
             404 => (ErrorKind::NotFound, format!("; check that {what} exists")),
