@@ -65,6 +65,10 @@ const ZSTD_LEVEL: i32 = 3;
 pub struct Built {
     /// The archive (compressed when asked).
     pub file: tempfile::TempPath,
+    /// Its identity (what must be there when it is read again or adopted).
+    pub id: crate::fsutil::FileId,
+    /// The file, still open: while it is, its identity cannot pass to another file.
+    pub handle: std::fs::File,
     /// Digest of the file.
     pub digest: Digest,
     /// Size of the file.
@@ -220,6 +224,8 @@ pub fn write_temp(
     let file = buf.into_inner().map_err(|e| io_err(e.into_error()))?;
     file.sync_data().ok();
     Ok(Built {
+        id: crate::fsutil::file_id(&file.metadata().map_err(io_err)?),
+        handle: file,
         file: path,
         tar_digest: tar_digest.unwrap_or_else(|| digest.clone()),
         digest,

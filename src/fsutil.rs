@@ -63,6 +63,39 @@ pub fn sweep_stale_temps(dir: &Path, age: std::time::Duration) -> usize {
     removed
 }
 
+/// [`sweep_stale_temps`] for the regular files of an open directory, every look and removal
+/// relative to its descriptor (never through a link).
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // `st_mtime`'s type differs between systems
+pub fn sweep_stale_temp_files_at(dir: &std::os::fd::OwnedFd, age: std::time::Duration) -> usize {
+    use rustix::fs::{statat, unlinkat, AtFlags, FileType};
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+            continue;
+        }
+        let Ok(st) = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let old = now.saturating_sub(st.st_mtime as i64) > age.as_secs() as i64;
+        if old
+            && FileType::from_raw_mode(st.st_mode as _) == FileType::RegularFile
+            && unlinkat(dir, name, AtFlags::empty()).is_ok()
+        {
+            removed += 1;
+            tracing::info!(name = %name.to_string_lossy(), "removed a temp file left by an earlier run");
+        }
+    }
+    removed
+}
+
 /// A new temp file in `dir`, named with [`TEMP_PREFIX`].
 pub fn temp_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
     tempfile::Builder::new()

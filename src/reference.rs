@@ -136,6 +136,22 @@ fn bad_host(host: &str) -> Option<String> {
             Err(_) => Some(format!("\"{ip}\" is not an IPv6 address")),
         };
     }
+    // A name whose last label is a number is an IPv4 address, written in the four decimal
+    // parts everyone reads the same way (`127.1`, `0x7f000001` and `2130706433` all reach
+    // 127.0.0.1, which is not what they show).
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let numeric = !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || last
+                .strip_prefix("0x")
+                .or(last.strip_prefix("0X"))
+                .is_some());
+    if numeric && name.parse::<std::net::Ipv4Addr>().is_err() {
+        return Some(format!(
+            "\"{name}\" is neither a host name nor an IPv4 address in four decimal parts \
+             (such as 127.0.0.1)"
+        ));
+    }
     if !name.is_ascii() {
         return Some(
             "host names are ASCII: write a name in another script in its xn-- form, and \
@@ -190,6 +206,14 @@ pub(crate) fn valid_tag(t: &str) -> bool {
 impl RegistryRef {
     fn parse(text: &str) -> std::result::Result<RegistryRef, String> {
         let (name, digest) = match text.split_once('@') {
+            // `user@host/repo`: '@' starts a digest; credentials never go in a reference.
+            Some((user, rest)) if !user.contains('/') && rest.contains('/') => {
+                return Err(format!(
+                    "'@' starts a digest (repo@sha256:…), and \"{user}@\" is not one: user \
+                     names do not go in references; use -u/-p or `oci-packer login {}`",
+                    rest.split('/').next().unwrap_or(rest)
+                ))
+            }
             Some((n, d)) => (
                 n,
                 Some(Digest::parse(d).map_err(|e| e.message().to_string())?),
@@ -481,6 +505,11 @@ mod tests {
             "bad-.io/a",
             "a..io/a",
             "[zz]:5000/a",
+            "127.1:5000/a",
+            "0x7f000001:5000/a",
+            "2130706433:5000/a",
+            "127.0.0.01:5000/a",
+            "user@127.0.0.1:5000/r:v1",
         ] {
             let e = Reference::parse(bad).expect_err(bad);
             assert_eq!(e.kind(), ErrorKind::InvalidReference, "{bad}");
@@ -490,6 +519,8 @@ mod tests {
             "xn--bcher-kva.example/a",
             "localhost:65535/a",
             "my-registry.local:443/a",
+            "127.0.0.1:5000/a",
+            "10.1.2.3/a",
         ] {
             Reference::parse(good).expect(good);
         }

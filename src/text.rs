@@ -5,11 +5,20 @@
 use std::borrow::Cow;
 
 /// True for what must not reach a terminal raw: C0 and C1 controls, DEL, the Unicode line
-/// and paragraph separators, and the bidirectional overrides and isolates (which reorder
-/// what a line appears to say).
+/// and paragraph separators, the bidirectional overrides, isolates and marks (which reorder
+/// what a line appears to say), and the invisible formatting characters (zero-width space,
+/// joiners, word joiner, byte-order mark: `missing\u{200b}` looks like `missing`).
 pub fn is_unsafe(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 /// `s` with every unsafe character written as an escape (`\x1b`, `\n`, `\u{202e}`);
@@ -80,5 +89,10 @@ mod tests {
         assert_eq!(printable("x\u{7f}\u{9b}y"), "x\\x7f\\x9by");
         assert_eq!(printable("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
         assert_eq!(printable("a\u{2028}b"), "a\\u{2028}b");
+        assert_eq!(printable("missing\u{200b}"), "missing\\u{200b}");
+        assert_eq!(
+            printable("\u{feff}x\u{200f}\u{61c}"),
+            "\\u{feff}x\\u{200f}\\u{61c}"
+        );
     }
 }

@@ -336,8 +336,21 @@ fn documented_command() -> clap::Command {
     cmd
 }
 
+/// Raises the soft limit of open files to the hard one, as Go programs do: a pack keeps
+/// each large file it spooled open until the layout adopts it, and 1,024 (a common soft
+/// limit) is not many.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 /// Runs the command line; returns the exit status (0 ok, 1 failed, 2 bad usage or pack file).
 pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> i32 {
+    raise_open_file_limit();
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {

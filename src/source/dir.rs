@@ -194,7 +194,7 @@ impl Walk<'_> {
                 let resolved = openat(parent, name, PROBE, Mode::empty())
                     .ok()
                     .and_then(|fd| Some((rustix::fs::fstat(&fd).ok()?, fd)))
-                    .filter(|(st, _)| self.inside(&path, st));
+                    .filter(|(st, fd)| self.inside(&path, fd, st));
                 let Some((st, fd)) = resolved else {
                     return Err(err(
                         uri,
@@ -270,10 +270,20 @@ impl Walk<'_> {
         }
     }
 
-    /// Whether the file a symlink at `path` was opened as (`st`) lies inside the root: the
-    /// path resolves, now, to a place inside the root that holds that very file. A link
-    /// changed meanwhile fails the identity check and is refused, never followed outside.
-    fn inside(&self, path: &Path, st: &rustix::fs::Stat) -> bool {
+    /// Whether the file a symlink at `path` was opened as (`fd`, with `st`) lies inside the
+    /// root. On Linux the kernel says where the open file is (`/proc/self/fd`): no path is
+    /// resolved again, so nothing swapped meanwhile can change the answer. Elsewhere (or
+    /// without /proc) the path must resolve, now, to a place inside the root that holds that
+    /// very file.
+    fn inside(&self, path: &Path, fd: &OwnedFd, st: &rustix::fs::Stat) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+                return real.starts_with(self.canon_root);
+            }
+        }
+        let _ = fd;
         path.canonicalize()
             .ok()
             .filter(|c| c.starts_with(self.canon_root))
@@ -388,8 +398,8 @@ pub async fn stage_archive(
         Ok(StagedBlob {
             descriptor: descriptor(&mt, &built.digest, built.size, ann),
             origin: match spool {
-                Some(_) => Origin::Spooled(Arc::new(built.file)),
-                None => Origin::Temp(Arc::new(built.file)),
+                Some(_) => Origin::Spooled(Arc::new(built.file), built.id, Arc::new(built.handle)),
+                None => Origin::Temp(Arc::new(built.file), built.id),
             },
         })
     })

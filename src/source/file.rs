@@ -82,7 +82,8 @@ pub fn stage_path(file: &FileRef, uri: &str, ctx: &StageContext) -> Result<(Dige
             let (d, n) = copy_hashing_pipelined(&mut f, &mut out, &mut report).map_err(|e| {
                 from_read_error(e, |e| Error::io(&format!("{uri}: copying to"), &tmp, e))
             })?;
-            (d, n, Origin::Spooled(Arc::new(tmp)))
+            let id = file_id(&out.metadata().map_err(|e| Error::io("reading", &tmp, e))?);
+            (d, n, Origin::Spooled(Arc::new(tmp), id, Arc::new(out)))
         }
     };
     if big {

@@ -173,12 +173,12 @@ impl Layout {
         if !self.dir.join(LAYOUT_FILE).exists() {
             write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
         }
-        self.blobs_fd(true)?;
+        let blobs = self.blobs_fd(true)?.expect("created");
         // Leftovers of runs that were killed (their own temp files are removed on every
-        // error path): whoever writes next removes those older than an hour.
-        for dir in [self.dir.clone(), self.blobs_path()] {
-            crate::fsutil::sweep_stale_temps(&dir, crate::fsutil::STALE_TEMP_AGE);
-        }
+        // error path): whoever writes next removes those older than an hour (in the blobs
+        // directory through its descriptor, like every other access there).
+        crate::fsutil::sweep_stale_temps(&self.dir, crate::fsutil::STALE_TEMP_AGE);
+        crate::fsutil::sweep_stale_temp_files_at(&blobs, crate::fsutil::STALE_TEMP_AGE);
         if !self.dir.join(INDEX_FILE).exists() {
             let _lock = self.lock()?;
             if !self.dir.join(INDEX_FILE).exists() {
@@ -407,11 +407,9 @@ impl Layout {
                 });
             }
         };
-        // Staging wrote and hashed this file as it copied it: adopt it by renaming.
-        if let Blob::Spooled(p) = &blob {
-            if fs::metadata(p).is_ok_and(|m| m.len() == desc.size())
-                && self.adopt(p, &blobs, &hex)?
-            {
+        // Staging wrote and hashed this file as it copied it: adopt it, no copy.
+        if let Blob::Spooled(file, held) = &blob {
+            if self.adopt(file, held, desc, &blobs, &hex)? {
                 report(desc.size());
                 return Ok(PushOutcome::Stored);
             }
@@ -419,8 +417,7 @@ impl Layout {
         let mut tmp = TempAt::new(blobs.clone(), &self.blobs_path())?;
         let downloading = matches!(blob, Blob::Stream(_));
         let from = match &blob {
-            Blob::File(f) => f.path.display().to_string(),
-            Blob::Spooled(p) => p.display().to_string(),
+            Blob::File(f) | Blob::Spooled(f, _) => f.path.display().to_string(),
             Blob::Bytes(_) => "memory".to_string(),
             Blob::Stream(_) => "the download".to_string(),
         };
@@ -428,7 +425,7 @@ impl Layout {
         let out = tmp.file();
         let copied = match blob {
             Blob::Bytes(b) => copy_hashing(&mut &b[..], Some(out), &mut report),
-            blob @ (Blob::File(_) | Blob::Spooled(_)) => {
+            blob @ (Blob::File(_) | Blob::Spooled(..)) => {
                 // At most one byte more than declared: a source that is longer is refused
                 // below without filling the disk.
                 let file = blob.into_file_ref().expect("a file");
@@ -470,29 +467,53 @@ impl Layout {
         Ok(PushOutcome::Stored)
     }
 
-    /// Makes a spooled file (written and hashed by staging) the blob `hex`: readable,
-    /// synced when asked, renamed into the blobs directory. `Ok(false)` when it is on
-    /// another file system (the caller copies).
-    fn adopt(&self, from: &Path, blobs: &OwnedFd, hex: &str) -> Result<bool> {
+    /// Makes a spooled file (written and hashed by staging) the blob `hex` without copying
+    /// it. Staging kept the file open (`held`): it is made readable and synced through that
+    /// descriptor and linked into the blobs directory from it (`linkat` of
+    /// `/proc/self/fd/N`), so whatever was put under its name meanwhile is never what lands
+    /// under the digest, and nothing outside the layout is touched. `Ok(false)` when it
+    /// cannot be linked so (another file system, no /proc, the name taken): the caller copies
+    /// it, verified.
+    fn adopt(
+        &self,
+        file: &FileRef,
+        held: &File,
+        desc: &Descriptor,
+        blobs: &OwnedFd,
+        hex: &str,
+    ) -> Result<bool> {
+        use std::os::fd::AsFd;
+        let path = &file.path;
+        let meta = held.metadata().map_err(|e| Error::io("reading", path, e))?;
+        if meta.len() != desc.size() {
+            return Ok(false);
+        }
+        let _ = rustix::fs::fchmod(held.as_fd(), rustix::fs::Mode::from_raw_mode(0o644));
         if self.fsync {
-            File::open(from)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io("syncing", from, e))?;
+            held.sync_all().map_err(|e| Error::io("syncing", path, e))?;
         }
-        set_readable(from);
-        match rustix::fs::renameat(rustix::fs::CWD, from, blobs, hex) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::XDEV) => return Ok(false),
-            Err(e) => {
-                return Err(Error::io(
-                    "renaming blob to",
-                    &self.blobs_path().join(hex),
-                    e.into(),
-                ))
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let from = format!("/proc/self/fd/{}", held.as_raw_fd());
+            let linked = rustix::fs::linkat(
+                rustix::fs::CWD,
+                from.as_str(),
+                blobs,
+                hex,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            );
+            if linked.is_err() {
+                return Ok(false);
             }
+            self.sync_blobs(blobs)?;
+            return Ok(true);
         }
-        self.sync_blobs(blobs)?;
-        Ok(true)
+        #[allow(unreachable_code)]
+        {
+            let _ = (blobs, hex);
+            Ok(false)
+        }
     }
 
     /// Makes the blobs directory's new entries durable, when asked to.
@@ -663,16 +684,6 @@ pub fn ref_name(d: &Descriptor) -> Option<&str> {
         .map(String::as_str)
 }
 
-#[cfg(unix)]
-fn set_readable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    // tempfile creates 0600; blobs are content, readable like any file the user writes.
-    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o644));
-}
-
-#[cfg(not(unix))]
-fn set_readable(_path: &Path) {}
-
 fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     File::open(dir)
@@ -694,7 +705,15 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
             .sync_all()
             .map_err(|e| Error::io("syncing", tmp.path(), e))?;
     }
-    set_readable(tmp.path());
+    // tempfile creates 0600; layout files are readable like any file the user writes (set
+    // through the handle: the name could be replaced meanwhile).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644));
+    }
     let target = dir.join(name);
     tmp.persist(&target)
         .map_err(|e| Error::io("replacing", &target, e.error))?;

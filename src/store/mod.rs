@@ -30,7 +30,9 @@ pub enum Blob {
     File(crate::fsutil::FileRef),
     /// A temp file made in this store's [`Target::spool_dir`] while staging; the store may
     /// adopt it by renaming instead of copying (its digest was computed as it was written).
-    Spooled(PathBuf),
+    /// It stays open (the second part) until the blob is stored, so that no other file can
+    /// take its identity.
+    Spooled(crate::fsutil::FileRef, std::sync::Arc<std::fs::File>),
     /// A stream (a registry download), read once.
     Stream(Box<dyn tokio::io::AsyncRead + Send + Unpin>),
 }
@@ -40,18 +42,18 @@ impl std::fmt::Debug for Blob {
         match self {
             Blob::Bytes(b) => write!(f, "Blob::Bytes({} bytes)", b.len()),
             Blob::File(p) => write!(f, "Blob::File({})", p.path.display()),
-            Blob::Spooled(p) => write!(f, "Blob::Spooled({})", p.display()),
+            Blob::Spooled(p, _) => write!(f, "Blob::Spooled({})", p.path.display()),
             Blob::Stream(_) => f.write_str("Blob::Stream"),
         }
     }
 }
 
 impl Blob {
-    /// The file of a [`Blob::File`] or [`Blob::Spooled`] (our own temp file: no identity).
+    /// The file of a [`Blob::File`] or [`Blob::Spooled`].
     pub fn into_file_ref(self) -> Option<crate::fsutil::FileRef> {
         match self {
             Blob::File(f) => Some(f),
-            Blob::Spooled(p) => Some(crate::fsutil::FileRef::new(p, None)),
+            Blob::Spooled(f, _) => Some(f),
             Blob::Bytes(_) | Blob::Stream(_) => None,
         }
     }
@@ -195,7 +197,7 @@ pub async fn read_small(blob: Blob, desc: &Descriptor, from: &str) -> Result<Byt
     verify::refuse_large(desc, from)?;
     match blob {
         Blob::Bytes(b) => verify::verify_bytes(b, desc, from),
-        Blob::File(_) | Blob::Spooled(_) => {
+        Blob::File(_) | Blob::Spooled(..) => {
             let file = blob.into_file_ref().expect("a file");
             let (desc, from) = (desc.clone(), from.to_string());
             crate::fsutil::blocking(move || {

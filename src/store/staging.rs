@@ -20,10 +20,14 @@ pub enum Origin {
     /// A file the user owns (read, never moved), with the identity it had when hashed.
     File(FileRef),
     /// A temporary file this run made; deleted when the last handle goes.
-    Temp(Arc<tempfile::TempPath>),
+    Temp(Arc<tempfile::TempPath>, crate::fsutil::FileId),
     /// A temporary file in the target's spool directory, adopted by the target on push
     /// (deleted when the last handle goes, if it was not adopted).
-    Spooled(Arc<tempfile::TempPath>),
+    Spooled(
+        Arc<tempfile::TempPath>,
+        crate::fsutil::FileId,
+        Arc<std::fs::File>,
+    ),
     /// Small content in memory (manifests, configs, the empty config).
     Bytes(Bytes),
     /// A file in a private temp dir of this run, removed when the last handle goes.
@@ -123,8 +127,11 @@ impl Target for Staging {
         match self.blobs.get(&desc.digest().to_string()) {
             Some(Origin::Bytes(b)) => Ok(Blob::Bytes(b.clone())),
             Some(Origin::File(f) | Origin::InTempDir { file: f, .. }) => Ok(Blob::File(f.clone())),
-            Some(Origin::Temp(t)) => Ok(Blob::File(FileRef::new(t.to_path_buf(), None))),
-            Some(Origin::Spooled(t)) => Ok(Blob::Spooled(t.to_path_buf())),
+            Some(Origin::Temp(t, id)) => Ok(Blob::File(FileRef::new(t.to_path_buf(), Some(*id)))),
+            Some(Origin::Spooled(t, id, held)) => Ok(Blob::Spooled(
+                FileRef::new(t.to_path_buf(), Some(*id)),
+                held.clone(),
+            )),
             None => match self.holder(desc) {
                 Some(store) => store.fetch(desc).await,
                 None => Err(Error::new(

@@ -543,6 +543,19 @@ fn newcomer_slips_get_hints() {
             "host names are ASCII",
         ),
         (vec!["list", "b\u{fc}cher.example/a"], "in its xn-- form"),
+        // Credentials in a reference, IPv4 addresses in other notations.
+        (
+            vec!["pack", "-f", "p.yaml", "user@127.0.0.1:5000/r:v1"],
+            "user names do not go in references; use -u/-p or `oci-packer login 127.0.0.1:5000`",
+        ),
+        (
+            vec!["list", "127.1:5000/r"],
+            "neither a host name nor an IPv4 address in four decimal parts",
+        ),
+        (
+            vec!["list", "0x7f000001:5000/r"],
+            "neither a host name nor an IPv4 address",
+        ),
     ] {
         let o = run(&d.path, &args, &[]);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

@@ -357,6 +357,8 @@ fn directories_exchanged_for_links_during_the_walk_never_pack_outside_files() {
         d.write(&format!("outside/f{i}.txt"), "SECRET");
     }
     std::os::unix::fs::symlink(d.join("outside"), d.join("evil")).expect("ln");
+    // A link inside that resolves through the exchanged directory.
+    std::os::unix::fs::symlink("sub/f0.txt", d.join("src/link")).expect("ln");
     let stop = Arc::new(AtomicBool::new(false));
     let exchanger = {
         let (stop, sub, evil) = (stop.clone(), d.join("src/sub"), d.join("evil"));
@@ -550,4 +552,95 @@ fn a_blobs_directory_swapped_mid_pack_never_sends_writes_outside() {
     // Reading it now, through the link, is refused with a clear error.
     let e = oci_packer::list(&target, &Options::default()).expect_err("symlinked blobs");
     assert!(e.to_string().contains("not a real directory"), "{e}");
+}
+
+/// The copy staging spooled into a layout (a large file), replaced before the layout adopts
+/// it — by a symlink to a file elsewhere, or by another file of the same size: the pack
+/// fails, nothing is tagged, no blob holds the other bytes, and the file elsewhere keeps its
+/// permissions.
+#[test]
+fn a_spooled_copy_swapped_before_adoption_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    for swap in ["symlink", "file"] {
+        let d = TestDir::new();
+        let n = (9 << 20) + 123;
+        d.write("big.bin", vec![b'A'; n]);
+        d.write("victim", vec![b'V'; n]);
+        let victim = d.join("victim");
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let lay = d.join("lay");
+        let target = format!("oci://{}:v1", lay.display());
+        d.write("small.txt", "s");
+        oci_packer::pack(
+            yaml(&d, "items:\n  - from: file://small.txt\n"),
+            &target,
+            &Options::default(),
+        )
+        .expect("the layout");
+        let done = Arc::new(Mutex::new(false));
+        let (flag, dir, outside) = (done.clone(), lay.clone(), victim.clone());
+        let opts = Options {
+            progress: Progress::new(move |e| {
+                let mut done = flag.lock().expect("lock");
+                let ProgressEvent::Started { size, .. } = e else {
+                    return;
+                };
+                if *done || *size != n as u64 {
+                    return;
+                }
+                *done = true;
+                let spooled = std::fs::read_dir(&dir)
+                    .expect("ls")
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| {
+                        p.file_name()
+                            .is_some_and(|f| f.to_string_lossy().starts_with(".oci-packer-"))
+                            && p.metadata().is_ok_and(|m| m.len() == n as u64)
+                    })
+                    .expect("the spooled copy");
+                std::fs::remove_file(&spooled).expect("rm");
+                match swap {
+                    "symlink" => std::os::unix::fs::symlink(&outside, &spooled).expect("ln"),
+                    _ => std::fs::write(&spooled, vec![b'X'; n]).expect("write"),
+                }
+            }),
+            ..Options::default()
+        };
+        let e = oci_packer::pack(
+            yaml(&d, "items:\n  - from: file://big.bin\n"),
+            &target,
+            &opts,
+        )
+        .expect_err(swap);
+        assert!(*done.lock().expect("lock"), "{swap}: not swapped");
+        assert!(
+            e.to_string().contains("changed while packing"),
+            "{swap}: {e}"
+        );
+        let mode = std::fs::metadata(&victim)
+            .expect("victim")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{swap}: the file elsewhere was chmodded");
+        for blob in std::fs::read_dir(lay.join("blobs/sha256"))
+            .expect("blobs")
+            .flatten()
+        {
+            let data = std::fs::read(blob.path()).expect("blob");
+            assert!(
+                !data.starts_with(b"VVVV") && !data.starts_with(b"XXXX"),
+                "{swap}: foreign bytes stored"
+            );
+        }
+        let listing = oci_packer::list(&format!("oci://{}", lay.display()), &Options::default())
+            .expect("list");
+        let text = format!("{listing:?}");
+        assert_eq!(
+            text.matches("reference: \"v1\"").count(),
+            1,
+            "{swap}: {text}"
+        );
+    }
 }

@@ -668,7 +668,7 @@ impl Registry {
     ) -> Result<(Body, Option<tempfile::TempPath>)> {
         Ok(match blob {
             Blob::Bytes(b) => (Body::Bytes(b), None),
-            blob @ (Blob::File(_) | Blob::Spooled(_)) => {
+            blob @ (Blob::File(_) | Blob::Spooled(..)) => {
                 let file = blob.into_file_ref().expect("a file");
                 (Body::file(file, desc.size()), None)
             }
@@ -680,6 +680,12 @@ impl Registry {
                     .tempfile_in(&dir)
                     .map_err(|e| Error::io("creating temp file in", &dir, e))?
                     .into_parts();
+                // Sent again on a retry by name: only if it is still this file.
+                let id = crate::fsutil::file_id(
+                    &file
+                        .metadata()
+                        .map_err(|e| Error::io("reading", &path, e))?,
+                );
                 let mut out = tokio::fs::File::from_std(file);
                 // The source's reader is verified; the bound holds for any other, too.
                 let n = tokio::io::copy(&mut reader.take(desc.size() + 1), &mut out)
@@ -700,7 +706,7 @@ impl Registry {
                     ));
                 }
                 (
-                    Body::file(FileRef::new(path.to_path_buf(), None), desc.size()),
+                    Body::file(FileRef::new(path.to_path_buf(), Some(id)), desc.size()),
                     Some(path),
                 )
             }
