@@ -198,7 +198,8 @@ oci_packer_status oci_packer_options_set_tmp_dir(struct oci_packer_options *opti
                                                  const char *value,
                                                  struct oci_packer_error **error);
 
-// `--created`: "now" or an RFC 3339 time. NULL clears it.
+// `--created`: "now" or an RFC 3339 time. NULL clears it. The value is checked when an
+// operation starts (an invalid one fails it with OCI_PACKER_STATUS_INVALID_ARGUMENT).
 //
 // # Safety
 // `options` is NULL or live; `value` is NULL or a NUL-terminated string.
@@ -206,7 +207,8 @@ oci_packer_status oci_packer_options_set_created(struct oci_packer_options *opti
                                                  const char *value,
                                                  struct oci_packer_error **error);
 
-// `copy --platform`: os/arch[/variant]. NULL clears it.
+// `copy --platform`: os/arch[/variant]. NULL clears it. The value is checked when an
+// operation starts (an invalid one fails it with OCI_PACKER_STATUS_INVALID_ARGUMENT).
 //
 // # Safety
 // `options` is NULL or live; `value` is NULL or a NUL-terminated string.

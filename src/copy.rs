@@ -61,8 +61,15 @@ pub(crate) async fn copy(src: &str, dst: &str, options: &Options) -> Result<Copi
     .map_err(|e| e.context(format!("copying {src} to {dst}")))?;
     to.tag(&root, None).await?;
     tracing::info!(src, dst, digest = %root.digest(), stored = stats.stored, mounted = stats.mounted, "copied");
+    // The source's entry name (a layout's ref.name) is not the copy's: the result is the
+    // content's descriptor, as a registry source gives it.
+    let mut descriptor = root.clone();
+    if let Some(mut a) = descriptor.annotations().clone() {
+        a.remove(crate::store::layout::REF_NAME);
+        descriptor.set_annotations((!a.is_empty()).then_some(a));
+    }
     Ok(Copied {
-        descriptor: crate::descriptor::Descriptor::from_oci(&root)?,
+        descriptor: crate::descriptor::Descriptor::from_oci(&descriptor)?,
         reference: dst.to_string(),
         stats,
     })

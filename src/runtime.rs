@@ -64,6 +64,45 @@ impl Cancel {
     }
 }
 
+/// The exit status a signal asked for (130 for SIGINT, 143 for SIGTERM), once one came.
+static SIGNALLED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// For the command line: the first SIGINT or SIGTERM fires `cancel` (the operation stops
+/// within a chunk, removes its temp files and writes no tag); a second one ends the process
+/// at once. Returns at once; the watch runs on the library's runtime.
+pub fn cancel_on_signals(cancel: &Cancel) -> Result<()> {
+    let token = cancel.clone();
+    runtime()?.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        let status = tokio::select! {
+            _ = int.recv() => 130,
+            _ = term.recv() => 143,
+        };
+        SIGNALLED.store(status, std::sync::atomic::Ordering::SeqCst);
+        token.cancel();
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(status);
+    });
+    Ok(())
+}
+
+/// The exit status of the signal that cancelled the operation, if one did.
+pub fn signalled() -> Option<i32> {
+    match SIGNALLED.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
 /// Runs `fut` on the library's runtime; stops it (dropping it, which cancels every transfer
 /// in flight) as soon as `cancel` fires.
 pub fn block_on_cancellable<F, T>(fut: F, cancel: Option<&Cancel>) -> Result<T>

@@ -348,11 +348,30 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Whether the arguments ask for JSON output (`--format json`, `--format=json`), read
+/// without the parser: for the parser's own errors.
+fn wants_json(args: &[OsString]) -> bool {
+    args.windows(2)
+        .any(|w| w[0] == "--format" && w[1] == "json")
+        || args.iter().any(|a| a == "--format=json")
+}
+
 /// Runs the command line; returns the exit status (0 ok, 1 failed, 2 bad usage or pack file).
 pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> i32 {
     raise_open_file_limit();
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
+        Err(e) if e.use_stderr() && wants_json(&args) => {
+            // A usage error is an error like any other: as JSON when JSON was asked for.
+            let message = e.render().to_string();
+            let message = message.trim_start_matches("error: ").trim_end();
+            output::error(
+                Format::Json,
+                &Error::new(ErrorKind::InvalidArgument, message.to_string()),
+            );
+            return 2;
+        }
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { 2 } else { 0 };
@@ -364,10 +383,11 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> i32 {
         Ok(code) => code,
         Err(e) => {
             output::error(format, &e);
-            if e.kind().is_usage() {
-                2
-            } else {
-                1
+            match crate::runtime::signalled() {
+                // Interrupted: the usual status of the signal (what was written stays valid).
+                Some(status) if e.kind() == ErrorKind::Cancelled => status,
+                _ if e.kind().is_usage() => 2,
+                _ => 1,
             }
         }
     }
@@ -386,9 +406,17 @@ fn options(g: &Global) -> (Options, Option<bars::BarsGuard>) {
         tmp_dir: g.tmp_dir.clone(),
         fsync: g.fsync,
         progress,
+        cancel: interruptible(),
         ..Options::default()
     };
     (opts, guard)
+}
+
+/// A cancel handle that Ctrl-C (or SIGTERM) fires: the operation stops cleanly.
+fn interruptible() -> Option<crate::Cancel> {
+    let cancel = crate::Cancel::new();
+    crate::runtime::cancel_on_signals(&cancel).ok()?;
+    Some(cancel)
 }
 
 fn registry_options(g: &Global) -> Result<RegistryOptions, Error> {
@@ -483,6 +511,7 @@ fn execute(cli: Cli) -> Result<i32, Error> {
         Command::List { reference } => {
             let opts = Options {
                 registry: registry_options(g)?,
+                cancel: interruptible(),
                 ..Options::default()
             };
             let listing: Listing = crate::list(&reference, &opts)?;

@@ -67,6 +67,12 @@ impl Drop for CreatedDir {
     }
 }
 
+/// A file-system error while writing the layout: an I/O error, even when the OS says "not
+/// found" (a parent that cannot hold a directory), which for a source means it is missing.
+fn target_io(what: &str, path: &Path, e: io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("{what} {}: {e}", path.display())).with_path(path)
+}
+
 fn layout_err(dir: &Path, msg: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::InvalidArgument,
@@ -168,7 +174,7 @@ impl Layout {
         }
         // `oci-layout` first: another process opening the directory meanwhile must see
         // either nothing of ours or a layout (see `open`).
-        fs::create_dir_all(&self.dir).map_err(|e| Error::io("creating", &self.dir, e))?;
+        fs::create_dir_all(&self.dir).map_err(|e| target_io("creating", &self.dir, e))?;
         self.hold_for_writing()?;
         if !self.dir.join(LAYOUT_FILE).exists() {
             write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;

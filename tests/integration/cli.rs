@@ -745,6 +745,25 @@ fn json_output_on_every_command_with_full_errors() {
         Some(true),
         "{copied}"
     );
+    assert!(
+        copied["annotations"]
+            .get("org.opencontainers.image.ref.name")
+            .is_none(),
+        "the source's entry name is not the copy's: {copied}"
+    );
+    // A parser's usage error, and a target that cannot be created, as JSON.
+    let (code, _, err) = json(&["list", "--bogus"]);
+    assert_eq!(
+        (code, &err["error"]["kind"]),
+        (Some(2), &"invalid_argument".into()),
+        "{err}"
+    );
+    let (code, _, err) = json(&["pack", "-f", "p.yaml", "oci:///proc/self/lay:v1"]);
+    assert_eq!(
+        (code, &err["error"]["kind"]),
+        (Some(1), &"io".into()),
+        "{err}"
+    );
     let (_, valid, _) = json(&["validate", "-f", "p.yaml"]);
     assert_eq!(valid["valid"], true);
     let config = d.join("config.json");
@@ -801,4 +820,60 @@ fn json_output_on_every_command_with_full_errors() {
     ] {
         assert!(e.get(key).is_some(), "{key} missing: {err}");
     }
+}
+
+/// Ctrl-C stops a pack cleanly: the large file being spooled into the layout is removed, no
+/// tag is written, and the exit status is 130.
+#[test]
+fn ctrl_c_cancels_a_pack_and_leaves_no_temp_file() {
+    let d = TestDir::new();
+    let big = std::fs::File::create(d.join("big.bin")).expect("big");
+    big.set_len(4 << 30).expect("sparse 4 GiB");
+    d.write("p.yaml", "items:\n  - from: file://big.bin\n");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oci-packer"))
+        .current_dir(&d.path)
+        .args(["-q", "pack", "-f", "p.yaml", "oci://lay:v1"])
+        .env("XDG_CACHE_HOME", d.join("xdg-cache"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until the spooled copy is being written (bounded: the pack takes far longer).
+    let spooled = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with(".oci-packer-")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+    };
+    let mut seen = false;
+    for _ in 0..3000 {
+        if spooled(&d.join("lay")) {
+            seen = true;
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the pack ended first"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(seen, "no spooled copy appeared");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    assert!(!spooled(&d.join("lay")), "a temp file was left behind");
+    assert!(
+        !d.join("lay/index.json").exists()
+            || !std::fs::read_to_string(d.join("lay/index.json"))
+                .expect("index")
+                .contains("v1")
+    );
 }

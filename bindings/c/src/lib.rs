@@ -450,7 +450,8 @@ pub unsafe extern "C" fn oci_packer_options_set_tmp_dir(
     }
 }
 
-/// `--created`: "now" or an RFC 3339 time. NULL clears it.
+/// `--created`: "now" or an RFC 3339 time. NULL clears it. The value is checked when an
+/// operation starts (an invalid one fails it with OCI_PACKER_STATUS_INVALID_ARGUMENT).
 ///
 /// # Safety
 /// `options` is NULL or live; `value` is NULL or a NUL-terminated string.
@@ -464,7 +465,8 @@ pub unsafe extern "C" fn oci_packer_options_set_created(
     unsafe { set_string(options, value, error, |o, v| o.created = v) }
 }
 
-/// `copy --platform`: os/arch[/variant]. NULL clears it.
+/// `copy --platform`: os/arch[/variant]. NULL clears it. The value is checked when an
+/// operation starts (an invalid one fails it with OCI_PACKER_STATUS_INVALID_ARGUMENT).
 ///
 /// # Safety
 /// `options` is NULL or live; `value` is NULL or a NUL-terminated string.
