@@ -387,6 +387,19 @@ oci_packer_status oci_packer_list(const char *reference,
                                   char **result,
                                   struct oci_packer_error **error);
 
+// Hashes every blob of an artifact's graph again (`verify`); stores the result as JSON in
+// `*result`: `{"reference", "digest", "blobs", "bytes", "problems": [{"kind", "digest",
+// "path", "message"}]}` (`kind`: "missing", "size mismatch", "digest mismatch",
+// "unreadable"). Problems are in the result (status OK); an error status means the artifact
+// itself could not be found or read.
+//
+// # Safety
+// As for oci_packer_pack_file().
+oci_packer_status oci_packer_verify(const char *reference,
+                                    const struct oci_packer_options *options,
+                                    char **result,
+                                    struct oci_packer_error **error);
+
 // Checks pack-file YAML text (relative paths against `base_dir`); as
 // oci_packer_validate_file().
 //

@@ -2,8 +2,8 @@
 //! or an image index with platform variants — and writes it to any OCI registry or an OCI
 //! image layout. Same inputs, same digest, on any machine.
 //!
-//! The public API is a blocking façade: [`pack`], [`validate`], [`list`], [`copy`], [`login`],
-//! [`logout`]. It owns one tokio runtime and may be called from inside another runtime.
+//! The public API is a blocking façade: [`pack`], [`validate`], [`list`], [`copy`],
+//! [`verify`], [`login`], [`logout`]. It owns one tokio runtime and may be called from inside another runtime.
 //!
 //! ```no_run
 //! let packed = oci_packer::pack("examples/pack.yaml", "oci://build/layout:v1", &Default::default())?;
@@ -39,6 +39,7 @@ mod store;
 mod text;
 mod time;
 mod transport;
+mod verify;
 
 #[doc(hidden)]
 pub mod cli;
@@ -57,6 +58,7 @@ pub use runtime::Cancel;
 /// This library's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use transport::RegistryOptions;
+pub use verify::{BlobProblem, Verification};
 
 /// Builds the pack and writes it to `target` (`oci://DIR[:REF]`); returns the root.
 ///
@@ -91,6 +93,18 @@ pub fn list(reference: &str, options: &Options) -> Result<Listing> {
 pub fn copy(src: &str, dst: &str, options: &Options) -> Result<Copied> {
     options.check()?;
     runtime::block_on_cancellable(copy::copy(src, dst, options), options.cancel.as_ref())
+}
+
+/// Hashes every blob of an artifact's graph again (`verify REF`: a layout `oci://DIR:REF` or
+/// a registry `host/repo:tag`, `…@sha256:…`). Problems — a blob missing, of another size or
+/// digest, unreadable — are listed in the result, not returned as errors; an error means the
+/// artifact itself could not be found or read (its reference, the registry, the login).
+pub fn verify(reference: &str, options: &Options) -> Result<Verification> {
+    options.check()?;
+    runtime::block_on_cancellable(
+        verify::verify(reference, &options.registry),
+        options.cancel.as_ref(),
+    )
 }
 
 /// Checks credentials against `host` and stores them in the Docker config (`login`);

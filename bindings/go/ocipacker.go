@@ -562,6 +562,42 @@ func ListContext(ctx context.Context, reference string, opts ...Option) (Listing
 	return l, err
 }
 
+// BlobProblem is one blob of a graph that is not what its descriptor says.
+type BlobProblem struct {
+	// Kind is "missing", "size mismatch", "digest mismatch" or "unreadable".
+	Kind   string `json:"kind"`
+	Digest string `json:"digest"`
+	// Path is the digests from the root down to the blob's parent (empty for the root).
+	Path    []string `json:"path"`
+	Message string   `json:"message"`
+}
+
+// Verification is what Verify found.
+type Verification struct {
+	Reference string        `json:"reference"`
+	Digest    string        `json:"digest"`
+	Blobs     int           `json:"blobs"`
+	Bytes     int64         `json:"bytes"`
+	Problems  []BlobProblem `json:"problems"`
+}
+
+// Verify hashes every blob of an artifact's graph again; the problems are in the result (an
+// error means the artifact could not be found or read at all).
+func Verify(reference string, opts ...Option) (Verification, error) {
+	return VerifyContext(context.Background(), reference, opts...)
+}
+
+// VerifyContext is Verify, stopped when ctx is done.
+func VerifyContext(ctx context.Context, reference string, opts ...Option) (Verification, error) {
+	s, free := cstrings(reference)
+	defer free()
+	var v Verification
+	err := withCall(ctx, opts, &v, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_verify(s[0], co, out, cerr)
+	})
+	return v, err
+}
+
 // Login checks user and password against the registry host and stores them in the Docker
 // config (WithRegistryConfig, else the default one); returns the config file written.
 func Login(host, user, password string, opts ...Option) (string, error) {

@@ -101,6 +101,10 @@ func TestPackValidateListCopy(t *testing.T) {
 	if d.Stats.Stored == 0 || d.Stats.Bytes == 0 {
 		t.Fatalf("stats %+v", d.Stats)
 	}
+	v, err := Verify("oci://" + dir + "/layout:v1")
+	if err != nil || len(v.Problems) != 0 || v.Blobs < 5 || v.Digest != d.Digest {
+		t.Fatalf("verify: %+v %v", v, err)
+	}
 	arm, err := Copy("oci://"+dir+"/layout:v1", "oci://"+dir+"/arm:v1", WithPlatform("linux/arm64"))
 	if err != nil || arm.MediaType != "application/vnd.oci.image.manifest.v1+json" {
 		t.Fatalf("copy: %+v %v", arm, err)

@@ -291,6 +291,45 @@ def list(  # noqa: A001 - the CLI's name
     return result
 
 
+class BlobProblem(TypedDict):
+    """One blob of a graph that is not what its descriptor says: ``kind`` is ``missing``,
+    ``size mismatch``, ``digest mismatch`` or ``unreadable``; ``path`` the digests from the
+    root down to its parent."""
+
+    kind: str
+    digest: str
+    path: builtins.list[str]
+    message: str
+
+
+class Verification(TypedDict):
+    """What :func:`verify` found."""
+
+    reference: str
+    digest: str
+    blobs: int
+    bytes: int
+    problems: builtins.list[BlobProblem]
+
+
+def verify(
+    reference: str,
+    *,
+    plain_http: bool = False,
+    insecure: bool = False,
+    ca_file: Optional[PathLike] = None,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
+    registry_config: Optional[PathLike] = None,
+) -> Verification:
+    """Hashes every blob of an artifact's graph again (a layout or registry reference). The
+    problems are in the result; an exception means the artifact could not be found or read."""
+    opts = _options(plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
+                    password=password, registry_config=registry_config)
+    result: Verification = json.loads(_native.verify(reference, opts))
+    return result
+
+
 def login(
     host: str,
     username: str,
@@ -317,6 +356,7 @@ def logout(host: str, *, registry_config: Optional[PathLike] = None) -> bool:
 
 __all__ = [
     "AuthenticationError",
+    "BlobProblem",
     "CancelledError",
     "Descriptor",
     "DigestMismatchError",
@@ -337,6 +377,7 @@ __all__ = [
     "Stats",
     "TreeNode",
     "UnsupportedError",
+    "Verification",
     "__version__",
     "copy",
     "list",
@@ -344,4 +385,5 @@ __all__ = [
     "logout",
     "pack",
     "validate",
+    "verify",
 ]

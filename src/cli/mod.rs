@@ -125,6 +125,11 @@ enum Command {
         #[arg(long, value_name = "PLATFORM")]
         platform: Option<String>,
     },
+    /// Hash every blob of an artifact's graph again; one line per problem, exit 1 on any.
+    Verify {
+        /// oci://DIR:REF, host/repo:tag, or …@sha256:….
+        reference: String,
+    },
     /// Check credentials for a registry and store them in the Docker config.
     Login {
         /// Registry host, e.g. registry.example.com or localhost:5000.
@@ -153,7 +158,7 @@ enum Command {
     #[command(
         name = "extract",
         hide = true,
-        aliases = ["delete", "gc", "verify", "mount", "umount", "proxy"]
+        aliases = ["delete", "gc", "mount", "umount", "proxy"]
     )]
     Missing {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
@@ -168,6 +173,7 @@ const COMMAND_WORDS: &[&str] = &[
     "validate",
     "list",
     "copy",
+    "verify",
     "login",
     "logout",
     "completion",
@@ -526,6 +532,15 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             drop(bars);
             output::copied(&mut out, g.format, &copied)
         }
+        Command::Verify { reference } => {
+            let opts = Options {
+                registry: registry_options(g)?,
+                cancel: interruptible(),
+                ..Options::default()
+            };
+            let verification = crate::verify(&reference, &opts)?;
+            output::verified(&mut out, g.format, &verification)
+        }
         Command::Login { host } => {
             let path = crate::login(&host, &registry_options(g)?)?;
             output::message(
@@ -570,7 +585,7 @@ fn execute(cli: Cli) -> Result<i32, Error> {
                 ErrorKind::InvalidArgument,
                 format!(
                     "this version of oci-packer has no `{name}` command; its commands are pack, \
-                     validate, list, copy, login, logout and completion (see --help)"
+                     validate, list, copy, verify, login, logout and completion (see --help)"
                 ),
             ))
         }

@@ -257,6 +257,49 @@ pub fn listing(out: &mut dyn Write, format: Format, l: &Listing) -> Result<i32, 
     Ok(status)
 }
 
+/// Prints what `verify` found: a line per problem and a summary, or the JSON object;
+/// exit status 1 when anything is wrong.
+pub fn verified(
+    out: &mut dyn Write,
+    format: Format,
+    v: &crate::Verification,
+) -> Result<i32, Error> {
+    let status = i32::from(!v.is_ok());
+    if format == Format::Json {
+        print_json(out, &crate::json::to_value(v)?)?;
+        return Ok(status);
+    }
+    for p in &v.problems {
+        let mut at = vec![v.digest.as_str()];
+        at.extend(p.path.iter().skip(1).map(String::as_str));
+        let below = match p.path.is_empty() {
+            true => "the root".to_string(),
+            false => format!("below {}", at.join(" > ")),
+        };
+        writeln!(
+            out,
+            "{}: {} ({below}): {}",
+            p.kind,
+            p.digest,
+            printable(&p.message)
+        )
+        .map_err(io)?;
+    }
+    let what = match v.problems.len() {
+        0 => "every blob is what its descriptor says".to_string(),
+        n => format!("{n} problem(s)"),
+    };
+    writeln!(
+        out,
+        "{}: {} blob(s), {} checked: {what}",
+        printable(&v.reference),
+        v.blobs,
+        human(v.bytes)
+    )
+    .map_err(io)?;
+    Ok(status)
+}
+
 pub fn copied(out: &mut dyn Write, format: Format, c: &crate::Copied) -> Result<i32, Error> {
     match format {
         Format::Text => {

@@ -156,6 +156,12 @@ int main(int argc, char **argv) {
     oci_packer_string_free(result);
     result = NULL;
 
+    /* verify: the graph is whole. */
+    st = oci_packer_verify(target, NULL, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK && result && strstr(result, "\"problems\":[]"), "verify: %s", result ? result : "");
+    oci_packer_string_free(result);
+    result = NULL;
+
     /* The same pack from YAML text with a base dir. */
     st = oci_packer_pack_yaml("items:\n  - from: file://a.txt\n", dir, target, NULL, &result, &err);
     CHECK(st == OCI_PACKER_STATUS_OK, "pack_yaml: %s", err ? oci_packer_error_message(err) : "");

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("pack", 6),
     ("copy", 6),
     ("list", 6),
+    ("verify", 6),
     ("crate", 7),
     ("cli", 8),
 ];

@@ -797,3 +797,61 @@ fn layout_files_that_are_symlinks_are_refused() {
         }
     }
 }
+
+/// `verify` against registries: a real one holding what was pushed passes; a misbehaving one
+/// that serves another layer's bytes (same size) under a digest, and a config it does not
+/// have, gets one line each and exit 1.
+#[test]
+fn verify_reads_registries_and_names_a_corrupted_blob() {
+    let reg = RegistryServer::start();
+    let d = TestDir::new();
+    d.write("a.txt", "alpha");
+    d.write("p.yaml", "items:\n  - from: file://a.txt\n");
+    let target = reg.reference("v/ok:v1");
+    let o = run(
+        &d.path,
+        &["--plain-http", "pack", "-f", "p.yaml", &target],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&d.path, &["--plain-http", "verify", &target], &[]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    let layer = b"alpha".to_vec();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": desc("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [desc("application/octet-stream", &layer)],
+    }))
+    .expect("json");
+    let (m_digest, layer_digest) = (sha256(&m), sha256(&layer));
+    let srv = HttpServer::with_handler(move |req| {
+        let path = req.path.split('?').next().unwrap_or("");
+        match path {
+            "/v2/" => Response::status(200),
+            p if p == "/v2/r/manifests/v1" || p == format!("/v2/r/manifests/{m_digest}") => {
+                Response::status(200)
+                    .header("Content-Type", OCI_MANIFEST)
+                    .header("Docker-Content-Digest", &m_digest)
+                    .body(m.clone())
+            }
+            p if p == format!("/v2/r/blobs/{layer_digest}") => Response::status(200).body("ALPHA"),
+            _ => Response::status(404),
+        }
+    });
+    let reference = format!("{}/r:v1", srv.addr);
+    let o = run(&d.path, &["--plain-http", "verify", &reference], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("digest mismatch") && l.contains(&sha256(b"alpha"))),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("missing") && l.contains(&sha256(&config))),
+        "{out}"
+    );
+}

@@ -510,3 +510,73 @@ fn manifests_over_four_mib_are_refused_before_writing() {
     }
     assert!(!d.join("out").exists());
 }
+
+/// `verify` finds a missing, a truncated and a corrupted blob of a layout — one line each,
+/// with the path in the graph — and exits 1; a whole artifact passes with exit 0; JSON
+/// lists the same problems.
+#[test]
+fn verify_finds_missing_truncated_and_corrupted_blobs() {
+    let d = TestDir::new();
+    for (name, text) in [("a.txt", "alpha"), ("b.txt", "bravo"), ("c.txt", "charlie")] {
+        d.write(name, text);
+    }
+    d.write(
+        "p.yaml",
+        "items:\n  - from: file://a.txt\n    platform: linux/amd64\n  - from: file://b.txt\n    platform: linux/arm64\n  - from: file://c.txt\n    platform: linux/arm64\n",
+    );
+    pack_ok(&d, "p.yaml", "oci://lay:v1");
+    let o = run(&d.path, &["verify", "oci://lay:v1"], &[]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("every blob is what its descriptor says"),
+        "{}",
+        stdout(&o)
+    );
+    let blob = |text: &str| {
+        d.join(&format!(
+            "lay/blobs/sha256/{}",
+            &sha256(text.as_bytes())["sha256:".len()..]
+        ))
+    };
+    std::fs::remove_file(blob("alpha")).expect("rm");
+    std::fs::write(blob("bravo"), "brav").expect("truncate");
+    std::fs::write(blob("charlie"), "CHARLIE").expect("corrupt");
+    let o = run(&d.path, &["verify", "oci://lay:v1"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = |kind: &str, text: &str| {
+        out.lines().any(|l| {
+            l.starts_with(kind) && l.contains(&sha256(text.as_bytes())) && l.contains(" > ")
+        })
+    };
+    assert!(line("missing", "alpha"), "{out}");
+    assert!(line("size mismatch", "bravo"), "{out}");
+    assert!(line("digest mismatch", "charlie"), "{out}");
+    assert!(out.contains("3 problem(s)"), "{out}");
+    let o = run(
+        &d.path,
+        &["--format", "json", "verify", "oci://lay:v1"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let kinds: Vec<&str> = v["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds.len(), 3, "{v}");
+    for k in ["missing", "size mismatch", "digest mismatch"] {
+        assert!(kinds.contains(&k), "{v}");
+    }
+    assert!(v["blobs"].as_u64().expect("blobs") >= 7, "{v}");
+    // A reference that names nothing is an error, not a problem list.
+    let o = run(&d.path, &["verify", "oci://lay:nope"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no entry named \"nope\""),
+        "{}",
+        stderr(&o)
+    );
+}

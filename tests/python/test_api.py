@@ -347,3 +347,15 @@ def test_log_records_follow_the_loggers_level(files, caplog):
     with caplog.at_level(logging.INFO, logger="oci_packer"):
         oci_packer.pack(files / "pack.yaml", f"oci://{files}/loud:v1")
     assert any(r.levelno == logging.INFO and "packed" in r.getMessage() for r in caplog.records)
+
+
+def test_verify_finds_a_corrupted_blob(files):
+    d = oci_packer.pack(files / "pack.yaml", f"oci://{files}/v:v1")
+    ok = oci_packer.verify(f"oci://{files}/v:v1")
+    assert ok["problems"] == [] and ok["digest"] == d.digest and ok["blobs"] >= 3
+    layers = [p for p in (files / "v" / "blobs" / "sha256").iterdir() if p.read_bytes() == b"alpha"]
+    layers[0].write_bytes(b"ALPHA")
+    bad = oci_packer.verify(f"oci://{files}/v:v1")
+    assert [p["kind"] for p in bad["problems"]] == ["digest mismatch"]
+    with pytest.raises(oci_packer.NotFoundError):
+        oci_packer.verify(f"oci://{files}/v:nope")

@@ -891,6 +891,35 @@ pub unsafe extern "C" fn oci_packer_list(
     })
 }
 
+/// Hashes every blob of an artifact's graph again (`verify`); stores the result as JSON in
+/// `*result`: `{"reference", "digest", "blobs", "bytes", "problems": [{"kind", "digest",
+/// "path", "message"}]}` (`kind`: "missing", "size mismatch", "digest mismatch",
+/// "unreadable"). Problems are in the result (status OK); an error status means the artifact
+/// itself could not be found or read.
+///
+/// # Safety
+/// As for oci_packer_pack_file().
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_verify(
+    reference: *const c_char,
+    options: *const oci_packer_options,
+    result: *mut *mut c_char,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    boundary(error, || {
+        // SAFETY: per the contract above.
+        let reference = unsafe { arg(reference, "reference")? };
+        need_out(result, "result")?;
+        // SAFETY: per the contract above.
+        let options = unsafe { options_or_default(options) };
+        let v = oci_packer::verify(reference, &options)?;
+        let json = oci_packer::json::to_value(&v)?.to_string();
+        // SAFETY: checked non-null above.
+        unsafe { give(result, json) };
+        Ok(())
+    })
+}
+
 /// Checks pack-file YAML text (relative paths against `base_dir`); as
 /// oci_packer_validate_file().
 ///

@@ -436,6 +436,16 @@ fn list(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
 }
 
 /// Serialises a pack (as JSON text) to YAML text.
+/// `verify`: the verification as JSON.
+#[pyfunction]
+fn verify(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
+    let mut options = options(opts)?;
+    let v = interruptible(py, &mut options, |o| oci_packer::verify(&reference, o))?;
+    oci_packer::json::to_value(&v)
+        .map(|v| v.to_string())
+        .map_err(|e| to_py(py, e))
+}
+
 /// `login`: checks the credentials in `opts` against `host` and stores them; returns the
 /// config file written.
 #[pyfunction]
@@ -480,6 +490,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(list, m)?)?;
     m.add_function(wrap_pyfunction!(pack_to_yaml, m)?)?;
     m.add_function(wrap_pyfunction!(login, m)?)?;
+    m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(logout, m)?)?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
