@@ -285,10 +285,18 @@ def list(  # noqa: A001 - the CLI's name
     registry_config: Optional[PathLike] = None,
 ) -> Listing:
     """A layout's entries, a repository's tags, or one artifact's tree (see :class:`Listing`)."""
+    result: Listing = _read(_native.list, reference, plain_http, insecure, ca_file, username, password,
+                            registry_config)
+    return result
+
+
+def _read(op: Callable[[str, str], str], reference: str, plain_http: bool, insecure: bool,
+          ca_file: Optional[PathLike], username: Optional[str], password: Optional[str],
+          registry_config: Optional[PathLike]) -> Any:
+    """Runs a read-only operation on ``reference`` and decodes its JSON."""
     opts = _options(plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
                     password=password, registry_config=registry_config)
-    result: Listing = json.loads(_native.list(reference, opts))
-    return result
+    return json.loads(op(reference, opts))
 
 
 class BlobProblem(TypedDict):
@@ -324,9 +332,8 @@ def verify(
 ) -> Verification:
     """Hashes every blob of an artifact's graph again (a layout or registry reference). The
     problems are in the result; an exception means the artifact could not be found or read."""
-    opts = _options(plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
-                    password=password, registry_config=registry_config)
-    result: Verification = json.loads(_native.verify(reference, opts))
+    result: Verification = _read(_native.verify, reference, plain_http, insecure, ca_file, username, password,
+                                 registry_config)
     return result
 
 

@@ -877,14 +877,31 @@ pub unsafe extern "C" fn oci_packer_list(
     result: *mut *mut c_char,
     error: *mut *mut oci_packer_error,
 ) -> oci_packer_status {
+    // SAFETY: per the contract above.
+    unsafe {
+        read_reference(reference, options, result, error, |r, o| {
+            oci_packer::json::to_value(&oci_packer::list(r, o)?)
+        })
+    }
+}
+
+/// Runs a read-only operation on `reference` and hands its JSON to the caller.
+///
+/// SAFETY: as for oci_packer_pack_file().
+unsafe fn read_reference(
+    reference: *const c_char,
+    options: *const oci_packer_options,
+    result: *mut *mut c_char,
+    error: *mut *mut oci_packer_error,
+    op: impl FnOnce(&str, &Options) -> oci_packer::Result<serde_json::Value>,
+) -> oci_packer_status {
     boundary(error, || {
         // SAFETY: per the contract above.
         let reference = unsafe { arg(reference, "reference")? };
         need_out(result, "result")?;
         // SAFETY: per the contract above.
         let options = unsafe { options_or_default(options) };
-        let listing = oci_packer::list(reference, &options)?;
-        let json = oci_packer::json::to_value(&listing)?.to_string();
+        let json = op(reference, &options)?.to_string();
         // SAFETY: checked non-null above.
         unsafe { give(result, json) };
         Ok(())
@@ -906,18 +923,12 @@ pub unsafe extern "C" fn oci_packer_verify(
     result: *mut *mut c_char,
     error: *mut *mut oci_packer_error,
 ) -> oci_packer_status {
-    boundary(error, || {
-        // SAFETY: per the contract above.
-        let reference = unsafe { arg(reference, "reference")? };
-        need_out(result, "result")?;
-        // SAFETY: per the contract above.
-        let options = unsafe { options_or_default(options) };
-        let v = oci_packer::verify(reference, &options)?;
-        let json = oci_packer::json::to_value(&v)?.to_string();
-        // SAFETY: checked non-null above.
-        unsafe { give(result, json) };
-        Ok(())
-    })
+    // SAFETY: per the contract above.
+    unsafe {
+        read_reference(reference, options, result, error, |r, o| {
+            oci_packer::json::to_value(&oci_packer::verify(r, o)?)
+        })
+    }
 }
 
 /// Checks pack-file YAML text (relative paths against `base_dir`); as
