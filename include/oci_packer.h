@@ -264,6 +264,14 @@ oci_packer_status oci_packer_options_set_dry_run(struct oci_packer_options *opti
                                                  bool value,
                                                  struct oci_packer_error **error);
 
+// `delete --force`: delete a registry manifest even though every tag on it goes too.
+//
+// # Safety
+// `options` is NULL or live.
+oci_packer_status oci_packer_options_set_force(struct oci_packer_options *options,
+                                               bool value,
+                                               struct oci_packer_error **error);
+
 // `--plain-http`: registries over HTTP.
 //
 // # Safety
@@ -399,6 +407,29 @@ oci_packer_status oci_packer_verify(const char *reference,
                                     const struct oci_packer_options *options,
                                     char **result,
                                     struct oci_packer_error **error);
+
+// Deletes a layout entry (`oci://DIR:REF`) and every blob no remaining entry reaches, or
+// a registry manifest (needs oci_packer_options_set_force()); with
+// oci_packer_options_set_dry_run() nothing changes. Stores the result as JSON in `*result`:
+// `{"reference", "dryRun", "untagged", "manifest", "removed": [{"digest", "size"}],
+// "bytes", "tempFiles"}`.
+//
+// # Safety
+// As for oci_packer_pack_file().
+oci_packer_status oci_packer_delete(const char *reference,
+                                    const struct oci_packer_options *options,
+                                    char **result,
+                                    struct oci_packer_error **error);
+
+// Collects a layout (`oci://DIR`): removes every blob no entry reaches and this program's
+// temp files older than an hour; the result as for oci_packer_delete().
+//
+// # Safety
+// As for oci_packer_pack_file().
+oci_packer_status oci_packer_gc(const char *reference,
+                                const struct oci_packer_options *options,
+                                char **result,
+                                struct oci_packer_error **error);
 
 // Checks pack-file YAML text (relative paths against `base_dir`); as
 // oci_packer_validate_file().

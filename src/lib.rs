@@ -3,7 +3,7 @@
 //! image layout. Same inputs, same digest, on any machine.
 //!
 //! The public API is a blocking façade: [`pack`], [`validate`], [`list`], [`copy`],
-//! [`verify`], [`login`], [`logout`]. It owns one tokio runtime and may be called from inside another runtime.
+//! [`verify`], [`delete`], [`gc`], [`login`], [`logout`]. It owns one tokio runtime and may be called from inside another runtime.
 //!
 //! ```no_run
 //! let packed = oci_packer::pack("examples/pack.yaml", "oci://build/layout:v1", &Default::default())?;
@@ -17,6 +17,7 @@ use std::path::PathBuf;
 mod archive;
 mod assemble;
 mod copy;
+mod delete;
 mod descriptor;
 mod digest;
 mod engine;
@@ -45,6 +46,7 @@ mod verify;
 pub mod cli;
 
 pub use copy::Copied;
+pub use delete::{Deleted, RemovedBlob};
 pub use descriptor::{Descriptor, Platform};
 pub use engine::CopyStats;
 pub use error::{Error, ErrorKind, Problem, Result};
@@ -105,6 +107,22 @@ pub fn verify(reference: &str, options: &Options) -> Result<Verification> {
         verify::verify(reference, &options.registry),
         options.cancel.as_ref(),
     )
+}
+
+/// Deletes an entry of a layout (`oci://DIR:REF`, `oci://DIR@sha256:…`) and every blob no
+/// remaining entry reaches, under the layout's exclusive lock; or, with [`Options::force`],
+/// the manifest a registry reference resolves to (and so every tag on it). With
+/// [`Options::dry_run`] nothing changes and the result says what would go.
+pub fn delete(reference: &str, options: &Options) -> Result<Deleted> {
+    options.check()?;
+    runtime::block_on_cancellable(delete::delete(reference, options), options.cancel.as_ref())
+}
+
+/// Collects a layout (`oci://DIR`): removes every blob no entry reaches, and this program's
+/// temp files older than an hour; [`Options::dry_run`] as for [`delete`].
+pub fn gc(reference: &str, options: &Options) -> Result<Deleted> {
+    options.check()?;
+    runtime::block_on_cancellable(delete::gc(reference, options), options.cancel.as_ref())
 }
 
 /// Checks credentials against `host` and stores them in the Docker config (`login`);

@@ -27,6 +27,9 @@ pub struct Options {
     pub registry: RegistryOptions,
     /// `copy`: the member of an index to copy (`--platform`).
     pub platform: Option<String>,
+    /// `delete` from a registry: deleting the manifest deletes every tag on it, so it must
+    /// be asked for (`--force`).
+    pub force: bool,
     /// Stops the operation when fired (from another thread, e.g. on Ctrl-C). What was
     /// written stays valid: blobs are complete or absent, no tag is moved.
     pub cancel: Option<Cancel>,
@@ -71,6 +74,7 @@ impl Default for Options {
             progress: Progress::default(),
             registry: RegistryOptions::default(),
             platform: None,
+            force: false,
             cancel: None,
         }
     }

@@ -161,7 +161,7 @@ type Option func(*options)
 type options struct {
 	concurrency                                                           uint32
 	tmpDir, created, platform, caFile, username, password, registryConfig string
-	fsync, dryRun, plainHTTP, insecure                                    bool
+	fsync, dryRun, plainHTTP, insecure, force                             bool
 	progress                                                              func(ProgressEvent)
 }
 
@@ -182,6 +182,9 @@ func WithFsync() Option { return func(o *options) { o.fsync = true } }
 
 // WithDryRun sets --dry-run.
 func WithDryRun() Option { return func(o *options) { o.dryRun = true } }
+
+// WithForce lets Delete delete a registry manifest (every tag on it goes too).
+func WithForce() Option { return func(o *options) { o.force = true } }
 
 // WithPlainHTTP talks plain HTTP to registries.
 func WithPlainHTTP() Option { return func(o *options) { o.plainHTTP = true } }
@@ -297,6 +300,7 @@ func newCall(opts []Option) (*call, error) {
 	C.oci_packer_options_set_dry_run(c.co, C.bool(o.dryRun), nil)
 	C.oci_packer_options_set_plain_http(c.co, C.bool(o.plainHTTP), nil)
 	C.oci_packer_options_set_insecure(c.co, C.bool(o.insecure), nil)
+	C.oci_packer_options_set_force(c.co, C.bool(o.force), nil)
 	C.oci_packer_options_set_cancel(c.co, c.cancel, nil)
 	if o.progress != nil {
 		c.handle = cgo.NewHandle(c)
@@ -596,6 +600,47 @@ func VerifyContext(ctx context.Context, reference string, opts ...Option) (Verif
 		return C.oci_packer_verify(s[0], co, out, cerr)
 	})
 	return v, err
+}
+
+// RemovedBlob is a blob a collection removed.
+type RemovedBlob struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// Deleted is what Delete or GC did (with WithDryRun: would do).
+type Deleted struct {
+	Reference string        `json:"reference"`
+	DryRun    bool          `json:"dryRun"`
+	Untagged  []string      `json:"untagged"`
+	Manifest  string        `json:"manifest,omitempty"`
+	Removed   []RemovedBlob `json:"removed"`
+	Bytes     int64         `json:"bytes"`
+	TempFiles int           `json:"tempFiles"`
+}
+
+// Delete deletes a layout entry ("oci://DIR:REF") and every blob no other entry uses, or a
+// registry manifest with every tag on it (needs WithForce); WithDryRun changes nothing.
+func Delete(reference string, opts ...Option) (Deleted, error) {
+	return collectCall(context.Background(), reference, opts, false)
+}
+
+// GC removes the blobs no entry of a layout ("oci://DIR") uses, and old temp files.
+func GC(reference string, opts ...Option) (Deleted, error) {
+	return collectCall(context.Background(), reference, opts, true)
+}
+
+func collectCall(ctx context.Context, reference string, opts []Option, gc bool) (Deleted, error) {
+	s, free := cstrings(reference)
+	defer free()
+	var d Deleted
+	err := withCall(ctx, opts, &d, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		if gc {
+			return C.oci_packer_gc(s[0], co, out, cerr)
+		}
+		return C.oci_packer_delete(s[0], co, out, cerr)
+	})
+	return d, err
 }
 
 // Login checks user and password against the registry host and stores them in the Docker

@@ -109,6 +109,17 @@ func TestPackValidateListCopy(t *testing.T) {
 	if err != nil || arm.MediaType != "application/vnd.oci.image.manifest.v1+json" {
 		t.Fatalf("copy: %+v %v", arm, err)
 	}
+	dry, err := Delete("oci://"+dir+"/layout:v1", WithDryRun())
+	if err != nil || !dry.DryRun || len(dry.Removed) == 0 {
+		t.Fatalf("delete --dry-run: %+v %v", dry, err)
+	}
+	gone, err := Delete("oci://" + dir + "/layout:v1")
+	if err != nil || len(gone.Removed) != len(dry.Removed) || gone.Untagged[0] != "v1" {
+		t.Fatalf("delete: %+v %v", gone, err)
+	}
+	if _, err := GC("oci://" + dir + "/layout"); err != nil {
+		t.Fatalf("gc: %v", err)
+	}
 }
 
 func TestErrorsMapToSentinels(t *testing.T) {

@@ -337,6 +337,53 @@ def verify(
     return result
 
 
+class RemovedBlob(TypedDict):
+    """A blob a collection removed."""
+
+    digest: str
+    size: int
+
+
+class Deleted(TypedDict):
+    """What :func:`delete` or :func:`gc` did (with ``dry_run``: would do)."""
+
+    reference: str
+    dryRun: bool
+    untagged: builtins.list[str]
+    manifest: Optional[str]
+    removed: builtins.list[RemovedBlob]
+    bytes: int
+    tempFiles: int
+
+
+def delete(
+    reference: str,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    plain_http: bool = False,
+    insecure: bool = False,
+    ca_file: Optional[PathLike] = None,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
+    registry_config: Optional[PathLike] = None,
+) -> Deleted:
+    """Deletes a layout entry (``oci://DIR:REF``) and every blob no remaining entry reaches,
+    or a registry manifest with every tag on it (``force=True``); ``dry_run`` changes
+    nothing and says what would go."""
+    opts = _options(dry_run=dry_run, force=force, plain_http=plain_http, insecure=insecure, ca_file=ca_file,
+                    username=username, password=password, registry_config=registry_config)
+    result: Deleted = json.loads(_native.delete(reference, opts))
+    return result
+
+
+def gc(reference: str, *, dry_run: bool = False) -> Deleted:
+    """Removes the blobs no entry of a layout (``oci://DIR``) uses, and this program's temp
+    files older than an hour."""
+    result: Deleted = json.loads(_native.gc(reference, _options(dry_run=dry_run)))
+    return result
+
+
 def login(
     host: str,
     username: str,
@@ -365,6 +412,7 @@ __all__ = [
     "AuthenticationError",
     "BlobProblem",
     "CancelledError",
+    "Deleted",
     "Descriptor",
     "DigestMismatchError",
     "InternalError",
@@ -379,6 +427,7 @@ __all__ = [
     "Pack",
     "PackFileError",
     "Problem",
+    "RemovedBlob",
     "RegistryError",
     "SourceNotFoundError",
     "Stats",
@@ -387,6 +436,8 @@ __all__ = [
     "Verification",
     "__version__",
     "copy",
+    "delete",
+    "gc",
     "list",
     "login",
     "logout",

@@ -130,6 +130,26 @@ enum Command {
         /// oci://DIR:REF, host/repo:tag, or …@sha256:….
         reference: String,
     },
+    /// Delete a layout entry and the blobs only it used (oci://DIR:REF), or a registry
+    /// manifest with every tag on it (host/repo:tag, needs --force).
+    Delete {
+        /// oci://DIR:REF, oci://DIR@sha256:…, or host/repo:tag.
+        reference: String,
+        /// Print what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Registries: delete the manifest even though every tag on it goes too.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove the blobs that no entry of a layout uses, and temp files older than an hour.
+    Gc {
+        /// oci://DIR.
+        reference: String,
+        /// Print what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check credentials for a registry and store them in the Docker config.
     Login {
         /// Registry host, e.g. registry.example.com or localhost:5000.
@@ -158,7 +178,7 @@ enum Command {
     #[command(
         name = "extract",
         hide = true,
-        aliases = ["delete", "gc", "mount", "umount", "proxy"]
+        aliases = ["mount", "umount", "proxy"]
     )]
     Missing {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
@@ -180,7 +200,6 @@ const COMMAND_WORDS: &[&str] = &[
     "extract",
     "delete",
     "gc",
-    "verify",
     "mount",
     "umount",
     "proxy",
@@ -541,6 +560,30 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             let verification = crate::verify(&reference, &opts)?;
             output::verified(&mut out, g.format, &verification)
         }
+        Command::Delete {
+            reference,
+            dry_run,
+            force,
+        } => {
+            let opts = Options {
+                registry: registry_options(g)?,
+                dry_run,
+                force,
+                cancel: interruptible(),
+                ..Options::default()
+            };
+            let deleted = crate::delete(&reference, &opts)?;
+            output::deleted(&mut out, g.format, &deleted)
+        }
+        Command::Gc { reference, dry_run } => {
+            let opts = Options {
+                dry_run,
+                cancel: interruptible(),
+                ..Options::default()
+            };
+            let deleted = crate::gc(&reference, &opts)?;
+            output::deleted(&mut out, g.format, &deleted)
+        }
         Command::Login { host } => {
             let path = crate::login(&host, &registry_options(g)?)?;
             output::message(
@@ -585,7 +628,8 @@ fn execute(cli: Cli) -> Result<i32, Error> {
                 ErrorKind::InvalidArgument,
                 format!(
                     "this version of oci-packer has no `{name}` command; its commands are pack, \
-                     validate, list, copy, verify, login, logout and completion (see --help)"
+                     validate, list, copy, verify, delete, gc, login, logout and completion \
+                     (see --help)"
                 ),
             ))
         }

@@ -300,6 +300,44 @@ pub fn verified(
     Ok(status)
 }
 
+/// Prints what `delete` or `gc` did (or, in a dry run, would do): a line per entry and
+/// blob, then a summary; or the JSON object.
+pub fn deleted(out: &mut dyn Write, format: Format, d: &crate::Deleted) -> Result<i32, Error> {
+    if format == Format::Json {
+        print_json(out, &crate::json::to_value(d)?)?;
+        return Ok(0);
+    }
+    let (untag, remove) = match d.dry_run {
+        true => ("would untag", "would remove"),
+        false => ("untagged", "removed"),
+    };
+    for name in &d.untagged {
+        writeln!(out, "{untag} {}", printable(name)).map_err(io)?;
+    }
+    if let Some(m) = &d.manifest {
+        let what = if d.dry_run { "would delete" } else { "deleted" };
+        writeln!(out, "{what} manifest {m} of {}", printable(&d.reference)).map_err(io)?;
+    }
+    for b in &d.removed {
+        writeln!(out, "{remove} {} ({})", b.digest, human(b.size)).map_err(io)?;
+    }
+    if d.manifest.is_none() {
+        writeln!(
+            out,
+            "{}: {remove} {} blob(s), {}{}",
+            printable(&d.reference),
+            d.removed.len(),
+            human(d.bytes),
+            match d.temp_files {
+                0 => String::new(),
+                n => format!(", and {n} old temp file(s)"),
+            }
+        )
+        .map_err(io)?;
+    }
+    Ok(0)
+}
+
 pub fn copied(out: &mut dyn Write, format: Format, c: &crate::Copied) -> Result<i32, Error> {
     match format {
         Format::Text => {

@@ -27,7 +27,7 @@ const LAYOUT_FILE: &str = "oci-layout";
 const INDEX_FILE: &str = "index.json";
 const LOCK_FILE: &str = "index.lock";
 /// The operation lock of the GC-safe protocol: every writer holds it shared from its first
-/// write to its end; a collector takes it exclusively, so it never sees a writer's blobs
+/// look at an existing layout (its first write to a new one) to its end; a collector takes it exclusively, so it never sees a writer's blobs
 /// before the tag that names them. (Not a temp file, though it shares their prefix's start.)
 pub(crate) const GC_LOCK_FILE: &str = ".oci-packer.lock";
 const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -101,6 +101,9 @@ impl Layout {
         let layout = Layout::new(dir, fsync);
         if dir.join(LAYOUT_FILE).exists() {
             layout.check()?;
+            // A writer holds the operation lock from the start — before it decides which
+            // blobs are already there — so a collection never removes a blob it skipped.
+            layout.hold_for_writing()?;
         } else if dir.is_file() {
             return Err(layout_err(dir, "is a file, not a directory"));
         } else if fs::read_dir(dir).is_ok_and(|d| {
@@ -800,4 +803,208 @@ impl Target for Layout {
         let this = self.clone();
         blocking(move || Ok(this.spool_path())).await
     }
+}
+
+/// What a collection (`delete`, `gc`) removed from a layout — or, in a dry run, would remove.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Collected {
+    /// The names (or digests, for unnamed entries) of the entries taken out of `index.json`.
+    pub untagged: Vec<String>,
+    /// The blobs no remaining entry reaches, with their sizes, in digest order.
+    pub removed: Vec<(String, u64)>,
+    /// Temp files of earlier runs removed (older than an hour; `gc` only).
+    pub temp_files: usize,
+}
+
+impl Layout {
+    /// `delete` (with `untag`) and `gc` (without): under the exclusive operation lock — so no
+    /// writer is between its first blob and its tag — takes the entries `untag` names out of
+    /// `index.json`, then removes every blob that no remaining entry reaches: indexes,
+    /// manifests, configs, layers, subjects, and the artifacts whose `subject` is kept (their
+    /// referrers) with their own graphs. With `dry_run` nothing changes; the result says what
+    /// would go. `sweep_temps` also removes this program's temp files older than an hour.
+    pub fn collect(
+        &self,
+        untag: Option<&LayoutSelector>,
+        dry_run: bool,
+        sweep_temps: bool,
+    ) -> Result<Collected> {
+        let gc_lock = self.open_lock_file(GC_LOCK_FILE)?;
+        fs4::fs_std::FileExt::lock_exclusive(&gc_lock)
+            .map_err(|e| Error::io("locking", &self.dir.join(GC_LOCK_FILE), e))?;
+        let _index_lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let (gone, kept): (Vec<Descriptor>, Vec<Descriptor>) = index
+            .manifests()
+            .iter()
+            .cloned()
+            .partition(|d| match untag {
+                Some(LayoutSelector::Name(n)) => ref_name(d) == Some(n.as_str()),
+                Some(LayoutSelector::Digest(g)) => d.digest().to_string() == g.as_str(),
+                Some(LayoutSelector::NameAndDigest(n, g)) => {
+                    ref_name(d) == Some(n.as_str()) && d.digest().to_string() == g.as_str()
+                }
+                None => false,
+            });
+        if let (Some(selector), true) = (untag, gone.is_empty()) {
+            // Same words as a read of a name that is not there.
+            return Err(self
+                .resolve_selector(selector)
+                .err()
+                .unwrap_or_else(|| Error::new(ErrorKind::NotFound, "no such entry")));
+        }
+        let reachable = self.reachable(&kept)?;
+        let mut out = Collected {
+            untagged: gone
+                .iter()
+                .map(|d| ref_name(d).map_or_else(|| d.digest().to_string(), str::to_string))
+                .collect(),
+            ..Collected::default()
+        };
+        let Some(blobs) = self.blobs_fd(false)? else {
+            return Ok(out);
+        };
+        for (hex, size) in blob_files(&blobs) {
+            if !reachable.contains(&hex) {
+                out.removed.push((format!("sha256:{hex}"), size));
+            }
+        }
+        out.removed.sort();
+        if dry_run {
+            return Ok(out);
+        }
+        if untag.is_some() {
+            index.set_manifests(kept);
+            write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)?;
+        }
+        for (digest, _) in &out.removed {
+            let hex = digest.trim_start_matches("sha256:");
+            rustix::fs::unlinkat(&*blobs, hex, rustix::fs::AtFlags::empty())
+                .map_err(|e| Error::io("removing", &self.blobs_path().join(hex), e.into()))?;
+        }
+        if sweep_temps {
+            out.temp_files =
+                crate::fsutil::sweep_stale_temps(&self.dir, crate::fsutil::STALE_TEMP_AGE)
+                    + crate::fsutil::sweep_stale_temp_files_at(
+                        &blobs,
+                        crate::fsutil::STALE_TEMP_AGE,
+                    );
+        }
+        self.sync_blobs(&blobs)?;
+        Ok(out)
+    }
+
+    /// The hex digests of every blob the entries `roots` reach, and of the artifacts that
+    /// name one of those as their `subject` (with their graphs), until nothing is added. A
+    /// blob that is missing or unreadable is simply not followed; walks obey the graph
+    /// limits.
+    fn reachable(&self, roots: &[Descriptor]) -> Result<std::collections::HashSet<String>> {
+        use crate::graph::{check_path, child_refs};
+        let mut seen = std::collections::HashSet::new();
+        let mut todo: Vec<(String, String, Arc<Vec<String>>)> = roots
+            .iter()
+            .map(|d| {
+                (
+                    d.media_type().to_string(),
+                    d.digest().to_string(),
+                    Arc::default(),
+                )
+            })
+            .collect();
+        loop {
+            while let Some((media_type, digest, path)) = todo.pop() {
+                check_path(&path, &digest, || self.name())?;
+                let Some(hex) = digest.strip_prefix("sha256:") else {
+                    continue;
+                };
+                if !seen.insert(hex.to_string()) || !mediatype::is_manifest(&media_type) {
+                    continue;
+                }
+                let Some(data) = self.small_blob(hex) else {
+                    continue;
+                };
+                let Ok(children) = child_refs(&media_type, &data) else {
+                    continue;
+                };
+                let mut below = path.as_ref().clone();
+                below.push(digest.clone());
+                let below = Arc::new(below);
+                todo.extend(
+                    children
+                        .into_iter()
+                        .map(|c| (c.media_type, c.digest, below.clone())),
+                );
+            }
+            // Referrers of what is kept: manifests whose `subject` is kept are kept too, with
+            // their graphs (and, on the next pass, their own referrers).
+            let Some(blobs) = self.blobs_fd(false)? else {
+                break;
+            };
+            for (hex, size) in blob_files(&blobs) {
+                if seen.contains(&hex) || size > verify::MAX_MANIFEST_BYTES {
+                    continue;
+                }
+                let Some(data) = self.small_blob(&hex) else {
+                    continue;
+                };
+                let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&data) else {
+                    continue;
+                };
+                let subject = doc["subject"]["digest"]
+                    .as_str()
+                    .and_then(|d| d.strip_prefix("sha256:"));
+                let media_type = doc["mediaType"].as_str().unwrap_or_default();
+                if subject.is_some_and(|s| seen.contains(s)) && mediatype::is_manifest(media_type) {
+                    todo.push((
+                        media_type.to_string(),
+                        format!("sha256:{hex}"),
+                        Arc::default(),
+                    ));
+                }
+            }
+            if todo.is_empty() {
+                break;
+            }
+        }
+        Ok(seen)
+    }
+
+    /// A blob of at most the manifest cap, read relative to the blobs directory (`None`
+    /// when missing, not a regular file, larger, or unreadable).
+    fn small_blob(&self, hex: &str) -> Option<Vec<u8>> {
+        let f = self.open_blob_at(hex).ok()?;
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut data = Vec::new();
+        f.take(verify::MAX_MANIFEST_BYTES + 1)
+            .read_to_end(&mut data)
+            .ok()?;
+        (data.len() as u64 <= verify::MAX_MANIFEST_BYTES).then_some(data)
+    }
+}
+
+/// The blobs of an open `blobs/sha256`: (hex name, size) of every regular file named by 64
+/// lower-case hex digits (temp files and anything else are not blobs).
+fn blob_files(blobs: &OwnedFd) -> Vec<(String, u64)> {
+    let Ok(dir) = rustix::fs::Dir::read_from(blobs) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Ok(name) = e.file_name().to_str() else {
+            continue;
+        };
+        if name.len() != 64 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            continue;
+        }
+        let Ok(st) = rustix::fs::statat(blobs, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile {
+            out.push((name.to_string(), st.st_size as u64));
+        }
+    }
+    out
 }

@@ -136,6 +136,13 @@ pub trait Target: Send + Sync + fmt::Debug {
         Err(unsupported(self.as_dyn(), "tag"))
     }
 
+    /// Deletes the manifest `desc` (and so every tag on it) — what a registry's API offers
+    /// in place of deleting a tag. Layouts delete by collection instead
+    /// ([`layout::Layout::collect`]).
+    async fn delete_manifest(&self, _desc: &Descriptor) -> Result<()> {
+        Err(unsupported(self.as_dyn(), "delete manifests"))
+    }
+
     /// Every tag (layouts: every entry, named or not) with what it names, or why that
     /// could not be found out for this one entry (a tag that is not a valid name, a tag
     /// deleted meanwhile); an error when the list itself cannot be read.

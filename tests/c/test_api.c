@@ -162,6 +162,21 @@ int main(int argc, char **argv) {
     oci_packer_string_free(result);
     result = NULL;
 
+    /* delete --dry-run: what would go, nothing removed; gc. */
+    oci_packer_options *dry = oci_packer_options_new();
+    oci_packer_options_set_dry_run(dry, true, NULL);
+    st = oci_packer_delete(target, dry, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK && result && strstr(result, "\"dryRun\":true") && strstr(result, "\"untagged\":[\"v1\"]"),
+          "delete --dry-run: %s", result ? result : (err ? oci_packer_error_message(err) : ""));
+    oci_packer_string_free(result);
+    result = NULL;
+    oci_packer_options_free(dry);
+    snprintf(ref, sizeof ref, "oci://%s/layout", dir);
+    st = oci_packer_gc(ref, NULL, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK && result && strstr(result, "\"removed\":[]"), "gc: %s", result ? result : "");
+    oci_packer_string_free(result);
+    result = NULL;
+
     /* The same pack from YAML text with a base dir. */
     st = oci_packer_pack_yaml("items:\n  - from: file://a.txt\n", dir, target, NULL, &result, &err);
     CHECK(st == OCI_PACKER_STATUS_OK, "pack_yaml: %s", err ? oci_packer_error_message(err) : "");

@@ -32,6 +32,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("copy", 6),
     ("list", 6),
     ("verify", 6),
+    ("delete", 6),
     ("crate", 7),
     ("cli", 8),
 ];

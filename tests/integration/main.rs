@@ -3,6 +3,7 @@
 mod architecture;
 mod assembly;
 mod cli;
+mod collect;
 mod faults;
 mod hostile;
 mod layout;

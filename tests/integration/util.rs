@@ -587,6 +587,15 @@ impl RegistryServer {
     }
 
     pub fn start_with(auth: impl FnOnce(&TestDir) -> String) -> RegistryServer {
+        RegistryServer::start_configured(auth, true)
+    }
+
+    /// A registry as Distribution ships: deleting manifests is not enabled (405).
+    pub fn start_without_deletes() -> RegistryServer {
+        RegistryServer::start_configured(|_| String::new(), false)
+    }
+
+    fn start_configured(auth: impl FnOnce(&TestDir) -> String, deletes: bool) -> RegistryServer {
         let dir = TestDir::new();
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("bind")
@@ -595,7 +604,7 @@ impl RegistryServer {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {deletes}\nhttp:\n  addr: {addr}\n{}",
             dir.join("data").display(),
             auth(&dir)
         );

@@ -359,3 +359,14 @@ def test_verify_finds_a_corrupted_blob(files):
     assert [p["kind"] for p in bad["problems"]] == ["digest mismatch"]
     with pytest.raises(oci_packer.NotFoundError):
         oci_packer.verify(f"oci://{files}/v:nope")
+
+
+def test_delete_and_gc_a_layout(files):
+    oci_packer.pack(files / "pack.yaml", f"oci://{files}/del:v1")
+    dry = oci_packer.delete(f"oci://{files}/del:v1", dry_run=True)
+    assert dry["dryRun"] and dry["untagged"] == ["v1"] and dry["removed"]
+    real = oci_packer.delete(f"oci://{files}/del:v1")
+    assert [b["digest"] for b in real["removed"]] == [b["digest"] for b in dry["removed"]]
+    assert oci_packer.gc(f"oci://{files}/del")["removed"] == []
+    with pytest.raises(oci_packer.InvalidArgumentError):
+        oci_packer.delete(f"oci://{files}/del")

@@ -578,6 +578,22 @@ pub unsafe extern "C" fn oci_packer_options_set_dry_run(
     })
 }
 
+/// `delete --force`: delete a registry manifest even though every tag on it goes too.
+///
+/// # Safety
+/// `options` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_options_set_force(
+    options: *mut oci_packer_options,
+    value: bool,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    set_option(options, error, |o| {
+        o.force = value;
+        Ok(())
+    })
+}
+
 /// `--plain-http`: registries over HTTP.
 ///
 /// # Safety
@@ -885,7 +901,7 @@ pub unsafe extern "C" fn oci_packer_list(
     }
 }
 
-/// Runs a read-only operation on `reference` and hands its JSON to the caller.
+/// Runs an operation on `reference` and hands its JSON result to the caller.
 ///
 /// SAFETY: as for oci_packer_pack_file().
 unsafe fn read_reference(
@@ -927,6 +943,49 @@ pub unsafe extern "C" fn oci_packer_verify(
     unsafe {
         read_reference(reference, options, result, error, |r, o| {
             oci_packer::json::to_value(&oci_packer::verify(r, o)?)
+        })
+    }
+}
+
+/// Deletes a layout entry (`oci://DIR:REF`) and every blob no remaining entry reaches, or
+/// a registry manifest (needs oci_packer_options_set_force()); with
+/// oci_packer_options_set_dry_run() nothing changes. Stores the result as JSON in `*result`:
+/// `{"reference", "dryRun", "untagged", "manifest", "removed": [{"digest", "size"}],
+/// "bytes", "tempFiles"}`.
+///
+/// # Safety
+/// As for oci_packer_pack_file().
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_delete(
+    reference: *const c_char,
+    options: *const oci_packer_options,
+    result: *mut *mut c_char,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    // SAFETY: per the contract above.
+    unsafe {
+        read_reference(reference, options, result, error, |r, o| {
+            oci_packer::json::to_value(&oci_packer::delete(r, o)?)
+        })
+    }
+}
+
+/// Collects a layout (`oci://DIR`): removes every blob no entry reaches and this program's
+/// temp files older than an hour; the result as for oci_packer_delete().
+///
+/// # Safety
+/// As for oci_packer_pack_file().
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_gc(
+    reference: *const c_char,
+    options: *const oci_packer_options,
+    result: *mut *mut c_char,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    // SAFETY: per the contract above.
+    unsafe {
+        read_reference(reference, options, result, error, |r, o| {
+            oci_packer::json::to_value(&oci_packer::gc(r, o)?)
         })
     }
 }

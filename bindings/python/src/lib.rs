@@ -181,6 +181,7 @@ struct PyOptions {
     username: Option<String>,
     password: Option<String>,
     registry_config: Option<PathBuf>,
+    force: bool,
 }
 
 /// Options from the JSON of the keyword arguments.
@@ -194,6 +195,7 @@ fn options(opts: &str) -> PyResult<Options> {
         created: o.created,
         dry_run: o.dry_run,
         platform: o.platform,
+        force: o.force,
         registry: RegistryOptions {
             plain_http: o.plain_http,
             insecure: o.insecure,
@@ -436,14 +438,36 @@ fn list(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
 }
 
 /// Serialises a pack (as JSON text) to YAML text.
+/// Runs an operation on `reference` (with the GIL released) and returns its result as JSON.
+fn reference_op<T: serde::Serialize + Send>(
+    py: Python<'_>,
+    reference: &str,
+    opts: &str,
+    op: impl FnOnce(&str, &Options) -> Result<T, Error> + Send,
+) -> PyResult<String> {
+    let mut options = options(opts)?;
+    let out = interruptible(py, &mut options, |o| op(reference, o))?;
+    oci_packer::json::to_value(&out)
+        .map(|v| v.to_string())
+        .map_err(|e| to_py(py, e))
+}
+
 /// `verify`: the verification as JSON.
 #[pyfunction]
 fn verify(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
-    let mut options = options(opts)?;
-    let v = interruptible(py, &mut options, |o| oci_packer::verify(&reference, o))?;
-    oci_packer::json::to_value(&v)
-        .map(|v| v.to_string())
-        .map_err(|e| to_py(py, e))
+    reference_op(py, &reference, opts, oci_packer::verify)
+}
+
+/// `delete`: what was (or would be) removed, as JSON.
+#[pyfunction]
+fn delete(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
+    reference_op(py, &reference, opts, oci_packer::delete)
+}
+
+/// `gc`: what was (or would be) removed, as JSON.
+#[pyfunction]
+fn gc(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
+    reference_op(py, &reference, opts, oci_packer::gc)
 }
 
 /// `login`: checks the credentials in `opts` against `host` and stores them; returns the
@@ -491,6 +515,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pack_to_yaml, m)?)?;
     m.add_function(wrap_pyfunction!(login, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(delete, m)?)?;
+    m.add_function(wrap_pyfunction!(gc, m)?)?;
     m.add_function(wrap_pyfunction!(logout, m)?)?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;

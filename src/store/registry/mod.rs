@@ -866,6 +866,38 @@ impl Target for Registry {
         in_new_sessions(&what, || self.ingest_once(file, size, progress)).await
     }
 
+    async fn delete_manifest(&self, desc: &Descriptor) -> Result<()> {
+        let digest = desc.digest().to_string();
+        let url = self.url("manifests", &digest);
+        let resp = self
+            .client
+            .send(
+                Method::DELETE,
+                &url,
+                &self.push_scope(),
+                HeaderMap::new(),
+                &Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::METHOD_NOT_ALLOWED => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{}: this registry does not allow deleting manifests (unsupported by this \
+                     registry; Distribution needs storage.delete.enabled)",
+                    self.name()
+                ),
+            )
+            .with_status(405, Some("UNSUPPORTED".into()))
+            .with_reference(self.name())),
+            _ => Err(self
+                .client
+                .error(&Method::DELETE, &url, &digest, resp)
+                .await),
+        }
+    }
+
     async fn mount_from(
         &self,
         desc: &Descriptor,
