@@ -118,6 +118,15 @@ pub(crate) async fn gc(reference: &str, options: &Options) -> Result<Deleted> {
             format!("gc works on layouts (oci://DIR); a registry collects its own garbage ({reference})"),
         ));
     };
+    if reference.trim_start_matches("oci://").contains([':', '@']) {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "gc collects a whole layout: give oci://DIR (to delete one entry, run \
+                 `oci-packer delete {reference}`)"
+            ),
+        ));
+    }
     let layout = Layout::open_existing(&l.dir)?;
     let dry_run = options.dry_run;
     let c = blocking(move || layout.collect(None, dry_run, true)).await?;

@@ -30,6 +30,12 @@ pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3
 /// starting with [`TEMP_PREFIX`] — that were last modified more than `age` ago; returns
 /// how many. Symlinks are never followed; what cannot be removed is left alone.
 pub fn sweep_stale_temps(dir: &Path, age: std::time::Duration) -> usize {
+    stale_temps(dir, age, true)
+}
+
+/// The temp files (and temp directories) of this program in `dir` older than `age`: how
+/// many, removed when `remove` (see [`sweep_stale_temps`]).
+pub fn stale_temps(dir: &Path, age: std::time::Duration, remove: bool) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -50,6 +56,10 @@ pub fn sweep_stale_temps(dir: &Path, age: std::time::Duration) -> usize {
         if !old {
             continue;
         }
+        if !remove {
+            removed += 1;
+            continue;
+        }
         let gone = if meta.is_dir() {
             std::fs::remove_dir_all(e.path())
         } else {
@@ -68,6 +78,17 @@ pub fn sweep_stale_temps(dir: &Path, age: std::time::Duration) -> usize {
 #[cfg(unix)]
 #[allow(clippy::unnecessary_cast)] // `st_mtime`'s type differs between systems
 pub fn sweep_stale_temp_files_at(dir: &std::os::fd::OwnedFd, age: std::time::Duration) -> usize {
+    stale_temp_files_at(dir, age, true)
+}
+
+/// The temp files of an open directory older than `age`: how many, removed when `remove`.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // `st_mtime`'s type differs between systems
+pub fn stale_temp_files_at(
+    dir: &std::os::fd::OwnedFd,
+    age: std::time::Duration,
+    remove: bool,
+) -> usize {
     use rustix::fs::{statat, unlinkat, AtFlags, FileType};
     let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
         return 0;
@@ -87,7 +108,7 @@ pub fn sweep_stale_temp_files_at(dir: &std::os::fd::OwnedFd, age: std::time::Dur
         let old = now.saturating_sub(st.st_mtime as i64) > age.as_secs() as i64;
         if old
             && FileType::from_raw_mode(st.st_mode as _) == FileType::RegularFile
-            && unlinkat(dir, name, AtFlags::empty()).is_ok()
+            && (!remove || unlinkat(dir, name, AtFlags::empty()).is_ok())
         {
             removed += 1;
             tracing::info!(name = %name.to_string_lossy(), "removed a temp file left by an earlier run");

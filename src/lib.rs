@@ -69,7 +69,21 @@ pub use verify::{BlobProblem, Verification};
 pub fn pack(input: impl Into<PackInput>, target: &str, options: &Options) -> Result<Packed> {
     options.check()?;
     let plan = packfile::load_plan(&input.into())?;
-    runtime::block_on_cancellable(pack::pack(&plan, target, options), options.cancel.as_ref())
+    let (options, _scope) = for_operation(options);
+    runtime::block_on_cancellable(pack::pack(&plan, target, &options), options.cancel.as_ref())
+}
+
+/// `options` with its progress observer scoped to one operation (see
+/// [`Progress::for_operation`]): no event after the call returns.
+fn for_operation(options: &Options) -> (Options, progress::ProgressScope) {
+    let (progress, scope) = options.progress.for_operation();
+    (
+        Options {
+            progress,
+            ..options.clone()
+        },
+        scope,
+    )
 }
 
 /// Checks a pack without reading any source; returns every problem (empty when valid).
@@ -94,7 +108,8 @@ pub fn list(reference: &str, options: &Options) -> Result<Listing> {
 /// byte for byte; the destination is tagged only after everything arrived.
 pub fn copy(src: &str, dst: &str, options: &Options) -> Result<Copied> {
     options.check()?;
-    runtime::block_on_cancellable(copy::copy(src, dst, options), options.cancel.as_ref())
+    let (options, _scope) = for_operation(options);
+    runtime::block_on_cancellable(copy::copy(src, dst, &options), options.cancel.as_ref())
 }
 
 /// Hashes every blob of an artifact's graph again (`verify REF`: a layout `oci://DIR:REF` or

@@ -156,6 +156,36 @@ impl Progress {
     pub fn is_silent(&self) -> bool {
         self.0.is_none()
     }
+
+    /// This observer for one operation: events reach it until the returned guard is
+    /// dropped, never after — the guard waits for a call in progress to end — so a caller
+    /// (a C or Go callback with its own data) is never called once the operation returned,
+    /// whatever task of it is still winding down.
+    pub(crate) fn for_operation(&self) -> (Progress, ProgressScope) {
+        let Some(f) = self.0.clone() else {
+            return (Progress(None), ProgressScope(None));
+        };
+        let open = Arc::new(std::sync::RwLock::new(true));
+        let gate = open.clone();
+        let scoped = Progress::new(move |e| {
+            let open = gate.read().unwrap_or_else(|p| p.into_inner());
+            if *open {
+                f(e);
+            }
+        });
+        (scoped, ProgressScope(Some(open)))
+    }
+}
+
+/// Ends the delivery of a [`Progress::for_operation`] observer when dropped.
+pub(crate) struct ProgressScope(Option<Arc<std::sync::RwLock<bool>>>);
+
+impl Drop for ProgressScope {
+    fn drop(&mut self) {
+        if let Some(open) = &self.0 {
+            *open.write().unwrap_or_else(|p| p.into_inner()) = false;
+        }
+    }
 }
 
 impl fmt::Debug for Progress {

@@ -33,8 +33,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -213,14 +213,25 @@ type call struct {
 	co       *C.oci_packer_options
 	cancel   *C.oci_packer_cancel
 	progress func(ProgressEvent)
-	handle   cgo.Handle
+	id       uintptr
 	mu       sync.Mutex
 	panicked error
 }
 
+// calls are the operations running with a progress callback, by the id passed to C as its
+// user data (no Go pointer goes to C); an event for an id no longer here is dropped.
+var (
+	calls    sync.Map
+	nextCall atomic.Uintptr
+)
+
 //export goProgress
 func goProgress(event *C.oci_packer_progress, userData unsafe.Pointer) {
-	c := cgo.Handle(uintptr(userData)).Value().(*call)
+	v, ok := calls.Load(uintptr(userData))
+	if !ok {
+		return
+	}
+	c := v.(*call)
 	defer func() {
 		// A panic must not unwind into the library's thread: it stops the operation and
 		// becomes its error.
@@ -303,8 +314,9 @@ func newCall(opts []Option) (*call, error) {
 	C.oci_packer_options_set_force(c.co, C.bool(o.force), nil)
 	C.oci_packer_options_set_cancel(c.co, c.cancel, nil)
 	if o.progress != nil {
-		c.handle = cgo.NewHandle(c)
-		C.set_progress(c.co, C.uintptr_t(c.handle))
+		c.id = nextCall.Add(1)
+		calls.Store(c.id, c)
+		C.set_progress(c.co, C.uintptr_t(c.id))
 	}
 	return c, nil
 }
@@ -312,8 +324,8 @@ func newCall(opts []Option) (*call, error) {
 func (c *call) free() {
 	C.oci_packer_options_free(c.co)
 	C.oci_packer_cancel_free(c.cancel)
-	if c.handle != 0 {
-		c.handle.Delete()
+	if c.id != 0 {
+		calls.Delete(c.id)
 	}
 }
 

@@ -260,6 +260,9 @@ impl Layout {
     /// Refuses unless the whole graph is in the layout, so a tag never points at missing
     /// content.
     fn tag_blocking(&self, desc: &Descriptor, name: &str) -> Result<()> {
+        // The operation lock first: no collection may remove what is checked below before
+        // the tag names it.
+        self.ensure()?;
         self.check_graph(desc).map_err(|e| {
             e.context(format!(
                 "refusing to tag {name} in layout {}",
@@ -775,6 +778,12 @@ impl Target for Layout {
     }
 
     async fn exists(&self, desc: &Descriptor) -> Result<bool> {
+        // A writer that skips a blob because it is there must keep it there until its tag:
+        // from its first look at a layout, it holds the operation lock.
+        if self.dir.join(LAYOUT_FILE).exists() {
+            let this = self.clone();
+            blocking(move || this.hold_for_writing()).await?;
+        }
         Ok(self.stat_blob(desc).is_some())
     }
 
@@ -830,10 +839,22 @@ impl Layout {
         dry_run: bool,
         sweep_temps: bool,
     ) -> Result<Collected> {
-        let gc_lock = self.open_lock_file(GC_LOCK_FILE)?;
-        fs4::fs_std::FileExt::lock_exclusive(&gc_lock)
-            .map_err(|e| Error::io("locking", &self.dir.join(GC_LOCK_FILE), e))?;
-        let _index_lock = self.lock()?;
+        if !self.dir.join(INDEX_FILE).exists() {
+            return Err(layout_err(
+                &self.shown,
+                "has no index.json, so nothing says which blobs are in use; refusing to collect",
+            ));
+        }
+        // A dry run changes nothing, lock files included: it reports the layout as it is.
+        let _locks = match dry_run {
+            true => None,
+            false => {
+                let gc_lock = self.open_lock_file(GC_LOCK_FILE)?;
+                fs4::fs_std::FileExt::lock_exclusive(&gc_lock)
+                    .map_err(|e| Error::io("locking", &self.dir.join(GC_LOCK_FILE), e))?;
+                Some((gc_lock, self.lock()?))
+            }
+        };
         let mut index = self.read_index()?;
         let (gone, kept): (Vec<Descriptor>, Vec<Descriptor>) = index
             .manifests()
@@ -848,11 +869,22 @@ impl Layout {
                 None => false,
             });
         if let (Some(selector), true) = (untag, gone.is_empty()) {
-            // Same words as a read of a name that is not there.
-            return Err(self
-                .resolve_selector(selector)
-                .err()
-                .unwrap_or_else(|| Error::new(ErrorKind::NotFound, "no such entry")));
+            let what = match selector {
+                LayoutSelector::Name(n) => format!("no entry named \"{n}\""),
+                LayoutSelector::Digest(d) => format!("no entry with digest {d}"),
+                LayoutSelector::NameAndDigest(n, d) => {
+                    format!("no entry named \"{n}\" with digest {d}")
+                }
+            };
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "layout {}: {what} (see `oci-packer list oci://{}`)",
+                    self.shown.display(),
+                    self.shown.display()
+                ),
+            )
+            .with_path(&self.shown));
         }
         let reachable = self.reachable(&kept)?;
         let mut out = Collected {
@@ -871,9 +903,18 @@ impl Layout {
             }
         }
         out.removed.sort();
+        let age = crate::fsutil::STALE_TEMP_AGE;
         if dry_run {
+            if sweep_temps {
+                out.temp_files = crate::fsutil::stale_temps(&self.dir, age, false)
+                    + crate::fsutil::stale_temp_files_at(&blobs, age, false);
+            }
             return Ok(out);
         }
+        // Stopped (Ctrl-C) before anything changed: nothing is.
+        crate::fsutil::check_stopped().map_err(|e| {
+            crate::error::from_read_error(e, |e| Error::new(ErrorKind::Cancelled, e.to_string()))
+        })?;
         if untag.is_some() {
             index.set_manifests(kept);
             write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)?;
@@ -884,90 +925,116 @@ impl Layout {
                 .map_err(|e| Error::io("removing", &self.blobs_path().join(hex), e.into()))?;
         }
         if sweep_temps {
-            out.temp_files =
-                crate::fsutil::sweep_stale_temps(&self.dir, crate::fsutil::STALE_TEMP_AGE)
-                    + crate::fsutil::sweep_stale_temp_files_at(
-                        &blobs,
-                        crate::fsutil::STALE_TEMP_AGE,
-                    );
+            out.temp_files = crate::fsutil::stale_temps(&self.dir, age, true)
+                + crate::fsutil::stale_temp_files_at(&blobs, age, true);
         }
         self.sync_blobs(&blobs)?;
         Ok(out)
     }
 
     /// The hex digests of every blob the entries `roots` reach, and of the artifacts that
-    /// name one of those as their `subject` (with their graphs), until nothing is added. A
-    /// blob that is missing or unreadable is simply not followed; walks obey the graph
-    /// limits.
+    /// name a reached manifest as their `subject` (referrers, found in one scan), with their
+    /// graphs. A manifest reached and not readable as what its descriptor says is an error:
+    /// what it points to cannot be known, so nothing is collected. Only `sha256:` digests of
+    /// 64 hex digits are followed; walks obey the graph limits.
     fn reachable(&self, roots: &[Descriptor]) -> Result<std::collections::HashSet<String>> {
         use crate::graph::{check_path, child_refs};
-        let mut seen = std::collections::HashSet::new();
-        let mut todo: Vec<(String, String, Arc<Vec<String>>)> = roots
+        use std::collections::HashSet;
+        let referrers = self.referrers()?;
+        let mut seen = HashSet::new();
+        let mut expanded = HashSet::new();
+        type Node = (String, String, u64, Arc<Vec<String>>);
+        let mut todo: Vec<Node> = roots
             .iter()
             .map(|d| {
-                (
-                    d.media_type().to_string(),
-                    d.digest().to_string(),
-                    Arc::default(),
-                )
+                let (mt, dg) = (d.media_type().to_string(), d.digest().to_string());
+                (mt, dg, d.size(), Arc::default())
             })
             .collect();
-        loop {
-            while let Some((media_type, digest, path)) = todo.pop() {
-                check_path(&path, &digest, || self.name())?;
-                let Some(hex) = digest.strip_prefix("sha256:") else {
-                    continue;
-                };
-                if !seen.insert(hex.to_string()) || !mediatype::is_manifest(&media_type) {
-                    continue;
-                }
-                let Some(data) = self.small_blob(hex) else {
-                    continue;
-                };
-                let Ok(children) = child_refs(&media_type, &data) else {
-                    continue;
-                };
-                let mut below = path.as_ref().clone();
-                below.push(digest.clone());
-                let below = Arc::new(below);
-                todo.extend(
-                    children
-                        .into_iter()
-                        .map(|c| (c.media_type, c.digest, below.clone())),
-                );
+        while let Some((media_type, digest, size, path)) = todo.pop() {
+            check_path(&path, &digest, || self.name())?;
+            // Only digests this layout can hold: never a path out of it.
+            if Digest::parse(&digest).is_err() {
+                continue;
             }
-            // Referrers of what is kept: manifests whose `subject` is kept are kept too, with
-            // their graphs (and, on the next pass, their own referrers).
-            let Some(blobs) = self.blobs_fd(false)? else {
-                break;
+            let hex = digest["sha256:".len()..].to_string();
+            if seen.insert(hex.clone()) {
+                for (mt, r) in referrers.get(&hex).into_iter().flatten() {
+                    todo.push((mt.clone(), format!("sha256:{r}"), 0, Arc::default()));
+                }
+            }
+            // A blob reached first as a layer may be reached again as a manifest.
+            if !mediatype::is_manifest(&media_type) || !expanded.insert(hex.clone()) {
+                continue;
+            }
+            let data = self.small_blob(&hex).filter(|d| {
+                Digest::of(d).as_str() == digest && (size == 0 || d.len() as u64 == size)
+            });
+            let children = data.as_deref().map(|d| child_refs(&media_type, d));
+            let Some(Ok(children)) = children else {
+                return Err(Error::new(
+                    ErrorKind::DigestMismatch,
+                    format!(
+                        "layout {}: {digest} ({media_type}) is in use but missing or damaged, \
+                         so what it points to cannot be known; refusing to collect (copy it \
+                         into the layout again, or delete the entry that uses it first)",
+                        self.shown.display()
+                    ),
+                )
+                .with_path(&self.shown)
+                .with_digest(digest.clone()));
             };
-            for (hex, size) in blob_files(&blobs) {
-                if seen.contains(&hex) || size > verify::MAX_MANIFEST_BYTES {
-                    continue;
-                }
-                let Some(data) = self.small_blob(&hex) else {
-                    continue;
-                };
-                let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&data) else {
-                    continue;
-                };
-                let subject = doc["subject"]["digest"]
-                    .as_str()
-                    .and_then(|d| d.strip_prefix("sha256:"));
-                let media_type = doc["mediaType"].as_str().unwrap_or_default();
-                if subject.is_some_and(|s| seen.contains(s)) && mediatype::is_manifest(media_type) {
-                    todo.push((
-                        media_type.to_string(),
-                        format!("sha256:{hex}"),
-                        Arc::default(),
-                    ));
-                }
-            }
-            if todo.is_empty() {
-                break;
-            }
+            let mut below = path.as_ref().clone();
+            below.push(digest.clone());
+            let below = Arc::new(below);
+            todo.extend(
+                children
+                    .into_iter()
+                    .map(|c| (c.media_type, c.digest, c.size, below.clone())),
+            );
         }
         Ok(seen)
+    }
+
+    /// Every manifest of the layout that has a `subject`, by the hex digest of that subject:
+    /// (its media type, its own hex digest). One scan of the blobs of at most 4 MiB.
+    fn referrers(&self) -> Result<std::collections::HashMap<String, Vec<(String, String)>>> {
+        let mut out: std::collections::HashMap<String, Vec<(String, String)>> =
+            std::collections::HashMap::new();
+        let Some(blobs) = self.blobs_fd(false)? else {
+            return Ok(out);
+        };
+        for (hex, size) in blob_files(&blobs) {
+            if !(2..=verify::MAX_MANIFEST_BYTES).contains(&size) {
+                continue;
+            }
+            let Some(data) = self.small_blob(&hex) else {
+                continue;
+            };
+            if data.first() != Some(&b'{') {
+                continue;
+            }
+            let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&data) else {
+                continue;
+            };
+            let Some(subject) = doc["subject"]["digest"].as_str() else {
+                continue;
+            };
+            let Some(subject) = subject.strip_prefix("sha256:") else {
+                continue;
+            };
+            // `mediaType` is only recommended in a manifest: a document with `manifests`
+            // is an index, else a manifest.
+            let media_type = match doc["mediaType"].as_str() {
+                Some(m) => m.to_string(),
+                None if doc.get("manifests").is_some() => mediatype::OCI_INDEX.to_string(),
+                None => mediatype::OCI_MANIFEST.to_string(),
+            };
+            out.entry(subject.to_string())
+                .or_default()
+                .push((media_type, hex));
+        }
+        Ok(out)
     }
 
     /// A blob of at most the manifest cap, read relative to the blobs directory (`None`

@@ -284,3 +284,108 @@ fn registry_deletes_need_force_and_report_registries_that_refuse() {
         stderr(&o)
     );
 }
+
+/// Hostile and damaged layouts: a manifest's bytes that are also another artifact's plain
+/// layer are still followed as a manifest; a child digest that is a path out of the layout
+/// is never followed (what it would name does not change what is kept); a manifest in use
+/// that is damaged stops the collection (its children cannot be known) and nothing goes; a
+/// layout without index.json is refused; `gc` with an entry is refused; the dry run counts
+/// old temp files as the real run removes them.
+#[test]
+fn collections_of_hostile_or_damaged_layouts_keep_what_is_in_use() {
+    let d = TestDir::new();
+    for (name, text) in [("a.txt", "hello"), ("b.txt", "world"), ("s.txt", "shared")] {
+        d.write(name, text);
+    }
+    d.write(
+        "p1.yaml",
+        "items:\n  - from: file://a.txt\n  - from: file://s.txt\n",
+    );
+    d.write(
+        "p2.yaml",
+        "items:\n  - from: file://b.txt\n  - from: file://s.txt\n",
+    );
+    pack_ok(&d, "p1.yaml", "oci://lay:v1");
+    let v2 = pack_ok(&d, "p2.yaml", "oci://lay:v2");
+    // v2's manifest bytes, packed again as a plain file layer of v3.
+    let m = std::fs::read(d.join(&format!("lay/blobs/sha256/{}", &v2["sha256:".len()..])))
+        .expect("manifest");
+    d.write("manifest-copy.json", &m);
+    d.write("p3.yaml", "items:\n  - from: file://manifest-copy.json\n");
+    pack_ok(&d, "p3.yaml", "oci://lay:v3");
+    let o = run(&d.path, &["gc", "oci://lay"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&d.path, &["verify", "oci://lay:v2"], &[]);
+    assert!(o.status.success(), "v2 lost a blob: {}", stdout(&o));
+
+    // A child whose digest is a path out of the layout.
+    d.write("outside/y", "{}");
+    let lay_dir = d.join("lay");
+    let lay = RawLayout::new(&lay_dir);
+    let orphan = lay.put(b"an orphan");
+    let evil = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": "sha256:../../../outside/y", "size": 2});
+    let bad = lay.put(&manifest(&[evil]));
+    let mut index = read_json(&d.join("lay/index.json"));
+    index["manifests"]
+        .as_array_mut()
+        .expect("manifests")
+        .push(serde_json::json!({"mediaType": OCI_MANIFEST, "digest": bad,
+            "size": manifest(&[serde_json::json!({"mediaType": OCI_MANIFEST, "digest": "sha256:../../../outside/y", "size": 2})]).len(),
+            "annotations": {"org.opencontainers.image.ref.name": "evil"}}));
+    std::fs::write(d.join("lay/index.json"), index.to_string()).expect("index");
+    let (code, v) = json_run(&d, &["gc", "--dry-run", "oci://lay"]);
+    assert_eq!(code, Some(0));
+    assert!(removed(&v).contains(&orphan), "{v}");
+    assert!(d.join("outside/y").exists());
+
+    // A damaged manifest in use: refused, nothing removed.
+    let v1_hex = {
+        let idx = read_json(&d.join("lay/index.json"));
+        let v1 = idx["manifests"]
+            .as_array()
+            .expect("m")
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "v1")
+            .expect("v1")["digest"]
+            .as_str()
+            .expect("digest")
+            .to_string();
+        v1["sha256:".len()..].to_string()
+    };
+    let before = blob_names(&d.join("lay"));
+    let path = d.join(&format!("lay/blobs/sha256/{v1_hex}"));
+    let full = std::fs::read(&path).expect("v1");
+    std::fs::write(&path, &full[..full.len() / 2]).expect("truncate");
+    let o = run(&d.path, &["gc", "oci://lay"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("missing or damaged"), "{}", stderr(&o));
+    assert_eq!(blob_names(&d.join("lay")), before, "something was removed");
+    std::fs::write(&path, &full).expect("repair");
+
+    // gc with an entry; no index.json; dry-run temp counts.
+    let o = run(&d.path, &["gc", "oci://lay:v2"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("oci-packer delete oci://lay:v2"),
+        "{}",
+        stderr(&o)
+    );
+    d.write("lay/.oci-packer-old", "x");
+    let ok = std::process::Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(d.join("lay/.oci-packer-old"))
+        .status()
+        .expect("touch");
+    assert!(ok.success());
+    let (_, dry) = json_run(&d, &["gc", "--dry-run", "oci://lay"]);
+    let (_, real) = json_run(&d, &["gc", "oci://lay"]);
+    assert_eq!(
+        (&dry["tempFiles"], &real["tempFiles"]),
+        (&1.into(), &1.into()),
+        "{dry} {real}"
+    );
+    std::fs::remove_file(d.join("lay/index.json")).expect("rm index");
+    let o = run(&d.path, &["gc", "oci://lay"], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("has no index.json"), "{}", stderr(&o));
+}
