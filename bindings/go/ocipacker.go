@@ -541,11 +541,28 @@ func problemsOf(op func(out **C.char, cerr **C.oci_packer_error) C.oci_packer_st
 }
 
 // describe runs one operation that returns a descriptor.
-func describe(ctx context.Context, opts []Option,
-	op func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status) (Descriptor, error) {
-	var d Descriptor
-	err := withCall(ctx, opts, &d, op)
-	return d, err
+func describe(ctx context.Context, opts []Option, op cOperation) (Descriptor, error) {
+	return typedCall[Descriptor](ctx, opts, op)
+}
+
+// cOperation calls one C operation with the call's options.
+type cOperation = func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status
+
+// typedCall runs one operation and decodes its JSON result into a T.
+func typedCall[T any](ctx context.Context, opts []Option, op cOperation) (T, error) {
+	var v T
+	err := withCall(ctx, opts, &v, op)
+	return v, err
+}
+
+// onReference runs a C operation that takes one reference.
+func onReference[T any](ctx context.Context, reference string, opts []Option,
+	op func(ref *C.char, co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status) (T, error) {
+	s, free := cstrings(reference)
+	defer free()
+	return typedCall[T](ctx, opts, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return op(s[0], co, out, cerr)
+	})
 }
 
 // Copy copies an artifact between registries and layouts, in any direction.
@@ -569,13 +586,9 @@ func List(reference string, opts ...Option) (Listing, error) {
 
 // ListContext is List, stopped when ctx is done.
 func ListContext(ctx context.Context, reference string, opts ...Option) (Listing, error) {
-	s, free := cstrings(reference)
-	defer free()
-	var l Listing
-	err := withCall(ctx, opts, &l, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
-		return C.oci_packer_list(s[0], co, out, cerr)
+	return onReference[Listing](ctx, reference, opts, func(r *C.char, co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_list(r, co, out, cerr)
 	})
-	return l, err
 }
 
 // BlobProblem is one blob of a graph that is not what its descriptor says.
@@ -605,13 +618,9 @@ func Verify(reference string, opts ...Option) (Verification, error) {
 
 // VerifyContext is Verify, stopped when ctx is done.
 func VerifyContext(ctx context.Context, reference string, opts ...Option) (Verification, error) {
-	s, free := cstrings(reference)
-	defer free()
-	var v Verification
-	err := withCall(ctx, opts, &v, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
-		return C.oci_packer_verify(s[0], co, out, cerr)
+	return onReference[Verification](ctx, reference, opts, func(r *C.char, co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_verify(r, co, out, cerr)
 	})
-	return v, err
 }
 
 // RemovedBlob is a blob a collection removed.
@@ -643,16 +652,12 @@ func GC(reference string, opts ...Option) (Deleted, error) {
 }
 
 func collectCall(ctx context.Context, reference string, opts []Option, gc bool) (Deleted, error) {
-	s, free := cstrings(reference)
-	defer free()
-	var d Deleted
-	err := withCall(ctx, opts, &d, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+	return onReference[Deleted](ctx, reference, opts, func(r *C.char, co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
 		if gc {
-			return C.oci_packer_gc(s[0], co, out, cerr)
+			return C.oci_packer_gc(r, co, out, cerr)
 		}
-		return C.oci_packer_delete(s[0], co, out, cerr)
+		return C.oci_packer_delete(r, co, out, cerr)
 	})
-	return d, err
 }
 
 // Login checks user and password against the registry host and stores them in the Docker
