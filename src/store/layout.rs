@@ -237,15 +237,7 @@ impl Layout {
     /// A descriptor for a manifest blob that is not in `index.json` (child of an index):
     /// only a regular file under the manifest cap whose content has that digest.
     fn describe_blob(&self, digest: &Digest) -> Option<Descriptor> {
-        let mut f = self.open_blob_at(digest.hex()).ok()?;
-        if !f.metadata().ok()?.is_file() {
-            return None;
-        }
-        let mut data = Vec::new();
-        (&mut f)
-            .take(verify::MAX_MANIFEST_BYTES)
-            .read_to_end(&mut data)
-            .ok()?;
+        let data = self.small_blob(digest.hex())?;
         if Digest::of(&data) != *digest {
             return None;
         }
@@ -780,7 +772,7 @@ impl Target for Layout {
     async fn exists(&self, desc: &Descriptor) -> Result<bool> {
         // A writer that skips a blob because it is there must keep it there until its tag:
         // from its first look at a layout, it holds the operation lock.
-        if self.dir.join(LAYOUT_FILE).exists() {
+        if self.writing.get().is_none() && self.dir.join(LAYOUT_FILE).exists() {
             let this = self.clone();
             blocking(move || this.hold_for_writing()).await?;
         }

@@ -640,24 +640,13 @@ fn fifos_at_lock_paths_are_refused() {
 /// working directory, not against `/dev`.
 #[test]
 fn a_pack_file_on_stdin_resolves_against_the_working_directory() {
-    use std::io::Write as _;
     let d = TestDir::new();
     d.write("a.txt", "from the working directory");
-    let mut child = bin()
-        .current_dir(&d.path)
-        .args(["pack", "-f", "/dev/stdin", "oci://out:v1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"items:\n  - from: file://a.txt\n")
-        .expect("write");
-    let o = child.wait_with_output().expect("wait");
+    let o = run_with_stdin(
+        &d.path,
+        &["pack", "-f", "/dev/stdin", "oci://out:v1"],
+        b"items:\n  - from: file://a.txt\n",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

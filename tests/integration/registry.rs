@@ -319,9 +319,9 @@ fn basic_auth_flags_login_logout_and_a_credential_helper() {
         stderr(&o)
     );
     // login (password on stdin) writes the Docker config; then no flags are needed.
-    let mut login = bin()
-        .current_dir(&d.path)
-        .args([
+    let o = run_with_stdin(
+        &d.path,
+        &[
             "--plain-http",
             "--registry-config",
             cfg,
@@ -330,20 +330,9 @@ fn basic_auth_flags_login_logout_and_a_credential_helper() {
             "--password-stdin",
             "login",
             &reg.addr,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    use std::io::Write as _;
-    login
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"s3cret\n")
-        .expect("write");
-    let o = login.wait_with_output().expect("login");
+        ],
+        b"s3cret\n",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let stored = read_json(&config);
     assert!(

@@ -53,8 +53,8 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_oci-packer"))
 }
 
-/// Runs the CLI in `cwd`, with `SOURCE_DATE_EPOCH` removed unless given in `env`.
-pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+/// The CLI to run in `cwd`, with `SOURCE_DATE_EPOCH` removed unless given in `env`.
+fn cli(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = bin();
     // The digest cache goes to the test's own directory, never the real home.
     c.current_dir(cwd)
@@ -64,7 +64,30 @@ pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().expect("run oci-packer")
+    c
+}
+
+/// Runs the CLI in `cwd`, with `SOURCE_DATE_EPOCH` removed unless given in `env`.
+pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    cli(cwd, args, env).output().expect("run oci-packer")
+}
+
+/// [`run`] with `input` on standard input.
+pub fn run_with_stdin(cwd: &Path, args: &[&str], input: &[u8]) -> Output {
+    use std::process::Stdio;
+    let mut child = cli(cwd, args, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn oci-packer");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for oci-packer")
 }
 
 pub fn stdout(o: &Output) -> String {
