@@ -36,6 +36,9 @@ pub enum ErrorKind {
     InvalidArgument,
     /// A bug: an invariant of the library did not hold.
     Internal,
+    /// Content that would be unsafe to write: an archive entry or title that leads outside
+    /// the destination, or an archive past a size or entry limit.
+    UnsafeContent,
 }
 
 impl ErrorKind {
@@ -55,6 +58,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::InvalidArgument => "invalid_argument",
             ErrorKind::Internal => "internal",
+            ErrorKind::UnsafeContent => "unsafe_content",
         }
     }
 

@@ -22,6 +22,7 @@ mod descriptor;
 mod digest;
 mod engine;
 mod error;
+mod extract;
 mod fsutil;
 mod graph;
 #[doc(hidden)]
@@ -49,6 +50,7 @@ pub use copy::Copied;
 pub use delete::{Deleted, RemovedBlob};
 pub use descriptor::{Descriptor, Platform};
 pub use engine::CopyStats;
+pub use extract::Extracted;
 pub use error::{Error, ErrorKind, Problem, Result};
 pub use list::{ListEntry, Listing, TreeNode};
 pub use options::{Options, MAX_CONCURRENCY};
@@ -138,6 +140,22 @@ pub fn delete(reference: &str, options: &Options) -> Result<Deleted> {
 pub fn gc(reference: &str, options: &Options) -> Result<Deleted> {
     options.check()?;
     runtime::block_on_cancellable(delete::gc(reference, options), options.cancel.as_ref())
+}
+
+/// Extracts an artifact (`extract REF OUTDIR`; a layout or registry reference) into files
+/// and a `pack.yaml` that packs them again to the same root digest (SPEC §7.1). `OUTDIR`
+/// must be missing or empty unless [`Options::force`]; [`Options::platform`] picks one
+/// member, [`Options::unpack`] extracts foreign archive layers, [`Options::images`] copies
+/// image members into `OUTDIR/images`. Titles that would land outside `OUTDIR` or collide
+/// are refused ([`ErrorKind::UnsafeContent`]) before anything is written; on any error
+/// nothing extract wrote is left.
+pub fn extract(reference: &str, out_dir: impl AsRef<std::path::Path>, options: &Options) -> Result<Extracted> {
+    options.check()?;
+    let (options, _scope) = for_operation(options);
+    runtime::block_on_cancellable(
+        extract::extract(reference, out_dir.as_ref(), &options),
+        options.cancel.as_ref(),
+    )
 }
 
 /// Checks credentials against `host` and stores them in the Docker config (`login`);

@@ -30,6 +30,17 @@ pub struct Options {
     /// `delete` from a registry: deleting the manifest deletes every tag on it, so it must
     /// be asked for (`--force`).
     pub force: bool,
+    /// `extract`: foreign archive layers are extracted into directories instead of written as
+    /// archive files (`--unpack`); `copy`/`pack` into a layout: tar layers are also
+    /// extracted into `DIR/unpacked/sha256/<hex>/`.
+    pub unpack: bool,
+    /// `extract`: image members are copied into `OUTDIR/images/` so the pack file packs
+    /// offline (`--images`).
+    pub images: bool,
+    /// Most bytes one archive may extract to (`--max-bytes`, default 64 GiB).
+    pub max_bytes: u64,
+    /// Most entries one archive may hold (`--max-entries`, default 1,000,000).
+    pub max_entries: u64,
     /// Stops the operation when fired (from another thread, e.g. on Ctrl-C). What was
     /// written stays valid: blobs are complete or absent, no tag is moved.
     pub cancel: Option<Cancel>,
@@ -75,6 +86,10 @@ impl Default for Options {
             registry: RegistryOptions::default(),
             platform: None,
             force: false,
+            unpack: false,
+            images: false,
+            max_bytes: crate::archive::unpack::DEFAULT_MAX_BYTES,
+            max_entries: crate::archive::unpack::DEFAULT_MAX_ENTRIES,
             cancel: None,
         }
     }

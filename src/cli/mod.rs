@@ -150,6 +150,33 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write an artifact's layers and config as files, with a pack.yaml that packs them again
+    /// to the same digest.
+    Extract {
+        /// oci://DIR:REF, host/repo:tag, or …@sha256:….
+        reference: String,
+        /// Where to write (missing or empty unless --force).
+        out_dir: PathBuf,
+        /// Extract only the member of an index that best matches os/arch[/variant].
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
+        /// Extract archive layers other programs made into directories (they are written as
+        /// archive files otherwise).
+        #[arg(long)]
+        unpack: bool,
+        /// Copy image members into OUTDIR/images/ so that the pack file packs offline.
+        #[arg(long)]
+        images: bool,
+        /// Write into a non-empty OUTDIR, replacing the files extract writes.
+        #[arg(long)]
+        force: bool,
+        /// Most bytes one archive layer may extract to.
+        #[arg(long, value_name = "BYTES", default_value_t = crate::archive::unpack::DEFAULT_MAX_BYTES)]
+        max_bytes: u64,
+        /// Most entries one archive layer may hold.
+        #[arg(long, value_name = "N", default_value_t = crate::archive::unpack::DEFAULT_MAX_ENTRIES)]
+        max_entries: u64,
+    },
     /// Check credentials for a registry and store them in the Docker config.
     Login {
         /// Registry host, e.g. registry.example.com or localhost:5000.
@@ -175,11 +202,7 @@ enum Command {
     },
     /// Commands of the original tool that this version does not have: refused with a
     /// message saying so (hidden from --help).
-    #[command(
-        name = "extract",
-        hide = true,
-        aliases = ["mount", "umount", "proxy"]
-    )]
+    #[command(name = "mount", hide = true, aliases = ["umount", "proxy"])]
     Missing {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         rest: Vec<String>,
@@ -584,6 +607,28 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             let deleted = crate::gc(&reference, &opts)?;
             output::deleted(&mut out, g.format, &deleted)
         }
+        Command::Extract {
+            reference,
+            out_dir,
+            platform,
+            unpack,
+            images,
+            force,
+            max_bytes,
+            max_entries,
+        } => {
+            let (mut opts, bars) = options(g);
+            opts.registry = registry_options(g)?;
+            opts.platform = platform;
+            opts.unpack = unpack;
+            opts.images = images;
+            opts.force = force;
+            opts.max_bytes = max_bytes;
+            opts.max_entries = max_entries;
+            let extracted = crate::extract(&reference, &out_dir, &opts)?;
+            drop(bars);
+            output::extracted(&mut out, g.format, &extracted)
+        }
         Command::Login { host } => {
             let path = crate::login(&host, &registry_options(g)?)?;
             output::message(
@@ -628,7 +673,8 @@ fn execute(cli: Cli) -> Result<i32, Error> {
                 ErrorKind::InvalidArgument,
                 format!(
                     "this version of oci-packer has no `{name}` command; its commands are pack, \
-                     validate, list, copy, verify, delete, gc, login, logout and completion \
+                     validate, list, copy, extract, verify, delete, gc, login, logout and \
+                     completion \
                      (see --help)"
                 ),
             ))

@@ -362,3 +362,30 @@ pub fn message(
     }
     Ok(0)
 }
+
+pub fn extracted(out: &mut dyn Write, format: Format, x: &crate::Extracted) -> Result<i32, Error> {
+    if format == Format::Json {
+        print_json(out, &crate::json::to_value(x)?)?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "Extracted {} ({}) into {}: {} file(s), {}",
+        printable(&x.reference),
+        x.digest,
+        printable(&x.out_dir.display().to_string()),
+        x.files,
+        human(x.bytes)
+    )
+    .map_err(io)?;
+    let pack = printable(&x.pack_file.display().to_string()).into_owned();
+    match x.source_date_epoch {
+        Some(e) => writeln!(out, "Pack it again: SOURCE_DATE_EPOCH={e} oci-packer pack -f {pack} TARGET"),
+        None => writeln!(out, "Pack it again: oci-packer pack -f {pack} TARGET"),
+    }
+    .map_err(io)?;
+    for n in &x.notes {
+        writeln!(out, "Note: {}", printable(n)).map_err(io)?;
+    }
+    Ok(0)
+}

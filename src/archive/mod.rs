@@ -1,6 +1,8 @@
 //! Deterministic tar archives (SPEC §2.3): sorted entries, fixed times and owners, modes
 //! reduced to 0644/0755, and compressor headers without names or times.
 
+pub mod unpack;
+
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,848 @@
+//! Safe extraction of tar layers (SPEC §7.4): nothing lands outside the destination, whatever
+//! the names, symlinks, hard links or symlinked parents in the archive.
+//!
+//! Every entry's parent directory is opened with `openat2(RESOLVE_BENEATH)` from the
+//! destination's descriptor, so the kernel refuses any path that leaves it (through `..`, an
+//! absolute symlink or a chain of them); names with `..`, absolute names and relative symlink
+//! targets that climb above the destination are refused before anything is created. Sizes
+//! and entry counts are capped, device nodes, ownership and setuid/setgid bits are restored
+//! only for a privileged caller, and a failed extraction into a new directory leaves nothing.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{
+    fchmod, fchown, futimens, linkat, mkdirat, mknodat, openat, openat2, renameat, statat,
+    symlinkat, unlinkat, utimensat, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags,
+    Timespec, Timestamps, Uid, XattrFlags,
+};
+use rustix::io::Errno;
+
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Default cap on the bytes an archive may unpack to (64 GiB).
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 30;
+/// Default cap on the entries of an archive (1,000,000).
+pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+
+/// What one extraction may create at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Total bytes of the entries (as their headers declare), uncompressed.
+    pub max_bytes: u64,
+    /// Number of entries.
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_entries: DEFAULT_MAX_ENTRIES,
+        }
+    }
+}
+
+/// What `.wh.NAME` and `.wh..wh..opq` entries become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// Ordinary files, as `tar -x` writes them.
+    AsFiles,
+    /// overlayfs whiteouts (a 0/0 character device, `trusted.overlay.opaque=y`) when the
+    /// caller is privileged; ordinary files otherwise.
+    Overlay,
+}
+
+/// How to extract.
+#[derive(Debug, Clone, Copy)]
+pub struct UnpackOptions {
+    /// Caps.
+    pub limits: Limits,
+    /// Whiteout handling.
+    pub whiteouts: Whiteouts,
+    /// Restore owners, device nodes and setuid/setgid bits (only root can).
+    pub privileged: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            limits: Limits::default(),
+            whiteouts: Whiteouts::AsFiles,
+            privileged: rustix::process::geteuid().is_root(),
+        }
+    }
+}
+
+/// What an extraction did.
+#[derive(Debug, Clone)]
+pub struct Unpacked {
+    /// Entries created.
+    pub entries: u64,
+    /// Bytes of file contents written.
+    pub bytes: u64,
+    /// Device nodes not created because the caller is not privileged.
+    pub skipped_devices: u64,
+    /// Digest and size of the whole (uncompressed) tar stream.
+    pub tar_digest: Digest,
+    /// Size of the tar stream.
+    pub tar_size: u64,
+}
+
+/// How a layer is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain tar.
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+impl Compression {
+    /// The compression of a tar layer media type (OCI and Docker), `None` for anything that
+    /// is not a tar layer.
+    pub fn of_media_type(media_type: &str) -> Option<Compression> {
+        use crate::mediatype::*;
+        match media_type {
+            LAYER_TAR
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
+            LAYER_TAR_GZIP
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                Some(Compression::Gzip)
+            }
+            LAYER_TAR_ZSTD
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The compression the first bytes of a stream show (gzip and zstd magic numbers).
+    pub fn sniff(head: &[u8]) -> Compression {
+        match head {
+            [0x1f, 0x8b, ..] => Compression::Gzip,
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+            _ => Compression::None,
+        }
+    }
+
+    /// A reader of the uncompressed stream.
+    pub fn decoder<'a, R: Read + 'a>(self, r: R) -> io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(r),
+            // One member, as layers are; trailing bytes are read (and so verified) by the
+            // caller's drain of the raw stream.
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(r)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+        })
+    }
+}
+
+/// A reader that hashes and counts what passes through it, failing past `cap` bytes.
+struct Capped<R> {
+    inner: HashingReader<R>,
+    cap: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.inner.size() > self.cap {
+            return Err(io::Error::other(limit_error(format!(
+                "the archive is larger than the limit of {} bytes",
+                self.cap
+            ))));
+        }
+        Ok(n)
+    }
+}
+
+fn limit_error(what: String) -> Error {
+    Error::new(
+        ErrorKind::UnsafeContent,
+        format!("{what}; raise the limit (--max-bytes, --max-entries) if the archive is trusted"),
+    )
+}
+
+/// An error about one archive entry.
+fn refused(dest: &Path, name: &[u8], why: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::UnsafeContent,
+        format!(
+            "archive entry \"{}\" {why}; nothing was extracted into {}",
+            crate::text::printable(&String::from_utf8_lossy(name)),
+            dest.display()
+        ),
+    )
+    .with_path(dest)
+}
+
+fn io_at(dest: &Path, name: &[u8], what: &str, e: impl Into<io::Error>) -> Error {
+    let path = dest.join(OsStr::from_bytes(name));
+    Error::io(what, &path, e.into())
+}
+
+/// The components of an entry's name: `./` and empty parts dropped; an absolute name, a
+/// `..` part or a NUL byte refused.
+fn components<'a>(dest: &Path, name: &'a [u8]) -> Result<Vec<&'a [u8]>> {
+    if name.contains(&0) {
+        return Err(refused(dest, name, "contains a NUL byte"));
+    }
+    if name.first() == Some(&b'/') {
+        return Err(refused(dest, name, "is an absolute path"));
+    }
+    let mut parts = Vec::new();
+    for part in name.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err(refused(dest, name, "climbs out of the destination with ..")),
+            p => parts.push(p),
+        }
+    }
+    if parts.len() > 512 {
+        return Err(refused(dest, name, "is nested deeper than 512 directories"));
+    }
+    Ok(parts)
+}
+
+/// True when the relative symlink target `target`, placed in directory `parent` (components
+/// below the destination), stays inside the destination when resolved lexically. Absolute
+/// targets mean the destination's root (as inside an image) and always stay.
+fn link_stays_inside(parent: &[&[u8]], target: &[u8]) -> bool {
+    if target.first() == Some(&b'/') {
+        return true;
+    }
+    let mut depth = parent.len() as i64;
+    for part in target.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    parts.join(&b'/')
+}
+
+/// A directory opened once, in which paths are only ever resolved beneath it
+/// (`openat2(RESOLVE_BENEATH)`): no `..`, absolute symlink or symlinked parent can lead a
+/// write outside it. Missing parents are created (0700 until the caller sets their mode).
+#[derive(Debug)]
+pub struct Beneath<'a> {
+    root: OwnedFd,
+    dest: &'a Path,
+    /// The last parent opened, by its path below the root (most entries share one).
+    cache: Option<(Vec<u8>, OwnedFd)>,
+    /// Mode of the directories created for missing parents.
+    dir_mode: u32,
+}
+
+impl<'a> Beneath<'a> {
+    /// Opens `dest` (never through a symlink).
+    pub fn open(dest: &'a Path) -> Result<Beneath<'a>> {
+        let root = rustix::fs::open(
+            dest,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("opening", dest, e.into()))?;
+        Ok(Beneath {
+            root,
+            dest,
+            cache: None,
+            dir_mode: 0o700,
+        })
+    }
+
+    /// Missing parents are created with `mode` (0700 by default).
+    pub fn with_dir_mode(mut self, mode: u32) -> Self {
+        self.dir_mode = mode;
+        self
+    }
+
+    /// Forgets the cached parent (after anything that may have replaced a directory).
+    fn forget(&mut self) {
+        self.cache = None;
+    }
+
+    fn root(&self, name: &[u8]) -> Result<OwnedFd> {
+        self.root
+            .try_clone()
+            .map_err(|e| io_at(self.dest, name, "opening", e))
+    }
+
+    /// Opens (creating when missing) the directory `parts` below the root, for the entry
+    /// `name` (messages).
+    pub fn dir(&mut self, parts: &[&[u8]], name: &[u8]) -> Result<OwnedFd> {
+        let path = join(parts);
+        if let Some((p, fd)) = &self.cache {
+            if *p == path {
+                return fd.try_clone().map_err(|e| io_at(self.dest, name, "opening", e));
+            }
+        }
+        let fd = if parts.is_empty() {
+            self.root(name)?
+        } else {
+            match self.open_beneath(&path) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    // Create what is missing, one level at a time, each opened beneath root.
+                    let mut fd = self.root(name)?;
+                    for i in 1..=parts.len() {
+                        let sub = join(&parts[..i]);
+                        match self.open_beneath(&sub) {
+                            Ok(next) => fd = next,
+                            Err(Errno::NOENT) => {
+                                let last = OsStr::from_bytes(parts[i - 1]);
+                                match mkdirat(&fd, last, Mode::from_raw_mode(self.dir_mode)) {
+                                    Ok(()) | Err(Errno::EXIST) => {}
+                                    Err(e) => {
+                                        return Err(io_at(self.dest, &sub, "creating directory", e))
+                                    }
+                                }
+                                fd = self
+                                    .open_beneath(&sub)
+                                    .map_err(|e| self.parent_error(&sub, name, e))?;
+                            }
+                            Err(e) => return Err(self.parent_error(&sub, name, e)),
+                        }
+                    }
+                    fd
+                }
+                Err(e) => return Err(self.parent_error(&path, name, e)),
+            }
+        };
+        let copy = fd.try_clone().map_err(|e| io_at(self.dest, name, "opening", e))?;
+        self.cache = Some((path, copy));
+        Ok(fd)
+    }
+
+    fn open_beneath(&self, path: &[u8]) -> std::result::Result<OwnedFd, Errno> {
+        openat2(
+            &self.root,
+            OsStr::from_bytes(path),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+    }
+
+    fn parent_error(&self, parent: &[u8], name: &[u8], e: Errno) -> Error {
+        let parent = String::from_utf8_lossy(parent);
+        match e {
+            Errno::XDEV => refused(
+                self.dest,
+                name,
+                format!("would be written through \"{parent}\", a symlink that leads outside the destination"),
+            ),
+            Errno::LOOP => refused(
+                self.dest,
+                name,
+                format!("would be written through \"{parent}\", a chain of symlinks too long to follow"),
+            ),
+            Errno::NOTDIR => refused(
+                self.dest,
+                name,
+                format!("needs \"{parent}\" to be a directory, but it is something else"),
+            ),
+            e => io_at(self.dest, name, "opening the directory of", e),
+        }
+    }
+
+    /// Creates the new file `rel` (a `/`-separated relative path without `..`), with mode
+    /// 0600 until the caller sets it; an existing file is an error.
+    pub fn create_file(&mut self, rel: &str) -> Result<std::fs::File> {
+        let parts = components(self.dest, rel.as_bytes())?;
+        let Some((last, parents)) = parts.split_last() else {
+            return Err(refused(self.dest, rel.as_bytes(), "names no file"));
+        };
+        let dir = self.dir(parents, rel.as_bytes())?;
+        let fd = openat(
+            &dir,
+            OsStr::from_bytes(last),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io_at(self.dest, rel.as_bytes(), "creating", e))?;
+        Ok(fd.into())
+    }
+}
+
+/// A directory whose metadata is set once everything below it is written.
+struct DirMeta {
+    path: Vec<u8>,
+    mode: u32,
+    mtime: i64,
+    owner: Option<(u32, u32)>,
+}
+
+/// The extraction of one archive into one open directory.
+struct Extraction<'a> {
+    at: Beneath<'a>,
+    dest: &'a Path,
+    options: UnpackOptions,
+    dirs: HashMap<Vec<u8>, DirMeta>,
+    done: Unpacked,
+    declared: u64,
+}
+
+impl Extraction<'_> {
+    fn parent(&mut self, parts: &[&[u8]], name: &[u8]) -> Result<OwnedFd> {
+        self.at.dir(parts, name)
+    }
+
+    /// Removes what is at `name` in `dir` unless it is a directory and `keep_dir`; true
+    /// when a directory is there (and kept).
+    fn clear(&mut self, dir: &OwnedFd, last: &[u8], full: &[u8], keep_dir: bool) -> Result<bool> {
+        match statat(dir, OsStr::from_bytes(last), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                if keep_dir {
+                    return Ok(true);
+                }
+                Err(refused(
+                    self.dest,
+                    full,
+                    "would replace a directory the archive made earlier",
+                ))
+            }
+            Ok(_) => {
+                unlinkat(dir, OsStr::from_bytes(last), AtFlags::empty())
+                    .map_err(|e| io_at(self.dest, full, "replacing", e))?;
+                // A name replaced may have been a symlink a cached parent went through.
+                self.at.forget();
+                Ok(false)
+            }
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(io_at(self.dest, full, "looking at", e)),
+        }
+    }
+
+    fn mode(&self, header_mode: u32) -> u32 {
+        let m = header_mode & 0o7777;
+        if self.options.privileged {
+            m
+        } else {
+            m & !0o6000
+        }
+    }
+
+    fn owner(&self, h: &tar::Header) -> Option<(u32, u32)> {
+        if !self.options.privileged {
+            return None;
+        }
+        let uid = h.uid().ok().and_then(|u| u32::try_from(u).ok())?;
+        let gid = h.gid().ok().and_then(|g| u32::try_from(g).ok())?;
+        (uid != u32::MAX && gid != u32::MAX).then_some((uid, gid))
+    }
+
+    fn entry(&mut self, mut entry: tar::Entry<'_, impl Read>) -> Result<()> {
+        let name = entry.path_bytes().into_owned();
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink
+        ) {
+            return Ok(());
+        }
+        self.done.entries += 1;
+        if self.done.entries > self.options.limits.max_entries {
+            return Err(limit_error(format!(
+                "the archive has more than {} entries",
+                self.options.limits.max_entries
+            ))
+            .with_path(self.dest));
+        }
+        let size = entry.size();
+        self.declared = self.declared.saturating_add(size);
+        if self.declared > self.options.limits.max_bytes {
+            return Err(limit_error(format!(
+                "the archive unpacks to more than {} bytes",
+                self.options.limits.max_bytes
+            ))
+            .with_path(self.dest));
+        }
+        let parts = components(self.dest, &name)?;
+        let mtime = header.mtime().map(|t| t.min(i64::MAX as u64) as i64).unwrap_or(0);
+        let owner = self.owner(&header);
+        let mode = self.mode(header.mode().unwrap_or(0o644));
+        let Some((last, parents)) = parts.split_last() else {
+            // The destination itself (`./`): its metadata, when it is a directory entry.
+            if kind == tar::EntryType::Directory {
+                self.dirs.insert(Vec::new(), DirMeta { path: Vec::new(), mode, mtime, owner });
+            }
+            return Ok(());
+        };
+        let full = join(&parts);
+        let last = *last;
+        // Whiteouts.
+        if self.options.whiteouts == Whiteouts::Overlay && self.options.privileged {
+            if let Some(hidden) = last.strip_prefix(b".wh.") {
+                let dir = self.parent(parents, &name)?;
+                if hidden == b".wh..opq" {
+                    return rustix::fs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", XattrFlags::empty())
+                        .map_err(|e| io_at(self.dest, &full, "marking opaque", e));
+                }
+                if hidden.starts_with(b".wh.") {
+                    // Other aufs metadata (`.wh..wh.plnk`, …) has no overlayfs meaning.
+                    return Ok(());
+                }
+                if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
+                    return Err(refused(self.dest, &name, "is a whiteout of nothing (or of a parent)"));
+                }
+                self.clear(&dir, hidden, &full, false)?;
+                return mknodat(&dir, OsStr::from_bytes(hidden), FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
+                    .map_err(|e| io_at(self.dest, &full, "creating whiteout", e));
+            }
+        }
+        match kind {
+            tar::EntryType::Directory => {
+                let dir = self.parent(parents, &name)?;
+                if !self.clear(&dir, last, &full, true)? {
+                    mkdirat(&dir, OsStr::from_bytes(last), Mode::from_raw_mode(0o700))
+                        .map_err(|e| io_at(self.dest, &full, "creating directory", e))?;
+                }
+                self.dirs.insert(full.clone(), DirMeta { path: full, mode, mtime, owner });
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let dir = self.parent(parents, &name)?;
+                self.clear(&dir, last, &full, false)?;
+                let fd = openat(
+                    &dir,
+                    OsStr::from_bytes(last),
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| io_at(self.dest, &full, "creating", e))?;
+                let mut file = std::fs::File::from(fd);
+                let n = io::copy(&mut entry, &mut file).map_err(|e| read_or_write(e, self.dest, &full))?;
+                self.done.bytes += n;
+                if let Some((u, g)) = owner {
+                    fchown(&file, Some(Uid::from_raw(u)), Some(Gid::from_raw(g)))
+                        .map_err(|e| io_at(self.dest, &full, "setting the owner of", e))?;
+                }
+                fchmod(&file, Mode::from_raw_mode(mode))
+                    .map_err(|e| io_at(self.dest, &full, "setting the mode of", e))?;
+                futimens(&file, &times(mtime))
+                    .map_err(|e| io_at(self.dest, &full, "setting the time of", e))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| refused(self.dest, &name, "is a symlink without a target"))?
+                    .into_owned();
+                if target.is_empty() || target.contains(&0) {
+                    return Err(refused(self.dest, &name, "is a symlink with an empty or NUL target"));
+                }
+                if !link_stays_inside(parents, &target) {
+                    return Err(refused(
+                        self.dest,
+                        &name,
+                        format!(
+                            "is a symlink to \"{}\", outside the destination",
+                            crate::text::printable(&String::from_utf8_lossy(&target))
+                        ),
+                    ));
+                }
+                let dir = self.parent(parents, &name)?;
+                self.clear(&dir, last, &full, false)?;
+                symlinkat(OsStr::from_bytes(&target), &dir, OsStr::from_bytes(last))
+                    .map_err(|e| io_at(self.dest, &full, "creating symlink", e))?;
+                self.at.forget();
+                if let Some((u, g)) = owner {
+                    rustix::fs::chownat(&dir, OsStr::from_bytes(last), Some(Uid::from_raw(u)), Some(Gid::from_raw(g)), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| io_at(self.dest, &full, "setting the owner of", e))?;
+                }
+                utimensat(&dir, OsStr::from_bytes(last), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| io_at(self.dest, &full, "setting the time of", e))?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| refused(self.dest, &name, "is a hard link without a target"))?
+                    .into_owned();
+                let target_parts = components(self.dest, &target).map_err(|_| {
+                    refused(
+                        self.dest,
+                        &name,
+                        format!(
+                            "is a hard link to \"{}\", outside the destination",
+                            crate::text::printable(&String::from_utf8_lossy(&target))
+                        ),
+                    )
+                })?;
+                let Some((tlast, tparents)) = target_parts.split_last() else {
+                    return Err(refused(self.dest, &name, "is a hard link to the destination itself"));
+                };
+                let tdir = self.parent(tparents, &target)?;
+                match statat(&tdir, OsStr::from_bytes(tlast), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                        return Err(refused(self.dest, &name, "is a hard link to a directory"))
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(refused(
+                            self.dest,
+                            &name,
+                            "is a hard link to an entry the archive has not created (before it)",
+                        ))
+                    }
+                }
+                let dir = self.parent(parents, &name)?;
+                let tdir = self.parent(tparents, &target)?;
+                if join(tparents) == join(parents) && *tlast == last {
+                    return Ok(());
+                }
+                self.clear(&dir, last, &full, false)?;
+                linkat(&tdir, OsStr::from_bytes(tlast), &dir, OsStr::from_bytes(last), AtFlags::empty())
+                    .map_err(|e| io_at(self.dest, &full, "creating hard link", e))?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let file_type = match kind {
+                    tar::EntryType::Char => FileType::CharacterDevice,
+                    tar::EntryType::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                if file_type != FileType::Fifo && !self.options.privileged {
+                    self.done.skipped_devices += 1;
+                    return Ok(());
+                }
+                let dev = rustix::fs::makedev(
+                    header.device_major().ok().flatten().unwrap_or(0),
+                    header.device_minor().ok().flatten().unwrap_or(0),
+                );
+                let dir = self.parent(parents, &name)?;
+                self.clear(&dir, last, &full, false)?;
+                mknodat(&dir, OsStr::from_bytes(last), file_type, Mode::from_raw_mode(mode), dev)
+                    .map_err(|e| io_at(self.dest, &full, "creating", e))?;
+                if let Some((u, g)) = owner {
+                    rustix::fs::chownat(&dir, OsStr::from_bytes(last), Some(Uid::from_raw(u)), Some(Gid::from_raw(g)), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| io_at(self.dest, &full, "setting the owner of", e))?;
+                    // chown clears setuid bits: set the mode again.
+                    rustix::fs::chmodat(&dir, OsStr::from_bytes(last), Mode::from_raw_mode(mode), AtFlags::empty())
+                        .map_err(|e| io_at(self.dest, &full, "setting the mode of", e))?;
+                }
+                utimensat(&dir, OsStr::from_bytes(last), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| io_at(self.dest, &full, "setting the time of", e))?;
+            }
+            other => {
+                return Err(refused(
+                    self.dest,
+                    &name,
+                    format!("has an entry type this program does not extract ({other:?})"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory metadata, deepest first (a read-only directory is made so last).
+    fn finish_dirs(&mut self) -> Result<()> {
+        let mut dirs: Vec<DirMeta> = self.dirs.drain().map(|(_, d)| d).collect();
+        dirs.sort_by(|a, b| {
+            let depth = |d: &DirMeta| d.path.iter().filter(|&&c| c == b'/').count() + usize::from(!d.path.is_empty());
+            depth(b).cmp(&depth(a)).then_with(|| a.path.cmp(&b.path))
+        });
+        for d in dirs {
+            let fd = if d.path.is_empty() {
+                self.at.root(b"")?
+            } else {
+                self.at
+                    .open_beneath(&d.path)
+                    .map_err(|e| self.at.parent_error(&d.path, &d.path, e))?
+            };
+            if let Some((u, g)) = d.owner {
+                fchown(&fd, Some(Uid::from_raw(u)), Some(Gid::from_raw(g)))
+                    .map_err(|e| io_at(self.dest, &d.path, "setting the owner of", e))?;
+            }
+            fchmod(&fd, Mode::from_raw_mode(d.mode))
+                .map_err(|e| io_at(self.dest, &d.path, "setting the mode of", e))?;
+            futimens(&fd, &times(d.mtime))
+                .map_err(|e| io_at(self.dest, &d.path, "setting the time of", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn read_or_write(e: io::Error, dest: &Path, name: &[u8]) -> Error {
+    crate::error::from_read_error(e, |e| io_at(dest, name, "writing", e))
+}
+
+fn times(mtime: i64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// Extracts the tar stream `tar` into the existing directory `dest` (which should be empty:
+/// entries replace what is there). On error, what was written stays; see [`unpack_new`].
+pub fn unpack_into(tar: &mut dyn Read, dest: &Path, options: UnpackOptions) -> Result<Unpacked> {
+    let at = Beneath::open(dest)?;
+    let mut stream = Capped {
+        inner: HashingReader::new(tar),
+        // Headers and padding on top of the declared bytes: one block per entry at most
+        // twice (long names), plus the end blocks.
+        cap: options
+            .limits
+            .max_bytes
+            .saturating_add(options.limits.max_entries.saturating_mul(3 * 512))
+            .saturating_add(1 << 20),
+    };
+    let mut x = Extraction {
+        at,
+        dest,
+        options,
+        dirs: HashMap::new(),
+        done: Unpacked {
+            entries: 0,
+            bytes: 0,
+            skipped_devices: 0,
+            tar_digest: Digest::of(b""),
+            tar_size: 0,
+        },
+        declared: 0,
+    };
+    {
+        let mut archive = tar::Archive::new(&mut stream);
+        let entries = archive
+            .entries()
+            .map_err(|e| bad_archive(dest, e))?;
+        for entry in entries {
+            crate::fsutil::check_stopped().map_err(|e| crate::error::from_read_error(e, |e| Error::io("extracting into", dest, e)))?;
+            let entry = entry.map_err(|e| bad_archive(dest, e))?;
+            x.entry(entry)?;
+        }
+    }
+    // The rest of the stream (end blocks, padding), so the digest covers all of it.
+    io::copy(&mut stream, &mut io::sink()).map_err(|e| bad_archive(dest, e))?;
+    x.finish_dirs()?;
+    let (digest, size) = stream.inner.finish();
+    x.done.tar_digest = digest;
+    x.done.tar_size = size;
+    Ok(x.done)
+}
+
+fn bad_archive(dest: &Path, e: io::Error) -> Error {
+    crate::error::from_read_error(e, |e| {
+        Error::new(
+            ErrorKind::UnsafeContent,
+            format!("the archive cannot be read ({e}); nothing was extracted into {}", dest.display()),
+        )
+        .with_path(dest)
+    })
+}
+
+/// Makes the new directory `dest` (which must not exist, or be an empty directory) with
+/// `fill`: it fills a temp directory beside `dest` (its argument), which is renamed into place
+/// only when `fill` succeeds; on any error nothing is left. Error messages name `dest`.
+pub fn unpack_new<T>(dest: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = tempfile::Builder::new()
+        .prefix(crate::fsutil::TEMP_PREFIX)
+        .tempdir_in(parent)
+        .map_err(|e| Error::io("creating a directory in", parent, e))?;
+    let done = match fill(temp.path()) {
+        Ok(done) => done,
+        Err(e) => {
+            let e = rename_paths(e, temp.path(), dest);
+            let _ = remove_tree(temp.path());
+            return Err(e);
+        }
+    };
+    let temp = temp.keep();
+    // An empty directory at `dest` is replaced by the rename; anything else stays and fails.
+    match renameat(rustix::fs::CWD, &temp, rustix::fs::CWD, dest) {
+        Ok(()) => Ok(done),
+        Err(e) => {
+            let _ = remove_tree(&temp);
+            Err(Error::io("moving the extracted files to", dest, e.into()))
+        }
+    }
+}
+
+/// Messages name the destination, not the temp directory.
+fn rename_paths(e: Error, temp: &Path, dest: &Path) -> Error {
+    let message = e
+        .message()
+        .replace(&temp.display().to_string(), &dest.display().to_string());
+    let mut out = Error::new(e.kind(), message).with_path(dest);
+    if let Some(d) = e.digest() {
+        out = out.with_digest(d.to_string());
+    }
+    out
+}
+
+/// Removes a directory tree that may hold read-only directories (made so by an archive).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    fn writable(p: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::symlink_metadata(p) {
+            if m.is_dir() {
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+                if let Ok(rd) = std::fs::read_dir(p) {
+                    for e in rd.flatten() {
+                        writable(&e.path());
+                    }
+                }
+            }
+        }
+    }
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            writable(path);
+            std::fs::remove_dir_all(path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_targets() {
+        let p: Vec<&[u8]> = vec![b"a", b"b"];
+        assert!(link_stays_inside(&p, b"../x"));
+        assert!(link_stays_inside(&p, b"../../x"));
+        assert!(!link_stays_inside(&p, b"../../../x"));
+        assert!(link_stays_inside(&p, b"/etc/passwd"));
+        assert!(!link_stays_inside(&[], b"x/../../y"));
+    }
+
+    #[test]
+    fn names() {
+        let d = Path::new("/d");
+        assert!(components(d, b"/etc/passwd").is_err());
+        assert!(components(d, b"a/../../x").is_err());
+        assert!(components(d, b"a\0b").is_err());
+        assert_eq!(components(d, b"./a//b/").expect("ok"), vec![&b"a"[..], b"b"]);
+    }
+}
