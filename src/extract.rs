@@ -427,14 +427,58 @@ fn layer_path(desc: &Descriptor, unpack_dir: bool) -> Result<String> {
     Ok(path)
 }
 
-/// Decides how each layer is written and claims its path.
+/// A directory name for a member's files: its platform (`linux-arm64-v8`), else `all`.
+fn member_dir(b: &Built) -> String {
+    match &b.platform {
+        Some(p) => p
+            .chars()
+            .map(|c| match c {
+                '/' | '(' | '+' => '-',
+                ')' => '\0',
+                c => c,
+            })
+            .filter(|&c| c != '\0')
+            .collect::<String>()
+            .replace("--", "-"),
+        None => "all".into(),
+    }
+}
+
+/// Decides how each layer is written and claims its path. Members of an index whose files
+/// would collide (the same title for two platforms) each get a directory of their own.
 fn plan_layers(shape: &Shape, options: &Options, claims: &mut Claims) -> Result<Vec<Vec<LayerOut>>> {
+    let built = shape.members.iter().filter(|m| matches!(m, Member::Built(_))).count();
+    let mut trial = Claims::default();
+    match plan_layers_in(shape, options, &mut trial, false) {
+        Err(e) if built > 1 && e.kind() == ErrorKind::UnsafeContent && e.message().contains("collides") => {
+            plan_layers_in(shape, options, claims, true)
+        }
+        Err(e) => Err(e),
+        Ok(out) => {
+            *claims = trial;
+            Ok(out)
+        }
+    }
+}
+
+fn plan_layers_in(shape: &Shape, options: &Options, claims: &mut Claims, per_member: bool) -> Result<Vec<Vec<LayerOut>>> {
     let mut out = Vec::new();
+    let mut dirs_used: HashSet<String> = HashSet::new();
     for m in &shape.members {
         let Member::Built(b) = m else {
             out.push(Vec::new());
             continue;
         };
+        let prefix = per_member.then(|| {
+            let base = member_dir(b);
+            let mut name = base.clone();
+            let mut n = 2;
+            while !dirs_used.insert(name.clone()) {
+                name = format!("{base}-{n}");
+                n += 1;
+            }
+            name
+        });
         let mut layers = Vec::new();
         for desc in &b.layers {
             let mt = desc.media_type().to_string();
@@ -447,7 +491,10 @@ fn plan_layers(shape: &Shape, options: &Options, claims: &mut Claims) -> Result<
             } else {
                 Write::File
             };
-            let path = layer_path(desc, matches!(write, Write::Unpack(_)))?;
+            let mut path = layer_path(desc, matches!(write, Write::Unpack(_)))?;
+            if let Some(p) = &prefix {
+                path = format!("{p}/{path}");
+            }
             claims.claim(&path, desc, write != Write::File)?;
             layers.push(LayerOut {
                 desc: desc.clone(),
@@ -506,7 +553,7 @@ fn unpack_layer(
     compression: Option<Compression>,
     dir: &Path,
     options: UnpackOptions,
-) -> Result<(unpack::Unpacked, u64)> {
+) -> Result<(unpack::Unpacked, u64, Compression)> {
     let mut raw = HashingReader::new(reader);
     let unpacked = {
         let mut head = [0u8; 4];
@@ -524,10 +571,13 @@ fn unpack_layer(
             .decoder(chained)
             .map_err(|e| Error::new(ErrorKind::UnsafeContent, format!("layer {}: {e}", desc.digest())))?;
         std::fs::create_dir(dir).map_err(|e| Error::io("creating", dir, e))?;
-        unpack::unpack_into(&mut tar, dir, options).map_err(|e| e.context(format!("layer {}", desc.digest())))?
+        let done = unpack::unpack_into(&mut tar, dir, options)
+            .map_err(|e| e.context(format!("layer {}", desc.digest())))?;
+        (done, compression)
     };
+    let (unpacked, compression) = unpacked;
     let size = finish_raw(raw, desc, from)?;
-    Ok((unpacked, size))
+    Ok((unpacked, size, compression))
 }
 
 /// True when the directory `base` (the only entry of an extracted archive) archives again
@@ -642,7 +692,7 @@ async fn write_all(
             Write::Unpack(c) => {
                 let blob = store.fetch(&desc).await?;
                 let target = temp.join(&path);
-                let (u, n) = blocking(move || {
+                let (u, n, _) = blocking(move || {
                     let reader = blob_reader(blob, &desc, &from_name)?;
                     let parts: Vec<&[u8]> = path.split('/').map(str::as_bytes).collect();
                     Beneath::open(&temp)?.with_dir_mode(0o755).dir(&parts[..parts.len() - 1], path.as_bytes())?;
@@ -665,12 +715,12 @@ async fn write_all(
                     let reader = blob_reader(blob, &desc2, &from2)?;
                     let scratch = temp2.join(format!("{}x-{}", crate::fsutil::TEMP_PREFIX, hex12(&desc2)));
                     let known = Compression::of_media_type(desc2.media_type().as_ref()).map(|_| c);
-                    let (u, n) = match unpack_layer(reader, &desc2, &from2, known, &scratch, unpack_options) {
+                    let (u, n, found) = match unpack_layer(reader, &desc2, &from2, known, &scratch, unpack_options) {
                         Ok(done) => done,
                         // Not an archive after all (or a damaged one): written as a file.
                         Err(e) if e.kind() == ErrorKind::UnsafeContent => {
                             let _ = unpack::remove_tree(&scratch);
-                            return Ok((None, 0, e.message().to_string()));
+                            return Ok((None, 0, e.message().to_string(), c));
                         }
                         Err(e) => return Err(e),
                     };
@@ -689,7 +739,7 @@ async fn write_all(
                     });
                     let Some(base) = single.filter(|_| reproducible) else {
                         let _ = unpack::remove_tree(&scratch);
-                        return Ok((None, n, String::new()));
+                        return Ok((None, n, String::new(), found));
                     };
                     let mtime = {
                         use std::os::unix::fs::MetadataExt;
@@ -706,19 +756,19 @@ async fn write_all(
                     };
                     std::fs::rename(&moved, temp2.join(&path2)).map_err(|e| Error::io("moving", &moved, e))?;
                     let _ = unpack::remove_tree(&scratch);
-                    Ok((Some((dir, mtime)), n, String::new()))
+                    Ok((Some((dir, mtime)), n, String::new(), found))
                 })
                 .await?;
                 match outcome {
-                    (Some((dir, mtime)), n, _) => {
+                    (Some((dir, mtime)), n, _, found) => {
                         written.bytes += n;
                         if mtime != 0 {
                             written.archive_mtime = Some(mtime);
                         }
-                        layer.archive_dir = Some((dir, archive_name(c)));
+                        layer.archive_dir = Some((dir, archive_name(found)));
                         archive_dirs.insert(layer.path.clone(), layer.archive_dir.clone().expect("set"));
                     }
-                    (None, _, why) => {
+                    (None, _, why, _) => {
                         if !why.is_empty() {
                             tracing::warn!(digest = %layer.desc.digest(), "written as a file: {why}");
                         }

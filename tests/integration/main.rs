@@ -4,6 +4,7 @@ mod architecture;
 mod assembly;
 mod cli;
 mod collect;
+mod extract;
 mod faults;
 mod hostile;
 mod layout;
