@@ -571,8 +571,13 @@ fn unpack_layer(
             .decoder(chained)
             .map_err(|e| Error::new(ErrorKind::UnsafeContent, format!("layer {}: {e}", desc.digest())))?;
         std::fs::create_dir(dir).map_err(|e| Error::io("creating", dir, e))?;
-        let done = unpack::unpack_into(&mut tar, dir, options)
-            .map_err(|e| e.context(format!("layer {}", desc.digest())))?;
+        let done = unpack::unpack_into(&mut tar, dir, options).map_err(|e| {
+            let e = e.context(format!("layer {}", desc.digest()));
+            match e.digest() {
+                Some(_) => e,
+                None => e.with_digest(desc.digest().to_string()),
+            }
+        })?;
         (done, compression)
     };
     let (unpacked, compression) = unpacked;
@@ -1238,5 +1243,5 @@ pub(crate) async fn extract(reference: &str, out_dir: &Path, options: &Options) 
     if outcome.is_err() && created_dir {
         let _ = unpack::remove_tree(out_dir);
     }
-    outcome
+    outcome.map_err(|e| unpack::rename_paths(e, &temp, out_dir))
 }

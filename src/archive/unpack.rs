@@ -786,12 +786,19 @@ pub fn unpack_new<T>(dest: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Resu
     }
 }
 
-/// Messages name the destination, not the temp directory.
-fn rename_paths(e: Error, temp: &Path, dest: &Path) -> Error {
+/// `e` with the temp directory `temp` named as `dest` (where its files were to go).
+pub fn rename_paths(e: Error, temp: &Path, dest: &Path) -> Error {
     let message = e
         .message()
         .replace(&temp.display().to_string(), &dest.display().to_string());
-    let mut out = Error::new(e.kind(), message).with_path(dest);
+    let path = e.path().map(|p| match p.strip_prefix(temp) {
+        Ok(rel) => dest.join(rel),
+        Err(_) => p.to_path_buf(),
+    });
+    let mut out = Error::new(e.kind(), message);
+    if let Some(p) = path {
+        out = out.with_path(p);
+    }
     if let Some(d) = e.digest() {
         out = out.with_digest(d.to_string());
     }

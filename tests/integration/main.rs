@@ -12,4 +12,5 @@ mod library;
 mod packfile;
 mod registry;
 mod sources;
+mod unpack;
 mod util;
