@@ -553,7 +553,7 @@ fn unpack_layer(
     compression: Option<Compression>,
     dir: &Path,
     options: UnpackOptions,
-) -> Result<(unpack::Unpacked, u64, Compression)> {
+) -> Result<Option<(unpack::Unpacked, u64, Compression)>> {
     let mut raw = HashingReader::new(reader);
     let unpacked = {
         let mut head = [0u8; 4];
@@ -570,6 +570,24 @@ fn unpack_layer(
         let mut tar = compression
             .decoder(chained)
             .map_err(|e| Error::new(ErrorKind::UnsafeContent, format!("layer {}: {e}", desc.digest())))?;
+        // A layer typed as tar that is no tar at all (ORAS types every file it pushes so)
+        // is a file, not a broken archive.
+        let mut first = vec![0u8; 512];
+        let mut got = 0;
+        while got < first.len() {
+            match tar.read(&mut first[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => {
+                    return Err(unpack::bad_archive(dir, e).context(format!("layer {}", desc.digest())))
+                }
+            }
+        }
+        first.truncate(got);
+        if !unpack::looks_like_tar(&first) {
+            return Ok(None);
+        }
+        let mut tar = std::io::Cursor::new(first).chain(tar);
         std::fs::create_dir(dir).map_err(|e| Error::io("creating", dir, e))?;
         let done = unpack::unpack_into(&mut tar, dir, options).map_err(|e| {
             let e = e.context(format!("layer {}", desc.digest()));
@@ -582,7 +600,7 @@ fn unpack_layer(
     };
     let (unpacked, compression) = unpacked;
     let size = finish_raw(raw, desc, from)?;
-    Ok((unpacked, size, compression))
+    Ok(Some((unpacked, size, compression)))
 }
 
 /// True when the directory `base` (the only entry of an extracted archive) archives again
@@ -686,32 +704,17 @@ async fn write_all(
         let desc = layer.desc.clone();
         let (temp, from_name, path) = (temp.to_path_buf(), from.to_string(), layer.path.clone());
         match layer.write {
-            Write::File => {
-                let blob = store.fetch(&desc).await?;
-                written.bytes += blocking(move || {
-                    let reader = blob_reader(blob, &desc, &from_name)?;
-                    write_file(&mut Beneath::open(&temp)?.with_dir_mode(0o755), reader, &desc, &from_name, &path)
-                })
-                .await?;
-            }
-            Write::Unpack(c) => {
-                let blob = store.fetch(&desc).await?;
-                let target = temp.join(&path);
-                let (u, n, _) = blocking(move || {
-                    let reader = blob_reader(blob, &desc, &from_name)?;
-                    let parts: Vec<&[u8]> = path.split('/').map(str::as_bytes).collect();
-                    Beneath::open(&temp)?.with_dir_mode(0o755).dir(&parts[..parts.len() - 1], path.as_bytes())?;
-                    unpack_layer(reader, &desc, &from_name, Some(c), &target, unpack_options)
-                })
-                .await?;
-                warn_devices(&u, &layer.desc);
-                written.bytes += n;
-                shape.notes.push(format!(
-                    "layer {} was unpacked into {}/: packing the directory again gives a layer with another digest",
-                    layer.desc.digest(),
-                    layer.path
-                ));
-            }
+            Write::File => written.bytes += write_layer_file(store, from, &temp, layer).await?,
+            Write::Unpack(c) => match unpack_foreign(store, &from_name, &temp, layer, Some(c), unpack_options).await? {
+                Some(n) => {
+                    written.bytes += n;
+                    shape.notes.push(unpacked_note(layer));
+                }
+                None => {
+                    written.bytes += write_layer_file(store, from, &temp, layer).await?;
+                    layer.write = Write::File;
+                }
+            },
             Write::OwnArchive(c) => {
                 let blob = store.fetch(&desc).await?;
                 let expected_tar = annotations_of(desc.annotations()).get(ORAS_DIGEST).cloned();
@@ -721,7 +724,11 @@ async fn write_all(
                     let scratch = temp2.join(format!("{}x-{}", crate::fsutil::TEMP_PREFIX, hex12(&desc2)));
                     let known = Compression::of_media_type(desc2.media_type().as_ref()).map(|_| c);
                     let (u, n, found) = match unpack_layer(reader, &desc2, &from2, known, &scratch, unpack_options) {
-                        Ok(done) => done,
+                        Ok(Some(done)) => done,
+                        Ok(None) => {
+                            let _ = unpack::remove_tree(&scratch);
+                            return Ok((None, 0, "not a tar archive".into(), c));
+                        }
                         // Not an archive after all (or a damaged one): written as a file.
                         Err(e) if e.kind() == ErrorKind::UnsafeContent => {
                             let _ = unpack::remove_tree(&scratch);
@@ -773,18 +780,25 @@ async fn write_all(
                         layer.archive_dir = Some((dir, archive_name(found)));
                         archive_dirs.insert(layer.path.clone(), layer.archive_dir.clone().expect("set"));
                     }
+                    (None, _, why, found) if options.unpack && why != "not a tar archive" => {
+                        match unpack_foreign(store, from, &temp, layer, Some(found), unpack_options).await? {
+                            Some(n) => {
+                                written.bytes += n;
+                                layer.write = Write::Unpack(found);
+                                shape.notes.push(unpacked_note(layer));
+                            }
+                            None => {
+                                written.bytes += write_layer_file(store, from, &temp, layer).await?;
+                                layer.write = Write::File;
+                            }
+                        }
+                    }
                     (None, _, why, _) => {
                         if !why.is_empty() {
                             tracing::warn!(digest = %layer.desc.digest(), "written as a file: {why}");
                         }
                         // Written as the archive file itself.
-                        let blob = store.fetch(&layer.desc).await?;
-                        let (desc, from_name, path, temp) = (layer.desc.clone(), from.to_string(), layer.path.clone(), temp.clone());
-                        written.bytes += blocking(move || {
-                            let reader = blob_reader(blob, &desc, &from_name)?;
-                            write_file(&mut Beneath::open(&temp)?.with_dir_mode(0o755), reader, &desc, &from_name, &path)
-                        })
-                        .await?;
+                        written.bytes += write_layer_file(store, from, &temp, layer).await?;
                         layer.write = Write::File;
                     }
                 }
@@ -837,6 +851,76 @@ async fn write_all(
         written.images.insert(digest, source);
     }
     Ok(written)
+}
+
+/// Fetches a layer and writes it as the file at its path.
+async fn write_layer_file(store: &dyn Target, from: &str, temp: &Path, layer: &LayerOut) -> Result<u64> {
+    let blob = store.fetch(&layer.desc).await?;
+    let (desc, from, path, temp) = (layer.desc.clone(), from.to_string(), layer.path.clone(), temp.to_path_buf());
+    blocking(move || {
+        let reader = blob_reader(blob, &desc, &from)?;
+        write_file(&mut Beneath::open(&temp)?.with_dir_mode(0o755), reader, &desc, &from, &path)
+    })
+    .await
+}
+
+fn unpacked_note(layer: &LayerOut) -> String {
+    format!(
+        "layer {} was unpacked into {}/: packing the directory again gives a layer with another digest",
+        layer.desc.digest(),
+        layer.path
+    )
+}
+
+/// Extracts a foreign archive layer into the directory at its path; an archive whose only
+/// entry is a directory of that same name (what `oras push DIR` makes) lands at the path
+/// itself, as `oras pull` puts it. `None` when the layer is no tar archive after all.
+async fn unpack_foreign(
+    store: &dyn Target,
+    from: &str,
+    temp: &Path,
+    layer: &LayerOut,
+    compression: Option<Compression>,
+    options: UnpackOptions,
+) -> Result<Option<u64>> {
+    let blob = store.fetch(&layer.desc).await?;
+    let (desc, from, temp, path) = (layer.desc.clone(), from.to_string(), temp.to_path_buf(), layer.path.clone());
+    let done = blocking(move || {
+        let reader = blob_reader(blob, &desc, &from)?;
+        let parts: Vec<&[u8]> = path.split('/').map(str::as_bytes).collect();
+        Beneath::open(&temp)?.with_dir_mode(0o755).dir(&parts[..parts.len() - 1], path.as_bytes())?;
+        let target = temp.join(&path);
+        let Some((u, n, _)) = unpack_layer(reader, &desc, &from, compression, &target, options)? else {
+            let _ = unpack::remove_tree(&target);
+            return Ok(None);
+        };
+        let last = path.rsplit('/').next().unwrap_or(&path);
+        let names: Vec<std::ffi::OsString> = std::fs::read_dir(&target)
+            .map_err(|e| Error::io("reading", &target, e))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if let [only] = names.as_slice() {
+            let inner = target.join(only);
+            if only.as_os_str() == std::ffi::OsStr::new(last)
+                && std::fs::symlink_metadata(&inner).is_ok_and(|m| m.is_dir())
+            {
+                let hoisted = temp.join(format!("{}h-{}", crate::fsutil::TEMP_PREFIX, hex12(&desc)));
+                std::fs::rename(&inner, &hoisted).map_err(|e| Error::io("moving", &inner, e))?;
+                std::fs::remove_dir(&target).map_err(|e| Error::io("moving", &target, e))?;
+                std::fs::rename(&hoisted, &target).map_err(|e| Error::io("moving", &hoisted, e))?;
+            }
+        }
+        Ok(Some((u, n)))
+    })
+    .await?;
+    match done {
+        Some((u, n)) => {
+            warn_devices(&u, &layer.desc);
+            Ok(Some(n))
+        }
+        None => Ok(None),
+    }
 }
 
 fn warn_devices(u: &unpack::Unpacked, desc: &Descriptor) {

@@ -745,7 +745,29 @@ pub fn unpack_into(tar: &mut dyn Read, dest: &Path, options: UnpackOptions) -> R
     Ok(x.done)
 }
 
-fn bad_archive(dest: &Path, e: io::Error) -> Error {
+/// True when `block` (the first 512 bytes of a stream, or fewer at its end) is a tar header
+/// with a valid checksum, or the zero block that ends an empty archive.
+pub fn looks_like_tar(block: &[u8]) -> bool {
+    if block.len() < 512 {
+        return false;
+    }
+    if block.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let stored = std::str::from_utf8(&block[148..156])
+        .ok()
+        .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
+        .and_then(|s| u32::from_str_radix(s, 8).ok());
+    let sum: u32 = block[..512]
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if (148..156).contains(&i) { u32::from(b' ') } else { u32::from(b) })
+        .sum();
+    stored == Some(sum)
+}
+
+/// The error for a stream that is not a readable archive.
+pub fn bad_archive(dest: &Path, e: io::Error) -> Error {
     crate::error::from_read_error(e, |e| {
         Error::new(
             ErrorKind::UnsafeContent,

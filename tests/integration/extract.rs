@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use serde_json::Value;
+use sha2::Digest as _;
 
 use crate::util::*;
 
@@ -145,4 +146,206 @@ fn round_trip_from_a_layout() {
 fn round_trip_from_a_registry() {
     let registry = RegistryServer::start();
     round_trip(Some(&registry));
+}
+
+fn oras(cwd: &Path, args: &[&str]) -> std::process::Output {
+    let o = std::process::Command::new(peer("oras", "OCI_PACKER_ORAS"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("oras");
+    assert!(o.status.success(), "oras {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// `diff -r` of two trees, which must agree.
+fn same_tree(a: &Path, b: &Path) {
+    let o = std::process::Command::new("diff").args(["-r", "--no-dereference"]).arg(a).arg(b).output().expect("diff");
+    assert!(o.status.success(), "diff -r {} {}:\n{}", a.display(), b.display(), String::from_utf8_lossy(&o.stdout));
+}
+
+/// Type, mode, owner and (for everything but directories' times) mtime of every path, as
+/// `find -printf` shows them.
+fn metadata(dir: &Path) -> Vec<String> {
+    let o = std::process::Command::new("find")
+        .arg(".")
+        .args(["-printf", "%p %y %m %u %g %T@ %l\n"])
+        .current_dir(dir)
+        .output()
+        .expect("find");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn an_oras_push_extracts_and_unpacks_like_oras_pull() {
+    let d = TestDir::new();
+    d.write("work/readme.txt", "read me\n");
+    d.write("work/site/index.html", "<p>x</p>\n");
+    d.write("work/site/a/b.css", "b{}\n");
+    let layout = d.join("oras-layout");
+    oras(&d.join("work"), &["push", "--oci-layout", &format!("{}:v1", layout.display()), "readme.txt", "site"]);
+    let reference = format!("oci://{}:v1", layout.display());
+    // As files: the directory layer stays the archive ORAS made, byte for byte.
+    let x = extract_ok(&d, &reference, &d.join("plain"), &[]);
+    assert_eq!(std::fs::read(d.join("plain/readme.txt")).expect("readme"), b"read me\n");
+    let archive = std::fs::read(d.join("plain/site")).expect("archive");
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index")).expect("json");
+    let manifest = blob_json(&layout, index["manifests"][0]["digest"].as_str().expect("digest"));
+    let site_layer = manifest["layers"].as_array().expect("layers").iter().find(|l| l["annotations"]["org.opencontainers.image.title"] == "site").expect("site layer");
+    assert_eq!(format!("sha256:{:x}", sha2::Sha256::digest(&archive)), site_layer["digest"].as_str().expect("digest"));
+    // The pack file packs the same layers again.
+    let again = repack(&d, &x, "oci://again:v1");
+    let again_manifest = blob_json(&d.join("again"), &again);
+    assert_eq!(again_manifest["layers"], manifest["layers"]);
+    // --unpack: the directory, as `oras pull` gives it.
+    extract_ok(&d, &reference, &d.join("unpacked"), &["--unpack"]);
+    let pulled = d.mkdir("pulled");
+    oras(&pulled, &["pull", "--oci-layout", &format!("{}:v1", layout.display())]);
+    same_tree(&pulled.join("site"), &d.join("unpacked/site"));
+    same_tree(&d.join("work/site"), &d.join("unpacked/site"));
+}
+
+/// A layer made by GNU tar as root: modes (setuid, 0700 directory), owners, a symlink, a
+/// hard link, whiteout markers, an empty directory.
+fn gnu_tar_layer(d: &TestDir, name: &str, build: impl FnOnce(&Path)) -> std::path::PathBuf {
+    let root = d.mkdir(&format!("rootfs-{name}"));
+    build(&root);
+    let out = d.join(&format!("{name}.tar.gz"));
+    let o = std::process::Command::new("tar")
+        .args(["-czf", out.to_str().expect("utf8"), "-C", root.to_str().expect("utf8"), "."])
+        .output()
+        .expect("tar");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn an_image_with_gnu_tar_layers_copied_by_skopeo_unpacks_like_tar_x() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TestDir::new();
+    let chmod = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+    let l1 = gnu_tar_layer(&d, "base", |r| {
+        std::fs::create_dir_all(r.join("usr/bin")).expect("mkdir");
+        std::fs::write(r.join("usr/bin/tool"), "#!/bin/sh\n").expect("write");
+        chmod(&r.join("usr/bin/tool"), 0o4755);
+        std::fs::create_dir_all(r.join("root")).expect("mkdir");
+        chmod(&r.join("root"), 0o700);
+        std::fs::write(r.join("etc-passwd"), "root:x:0:0\n").expect("write");
+        std::fs::hard_link(r.join("etc-passwd"), r.join("passwd-link")).expect("link");
+        std::os::unix::fs::symlink("usr/bin/tool", r.join("tool")).expect("symlink");
+        std::fs::create_dir_all(r.join("var/empty")).expect("mkdir");
+        std::fs::write(r.join("owned"), "nobody's\n").expect("write");
+        std::process::Command::new("chown").args(["65534:65534"]).arg(r.join("owned")).status().expect("chown");
+    });
+    let l2 = gnu_tar_layer(&d, "top", |r| {
+        std::fs::create_dir_all(r.join("usr/bin")).expect("mkdir");
+        std::fs::write(r.join("usr/bin/.wh.tool"), "").expect("write");
+        std::fs::create_dir_all(r.join("var")).expect("mkdir");
+        std::fs::write(r.join("var/.wh..wh..opq"), "").expect("write");
+        std::fs::write(r.join("new.txt"), "new\n").expect("write");
+        chmod(&r.join("new.txt"), 0o600);
+    });
+    d.write("image-config.json", "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}");
+    d.write(
+        "image.yaml",
+        "config: {from: file://image-config.json, type: application/vnd.oci.image.config.v1+json}\nitems:\n- from: file://base.tar.gz\n- from: file://top.tar.gz\n",
+    );
+    pack_ok(&d, "image.yaml", "oci://src:v1");
+    let registry = RegistryServer::start();
+    let target = registry.reference("gnu/image:v1");
+    let o = std::process::Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", d.join("src").display()))
+        .arg(format!("docker://{target}"))
+        .output()
+        .expect("skopeo must be installed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let x = extract_ok(&d, &target, &d.join("out"), &["--unpack"]);
+    assert_eq!(x["files"], 3, "{x}");
+    for (name, layer) in [("base", &l1), ("top", &l2)] {
+        let reference = d.mkdir(&format!("tar-x-{name}"));
+        let o = std::process::Command::new("tar")
+            .args(["-xzf", layer.to_str().expect("utf8"), "-C", reference.to_str().expect("utf8")])
+            .output()
+            .expect("tar");
+        assert!(o.status.success());
+        let ours = d.join(&format!("out/{name}"));
+        same_tree(&reference, &ours);
+        assert_eq!(metadata(&reference), metadata(&ours), "{name}: modes, owners or times differ from tar -x");
+    }
+    // The config is written as it is.
+    assert_eq!(std::fs::read(d.join("out/config.json")).expect("config"), std::fs::read(d.join("image-config.json")).expect("config"));
+}
+
+/// A layout exactly as the Go tool writes it: its mode marker in index.json, `repo:tag`
+/// names, per-file `dir://` layers whose directory annotation is the path as written
+/// (`./data`), layers with an artifactType, and an index of `cr://` members (bare entries).
+#[test]
+fn layouts_the_go_tool_wrote_extract_and_pack_again() {
+    use crate::unpack::craft_layout;
+    let d = TestDir::new();
+    let layout = d.join("go-layout");
+    let files = [("a.tmpl", &b"alpha\n"[..]), ("nested/b.tmpl", &b"beta\n"[..])];
+    let mut layers: Vec<(Vec<u8>, &str, Value)> = files
+        .iter()
+        .map(|(t, data)| (data.to_vec(), "application/octet-stream", serde_json::json!({"org.opencontainers.image.title": t, "io.arenadata.oci-packer.dir": "./data"})))
+        .collect();
+    layers.push((b"port=1\n".to_vec(), "application/octet-stream", serde_json::json!({"org.opencontainers.image.title": "app.conf"})));
+    let manifest_digest = craft_layout(&layout, &layers);
+    // The Go tool's index.json: its mode marker, a `repo:tag` name, a created time on the
+    // root, and an index whose members are bare `cr://` entries.
+    let manifest = blob(&layout, &manifest_digest);
+    let index_json = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "artifactType": "application/vnd.example.set",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}}],
+        "annotations": {"org.opencontainers.image.created": "2024-05-06T07:08:09Z"},
+    });
+    let index_bytes = serde_json::to_vec(&index_json).expect("json");
+    let index_digest = format!("sha256:{:x}", sha2::Sha256::digest(&index_bytes));
+    std::fs::write(layout.join("blobs/sha256").join(&index_digest[7..]), &index_bytes).expect("write");
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "artifactType": "application/vnd.oci.layout.blobs.tar",
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "example/service:v1"}},
+                {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index_bytes.len(), "annotations": {"org.opencontainers.image.ref.name": "example/set:v1"}},
+            ],
+        }))
+        .expect("json"),
+    )
+    .expect("write");
+    // The manifest: dir layers regrouped into one dir:// item, files where they were.
+    let x = extract_ok(&d, &format!("oci://{}:example/service:v1", layout.display()), &d.join("out"), &[]);
+    assert_eq!(std::fs::read(d.join("out/data/a.tmpl")).expect("a"), b"alpha\n");
+    assert_eq!(std::fs::read(d.join("out/data/nested/b.tmpl")).expect("b"), b"beta\n");
+    assert_eq!(std::fs::read(d.join("out/app.conf")).expect("conf"), b"port=1\n");
+    let pack = std::fs::read_to_string(d.join("out/pack.yaml")).expect("pack");
+    assert!(pack.contains("- from: dir://data/\n"), "{pack}");
+    assert_eq!(pack.matches("- from:").count(), 2, "{pack}");
+    let again = repack(&d, &x, "oci://again:service");
+    let m = blob_json(&d.join("again"), &again);
+    let titles: Vec<&str> = m["layers"].as_array().expect("layers").iter().map(|l| l["annotations"]["org.opencontainers.image.title"].as_str().expect("title")).collect();
+    assert_eq!(titles, ["a.tmpl", "nested/b.tmpl", "app.conf"]);
+    // The index of cr:// members: each member an oci:// item by digest, the created time
+    // as SOURCE_DATE_EPOCH.
+    let x = extract_ok(&d, &format!("oci://{}:example/set:v1", layout.display()), &d.join("set"), &[]);
+    assert_eq!(x["sourceDateEpoch"], 1714979289);
+    let pack = std::fs::read_to_string(d.join("set/pack.yaml")).expect("pack");
+    assert!(pack.contains(&format!("@{manifest_digest}")), "{pack}");
+    let again = repack(&d, &x, "oci://again:set");
+    let index_again = blob_json(&d.join("again"), &again);
+    assert_eq!(index_again["manifests"][0]["digest"], manifest_digest.as_str());
+    assert_eq!(index_again["annotations"]["org.opencontainers.image.created"], "2024-05-06T07:08:09Z");
+    // With --images the member is copied and the pack file packs offline.
+    let x = extract_ok(&d, &format!("oci://{}:example/set:v1", layout.display()), &d.join("offline"), &["--images"]);
+    std::fs::remove_dir_all(&layout).expect("remove the source");
+    let offline = repack(&d, &x, "oci://packed-offline:set");
+    assert_eq!(offline, again);
 }
