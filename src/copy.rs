@@ -40,6 +40,9 @@ pub(crate) async fn copy(src: &str, dst: &str, options: &Options) -> Result<Copi
     let targets = Targets::new(&options.registry, options.fsync, options.tmp_dir.clone());
     let from = targets.open_str(src, false)?;
     let to = targets.open_str(dst, true)?;
+    if options.unpack {
+        crate::store::require_layout_for_unpack(to.target.as_ref())?;
+    }
     let mut root = from.resolve().await?;
     if let Some(p) = &wanted {
         if !crate::mediatype::is_index(root.media_type().as_ref()) {
@@ -59,6 +62,9 @@ pub(crate) async fn copy(src: &str, dst: &str, options: &Options) -> Result<Copi
     )
     .await
     .map_err(|e| e.context(format!("copying {src} to {dst}")))?;
+    if options.unpack {
+        to.target.unpack_layers(&root, options.limits()).await?;
+    }
     to.tag(&root, None).await?;
     tracing::info!(src, dst, digest = %root.digest(), stored = stats.stored, mounted = stats.mounted, "copied");
     // The source's entry name (a layout's ref.name) is not the copy's: the result is the

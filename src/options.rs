@@ -46,6 +46,16 @@ pub struct Options {
     pub cancel: Option<Cancel>,
 }
 
+impl Options {
+    /// The extraction limits these options set.
+    pub(crate) fn limits(&self) -> crate::archive::unpack::Limits {
+        crate::archive::unpack::Limits {
+            max_bytes: self.max_bytes,
+            max_entries: self.max_entries,
+        }
+    }
+}
+
 /// The most blob transfers at once that `concurrency` may ask for.
 pub const MAX_CONCURRENCY: usize = 256;
 

@@ -282,6 +282,9 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
     } else {
         Some(targets.open_str(target, true)?)
     };
+    if let Some(t) = opened.as_ref().filter(|_| options.unpack) {
+        crate::store::require_layout_for_unpack(t.target.as_ref())?;
+    }
     let spool = match &opened {
         Some(t) => t.target.spool_dir().await?,
         None => None,
@@ -307,6 +310,9 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
             taker.as_deref(),
         )
         .await?;
+        if options.unpack {
+            t.target.unpack_layers(&built.root, options.limits()).await?;
+        }
         t.tag(&built.root, Some(built.root_json.clone())).await?;
         tracing::info!(target, digest = %built.root.digest(), stored = stats.stored, skipped = stats.skipped, "packed");
     }

@@ -99,6 +99,29 @@ struct Global {
     registry_config: Option<PathBuf>,
 }
 
+/// `--unpack` for writes into layouts, with the extraction limits.
+#[derive(Debug, Args)]
+struct UnpackArgs {
+    /// Layouts: also extract every tar layer into DIR/unpacked/sha256/<hex>/ (blobs stay as
+    /// they are); whiteouts become overlayfs whiteouts when run as root.
+    #[arg(long)]
+    unpack: bool,
+    /// Most bytes one archive layer may extract to.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::archive::unpack::DEFAULT_MAX_BYTES)]
+    max_bytes: u64,
+    /// Most entries one archive layer may hold.
+    #[arg(long, value_name = "N", default_value_t = crate::archive::unpack::DEFAULT_MAX_ENTRIES)]
+    max_entries: u64,
+}
+
+impl UnpackArgs {
+    fn apply(&self, opts: &mut Options) {
+        opts.unpack = self.unpack;
+        opts.max_bytes = self.max_bytes;
+        opts.max_entries = self.max_entries;
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build the artifact described by a pack file and write it to TARGET (host/repo[:tag] or
@@ -124,6 +147,8 @@ enum Command {
         /// Copy only the member of an index that best matches os/arch[/variant].
         #[arg(long, value_name = "PLATFORM")]
         platform: Option<String>,
+        #[command(flatten)]
+        unpack: UnpackArgs,
     },
     /// Hash every blob of an artifact's graph again; one line per problem, exit 1 on any.
     Verify {
@@ -321,6 +346,8 @@ struct PackArgs {
         value_parser = created_time
     )]
     created: Option<String>,
+    #[command(flatten)]
+    unpack: UnpackArgs,
 }
 
 fn init_logging(g: &Global) {
@@ -518,6 +545,11 @@ fn execute(cli: Cli) -> Result<i32, Error> {
                 target: Some(target),
                 dry_run: false,
                 created: None,
+                unpack: UnpackArgs {
+                    unpack: false,
+                    max_bytes: crate::archive::unpack::DEFAULT_MAX_BYTES,
+                    max_entries: crate::archive::unpack::DEFAULT_MAX_ENTRIES,
+                },
             })
         }
         (None, None, Some(target)) => {
@@ -541,6 +573,7 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             opts.registry = registry_options(g)?;
             opts.dry_run = a.dry_run;
             opts.created = a.created;
+            a.unpack.apply(&mut opts);
             let target = a.target.unwrap_or_default();
             if !a.dry_run {
                 write_target(&target)?;
@@ -565,11 +598,17 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             let listing: Listing = crate::list(&reference, &opts)?;
             output::listing(&mut out, g.format, &listing)
         }
-        Command::Copy { src, dst, platform } => {
+        Command::Copy {
+            src,
+            dst,
+            platform,
+            unpack,
+        } => {
             write_target(&dst)?;
             let (mut opts, bars) = options(g);
             opts.registry = registry_options(g)?;
             opts.platform = platform;
+            unpack.apply(&mut opts);
             let copied = crate::copy(&src, &dst, &opts)?;
             drop(bars);
             output::copied(&mut out, g.format, &copied)

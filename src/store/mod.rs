@@ -184,8 +184,33 @@ pub trait Target: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Also extracts every tar layer of the graph under `root` (which must be here) into
+    /// a directory beside its blob (a layout's `unpacked/sha256/<hex>/`); returns how many
+    /// were extracted now. Only layouts can.
+    async fn unpack_layers(
+        &self,
+        _root: &Descriptor,
+        _limits: crate::archive::unpack::Limits,
+    ) -> Result<usize> {
+        Err(unsupported(self.as_dyn(), "unpack layers (--unpack needs a layout, oci://DIR:REF)"))
+    }
+
     /// `self` as a trait object (for the defaults' messages).
     fn as_dyn(&self) -> &dyn Target;
+}
+
+/// Refuses `--unpack` for a target that is not a layout, before anything is written.
+pub(crate) fn require_layout_for_unpack(target: &dyn Target) -> Result<()> {
+    match target.location() {
+        Location::Layout(_) => Ok(()),
+        _ => Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "--unpack extracts layers into a layout; {} is not one (write to oci://DIR:REF)",
+                target.name()
+            ),
+        )),
+    }
 }
 
 /// Reads a whole (small) blob, refusing anything over [`MAX_MANIFEST_BYTES`] and anything

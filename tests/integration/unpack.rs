@@ -320,3 +320,128 @@ fn limits_are_per_archive_and_can_be_raised() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(d.join("out/layer/big")).expect("big").len(), 4096);
 }
+
+/// An image of two GNU tar layers: the second deletes `etc/a` with a whiteout and makes
+/// `opq` opaque.
+fn whiteout_image(d: &TestDir) {
+    for (dir, files) in [
+        ("r1", &[("etc/a", "a\n"), ("etc/b", "b\n"), ("opq/x", "x\n")][..]),
+        ("r2", &[("etc/.wh.a", ""), ("opq/.wh..wh..opq", ""), ("opq/y", "y\n")][..]),
+    ] {
+        for (f, text) in files {
+            d.write(&format!("{dir}/{f}"), text);
+        }
+        let o = std::process::Command::new("tar")
+            .args(["-czf", &format!("{dir}.tar.gz"), "-C", dir, "."])
+            .current_dir(&d.path)
+            .output()
+            .expect("tar");
+        assert!(o.status.success());
+    }
+    d.write("cfg.json", "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}");
+    d.write(
+        "image.yaml",
+        "config: {from: file://cfg.json, type: application/vnd.oci.image.config.v1+json}\nitems:\n- from: file://r1.tar.gz\n- from: file://r2.tar.gz\n",
+    );
+}
+
+fn layer_hexes(layout: &Path, name: &str) -> Vec<String> {
+    let m = blob_json(layout, entry(layout, name)["digest"].as_str().expect("digest"));
+    m["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest")[7..].to_string())
+        .collect()
+}
+
+#[test]
+fn copy_unpack_keeps_a_standard_layout_that_overlayfs_mounts() {
+    let d = TestDir::new();
+    whiteout_image(&d);
+    let src = pack_ok(&d, "image.yaml", "oci://src:v1");
+    let o = run(&d.path, &["copy", "--unpack", "oci://src:v1", "oci://dst:v1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dst = d.join("dst");
+    let hexes = layer_hexes(&dst, "v1");
+    let dirs: Vec<_> = hexes.iter().map(|h| dst.join("unpacked/sha256").join(h)).collect();
+    assert_eq!(std::fs::read(dirs[0].join("etc/a")).expect("a"), b"a\n");
+    // Whiteouts in overlayfs form: a 0/0 character device, and the opaque xattr.
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let wh = std::fs::symlink_metadata(dirs[1].join("etc/a")).expect("whiteout");
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "{wh:?}");
+    assert!(!dirs[1].join("etc/.wh.a").exists());
+    let mut value = [0u8; 8];
+    let n = rustix::fs::getxattr(dirs[1].join("opq").as_path(), "trusted.overlay.opaque", &mut value[..]).expect("xattr");
+    assert_eq!(&value[..n], b"y");
+    // The layout stays standard: skopeo and ORAS read it, copies keep every digest.
+    skopeo_reads(&dst, "v1");
+    let pulled = d.mkdir("pulled");
+    let o = std::process::Command::new(peer("oras", "OCI_PACKER_ORAS"))
+        .current_dir(&pulled)
+        .args(["pull", "--oci-layout", &format!("{}:v1", dst.display())])
+        .output()
+        .expect("oras");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(pulled.join("r2.tar.gz")).expect("layer"), std::fs::read(d.join("r2.tar.gz")).expect("layer"));
+    let o = run(&d.path, &["copy", "oci://dst:v1", "oci://out:v1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(entry(&d.join("out"), "v1")["digest"], src.as_str());
+    let o = run(&d.path, &["verify", "oci://dst:v1"], &[]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    // overlayfs merges the layers: the whiteout hides etc/a, the opaque dir hides opq/x.
+    let mnt = d.mkdir("mnt");
+    let lower = format!("lowerdir={}:{}", dirs[1].display(), dirs[0].display());
+    let o = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &format!("ro,{lower}")])
+        .arg(&mnt)
+        .output()
+        .expect("mount");
+    assert!(o.status.success(), "mount: {}", String::from_utf8_lossy(&o.stderr));
+    let merged = (mnt.join("etc/a").exists(), mnt.join("etc/b").exists(), mnt.join("opq/x").exists(), mnt.join("opq/y").exists());
+    // While mounted, a delete that would remove the layers is refused and changes nothing.
+    let refused = run(&d.path, &["delete", "oci://dst:v1"], &[]);
+    let gc_refused = run(&d.path, &["gc", "oci://dst"], &[]);
+    let still = dirs.iter().all(|p| p.is_dir()) && d.join("dst/index.json").exists();
+    let umount = std::process::Command::new("umount").arg(&mnt).output().expect("umount");
+    assert!(umount.status.success());
+    assert_eq!(merged, (false, true, false, true));
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("mounted") && stderr(&refused).contains("umount"), "{}", stderr(&refused));
+    assert!(still);
+    assert!(gc_refused.status.success(), "gc removes nothing in use: {}", stderr(&gc_refused));
+    assert_eq!(entry(&dst, "v1")["digest"], src.as_str());
+    // Unmounted: the delete goes through and takes the unpacked layers with the blobs.
+    let o = run(&d.path, &["delete", "oci://dst:v1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dirs.iter().all(|p| !p.exists()));
+}
+
+#[test]
+fn pack_unpack_into_a_layout_and_refusals() {
+    let d = TestDir::new();
+    whiteout_image(&d);
+    let o = run(&d.path, &["pack", "--unpack", "-f", "image.yaml", "oci://packed:v1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for h in layer_hexes(&d.join("packed"), "v1") {
+        assert!(d.join("packed/unpacked/sha256").join(&h).is_dir(), "{h}");
+    }
+    // An unpacked directory whose blob is gone is collected.
+    d.mkdir(&format!("packed/unpacked/sha256/{}", "0".repeat(64)));
+    let o = run(&d.path, &["gc", "oci://packed"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!d.join(&format!("packed/unpacked/sha256/{}", "0".repeat(64))).exists());
+    // Registries have no unpacked layers: refused before anything is written.
+    let o = run(&d.path, &["pack", "--unpack", "-f", "image.yaml", "127.0.0.1:9/x:v1"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--unpack extracts layers into a layout"), "{}", stderr(&o));
+    // A hostile layer: the copy fails, no unpacked directory and no tag are left.
+    craft_layout(&d.join("evil"), &layer(&[symlink("etc", "/"), file("etc/x", b"pwned")]));
+    let o = run(&d.path, &["copy", "--unpack", "oci://evil:evil", "oci://target:v1"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("leads outside"), "{}", stderr(&o));
+    let index = read_json(&d.join("target/index.json"));
+    assert_eq!(index["manifests"], json!([]));
+    let leftovers: Vec<_> = std::fs::read_dir(d.join("target/unpacked/sha256")).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -32,6 +32,8 @@ const LOCK_FILE: &str = "index.lock";
 pub(crate) const GC_LOCK_FILE: &str = ".oci-packer.lock";
 const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
+mod unpacked;
+
 /// An OCI image layout directory.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -804,6 +806,15 @@ impl Target for Layout {
         let this = self.clone();
         blocking(move || Ok(this.spool_path())).await
     }
+
+    async fn unpack_layers(
+        &self,
+        root: &Descriptor,
+        limits: crate::archive::unpack::Limits,
+    ) -> Result<usize> {
+        let (this, root) = (self.clone(), root.clone());
+        blocking(move || this.unpack_graph(&root, limits)).await
+    }
 }
 
 /// What a collection (`delete`, `gc`) removed from a layout — or, in a dry run, would remove.
@@ -895,11 +906,19 @@ impl Layout {
             }
         }
         out.removed.sort();
+        // Unpacked layers go with their blobs (and those whose blob is gone already).
+        let unpacked: Vec<String> = self
+            .unpacked_layers()
+            .into_iter()
+            .filter(|h| !reachable.contains(h))
+            .collect();
+        self.check_not_mounted(&unpacked.iter().map(String::as_str).collect::<Vec<_>>())?;
         let age = crate::fsutil::STALE_TEMP_AGE;
         if dry_run {
             if sweep_temps {
                 out.temp_files = crate::fsutil::stale_temps(&self.dir, age, false)
-                    + crate::fsutil::stale_temp_files_at(&blobs, age, false);
+                    + crate::fsutil::stale_temp_files_at(&blobs, age, false)
+                    + self.stale_unpack_temps(age, false);
             }
             return Ok(out);
         }
@@ -916,9 +935,13 @@ impl Layout {
             rustix::fs::unlinkat(&*blobs, hex, rustix::fs::AtFlags::empty())
                 .map_err(|e| Error::io("removing", &self.blobs_path().join(hex), e.into()))?;
         }
+        for hex in &unpacked {
+            self.remove_unpacked(hex)?;
+        }
         if sweep_temps {
             out.temp_files = crate::fsutil::stale_temps(&self.dir, age, true)
-                + crate::fsutil::stale_temp_files_at(&blobs, age, true);
+                + crate::fsutil::stale_temp_files_at(&blobs, age, true)
+                + self.stale_unpack_temps(age, true);
         }
         self.sync_blobs(&blobs)?;
         Ok(out)

@@ -1,0 +1,325 @@
+//! Unpacked layers (SPEC §7.4): every tar layer of a layout also extracted into
+//! `DIR/unpacked/sha256/<hex>/`, beside the standard blobs (which stay, so skopeo and ORAS
+//! still read the layout and copies out of it keep their digests). Extraction is safe
+//! (`archive::unpack`), verified against the layer's digest, and atomic: a directory is
+//! there complete or not at all. Collections remove a layer's directory with its blob, and
+//! refuse while it is a lower directory of a live overlay mount.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::PathBuf;
+
+use oci_spec::image::Descriptor;
+
+use super::{layout_err, Layout};
+use crate::archive::unpack::{self, Compression, UnpackOptions};
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, ErrorKind, Result};
+use crate::mediatype;
+use crate::store::Target;
+
+/// The directory of unpacked layers in a layout, by algorithm: `unpacked/sha256`.
+pub const UNPACKED_DIR: &str = "unpacked/sha256";
+
+impl Layout {
+    /// `DIR/unpacked/sha256`, checked to be real directories when they exist (a planted
+    /// symlink would send extractions elsewhere); `create` makes them.
+    fn unpacked_root(&self, create: bool) -> Result<Option<PathBuf>> {
+        let mut path = self.dir.clone();
+        for part in UNPACKED_DIR.split('/') {
+            path.push(part);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(layout_err(
+                        &self.shown,
+                        format!(
+                            "{} is not a real directory (a symlink?); replace it with a directory",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                    std::fs::create_dir(&path).map_err(|e| Error::io("creating", &path, e))?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io("looking at", &path, e)),
+            }
+        }
+        Ok(Some(path))
+    }
+
+    /// The unpacked directory of the layer with hex digest `hex`, when there is one.
+    pub fn unpacked_dir(&self, hex: &str) -> Option<PathBuf> {
+        let p = self.unpacked_root(false).ok()??.join(hex);
+        std::fs::symlink_metadata(&p)
+            .is_ok_and(|m| m.is_dir())
+            .then_some(p)
+    }
+
+    /// Extracts every tar layer (OCI and Docker types) of the graph under `root` that is not
+    /// unpacked yet; returns how many were. Whiteouts become overlayfs whiteouts when
+    /// running as root.
+    pub fn unpack_graph(&self, root: &Descriptor, limits: unpack::Limits) -> Result<usize> {
+        let options = UnpackOptions {
+            limits,
+            whiteouts: unpack::Whiteouts::Overlay,
+            ..UnpackOptions::default()
+        };
+        let mut seen = HashSet::new();
+        let mut todo = vec![(root.clone(), Vec::<String>::new())];
+        let mut done = 0;
+        let mut skipped_devices = 0;
+        while let Some((desc, path)) = todo.pop() {
+            let digest = desc.digest().to_string();
+            crate::graph::check_path(&path, &digest, || self.name())?;
+            if !seen.insert(digest.clone()) {
+                continue;
+            }
+            let mt = desc.media_type().to_string();
+            if mediatype::is_manifest(&mt) {
+                let hex = Digest::parse(&digest)?.hex().to_string();
+                let data = self
+                    .small_blob(&hex)
+                    .filter(|d| Digest::of(d).as_str() == digest)
+                    .ok_or_else(|| {
+                        layout_err(&self.shown, format!("{digest} is missing or damaged"))
+                            .with_digest(digest.clone())
+                    })?;
+                let mut below = path.clone();
+                below.push(digest.clone());
+                todo.extend(
+                    crate::graph::successors(&mt, &data)?
+                        .into_iter()
+                        .map(|c| (c, below.clone())),
+                );
+                continue;
+            }
+            if let Some(compression) = Compression::of_media_type(&mt) {
+                if let Some(u) = self.unpack_layer(&desc, compression, options)? {
+                    done += 1;
+                    skipped_devices += u.skipped_devices;
+                }
+            }
+        }
+        if skipped_devices > 0 {
+            tracing::warn!(
+                "{skipped_devices} device nodes not created in {}: only root can (run as root to keep them)",
+                self.shown.display()
+            );
+        }
+        Ok(done)
+    }
+
+    /// Extracts one layer into `unpacked/sha256/<hex>` unless it is there; `None` when it was.
+    fn unpack_layer(
+        &self,
+        desc: &Descriptor,
+        compression: Compression,
+        options: UnpackOptions,
+    ) -> Result<Option<unpack::Unpacked>> {
+        let digest = Digest::parse(desc.digest().as_ref())?;
+        let root = self.unpacked_root(true)?.expect("created");
+        let target = root.join(digest.hex());
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            return Ok(None);
+        }
+        let (file, _) = self.open_blob(desc)?;
+        let from = self.name();
+        let done = unpack::unpack_new(&target, |tmp| {
+            let mut raw = HashingReader::new(file.take(desc.size() + 1));
+            let done = {
+                let mut tar = compression.decoder(&mut raw).map_err(|e| unpack::bad_archive(tmp, e))?;
+                unpack::unpack_into(&mut tar, tmp, options)?
+            };
+            std::io::copy(&mut raw, &mut std::io::sink())
+                .map_err(|e| Error::io("reading", &self.blobs_path().join(digest.hex()), e))?;
+            let (got, size) = raw.finish();
+            crate::store::verify::check(desc, &from, &got, size)?;
+            Ok(done)
+        })
+        .map_err(|e| {
+            let e = e.context(format!("unpacking layer {}", desc.digest()));
+            match e.digest() {
+                Some(_) => e,
+                None => e.with_digest(desc.digest().to_string()),
+            }
+        })?;
+        Ok(Some(done))
+    }
+
+    /// The hex names of the unpacked directories there are.
+    pub(super) fn unpacked_layers(&self) -> Vec<String> {
+        let Ok(Some(root)) = self.unpacked_root(false) else {
+            return Vec::new();
+        };
+        let Ok(rd) = std::fs::read_dir(root) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .collect()
+    }
+
+    /// Refuses when one of `hexes` has an unpacked directory that a live overlay mount
+    /// uses as a lower directory.
+    pub(super) fn check_not_mounted(&self, hexes: &[&str]) -> Result<()> {
+        let Ok(Some(root)) = self.unpacked_root(false) else {
+            return Ok(());
+        };
+        let lower = mounted_lower_dirs();
+        if lower.is_empty() {
+            return Ok(());
+        }
+        let root = root.canonicalize().unwrap_or(root);
+        let busy: Vec<&str> = hexes
+            .iter()
+            .copied()
+            .filter(|h| lower.contains(&root.join(h)))
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "layout {}: {} layer(s) that would be removed are mounted (sha256:{}); unmount \
+                 them first (umount the overlay that uses {}), then run this again; nothing \
+                 was deleted",
+                self.shown.display(),
+                busy.len(),
+                busy.join(", sha256:"),
+                root.join(busy[0]).display()
+            ),
+        )
+        .with_path(&self.shown))
+    }
+
+    /// Removes the unpacked directory of `hex`, if there is one.
+    pub(super) fn remove_unpacked(&self, hex: &str) -> Result<()> {
+        if let Some(dir) = self.unpacked_dir(hex) {
+            unpack::remove_tree(&dir).map_err(|e| Error::io("removing", &dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// This program's temp directories under `unpacked/sha256` older than `age` (an
+    /// extraction that was killed); removed when `remove`. How many there were.
+    pub(super) fn stale_unpack_temps(&self, age: std::time::Duration, remove: bool) -> usize {
+        let Ok(Some(root)) = self.unpacked_root(false) else {
+            return 0;
+        };
+        let Ok(rd) = std::fs::read_dir(&root) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in rd.flatten() {
+            if !e.file_name().to_string_lossy().starts_with(crate::fsutil::TEMP_PREFIX) {
+                continue;
+            }
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|el| el >= age);
+            if old {
+                n += 1;
+                if remove {
+                    let _ = unpack::remove_tree(&e.path());
+                }
+            }
+        }
+        n
+    }
+}
+
+/// The lower directories of every overlay mounted now, from `/proc/self/mountinfo`
+/// (`lowerdir=` and `lowerdir+=` options, with mountinfo's octal escapes and overlayfs's
+/// `\:` undone).
+pub(crate) fn mounted_lower_dirs() -> HashSet<PathBuf> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return HashSet::new();
+    };
+    let mut out = HashSet::new();
+    for line in text.lines() {
+        let Some((_, tail)) = line.split_once(" - ") else { continue };
+        let mut parts = tail.split(' ');
+        if parts.next() != Some("overlay") {
+            continue;
+        }
+        let _source = parts.next();
+        let Some(options) = parts.next() else { continue };
+        for opt in split_unescaped(options, ',') {
+            let value = opt
+                .strip_prefix("lowerdir=")
+                .or_else(|| opt.strip_prefix("lowerdir+="));
+            let Some(value) = value else { continue };
+            for dir in split_unescaped(value, ':') {
+                let path = PathBuf::from(unescape(&dir));
+                out.insert(path.canonicalize().unwrap_or(path));
+            }
+        }
+    }
+    out
+}
+
+/// Splits on `sep` not preceded by a backslash.
+fn split_unescaped(s: &str, sep: char) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let last = out.last_mut().expect("one");
+                last.push('\\');
+                if let Some(n) = chars.next() {
+                    last.push(n);
+                }
+            }
+            c if c == sep => out.push(String::new()),
+            c => out.last_mut().expect("one").push(c),
+        }
+    }
+    out
+}
+
+/// Undoes mountinfo's `\040`-style octal escapes and a backslash before any other character.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else if b[i] == b'\\' && i + 1 < b.len() {
+            out.push(b[i + 1]);
+            i += 2;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(super::unescape("/a\\040b"), "/a b");
+        assert_eq!(
+            super::split_unescaped("lowerdir=/x\\:y:/z,upperdir=/u", ','),
+            vec!["lowerdir=/x\\:y:/z".to_string(), "upperdir=/u".to_string()]
+        );
+        assert_eq!(
+            super::split_unescaped("/x\\:y:/z", ':')
+                .iter()
+                .map(|s| super::unescape(s))
+                .collect::<Vec<_>>(),
+            vec!["/x:y".to_string(), "/z".to_string()]
+        );
+    }
+}
