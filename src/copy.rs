@@ -63,7 +63,7 @@ pub(crate) async fn copy(src: &str, dst: &str, options: &Options) -> Result<Copi
     .await
     .map_err(|e| e.context(format!("copying {src} to {dst}")))?;
     if options.unpack {
-        to.target.unpack_layers(&root, options.limits()).await?;
+        to.target.unpack_layers(&root, options.into()).await?;
     }
     to.tag(&root, None).await?;
     tracing::info!(src, dst, digest = %root.digest(), stored = stats.stored, mounted = stats.mounted, "copied");

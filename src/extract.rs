@@ -101,7 +101,12 @@ fn parse<T: serde::de::DeserializeOwned>(data: &[u8], desc: &Descriptor, from: &
     crate::json::from_slice(data).map_err(|e| {
         Error::new(
             ErrorKind::Registry,
-            format!("{}: {} in {from} is not a valid {}: {e}", desc.digest(), desc.media_type(), desc.media_type()),
+            format!(
+                "{}: {} in {from} is not a valid {}: {e}",
+                desc.digest(),
+                desc.media_type(),
+                desc.media_type()
+            ),
         )
         .with_digest(desc.digest().to_string())
     })
@@ -128,12 +133,17 @@ async fn shape(store: &dyn Target, root: &Descriptor) -> Result<Shape> {
         if !mediatype::is_manifest(&mt) {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
-                format!("{}: a {mt} is neither a manifest nor an index; nothing to extract", root.digest()),
+                format!(
+                    "{}: a {mt} is neither a manifest nor an index; nothing to extract",
+                    root.digest()
+                ),
             ));
         }
         let m: ImageManifest = parse(&data, root, &from)?;
         if mt != mediatype::OCI_MANIFEST {
-            notes.push(format!("the root is a {mt}; packing gives an OCI image manifest"));
+            notes.push(format!(
+                "the root is a {mt}; packing gives an OCI image manifest"
+            ));
         }
         if m.subject().is_some() {
             notes.push("the root has a subject, which a pack file cannot give".into());
@@ -286,7 +296,10 @@ fn safe_path(text: &str, desc: &Descriptor, what: &str) -> Result<String> {
     if clean == "." || clean.is_empty() {
         return refuse("names no file");
     }
-    if clean.split('/').any(|p| p.starts_with(crate::fsutil::TEMP_PREFIX)) {
+    if clean
+        .split('/')
+        .any(|p| p.starts_with(crate::fsutil::TEMP_PREFIX))
+    {
         return refuse("uses a name this program keeps for its temp files");
     }
     Ok(clean)
@@ -407,9 +420,18 @@ fn layer_path(desc: &Descriptor, unpack_dir: bool) -> Result<String> {
             let title = safe_path(title, desc, "title")?;
             match a.get(DIR_ANNOTATION) {
                 Some(dir) => {
-                    let dir = safe_path(dir, desc, "directory annotation")
-                        .or_else(|e| if dir == "." || dir == "./" { Ok(".".into()) } else { Err(e) })?;
-                    if dir == "." { title } else { format!("{dir}/{title}") }
+                    let dir = safe_path(dir, desc, "directory annotation").or_else(|e| {
+                        if dir == "." || dir == "./" {
+                            Ok(".".into())
+                        } else {
+                            Err(e)
+                        }
+                    })?;
+                    if dir == "." {
+                        title
+                    } else {
+                        format!("{dir}/{title}")
+                    }
                 }
                 None => title,
             }
@@ -418,7 +440,10 @@ fn layer_path(desc: &Descriptor, unpack_dir: bool) -> Result<String> {
     };
     if unpack_dir {
         for ext in [".tar.gz", ".tar.zst", ".tgz", ".tzst", ".tar"] {
-            if let Some(stem) = path.strip_suffix(ext).filter(|s| !s.is_empty() && !s.ends_with('/')) {
+            if let Some(stem) = path
+                .strip_suffix(ext)
+                .filter(|s| !s.is_empty() && !s.ends_with('/'))
+            {
                 path = stem.to_string();
                 break;
             }
@@ -446,11 +471,23 @@ fn member_dir(b: &Built) -> String {
 
 /// Decides how each layer is written and claims its path. Members of an index whose files
 /// would collide (the same title for two platforms) each get a directory of their own.
-fn plan_layers(shape: &Shape, options: &Options, claims: &mut Claims) -> Result<Vec<Vec<LayerOut>>> {
-    let built = shape.members.iter().filter(|m| matches!(m, Member::Built(_))).count();
+fn plan_layers(
+    shape: &Shape,
+    options: &Options,
+    claims: &mut Claims,
+) -> Result<Vec<Vec<LayerOut>>> {
+    let built = shape
+        .members
+        .iter()
+        .filter(|m| matches!(m, Member::Built(_)))
+        .count();
     let mut trial = Claims::default();
     match plan_layers_in(shape, options, &mut trial, false) {
-        Err(e) if built > 1 && e.kind() == ErrorKind::UnsafeContent && e.message().contains("collides") => {
+        Err(e)
+            if built > 1
+                && e.kind() == ErrorKind::UnsafeContent
+                && e.message().contains("collides") =>
+        {
             plan_layers_in(shape, options, claims, true)
         }
         Err(e) => Err(e),
@@ -461,7 +498,12 @@ fn plan_layers(shape: &Shape, options: &Options, claims: &mut Claims) -> Result<
     }
 }
 
-fn plan_layers_in(shape: &Shape, options: &Options, claims: &mut Claims, per_member: bool) -> Result<Vec<Vec<LayerOut>>> {
+fn plan_layers_in(
+    shape: &Shape,
+    options: &Options,
+    claims: &mut Claims,
+    per_member: bool,
+) -> Result<Vec<Vec<LayerOut>>> {
     let mut out = Vec::new();
     let mut dirs_used: HashSet<String> = HashSet::new();
     for m in &shape.members {
@@ -524,20 +566,34 @@ fn blob_reader(blob: Blob, desc: &Descriptor, from: &str) -> Result<Box<dyn Read
 
 /// Reads the rest of `raw` and checks it is exactly `desc`.
 fn finish_raw<R: Read>(mut raw: HashingReader<R>, desc: &Descriptor, from: &str) -> Result<u64> {
-    std::io::copy(&mut raw, &mut std::io::sink())
-        .map_err(|e| crate::error::from_read_error(e, |e| Error::new(ErrorKind::Network, format!("reading {} from {from}: {e}", desc.digest()))))?;
+    std::io::copy(&mut raw, &mut std::io::sink()).map_err(|e| {
+        crate::error::from_read_error(e, |e| {
+            Error::new(
+                ErrorKind::Network,
+                format!("reading {} from {from}: {e}", desc.digest()),
+            )
+        })
+    })?;
     let (digest, size) = raw.finish();
     crate::store::verify::check(desc, from, &digest, size)?;
     Ok(size)
 }
 
 /// Writes a blob as the file `path` below `at` (mode 0644), verified.
-fn write_file(at: &mut Beneath<'_>, reader: Box<dyn Read + Send>, desc: &Descriptor, from: &str, path: &str) -> Result<u64> {
+fn write_file(
+    at: &mut Beneath<'_>,
+    reader: Box<dyn Read + Send>,
+    desc: &Descriptor,
+    from: &str,
+    path: &str,
+) -> Result<u64> {
     use std::os::unix::fs::PermissionsExt;
     let mut file = at.create_file(path)?;
     let mut raw = HashingReader::new(reader);
     std::io::copy(&mut raw, &mut file).map_err(|e| {
-        crate::error::from_read_error(e, |e| Error::new(ErrorKind::Io, format!("writing {path}: {e}")))
+        crate::error::from_read_error(e, |e| {
+            Error::new(ErrorKind::Io, format!("writing {path}: {e}"))
+        })
     })?;
     file.set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::new(ErrorKind::Io, format!("writing {path}: {e}")))?;
@@ -562,14 +618,24 @@ fn unpack_layer(
             match raw.read(&mut head[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
-                Err(e) => return Err(crate::error::from_read_error(e, |e| Error::new(ErrorKind::Network, format!("reading {}: {e}", desc.digest())))),
+                Err(e) => {
+                    return Err(crate::error::from_read_error(e, |e| {
+                        Error::new(
+                            ErrorKind::Network,
+                            format!("reading {}: {e}", desc.digest()),
+                        )
+                    }))
+                }
             }
         }
         let compression = compression.unwrap_or_else(|| Compression::sniff(&head[..got]));
         let chained = std::io::Cursor::new(head[..got].to_vec()).chain(&mut raw);
-        let mut tar = compression
-            .decoder(chained)
-            .map_err(|e| Error::new(ErrorKind::UnsafeContent, format!("layer {}: {e}", desc.digest())))?;
+        let mut tar = compression.decoder(chained).map_err(|e| {
+            Error::new(
+                ErrorKind::UnsafeContent,
+                format!("layer {}: {e}", desc.digest()),
+            )
+        })?;
         // A layer typed as tar that is no tar at all (ORAS types every file it pushes so)
         // is a file, not a broken archive.
         let mut first = vec![0u8; 512];
@@ -579,7 +645,9 @@ fn unpack_layer(
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) => {
-                    return Err(unpack::bad_archive(dir, e).context(format!("layer {}", desc.digest())))
+                    return Err(
+                        unpack::bad_archive(dir, e).context(format!("layer {}", desc.digest()))
+                    )
                 }
             }
         }
@@ -607,9 +675,15 @@ fn unpack_layer(
 /// to exactly `tar_digest` with oci-packer's deterministic tar.
 fn rearchives_to(base_dir: &Path, base: &str, tar_digest: &Digest) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(base_dir) else { return false };
-    let Ok(mtime) = u64::try_from(meta.mtime()) else { return false };
-    let Ok(entries) = crate::source::dir::walk(base_dir, "extract", true) else { return false };
+    let Ok(meta) = std::fs::symlink_metadata(base_dir) else {
+        return false;
+    };
+    let Ok(mtime) = u64::try_from(meta.mtime()) else {
+        return false;
+    };
+    let Ok(entries) = crate::source::dir::walk(base_dir, "extract", true) else {
+        return false;
+    };
     let sink = crate::digest::HashingWriter::new(std::io::sink());
     match crate::archive::write_tar(sink, &entries, base, mtime, &mut |_| {}) {
         Ok(w) => {
@@ -647,7 +721,10 @@ fn check_out_dir(out_dir: &Path, force: bool) -> Result<()> {
         Err(e) => Err(Error::io("looking at", out_dir, e)),
         Ok(m) if m.file_type().is_symlink() => Err(Error::new(
             ErrorKind::InvalidArgument,
-            format!("{} is a symlink; give the directory itself", out_dir.display()),
+            format!(
+                "{} is a symlink; give the directory itself",
+                out_dir.display()
+            ),
         )
         .with_path(out_dir)),
         Ok(m) if !m.is_dir() => Err(Error::new(
@@ -656,7 +733,8 @@ fn check_out_dir(out_dir: &Path, force: bool) -> Result<()> {
         )
         .with_path(out_dir)),
         Ok(_) => {
-            let mut rd = std::fs::read_dir(out_dir).map_err(|e| Error::io("reading", out_dir, e))?;
+            let mut rd =
+                std::fs::read_dir(out_dir).map_err(|e| Error::io("reading", out_dir, e))?;
             if force || rd.next().is_none() {
                 Ok(())
             } else {
@@ -705,37 +783,45 @@ async fn write_all(
         let (temp, from_name, path) = (temp.to_path_buf(), from.to_string(), layer.path.clone());
         match layer.write {
             Write::File => written.bytes += write_layer_file(store, from, &temp, layer).await?,
-            Write::Unpack(c) => match unpack_foreign(store, &from_name, &temp, layer, Some(c), unpack_options).await? {
-                Some(n) => {
-                    written.bytes += n;
-                    shape.notes.push(unpacked_note(layer));
+            Write::Unpack(c) => {
+                match unpack_foreign(store, &from_name, &temp, layer, Some(c), unpack_options)
+                    .await?
+                {
+                    Some(n) => {
+                        written.bytes += n;
+                        shape.notes.push(unpacked_note(layer));
+                    }
+                    None => {
+                        written.bytes += write_layer_file(store, from, &temp, layer).await?;
+                        layer.write = Write::File;
+                    }
                 }
-                None => {
-                    written.bytes += write_layer_file(store, from, &temp, layer).await?;
-                    layer.write = Write::File;
-                }
-            },
+            }
             Write::OwnArchive(c) => {
                 let blob = store.fetch(&desc).await?;
                 let expected_tar = annotations_of(desc.annotations()).get(ORAS_DIGEST).cloned();
-                let (temp2, desc2, from2, path2) = (temp.clone(), desc.clone(), from_name.clone(), path.clone());
+                let (temp2, desc2, from2, path2) =
+                    (temp.clone(), desc.clone(), from_name.clone(), path.clone());
                 let outcome = blocking(move || {
                     let reader = blob_reader(blob, &desc2, &from2)?;
-                    let scratch = temp2.join(format!("{}x-{}", crate::fsutil::TEMP_PREFIX, hex12(&desc2)));
+                    let scratch =
+                        temp2.join(format!("{}x-{}", crate::fsutil::TEMP_PREFIX, hex12(&desc2)));
                     let known = Compression::of_media_type(desc2.media_type().as_ref()).map(|_| c);
-                    let (u, n, found) = match unpack_layer(reader, &desc2, &from2, known, &scratch, unpack_options) {
-                        Ok(Some(done)) => done,
-                        Ok(None) => {
-                            let _ = unpack::remove_tree(&scratch);
-                            return Ok((None, 0, "not a tar archive".into(), c));
-                        }
-                        // Not an archive after all (or a damaged one): written as a file.
-                        Err(e) if e.kind() == ErrorKind::UnsafeContent => {
-                            let _ = unpack::remove_tree(&scratch);
-                            return Ok((None, 0, e.message().to_string(), c));
-                        }
-                        Err(e) => return Err(e),
-                    };
+                    let (u, n, found) =
+                        match unpack_layer(reader, &desc2, &from2, known, &scratch, unpack_options)
+                        {
+                            Ok(Some(done)) => done,
+                            Ok(None) => {
+                                let _ = unpack::remove_tree(&scratch);
+                                return Ok((None, 0, "not a tar archive".into(), c));
+                            }
+                            // Not an archive after all (or a damaged one): written as a file.
+                            Err(e) if e.kind() == ErrorKind::UnsafeContent => {
+                                let _ = unpack::remove_tree(&scratch);
+                                return Ok((None, 0, e.message().to_string(), c));
+                            }
+                            Err(e) => return Err(e),
+                        };
                     let names: Vec<String> = std::fs::read_dir(&scratch)
                         .map_err(|e| Error::io("reading", &scratch, e))?
                         .flatten()
@@ -755,18 +841,23 @@ async fn write_all(
                     };
                     let mtime = {
                         use std::os::unix::fs::MetadataExt;
-                        std::fs::symlink_metadata(scratch.join(&base)).map(|m| m.mtime().max(0) as u64).unwrap_or(0)
+                        std::fs::symlink_metadata(scratch.join(&base))
+                            .map(|m| m.mtime().max(0) as u64)
+                            .unwrap_or(0)
                     };
                     // The directory lands at the title when the names agree, else below it.
                     let last = path2.rsplit('/').next().unwrap_or(&path2).to_string();
                     let parts: Vec<&[u8]> = path2.split('/').map(str::as_bytes).collect();
-                    Beneath::open(&temp2)?.with_dir_mode(0o755).dir(&parts[..parts.len() - 1], path2.as_bytes())?;
+                    Beneath::open(&temp2)?
+                        .with_dir_mode(0o755)
+                        .dir(&parts[..parts.len() - 1], path2.as_bytes())?;
                     let (moved, dir) = if last == base {
                         (scratch.join(&base), path2.clone())
                     } else {
                         (scratch.clone(), format!("{path2}/{base}"))
                     };
-                    std::fs::rename(&moved, temp2.join(&path2)).map_err(|e| Error::io("moving", &moved, e))?;
+                    std::fs::rename(&moved, temp2.join(&path2))
+                        .map_err(|e| Error::io("moving", &moved, e))?;
                     let _ = unpack::remove_tree(&scratch);
                     Ok((Some((dir, mtime)), n, String::new(), found))
                 })
@@ -778,17 +869,21 @@ async fn write_all(
                             written.archive_mtime = Some(mtime);
                         }
                         layer.archive_dir = Some((dir, archive_name(found)));
-                        archive_dirs.insert(layer.path.clone(), layer.archive_dir.clone().expect("set"));
+                        archive_dirs
+                            .insert(layer.path.clone(), layer.archive_dir.clone().expect("set"));
                     }
                     (None, _, why, found) if options.unpack && why != "not a tar archive" => {
-                        match unpack_foreign(store, from, &temp, layer, Some(found), unpack_options).await? {
+                        match unpack_foreign(store, from, &temp, layer, Some(found), unpack_options)
+                            .await?
+                        {
                             Some(n) => {
                                 written.bytes += n;
                                 layer.write = Write::Unpack(found);
                                 shape.notes.push(unpacked_note(layer));
                             }
                             None => {
-                                written.bytes += write_layer_file(store, from, &temp, layer).await?;
+                                written.bytes +=
+                                    write_layer_file(store, from, &temp, layer).await?;
                                 layer.write = Write::File;
                             }
                         }
@@ -834,15 +929,28 @@ async fn write_all(
     }
     // Image members.
     for m in &shape.members {
-        let Member::Image { entry, .. } = m else { continue };
+        let Member::Image { entry, .. } = m else {
+            continue;
+        };
         let digest = entry.digest().to_string();
         let source = match images_dir {
             Some(dir) => {
                 let layout = crate::store::layout::Layout::open(&temp.join(dir), false)?;
-                let root = Descriptor::new(entry.media_type().clone(), entry.size(), entry.digest().clone());
-                crate::engine::copy_graph(store, &layout, &root, options.concurrency, &options.progress, None)
-                    .await
-                    .map_err(|e| e.context(format!("copying image member {digest}")))?;
+                let root = Descriptor::new(
+                    entry.media_type().clone(),
+                    entry.size(),
+                    entry.digest().clone(),
+                );
+                crate::engine::copy_graph(
+                    store,
+                    &layout,
+                    &root,
+                    options.concurrency,
+                    &options.progress,
+                    None,
+                )
+                .await
+                .map_err(|e| e.context(format!("copying image member {digest}")))?;
                 layout.tag(&root, &hex12(entry), None).await?;
                 format!("oci://./{dir}@{digest}")
             }
@@ -854,12 +962,28 @@ async fn write_all(
 }
 
 /// Fetches a layer and writes it as the file at its path.
-async fn write_layer_file(store: &dyn Target, from: &str, temp: &Path, layer: &LayerOut) -> Result<u64> {
+async fn write_layer_file(
+    store: &dyn Target,
+    from: &str,
+    temp: &Path,
+    layer: &LayerOut,
+) -> Result<u64> {
     let blob = store.fetch(&layer.desc).await?;
-    let (desc, from, path, temp) = (layer.desc.clone(), from.to_string(), layer.path.clone(), temp.to_path_buf());
+    let (desc, from, path, temp) = (
+        layer.desc.clone(),
+        from.to_string(),
+        layer.path.clone(),
+        temp.to_path_buf(),
+    );
     blocking(move || {
         let reader = blob_reader(blob, &desc, &from)?;
-        write_file(&mut Beneath::open(&temp)?.with_dir_mode(0o755), reader, &desc, &from, &path)
+        write_file(
+            &mut Beneath::open(&temp)?.with_dir_mode(0o755),
+            reader,
+            &desc,
+            &from,
+            &path,
+        )
     })
     .await
 }
@@ -884,13 +1008,21 @@ async fn unpack_foreign(
     options: UnpackOptions,
 ) -> Result<Option<u64>> {
     let blob = store.fetch(&layer.desc).await?;
-    let (desc, from, temp, path) = (layer.desc.clone(), from.to_string(), temp.to_path_buf(), layer.path.clone());
+    let (desc, from, temp, path) = (
+        layer.desc.clone(),
+        from.to_string(),
+        temp.to_path_buf(),
+        layer.path.clone(),
+    );
     let done = blocking(move || {
         let reader = blob_reader(blob, &desc, &from)?;
         let parts: Vec<&[u8]> = path.split('/').map(str::as_bytes).collect();
-        Beneath::open(&temp)?.with_dir_mode(0o755).dir(&parts[..parts.len() - 1], path.as_bytes())?;
+        Beneath::open(&temp)?
+            .with_dir_mode(0o755)
+            .dir(&parts[..parts.len() - 1], path.as_bytes())?;
         let target = temp.join(&path);
-        let Some((u, n, _)) = unpack_layer(reader, &desc, &from, compression, &target, options)? else {
+        let Some((u, n, _)) = unpack_layer(reader, &desc, &from, compression, &target, options)?
+        else {
             let _ = unpack::remove_tree(&target);
             return Ok(None);
         };
@@ -905,7 +1037,8 @@ async fn unpack_foreign(
             if only.as_os_str() == std::ffi::OsStr::new(last)
                 && std::fs::symlink_metadata(&inner).is_ok_and(|m| m.is_dir())
             {
-                let hoisted = temp.join(format!("{}h-{}", crate::fsutil::TEMP_PREFIX, hex12(&desc)));
+                let hoisted =
+                    temp.join(format!("{}h-{}", crate::fsutil::TEMP_PREFIX, hex12(&desc)));
                 std::fs::rename(&inner, &hoisted).map_err(|e| Error::io("moving", &inner, e))?;
                 std::fs::remove_dir(&target).map_err(|e| Error::io("moving", &target, e))?;
                 std::fs::rename(&hoisted, &target).map_err(|e| Error::io("moving", &hoisted, e))?;
@@ -936,7 +1069,11 @@ fn warn_devices(u: &unpack::Unpacked, desc: &Descriptor) {
 /// The annotations of `d` without `drop` keys whose value is `unless_not`'s (for titles: only
 /// when the title is the one the source adds by itself).
 fn extra_fields_note(d: &Descriptor, notes: &mut Vec<String>) {
-    if d.artifact_type().is_some() || d.platform().is_some() || d.urls().as_ref().is_some_and(|u| !u.is_empty()) || d.data().is_some() {
+    if d.artifact_type().is_some()
+        || d.platform().is_some()
+        || d.urls().as_ref().is_some_and(|u| !u.is_empty())
+        || d.data().is_some()
+    {
         notes.push(format!(
             "layer {} has descriptor fields (artifactType, platform, urls or data) a pack file cannot give",
             d.digest()
@@ -945,7 +1082,10 @@ fn extra_fields_note(d: &Descriptor, notes: &mut Vec<String>) {
 }
 
 fn config_spec(c: &Descriptor, config_names: &BTreeMap<String, String>) -> ConfigSpec {
-    let name = config_names.get(&c.digest().to_string()).cloned().unwrap_or_default();
+    let name = config_names
+        .get(&c.digest().to_string())
+        .cloned()
+        .unwrap_or_default();
     let mt = c.media_type().to_string();
     ConfigSpec {
         from: format!("file://{}", lit(&name)),
@@ -981,7 +1121,13 @@ fn file_item(l: &LayerOut, platform: Option<&String>, notes: &mut Vec<String>) -
 }
 
 /// The item that gives back an archive layer from the directory it was extracted to.
-fn archive_item(l: &LayerOut, dir: &str, format: &str, platform: Option<&String>, notes: &mut Vec<String>) -> ItemSpec {
+fn archive_item(
+    l: &LayerOut,
+    dir: &str,
+    format: &str,
+    platform: Option<&String>,
+    notes: &mut Vec<String>,
+) -> ItemSpec {
     let mut a = annotations_of(l.desc.annotations());
     let base = dir.rsplit('/').next().unwrap_or(dir);
     if a.get(TITLE).is_some_and(|t| t == base) {
@@ -1012,7 +1158,8 @@ fn archive_item(l: &LayerOut, dir: &str, format: &str, platform: Option<&String>
 /// titles in byte order.
 fn dir_runs(layers: &[LayerOut]) -> Vec<std::ops::Range<usize>> {
     let key = |l: &LayerOut| -> Option<(String, BTreeMap<String, String>, String)> {
-        if l.write != Write::File || l.desc.artifact_type().is_some() || l.desc.platform().is_some() {
+        if l.write != Write::File || l.desc.artifact_type().is_some() || l.desc.platform().is_some()
+        {
             return None;
         }
         let mut a = annotations_of(l.desc.annotations());
@@ -1062,7 +1209,9 @@ fn dir_item(run: &[LayerOut], claims: &Claims, platform: Option<&String>) -> Opt
     if below.len() != paths.len() || below.iter().any(|p| !paths.contains(p)) {
         return None;
     }
-    let inferred = run.iter().all(|l| l.desc.media_type().to_string() == mediatype::infer(&l.path));
+    let inferred = run
+        .iter()
+        .all(|l| l.desc.media_type().to_string() == mediatype::infer(&l.path));
     let media_type = if inferred {
         None
     } else {
@@ -1096,7 +1245,10 @@ fn pack_file(
     let mut pack = PackFile {
         artifact_type: shape.artifact_type.as_deref().map(lit),
         annotations: BTreeMap::new(),
-        config: shape.top_config.as_ref().map(|c| config_spec(c, config_names)),
+        config: shape
+            .top_config
+            .as_ref()
+            .map(|c| config_spec(c, config_names)),
         items: Vec::new(),
     };
     let mut annotations = shape.annotations.clone();
@@ -1128,7 +1280,9 @@ fn pack_file(
                 if let Some(p) = platform {
                     let parsed = Platform::parse(p).map(|p| p.normalized().to_string());
                     if parsed.as_deref() != Ok(p.as_str()) {
-                        notes.push(format!("platform {p} is not in normalised form; packing normalises it"));
+                        notes.push(format!(
+                            "platform {p} is not in normalised form; packing normalises it"
+                        ));
                     }
                 }
                 let runs = dir_runs(outs);
@@ -1145,7 +1299,9 @@ fn pack_file(
                     pack.items.push(match &l.archive_dir {
                         Some((dir, format)) => archive_item(l, dir, format, platform, notes),
                         None => match l.write {
-                            Write::Unpack(c) => archive_item(l, &l.path, archive_name(c), platform, notes),
+                            Write::Unpack(c) => {
+                                archive_item(l, &l.path, archive_name(c), platform, notes)
+                            }
                             _ => file_item(l, platform, notes),
                         },
                     });
@@ -1173,7 +1329,9 @@ fn pack_file(
                 });
                 pack.items.push(ItemSpec {
                     from: lit(written.images.get(&digest).map_or("", String::as_str)),
-                    media_type: entry_type.filter(|t| Some(t) != own_type.as_ref()).map(|t| lit(&t)),
+                    media_type: entry_type
+                        .filter(|t| Some(t) != own_type.as_ref())
+                        .map(|t| lit(&t)),
                     platform: platform.map(|p| lit(&p)),
                     annotations: lit_map(&annotations_of(entry.annotations())),
                     ..Default::default()
@@ -1205,11 +1363,18 @@ fn merge_into(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// `extract REF OUTDIR`.
-pub(crate) async fn extract(reference: &str, out_dir: &Path, options: &Options) -> Result<Extracted> {
+pub(crate) async fn extract(
+    reference: &str,
+    out_dir: &Path,
+    options: &Options,
+) -> Result<Extracted> {
     let wanted = options
         .platform
         .as_deref()
-        .map(|p| Platform::parse(p).map_err(|m| Error::new(ErrorKind::InvalidArgument, format!("--platform {m}"))))
+        .map(|p| {
+            Platform::parse(p)
+                .map_err(|m| Error::new(ErrorKind::InvalidArgument, format!("--platform {m}")))
+        })
         .transpose()?;
     check_out_dir(out_dir, options.force)?;
     let targets = Targets::new(&options.registry, false, None);
@@ -1217,7 +1382,9 @@ pub(crate) async fn extract(reference: &str, out_dir: &Path, options: &Options) 
     let store = opened.target.clone();
     let mut root = opened.resolve().await?;
     if let Some(p) = &wanted {
-        root = select_platform(store.as_ref(), &root, p).await.map_err(|e| e.context(reference))?;
+        root = select_platform(store.as_ref(), &root, p)
+            .await
+            .map_err(|e| e.context(reference))?;
     }
     let from = store.name();
     let mut shape = shape(store.as_ref(), &root).await?;
@@ -1226,8 +1393,13 @@ pub(crate) async fn extract(reference: &str, out_dir: &Path, options: &Options) 
     let mut claims = Claims::default();
     let mut layers = plan_layers(&shape, options, &mut claims)?;
     let pack_name = free_name(&claims, "pack.yaml");
-    claims.paths.insert(pack_name.clone(), (String::new(), false));
-    let has_images = shape.members.iter().any(|m| matches!(m, Member::Image { .. }));
+    claims
+        .paths
+        .insert(pack_name.clone(), (String::new(), false));
+    let has_images = shape
+        .members
+        .iter()
+        .any(|m| matches!(m, Member::Image { .. }));
     let images_dir = match options.images && has_images {
         true if claims.taken("images") => {
             return Err(Error::new(

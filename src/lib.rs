@@ -50,8 +50,8 @@ pub use copy::Copied;
 pub use delete::{Deleted, RemovedBlob};
 pub use descriptor::{Descriptor, Platform};
 pub use engine::CopyStats;
-pub use extract::Extracted;
 pub use error::{Error, ErrorKind, Problem, Result};
+pub use extract::Extracted;
 pub use list::{ListEntry, Listing, TreeNode};
 pub use options::{Options, MAX_CONCURRENCY};
 pub use pack::Packed;
@@ -149,7 +149,11 @@ pub fn gc(reference: &str, options: &Options) -> Result<Deleted> {
 /// image members into `OUTDIR/images`. Titles that would land outside `OUTDIR` or collide
 /// are refused ([`ErrorKind::UnsafeContent`]) before anything is written; on any error
 /// nothing extract wrote is left.
-pub fn extract(reference: &str, out_dir: impl AsRef<std::path::Path>, options: &Options) -> Result<Extracted> {
+pub fn extract(
+    reference: &str,
+    out_dir: impl AsRef<std::path::Path>,
+    options: &Options,
+) -> Result<Extracted> {
     options.check()?;
     let (options, _scope) = for_operation(options);
     runtime::block_on_cancellable(

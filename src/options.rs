@@ -46,15 +46,10 @@ pub struct Options {
     pub cancel: Option<Cancel>,
 }
 
-impl Options {
-    /// The extraction limits these options set.
-    pub(crate) fn limits(&self) -> crate::archive::unpack::Limits {
-        crate::archive::unpack::Limits {
-            max_bytes: self.max_bytes,
-            max_entries: self.max_entries,
-        }
-    }
-}
+/// Default of [`Options::max_bytes`]: 64 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 30;
+/// Default of [`Options::max_entries`]: 1,000,000.
+pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
 
 /// The most blob transfers at once that `concurrency` may ask for.
 pub const MAX_CONCURRENCY: usize = 256;
@@ -98,8 +93,8 @@ impl Default for Options {
             force: false,
             unpack: false,
             images: false,
-            max_bytes: crate::archive::unpack::DEFAULT_MAX_BYTES,
-            max_entries: crate::archive::unpack::DEFAULT_MAX_ENTRIES,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_entries: DEFAULT_MAX_ENTRIES,
             cancel: None,
         }
     }

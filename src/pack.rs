@@ -311,7 +311,7 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
         )
         .await?;
         if options.unpack {
-            t.target.unpack_layers(&built.root, options.limits()).await?;
+            t.target.unpack_layers(&built.root, options.into()).await?;
         }
         t.tag(&built.root, Some(built.root_json.clone())).await?;
         tracing::info!(target, digest = %built.root.digest(), stored = stats.stored, skipped = stats.skipped, "packed");

@@ -17,18 +17,15 @@ use std::path::Path;
 
 use rustix::fs::{
     fchmod, fchown, futimens, linkat, mkdirat, mknodat, openat, openat2, renameat, statat,
-    symlinkat, unlinkat, utimensat, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags,
-    Timespec, Timestamps, Uid, XattrFlags,
+    symlinkat, unlinkat, utimensat, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec,
+    Timestamps, Uid, XattrFlags,
 };
 use rustix::io::Errno;
 
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, ErrorKind, Result};
 
-/// Default cap on the bytes an archive may unpack to (64 GiB).
-pub const DEFAULT_MAX_BYTES: u64 = 64 << 30;
-/// Default cap on the entries of an archive (1,000,000).
-pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+pub use crate::options::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 
 /// What one extraction may create at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +41,15 @@ impl Default for Limits {
         Limits {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entries: DEFAULT_MAX_ENTRIES,
+        }
+    }
+}
+
+impl From<&crate::options::Options> for Limits {
+    fn from(o: &crate::options::Options) -> Limits {
+        Limits {
+            max_bytes: o.max_bytes,
+            max_entries: o.max_entries,
         }
     }
 }
@@ -295,7 +301,9 @@ impl<'a> Beneath<'a> {
         let path = join(parts);
         if let Some((p, fd)) = &self.cache {
             if *p == path {
-                return fd.try_clone().map_err(|e| io_at(self.dest, name, "opening", e));
+                return fd
+                    .try_clone()
+                    .map_err(|e| io_at(self.dest, name, "opening", e));
             }
         }
         let fd = if parts.is_empty() {
@@ -330,7 +338,9 @@ impl<'a> Beneath<'a> {
                 Err(e) => return Err(self.parent_error(&path, name, e)),
             }
         };
-        let copy = fd.try_clone().map_err(|e| io_at(self.dest, name, "opening", e))?;
+        let copy = fd
+            .try_clone()
+            .map_err(|e| io_at(self.dest, name, "opening", e))?;
         self.cache = Some((path, copy));
         Ok(fd)
     }
@@ -459,7 +469,10 @@ impl Extraction<'_> {
         let kind = header.entry_type();
         if matches!(
             kind,
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink
+            tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink
         ) {
             return Ok(());
         }
@@ -481,13 +494,24 @@ impl Extraction<'_> {
             .with_path(self.dest));
         }
         let parts = components(self.dest, &name)?;
-        let mtime = header.mtime().map(|t| t.min(i64::MAX as u64) as i64).unwrap_or(0);
+        let mtime = header
+            .mtime()
+            .map(|t| t.min(i64::MAX as u64) as i64)
+            .unwrap_or(0);
         let owner = self.owner(&header);
         let mode = self.mode(header.mode().unwrap_or(0o644));
         let Some((last, parents)) = parts.split_last() else {
             // The destination itself (`./`): its metadata, when it is a directory entry.
             if kind == tar::EntryType::Directory {
-                self.dirs.insert(Vec::new(), DirMeta { path: Vec::new(), mode, mtime, owner });
+                self.dirs.insert(
+                    Vec::new(),
+                    DirMeta {
+                        path: Vec::new(),
+                        mode,
+                        mtime,
+                        owner,
+                    },
+                );
             }
             return Ok(());
         };
@@ -498,19 +522,35 @@ impl Extraction<'_> {
             if let Some(hidden) = last.strip_prefix(b".wh.") {
                 let dir = self.parent(parents, &name)?;
                 if hidden == b".wh..opq" {
-                    return rustix::fs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", XattrFlags::empty())
-                        .map_err(|e| io_at(self.dest, &full, "marking opaque", e));
+                    return rustix::fs::fsetxattr(
+                        &dir,
+                        "trusted.overlay.opaque",
+                        b"y",
+                        XattrFlags::empty(),
+                    )
+                    .map_err(|e| io_at(self.dest, &full, "marking opaque", e));
                 }
                 if hidden.starts_with(b".wh.") {
                     // Other aufs metadata (`.wh..wh.plnk`, …) has no overlayfs meaning.
                     return Ok(());
                 }
-                if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
-                    return Err(refused(self.dest, &name, "is a whiteout of nothing (or of a parent)"));
+                if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/')
+                {
+                    return Err(refused(
+                        self.dest,
+                        &name,
+                        "is a whiteout of nothing (or of a parent)",
+                    ));
                 }
                 self.clear(&dir, hidden, &full, false)?;
-                return mknodat(&dir, OsStr::from_bytes(hidden), FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
-                    .map_err(|e| io_at(self.dest, &full, "creating whiteout", e));
+                return mknodat(
+                    &dir,
+                    OsStr::from_bytes(hidden),
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rustix::fs::makedev(0, 0),
+                )
+                .map_err(|e| io_at(self.dest, &full, "creating whiteout", e));
             }
         }
         match kind {
@@ -520,7 +560,15 @@ impl Extraction<'_> {
                     mkdirat(&dir, OsStr::from_bytes(last), Mode::from_raw_mode(0o700))
                         .map_err(|e| io_at(self.dest, &full, "creating directory", e))?;
                 }
-                self.dirs.insert(full.clone(), DirMeta { path: full, mode, mtime, owner });
+                self.dirs.insert(
+                    full.clone(),
+                    DirMeta {
+                        path: full,
+                        mode,
+                        mtime,
+                        owner,
+                    },
+                );
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let dir = self.parent(parents, &name)?;
@@ -528,12 +576,17 @@ impl Extraction<'_> {
                 let fd = openat(
                     &dir,
                     OsStr::from_bytes(last),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| io_at(self.dest, &full, "creating", e))?;
                 let mut file = std::fs::File::from(fd);
-                let n = io::copy(&mut entry, &mut file).map_err(|e| read_or_write(e, self.dest, &full))?;
+                let n = io::copy(&mut entry, &mut file)
+                    .map_err(|e| read_or_write(e, self.dest, &full))?;
                 self.done.bytes += n;
                 if let Some((u, g)) = owner {
                     fchown(&file, Some(Uid::from_raw(u)), Some(Gid::from_raw(g)))
@@ -550,7 +603,11 @@ impl Extraction<'_> {
                     .ok_or_else(|| refused(self.dest, &name, "is a symlink without a target"))?
                     .into_owned();
                 if target.is_empty() || target.contains(&0) {
-                    return Err(refused(self.dest, &name, "is a symlink with an empty or NUL target"));
+                    return Err(refused(
+                        self.dest,
+                        &name,
+                        "is a symlink with an empty or NUL target",
+                    ));
                 }
                 if !link_stays_inside(parents, &target) {
                     return Err(refused(
@@ -568,11 +625,22 @@ impl Extraction<'_> {
                     .map_err(|e| io_at(self.dest, &full, "creating symlink", e))?;
                 self.at.forget();
                 if let Some((u, g)) = owner {
-                    rustix::fs::chownat(&dir, OsStr::from_bytes(last), Some(Uid::from_raw(u)), Some(Gid::from_raw(g)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| io_at(self.dest, &full, "setting the owner of", e))?;
+                    rustix::fs::chownat(
+                        &dir,
+                        OsStr::from_bytes(last),
+                        Some(Uid::from_raw(u)),
+                        Some(Gid::from_raw(g)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| io_at(self.dest, &full, "setting the owner of", e))?;
                 }
-                utimensat(&dir, OsStr::from_bytes(last), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| io_at(self.dest, &full, "setting the time of", e))?;
+                utimensat(
+                    &dir,
+                    OsStr::from_bytes(last),
+                    &times(mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| io_at(self.dest, &full, "setting the time of", e))?;
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -590,7 +658,11 @@ impl Extraction<'_> {
                     )
                 })?;
                 let Some((tlast, tparents)) = target_parts.split_last() else {
-                    return Err(refused(self.dest, &name, "is a hard link to the destination itself"));
+                    return Err(refused(
+                        self.dest,
+                        &name,
+                        "is a hard link to the destination itself",
+                    ));
                 };
                 let tdir = self.parent(tparents, &target)?;
                 match statat(&tdir, OsStr::from_bytes(tlast), AtFlags::SYMLINK_NOFOLLOW) {
@@ -612,8 +684,14 @@ impl Extraction<'_> {
                     return Ok(());
                 }
                 self.clear(&dir, last, &full, false)?;
-                linkat(&tdir, OsStr::from_bytes(tlast), &dir, OsStr::from_bytes(last), AtFlags::empty())
-                    .map_err(|e| io_at(self.dest, &full, "creating hard link", e))?;
+                linkat(
+                    &tdir,
+                    OsStr::from_bytes(tlast),
+                    &dir,
+                    OsStr::from_bytes(last),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| io_at(self.dest, &full, "creating hard link", e))?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let file_type = match kind {
@@ -631,17 +709,39 @@ impl Extraction<'_> {
                 );
                 let dir = self.parent(parents, &name)?;
                 self.clear(&dir, last, &full, false)?;
-                mknodat(&dir, OsStr::from_bytes(last), file_type, Mode::from_raw_mode(mode), dev)
-                    .map_err(|e| io_at(self.dest, &full, "creating", e))?;
+                mknodat(
+                    &dir,
+                    OsStr::from_bytes(last),
+                    file_type,
+                    Mode::from_raw_mode(mode),
+                    dev,
+                )
+                .map_err(|e| io_at(self.dest, &full, "creating", e))?;
                 if let Some((u, g)) = owner {
-                    rustix::fs::chownat(&dir, OsStr::from_bytes(last), Some(Uid::from_raw(u)), Some(Gid::from_raw(g)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| io_at(self.dest, &full, "setting the owner of", e))?;
+                    rustix::fs::chownat(
+                        &dir,
+                        OsStr::from_bytes(last),
+                        Some(Uid::from_raw(u)),
+                        Some(Gid::from_raw(g)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| io_at(self.dest, &full, "setting the owner of", e))?;
                     // chown clears setuid bits: set the mode again.
-                    rustix::fs::chmodat(&dir, OsStr::from_bytes(last), Mode::from_raw_mode(mode), AtFlags::empty())
-                        .map_err(|e| io_at(self.dest, &full, "setting the mode of", e))?;
+                    rustix::fs::chmodat(
+                        &dir,
+                        OsStr::from_bytes(last),
+                        Mode::from_raw_mode(mode),
+                        AtFlags::empty(),
+                    )
+                    .map_err(|e| io_at(self.dest, &full, "setting the mode of", e))?;
                 }
-                utimensat(&dir, OsStr::from_bytes(last), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| io_at(self.dest, &full, "setting the time of", e))?;
+                utimensat(
+                    &dir,
+                    OsStr::from_bytes(last),
+                    &times(mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| io_at(self.dest, &full, "setting the time of", e))?;
             }
             other => {
                 return Err(refused(
@@ -658,7 +758,9 @@ impl Extraction<'_> {
     fn finish_dirs(&mut self) -> Result<()> {
         let mut dirs: Vec<DirMeta> = self.dirs.drain().map(|(_, d)| d).collect();
         dirs.sort_by(|a, b| {
-            let depth = |d: &DirMeta| d.path.iter().filter(|&&c| c == b'/').count() + usize::from(!d.path.is_empty());
+            let depth = |d: &DirMeta| {
+                d.path.iter().filter(|&&c| c == b'/').count() + usize::from(!d.path.is_empty())
+            };
             depth(b).cmp(&depth(a)).then_with(|| a.path.cmp(&b.path))
         });
         for d in dirs {
@@ -727,11 +829,11 @@ pub fn unpack_into(tar: &mut dyn Read, dest: &Path, options: UnpackOptions) -> R
     };
     {
         let mut archive = tar::Archive::new(&mut stream);
-        let entries = archive
-            .entries()
-            .map_err(|e| bad_archive(dest, e))?;
+        let entries = archive.entries().map_err(|e| bad_archive(dest, e))?;
         for entry in entries {
-            crate::fsutil::check_stopped().map_err(|e| crate::error::from_read_error(e, |e| Error::io("extracting into", dest, e)))?;
+            crate::fsutil::check_stopped().map_err(|e| {
+                crate::error::from_read_error(e, |e| Error::io("extracting into", dest, e))
+            })?;
             let entry = entry.map_err(|e| bad_archive(dest, e))?;
             x.entry(entry)?;
         }
@@ -761,7 +863,13 @@ pub fn looks_like_tar(block: &[u8]) -> bool {
     let sum: u32 = block[..512]
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { u32::from(b' ') } else { u32::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                u32::from(b' ')
+            } else {
+                u32::from(b)
+            }
+        })
         .sum();
     stored == Some(sum)
 }
@@ -771,7 +879,10 @@ pub fn bad_archive(dest: &Path, e: io::Error) -> Error {
     crate::error::from_read_error(e, |e| {
         Error::new(
             ErrorKind::UnsafeContent,
-            format!("the archive cannot be read ({e}); nothing was extracted into {}", dest.display()),
+            format!(
+                "the archive cannot be read ({e}); nothing was extracted into {}",
+                dest.display()
+            ),
         )
         .with_path(dest)
     })
@@ -872,6 +983,9 @@ mod tests {
         assert!(components(d, b"/etc/passwd").is_err());
         assert!(components(d, b"a/../../x").is_err());
         assert!(components(d, b"a\0b").is_err());
-        assert_eq!(components(d, b"./a//b/").expect("ok"), vec![&b"a"[..], b"b"]);
+        assert_eq!(
+            components(d, b"./a//b/").expect("ok"),
+            vec![&b"a"[..], b"b"]
+        );
     }
 }

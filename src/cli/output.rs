@@ -380,7 +380,10 @@ pub fn extracted(out: &mut dyn Write, format: Format, x: &crate::Extracted) -> R
     .map_err(io)?;
     let pack = printable(&x.pack_file.display().to_string()).into_owned();
     match x.source_date_epoch {
-        Some(e) => writeln!(out, "Pack it again: SOURCE_DATE_EPOCH={e} oci-packer pack -f {pack} TARGET"),
+        Some(e) => writeln!(
+            out,
+            "Pack it again: SOURCE_DATE_EPOCH={e} oci-packer pack -f {pack} TARGET"
+        ),
         None => writeln!(out, "Pack it again: oci-packer pack -f {pack} TARGET"),
     }
     .map_err(io)?;

@@ -192,7 +192,10 @@ pub trait Target: Send + Sync + fmt::Debug {
         _root: &Descriptor,
         _limits: crate::archive::unpack::Limits,
     ) -> Result<usize> {
-        Err(unsupported(self.as_dyn(), "unpack layers (--unpack needs a layout, oci://DIR:REF)"))
+        Err(unsupported(
+            self.as_dyn(),
+            "unpack layers (--unpack needs a layout, oci://DIR:REF)",
+        ))
     }
 
     /// `self` as a trait object (for the defaults' messages).

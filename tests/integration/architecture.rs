@@ -33,6 +33,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("list", 6),
     ("verify", 6),
     ("delete", 6),
+    ("extract", 6),
     ("crate", 7),
     ("cli", 8),
 ];

@@ -257,7 +257,14 @@ fn command_words_are_never_targets() {
     let d = TestDir::new();
     d.write("a.txt", "a");
     d.write("p.yaml", "items:\n  - from: file://a.txt\n");
-    for word in ["extract", "mount", "umount", "proxy"] {
+    let o = run(&d.path, &["-f", "p.yaml", "extract"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Usage: oci-packer extract"),
+        "{}",
+        stderr(&o)
+    );
+    for word in ["mount", "umount", "proxy"] {
         let o = run(&d.path, &["-f", "p.yaml", word], &[]);
         assert_eq!(o.status.code(), Some(2), "{word}: {}", stderr(&o));
         assert!(
@@ -667,7 +674,7 @@ fn shell_completion_and_man_pages() {
     let commands = complete("oci-packer x");
     assert!(commands.is_empty(), "{commands:?}");
     let o = run(&d.path, &["completion", "bash"], &[]);
-    for hidden in ["generate-man", "extract"] {
+    for hidden in ["generate-man", "mount"] {
         assert!(!stdout(&o).contains(hidden), "{hidden} is completed");
     }
     for shell in ["zsh", "fish", "powershell", "elvish"] {

@@ -27,8 +27,11 @@ fn sources(d: &TestDir) {
     d.write("tree/css/site.css", "body{}\n");
     d.write("tree/sub/deep/file.yaml", "k: v\n");
     d.write("tree/run.sh", "#!/bin/sh\n");
-    std::fs::set_permissions(d.join("tree/run.sh"), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(
+        d.join("tree/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
     std::os::unix::fs::symlink("index.html", d.join("tree/link.html")).expect("symlink");
     d.mkdir("tree/empty");
     d.write("mixed/a.json", "{}\n");
@@ -36,8 +39,11 @@ fn sources(d: &TestDir) {
     d.write("mixed/c.bin", "c");
 }
 
+/// One pack file of the corpus: its name, its text, extra environment.
+type Case = (&'static str, String, Vec<(&'static str, &'static str)>);
+
 /// The corpus: (name, pack file, extra environment).
-fn corpus(image: &str, url: &str) -> Vec<(&'static str, String, Vec<(&'static str, &'static str)>)> {
+fn corpus(image: &str, url: &str) -> Vec<Case> {
     let none = Vec::new;
     vec![
         ("file", "items:\n- from: file://files/app.conf.tmpl\n".into(), none()),
@@ -79,19 +85,38 @@ fn corpus(image: &str, url: &str) -> Vec<(&'static str, String, Vec<(&'static st
 
 /// Extracts `reference` into `out` (JSON output), asserting success.
 fn extract_ok(d: &TestDir, reference: &str, out: &Path, extra: &[&str]) -> Value {
-    let mut args = vec!["--plain-http", "--format", "json", "extract", reference, out.to_str().expect("utf8")];
+    let mut args = vec![
+        "--plain-http",
+        "--format",
+        "json",
+        "extract",
+        reference,
+        out.to_str().expect("utf8"),
+    ];
     args.extend_from_slice(extra);
     let o = run(&d.path, &args, &[]);
-    assert!(o.status.success(), "extract {reference}: {}{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "extract {reference}: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     serde_json::from_slice(&o.stdout).expect("json")
 }
 
 /// Packs `out/pack.yaml` again into `target` with the epoch the extraction recorded.
 fn repack(d: &TestDir, x: &Value, target: &str) -> String {
     let epoch = x["sourceDateEpoch"].as_u64().map(|e| e.to_string());
-    let env: Vec<(&str, &str)> = epoch.iter().map(|e| ("SOURCE_DATE_EPOCH", e.as_str())).collect();
+    let env: Vec<(&str, &str)> = epoch
+        .iter()
+        .map(|e| ("SOURCE_DATE_EPOCH", e.as_str()))
+        .collect();
     let pack = x["packFile"].as_str().expect("packFile");
-    packed_digest(&run(&d.path, &["--plain-http", "pack", "-f", pack, target], &env))
+    packed_digest(&run(
+        &d.path,
+        &["--plain-http", "pack", "-f", pack, target],
+        &env,
+    ))
 }
 
 fn round_trip(to_registry: Option<&RegistryServer>) {
@@ -114,15 +139,29 @@ fn round_trip(to_registry: Option<&RegistryServer>) {
         },
     );
     let cases = corpus(&image, &srv.url("/dl/payload.tar.gz"));
-    assert!(cases.len() >= 30, "the corpus has {} pack files", cases.len());
+    assert!(
+        cases.len() >= 30,
+        "the corpus has {} pack files",
+        cases.len()
+    );
     for (name, yaml, env) in cases {
         let file = format!("{name}.yaml");
         d.write(&file, &yaml);
         let (first, second) = match to_registry {
-            Some(r) => (r.reference(&format!("first/{name}:v1")), r.reference(&format!("second/{name}:v1"))),
-            None => (format!("oci://first:{name}"), format!("oci://second:{name}")),
+            Some(r) => (
+                r.reference(&format!("first/{name}:v1")),
+                r.reference(&format!("second/{name}:v1")),
+            ),
+            None => (
+                format!("oci://first:{name}"),
+                format!("oci://second:{name}"),
+            ),
         };
-        let packed = packed_digest(&run(&d.path, &["--plain-http", "pack", "-f", &file, &first], &env));
+        let packed = packed_digest(&run(
+            &d.path,
+            &["--plain-http", "pack", "-f", &file, &first],
+            &env,
+        ));
         let out = d.join(&format!("out-{name}"));
         let x = extract_ok(&d, &first, &out, &[]);
         assert_eq!(x["digest"], packed.as_str(), "{name}");
@@ -154,14 +193,29 @@ fn oras(cwd: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("oras");
-    assert!(o.status.success(), "oras {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "oras {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
 /// `diff -r` of two trees, which must agree.
 fn same_tree(a: &Path, b: &Path) {
-    let o = std::process::Command::new("diff").args(["-r", "--no-dereference"]).arg(a).arg(b).output().expect("diff");
-    assert!(o.status.success(), "diff -r {} {}:\n{}", a.display(), b.display(), String::from_utf8_lossy(&o.stdout));
+    let o = std::process::Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("diff");
+    assert!(
+        o.status.success(),
+        "diff -r {} {}:\n{}",
+        a.display(),
+        b.display(),
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 /// Type, mode, owner and (for everything but directories' times) mtime of every path, as
@@ -173,7 +227,10 @@ fn metadata(dir: &Path) -> Vec<String> {
         .current_dir(dir)
         .output()
         .expect("find");
-    let mut lines: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     lines.sort();
     lines
 }
@@ -185,16 +242,41 @@ fn an_oras_push_extracts_and_unpacks_like_oras_pull() {
     d.write("work/site/index.html", "<p>x</p>\n");
     d.write("work/site/a/b.css", "b{}\n");
     let layout = d.join("oras-layout");
-    oras(&d.join("work"), &["push", "--oci-layout", &format!("{}:v1", layout.display()), "readme.txt", "site"]);
+    oras(
+        &d.join("work"),
+        &[
+            "push",
+            "--oci-layout",
+            &format!("{}:v1", layout.display()),
+            "readme.txt",
+            "site",
+        ],
+    );
     let reference = format!("oci://{}:v1", layout.display());
     // As files: the directory layer stays the archive ORAS made, byte for byte.
     let x = extract_ok(&d, &reference, &d.join("plain"), &[]);
-    assert_eq!(std::fs::read(d.join("plain/readme.txt")).expect("readme"), b"read me\n");
+    assert_eq!(
+        std::fs::read(d.join("plain/readme.txt")).expect("readme"),
+        b"read me\n"
+    );
     let archive = std::fs::read(d.join("plain/site")).expect("archive");
-    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index")).expect("json");
-    let manifest = blob_json(&layout, index["manifests"][0]["digest"].as_str().expect("digest"));
-    let site_layer = manifest["layers"].as_array().expect("layers").iter().find(|l| l["annotations"]["org.opencontainers.image.title"] == "site").expect("site layer");
-    assert_eq!(format!("sha256:{:x}", sha2::Sha256::digest(&archive)), site_layer["digest"].as_str().expect("digest"));
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+            .expect("json");
+    let manifest = blob_json(
+        &layout,
+        index["manifests"][0]["digest"].as_str().expect("digest"),
+    );
+    let site_layer = manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .find(|l| l["annotations"]["org.opencontainers.image.title"] == "site")
+        .expect("site layer");
+    assert_eq!(
+        format!("sha256:{:x}", sha2::Sha256::digest(&archive)),
+        site_layer["digest"].as_str().expect("digest")
+    );
     // The pack file packs the same layers again.
     let again = repack(&d, &x, "oci://again:v1");
     let again_manifest = blob_json(&d.join("again"), &again);
@@ -202,7 +284,10 @@ fn an_oras_push_extracts_and_unpacks_like_oras_pull() {
     // --unpack: the directory, as `oras pull` gives it.
     extract_ok(&d, &reference, &d.join("unpacked"), &["--unpack"]);
     let pulled = d.mkdir("pulled");
-    oras(&pulled, &["pull", "--oci-layout", &format!("{}:v1", layout.display())]);
+    oras(
+        &pulled,
+        &["pull", "--oci-layout", &format!("{}:v1", layout.display())],
+    );
     same_tree(&pulled.join("site"), &d.join("unpacked/site"));
     same_tree(&d.join("work/site"), &d.join("unpacked/site"));
 }
@@ -214,7 +299,13 @@ fn gnu_tar_layer(d: &TestDir, name: &str, build: impl FnOnce(&Path)) -> std::pat
     build(&root);
     let out = d.join(&format!("{name}.tar.gz"));
     let o = std::process::Command::new("tar")
-        .args(["-czf", out.to_str().expect("utf8"), "-C", root.to_str().expect("utf8"), "."])
+        .args([
+            "-czf",
+            out.to_str().expect("utf8"),
+            "-C",
+            root.to_str().expect("utf8"),
+            ".",
+        ])
         .output()
         .expect("tar");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -225,7 +316,9 @@ fn gnu_tar_layer(d: &TestDir, name: &str, build: impl FnOnce(&Path)) -> std::pat
 fn an_image_with_gnu_tar_layers_copied_by_skopeo_unpacks_like_tar_x() {
     use std::os::unix::fs::PermissionsExt;
     let d = TestDir::new();
-    let chmod = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+    let chmod = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
     let l1 = gnu_tar_layer(&d, "base", |r| {
         std::fs::create_dir_all(r.join("usr/bin")).expect("mkdir");
         std::fs::write(r.join("usr/bin/tool"), "#!/bin/sh\n").expect("write");
@@ -237,7 +330,11 @@ fn an_image_with_gnu_tar_layers_copied_by_skopeo_unpacks_like_tar_x() {
         std::os::unix::fs::symlink("usr/bin/tool", r.join("tool")).expect("symlink");
         std::fs::create_dir_all(r.join("var/empty")).expect("mkdir");
         std::fs::write(r.join("owned"), "nobody's\n").expect("write");
-        std::process::Command::new("chown").args(["65534:65534"]).arg(r.join("owned")).status().expect("chown");
+        std::process::Command::new("chown")
+            .args(["65534:65534"])
+            .arg(r.join("owned"))
+            .status()
+            .expect("chown");
     });
     let l2 = gnu_tar_layer(&d, "top", |r| {
         std::fs::create_dir_all(r.join("usr/bin")).expect("mkdir");
@@ -267,16 +364,28 @@ fn an_image_with_gnu_tar_layers_copied_by_skopeo_unpacks_like_tar_x() {
     for (name, layer) in [("base", &l1), ("top", &l2)] {
         let reference = d.mkdir(&format!("tar-x-{name}"));
         let o = std::process::Command::new("tar")
-            .args(["-xzf", layer.to_str().expect("utf8"), "-C", reference.to_str().expect("utf8")])
+            .args([
+                "-xzf",
+                layer.to_str().expect("utf8"),
+                "-C",
+                reference.to_str().expect("utf8"),
+            ])
             .output()
             .expect("tar");
         assert!(o.status.success());
         let ours = d.join(&format!("out/{name}"));
         same_tree(&reference, &ours);
-        assert_eq!(metadata(&reference), metadata(&ours), "{name}: modes, owners or times differ from tar -x");
+        assert_eq!(
+            metadata(&reference),
+            metadata(&ours),
+            "{name}: modes, owners or times differ from tar -x"
+        );
     }
     // The config is written as it is.
-    assert_eq!(std::fs::read(d.join("out/config.json")).expect("config"), std::fs::read(d.join("image-config.json")).expect("config"));
+    assert_eq!(
+        std::fs::read(d.join("out/config.json")).expect("config"),
+        std::fs::read(d.join("image-config.json")).expect("config")
+    );
 }
 
 /// A layout exactly as the Go tool writes it: its mode marker in index.json, `repo:tag`
@@ -287,12 +396,19 @@ fn layouts_the_go_tool_wrote_extract_and_pack_again() {
     use crate::unpack::craft_layout;
     let d = TestDir::new();
     let layout = d.join("go-layout");
-    let files = [("a.tmpl", &b"alpha\n"[..]), ("nested/b.tmpl", &b"beta\n"[..])];
+    let files = [
+        ("a.tmpl", &b"alpha\n"[..]),
+        ("nested/b.tmpl", &b"beta\n"[..]),
+    ];
     let mut layers: Vec<(Vec<u8>, &str, Value)> = files
         .iter()
         .map(|(t, data)| (data.to_vec(), "application/octet-stream", serde_json::json!({"org.opencontainers.image.title": t, "io.arenadata.oci-packer.dir": "./data"})))
         .collect();
-    layers.push((b"port=1\n".to_vec(), "application/octet-stream", serde_json::json!({"org.opencontainers.image.title": "app.conf"})));
+    layers.push((
+        b"port=1\n".to_vec(),
+        "application/octet-stream",
+        serde_json::json!({"org.opencontainers.image.title": "app.conf"}),
+    ));
     let manifest_digest = craft_layout(&layout, &layers);
     // The Go tool's index.json: its mode marker, a `repo:tag` name, a created time on the
     // root, and an index whose members are bare `cr://` entries.
@@ -306,7 +422,11 @@ fn layouts_the_go_tool_wrote_extract_and_pack_again() {
     });
     let index_bytes = serde_json::to_vec(&index_json).expect("json");
     let index_digest = format!("sha256:{:x}", sha2::Sha256::digest(&index_bytes));
-    std::fs::write(layout.join("blobs/sha256").join(&index_digest[7..]), &index_bytes).expect("write");
+    std::fs::write(
+        layout.join("blobs/sha256").join(&index_digest[7..]),
+        &index_bytes,
+    )
+    .expect("write");
     std::fs::write(
         layout.join("index.json"),
         serde_json::to_vec(&serde_json::json!({
@@ -322,29 +442,68 @@ fn layouts_the_go_tool_wrote_extract_and_pack_again() {
     )
     .expect("write");
     // The manifest: dir layers regrouped into one dir:// item, files where they were.
-    let x = extract_ok(&d, &format!("oci://{}:example/service:v1", layout.display()), &d.join("out"), &[]);
-    assert_eq!(std::fs::read(d.join("out/data/a.tmpl")).expect("a"), b"alpha\n");
-    assert_eq!(std::fs::read(d.join("out/data/nested/b.tmpl")).expect("b"), b"beta\n");
-    assert_eq!(std::fs::read(d.join("out/app.conf")).expect("conf"), b"port=1\n");
+    let x = extract_ok(
+        &d,
+        &format!("oci://{}:example/service:v1", layout.display()),
+        &d.join("out"),
+        &[],
+    );
+    assert_eq!(
+        std::fs::read(d.join("out/data/a.tmpl")).expect("a"),
+        b"alpha\n"
+    );
+    assert_eq!(
+        std::fs::read(d.join("out/data/nested/b.tmpl")).expect("b"),
+        b"beta\n"
+    );
+    assert_eq!(
+        std::fs::read(d.join("out/app.conf")).expect("conf"),
+        b"port=1\n"
+    );
     let pack = std::fs::read_to_string(d.join("out/pack.yaml")).expect("pack");
     assert!(pack.contains("- from: dir://data/\n"), "{pack}");
     assert_eq!(pack.matches("- from:").count(), 2, "{pack}");
     let again = repack(&d, &x, "oci://again:service");
     let m = blob_json(&d.join("again"), &again);
-    let titles: Vec<&str> = m["layers"].as_array().expect("layers").iter().map(|l| l["annotations"]["org.opencontainers.image.title"].as_str().expect("title")).collect();
+    let titles: Vec<&str> = m["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            l["annotations"]["org.opencontainers.image.title"]
+                .as_str()
+                .expect("title")
+        })
+        .collect();
     assert_eq!(titles, ["a.tmpl", "nested/b.tmpl", "app.conf"]);
     // The index of cr:// members: each member an oci:// item by digest, the created time
     // as SOURCE_DATE_EPOCH.
-    let x = extract_ok(&d, &format!("oci://{}:example/set:v1", layout.display()), &d.join("set"), &[]);
+    let x = extract_ok(
+        &d,
+        &format!("oci://{}:example/set:v1", layout.display()),
+        &d.join("set"),
+        &[],
+    );
     assert_eq!(x["sourceDateEpoch"], 1714979289);
     let pack = std::fs::read_to_string(d.join("set/pack.yaml")).expect("pack");
     assert!(pack.contains(&format!("@{manifest_digest}")), "{pack}");
     let again = repack(&d, &x, "oci://again:set");
     let index_again = blob_json(&d.join("again"), &again);
-    assert_eq!(index_again["manifests"][0]["digest"], manifest_digest.as_str());
-    assert_eq!(index_again["annotations"]["org.opencontainers.image.created"], "2024-05-06T07:08:09Z");
+    assert_eq!(
+        index_again["manifests"][0]["digest"],
+        manifest_digest.as_str()
+    );
+    assert_eq!(
+        index_again["annotations"]["org.opencontainers.image.created"],
+        "2024-05-06T07:08:09Z"
+    );
     // With --images the member is copied and the pack file packs offline.
-    let x = extract_ok(&d, &format!("oci://{}:example/set:v1", layout.display()), &d.join("offline"), &["--images"]);
+    let x = extract_ok(
+        &d,
+        &format!("oci://{}:example/set:v1", layout.display()),
+        &d.join("offline"),
+        &["--images"],
+    );
     std::fs::remove_dir_all(&layout).expect("remove the source");
     let offline = repack(&d, &x, "oci://packed-offline:set");
     assert_eq!(offline, again);

@@ -126,13 +126,22 @@ pub fn tree_hash(dir: &Path) -> BTreeMap<String, String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     fn go(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
-            let rel = p.strip_prefix(root).expect("prefix").to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(root)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
             let m = std::fs::symlink_metadata(&p).expect("lstat");
             let what = if m.file_type().is_symlink() {
-                format!("link {}", std::fs::read_link(&p).expect("readlink").display())
+                format!(
+                    "link {}",
+                    std::fs::read_link(&p).expect("readlink").display()
+                )
             } else if m.is_dir() {
                 go(root, &p, out);
                 "dir".to_string()
@@ -150,7 +159,13 @@ pub fn tree_hash(dir: &Path) -> BTreeMap<String, String> {
 
 /// Extracting the crafted `evil` artifact into `parent/out` must fail with `kind` and a
 /// message containing `expect`, leaving `parent` exactly as it was.
-fn refused(name: &str, layers: &[(Vec<u8>, &str, Value)], extra: &[&str], kind: &str, expect: &str) {
+fn refused(
+    name: &str,
+    layers: &[(Vec<u8>, &str, Value)],
+    extra: &[&str],
+    kind: &str,
+    expect: &str,
+) {
     let d = TestDir::new();
     let parent = d.mkdir("parent");
     // Targets an escape would reach: a file and a directory beside OUTDIR.
@@ -160,15 +175,33 @@ fn refused(name: &str, layers: &[(Vec<u8>, &str, Value)], extra: &[&str], kind: 
     let before = tree_hash(&parent);
     let out = parent.join("out");
     let reference = format!("oci://{}:evil", d.join("layout").display());
-    let mut args = vec!["--format", "json", "extract", &reference, out.to_str().expect("utf8"), "--unpack"];
+    let mut args = vec![
+        "--format",
+        "json",
+        "extract",
+        &reference,
+        out.to_str().expect("utf8"),
+        "--unpack",
+    ];
     args.extend_from_slice(extra);
     let o = run(&d.path, &args, &[]);
-    assert!(!o.status.success(), "{name}: extract succeeded: {}", stdout(&o));
-    let err: Value = serde_json::from_slice(&o.stderr).unwrap_or_else(|_| panic!("{name}: {}{}", stdout(&o), stderr(&o)));
+    assert!(
+        !o.status.success(),
+        "{name}: extract succeeded: {}",
+        stdout(&o)
+    );
+    let err: Value = serde_json::from_slice(&o.stderr)
+        .unwrap_or_else(|_| panic!("{name}: {}{}", stdout(&o), stderr(&o)));
     assert_eq!(err["error"]["kind"], kind, "{name}: {err}");
     let message = err["error"]["message"].as_str().expect("message");
-    assert!(message.contains(expect), "{name}: {message:?} does not say {expect:?}");
-    assert!(!message.contains("/.oci-packer-"), "{name}: {message:?} names a temp path");
+    assert!(
+        message.contains(expect),
+        "{name}: {message:?} does not say {expect:?}"
+    );
+    assert!(
+        !message.contains("/.oci-packer-"),
+        "{name}: {message:?} names a temp path"
+    );
     assert_eq!(tree_hash(&parent), before, "{name}: the parent changed");
     assert!(!out.exists(), "{name}: {} was left", out.display());
 }
@@ -176,77 +209,322 @@ fn refused(name: &str, layers: &[(Vec<u8>, &str, Value)], extra: &[&str], kind: 
 const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 fn layer(entries: &[Vec<u8>]) -> Vec<(Vec<u8>, &'static str, Value)> {
-    vec![(archive(entries), TAR, json!({"org.opencontainers.image.title": "layer.tar"}))]
+    vec![(
+        archive(entries),
+        TAR,
+        json!({"org.opencontainers.image.title": "layer.tar"}),
+    )]
 }
 
 fn titled(files: &[(&str, &[u8])]) -> Vec<(Vec<u8>, &'static str, Value)> {
     files
         .iter()
-        .map(|(t, data)| (data.to_vec(), "text/plain", json!({"org.opencontainers.image.title": t})))
+        .map(|(t, data)| {
+            (
+                data.to_vec(),
+                "text/plain",
+                json!({"org.opencontainers.image.title": t}),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn malicious_archives_are_refused_and_leave_nothing() {
     let u = "unsafe_content";
-    let cases: Vec<(&str, Vec<(Vec<u8>, &str, Value)>, Vec<&str>, &str, &str)> = vec![
-        ("dotdot", layer(&[file("../victim.txt", b"pwned")]), vec![], u, "climbs out"),
-        ("dotdot-inside", layer(&[dir("a/"), file("a/../../victim.txt", b"pwned")]), vec![], u, "climbs out"),
-        ("dot-slash-dotdot", layer(&[file("./../victim.txt", b"pwned")]), vec![], u, "climbs out"),
-        ("absolute", layer(&[file("/etc/oci-packer-test-victim", b"pwned")]), vec![], u, "absolute"),
-        ("long-name-dotdot", layer(&[long_name(b"x/../../../victim.txt"), file("placeholder", b"pwned")]), vec![], u, "climbs out"),
-        ("pax-path-dotdot", layer(&[pax_path("../victim.txt"), file("placeholder", b"pwned")]), vec![], u, "climbs out"),
-        ("pax-path-absolute", layer(&[pax_path("/tmp/oci-packer-victim"), file("placeholder", b"pwned")]), vec![], u, "absolute"),
-        ("nul-in-long-name", layer(&[long_name(b"a\0/../../victim.txt"), file("placeholder", b"pwned")]), vec![], u, "NUL"),
-        ("symlink-relative-escape", layer(&[symlink("link", "../victim.txt")]), vec![], u, "outside the destination"),
-        ("symlink-deep-escape", layer(&[dir("a/"), dir("a/b/"), symlink("a/b/link", "../../../outside")]), vec![], u, "outside the destination"),
-        ("symlink-lexical-escape", layer(&[symlink("x", "y/../../victim.txt")]), vec![], u, "outside the destination"),
-        ("symlink-chained", layer(&[dir("sub/"), symlink("d1", "sub"), symlink("sub/d2", "../..")]), vec![], u, "outside the destination"),
-        ("through-absolute-symlink-dir", layer(&[symlink("etc", "/"), file("etc/victim-abs", b"pwned")]), vec![], u, "leads outside"),
-        ("through-symlink-to-parent", layer(&[symlink("up", "/.."), file("up/victim.txt", b"pwned")]), vec![], u, "leads outside"),
-        ("through-symlinked-parent-dir", layer(&[symlink("out", "/tmp"), dir("out/x/"), file("out/x/y", b"pwned")]), vec![], u, "leads outside"),
-        ("hardlink-dotdot", layer(&[hardlink("h", "../victim.txt")]), vec![], u, "outside the destination"),
-        ("hardlink-absolute", layer(&[hardlink("h", "/etc/passwd")]), vec![], u, "outside the destination"),
-        ("hardlink-through-symlink", layer(&[symlink("s", "/etc"), hardlink("h", "s/passwd")]), vec![], u, "leads outside"),
-        ("hardlink-to-nothing", layer(&[hardlink("h", "missing")]), vec![], u, "has not created"),
-        ("hardlink-to-directory", layer(&[dir("d/"), hardlink("h", "d")]), vec![], u, "directory"),
-        ("directory-replaced-by-symlink", layer(&[dir("d/"), file("d/f", b"x"), symlink("d", "/tmp")]), vec![], u, "replace a directory"),
-        ("size-limit", layer(&[file("big", &[7u8; 4096])]), vec!["--max-bytes", "1000"], u, "more than 1000 bytes"),
-        ("entry-limit", layer(&(0..20).map(|i| file(&format!("f{i}"), b"x")).collect::<Vec<_>>()), vec!["--max-entries", "10"], u, "more than 10 entries"),
+    type Layers = Vec<(Vec<u8>, &'static str, Value)>;
+    let cases: Vec<(&str, Layers, Vec<&str>, &str, &str)> = vec![
+        (
+            "dotdot",
+            layer(&[file("../victim.txt", b"pwned")]),
+            vec![],
+            u,
+            "climbs out",
+        ),
+        (
+            "dotdot-inside",
+            layer(&[dir("a/"), file("a/../../victim.txt", b"pwned")]),
+            vec![],
+            u,
+            "climbs out",
+        ),
+        (
+            "dot-slash-dotdot",
+            layer(&[file("./../victim.txt", b"pwned")]),
+            vec![],
+            u,
+            "climbs out",
+        ),
+        (
+            "absolute",
+            layer(&[file("/etc/oci-packer-test-victim", b"pwned")]),
+            vec![],
+            u,
+            "absolute",
+        ),
+        (
+            "long-name-dotdot",
+            layer(&[
+                long_name(b"x/../../../victim.txt"),
+                file("placeholder", b"pwned"),
+            ]),
+            vec![],
+            u,
+            "climbs out",
+        ),
+        (
+            "pax-path-dotdot",
+            layer(&[pax_path("../victim.txt"), file("placeholder", b"pwned")]),
+            vec![],
+            u,
+            "climbs out",
+        ),
+        (
+            "pax-path-absolute",
+            layer(&[
+                pax_path("/tmp/oci-packer-victim"),
+                file("placeholder", b"pwned"),
+            ]),
+            vec![],
+            u,
+            "absolute",
+        ),
+        (
+            "nul-in-long-name",
+            layer(&[
+                long_name(b"a\0/../../victim.txt"),
+                file("placeholder", b"pwned"),
+            ]),
+            vec![],
+            u,
+            "NUL",
+        ),
+        (
+            "symlink-relative-escape",
+            layer(&[symlink("link", "../victim.txt")]),
+            vec![],
+            u,
+            "outside the destination",
+        ),
+        (
+            "symlink-deep-escape",
+            layer(&[
+                dir("a/"),
+                dir("a/b/"),
+                symlink("a/b/link", "../../../outside"),
+            ]),
+            vec![],
+            u,
+            "outside the destination",
+        ),
+        (
+            "symlink-lexical-escape",
+            layer(&[symlink("x", "y/../../victim.txt")]),
+            vec![],
+            u,
+            "outside the destination",
+        ),
+        (
+            "symlink-chained",
+            layer(&[
+                dir("sub/"),
+                symlink("d1", "sub"),
+                symlink("sub/d2", "../.."),
+            ]),
+            vec![],
+            u,
+            "outside the destination",
+        ),
+        (
+            "through-absolute-symlink-dir",
+            layer(&[symlink("etc", "/"), file("etc/victim-abs", b"pwned")]),
+            vec![],
+            u,
+            "leads outside",
+        ),
+        (
+            "through-symlink-to-parent",
+            layer(&[symlink("up", "/.."), file("up/victim.txt", b"pwned")]),
+            vec![],
+            u,
+            "leads outside",
+        ),
+        (
+            "through-symlinked-parent-dir",
+            layer(&[
+                symlink("out", "/tmp"),
+                dir("out/x/"),
+                file("out/x/y", b"pwned"),
+            ]),
+            vec![],
+            u,
+            "leads outside",
+        ),
+        (
+            "hardlink-dotdot",
+            layer(&[hardlink("h", "../victim.txt")]),
+            vec![],
+            u,
+            "outside the destination",
+        ),
+        (
+            "hardlink-absolute",
+            layer(&[hardlink("h", "/etc/passwd")]),
+            vec![],
+            u,
+            "outside the destination",
+        ),
+        (
+            "hardlink-through-symlink",
+            layer(&[symlink("s", "/etc"), hardlink("h", "s/passwd")]),
+            vec![],
+            u,
+            "leads outside",
+        ),
+        (
+            "hardlink-to-nothing",
+            layer(&[hardlink("h", "missing")]),
+            vec![],
+            u,
+            "has not created",
+        ),
+        (
+            "hardlink-to-directory",
+            layer(&[dir("d/"), hardlink("h", "d")]),
+            vec![],
+            u,
+            "directory",
+        ),
+        (
+            "directory-replaced-by-symlink",
+            layer(&[dir("d/"), file("d/f", b"x"), symlink("d", "/tmp")]),
+            vec![],
+            u,
+            "replace a directory",
+        ),
+        (
+            "size-limit",
+            layer(&[file("big", &[7u8; 4096])]),
+            vec!["--max-bytes", "1000"],
+            u,
+            "more than 1000 bytes",
+        ),
+        (
+            "entry-limit",
+            layer(
+                &(0..20)
+                    .map(|i| file(&format!("f{i}"), b"x"))
+                    .collect::<Vec<_>>(),
+            ),
+            vec!["--max-entries", "10"],
+            u,
+            "more than 10 entries",
+        ),
         (
             "zstd-bomb",
-            vec![(zstd::encode_all(&archive(&[file("zeros", &vec![0u8; 8 << 20])])[..], 19).expect("zstd"), "application/vnd.oci.image.layer.v1.tar+zstd", json!({"org.opencontainers.image.title": "bomb.tar.zst"}))],
+            vec![(
+                zstd::encode_all(&archive(&[file("zeros", &vec![0u8; 8 << 20])])[..], 19)
+                    .expect("zstd"),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                json!({"org.opencontainers.image.title": "bomb.tar.zst"}),
+            )],
             vec!["--max-bytes", "1048576"],
             u,
             "more than 1048576 bytes",
         ),
         (
             "truncated",
-            vec![(file("short", &[1u8; 4096])[..1000].to_vec(), TAR, json!({"org.opencontainers.image.title": "t.tar"}))],
+            vec![(
+                file("short", &[1u8; 4096])[..1000].to_vec(),
+                TAR,
+                json!({"org.opencontainers.image.title": "t.tar"}),
+            )],
             vec![],
             u,
             "cannot be read",
         ),
         (
             "corrupt-gzip",
-            vec![(vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4, 5], "application/vnd.oci.image.layer.v1.tar+gzip", json!({"org.opencontainers.image.title": "c.tgz"}))],
+            vec![(
+                vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4, 5],
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                json!({"org.opencontainers.image.title": "c.tgz"}),
+            )],
             vec![],
             u,
             "cannot be read",
         ),
-        ("whiteout-aimed-outside", layer(&[file("../.wh.victim.txt", b"")]), vec![], u, "climbs out"),
+        (
+            "whiteout-aimed-outside",
+            layer(&[file("../.wh.victim.txt", b"")]),
+            vec![],
+            u,
+            "climbs out",
+        ),
         // Titles of plain layers.
-        ("title-dotdot", titled(&[("../victim.txt", b"pwned")]), vec![], u, "climbs out"),
-        ("title-deep-dotdot", titled(&[("a/../../victim.txt", b"pwned")]), vec![], u, "climbs out"),
-        ("title-absolute", titled(&[("/tmp/oci-packer-victim", b"pwned")]), vec![], u, "absolute"),
-        ("title-nul", titled(&[("a\u{0}b", b"pwned")]), vec![], u, "NUL"),
-        ("title-dotdot-alone", titled(&[("..", b"pwned")]), vec![], u, "climbs out"),
-        ("title-duplicate", titled(&[("same.txt", b"one"), ("same.txt", b"two")]), vec![], u, "collides"),
-        ("title-file-and-dir", titled(&[("a", b"one"), ("a/b", b"two")]), vec![], u, "collides"),
-        ("title-temp-name", titled(&[(".oci-packer-x", b"one")]), vec![], u, "temp files"),
+        (
+            "title-dotdot",
+            titled(&[("../victim.txt", b"pwned")]),
+            vec![],
+            u,
+            "climbs out",
+        ),
+        (
+            "title-deep-dotdot",
+            titled(&[("a/../../victim.txt", b"pwned")]),
+            vec![],
+            u,
+            "climbs out",
+        ),
+        (
+            "title-absolute",
+            titled(&[("/tmp/oci-packer-victim", b"pwned")]),
+            vec![],
+            u,
+            "absolute",
+        ),
+        (
+            "title-nul",
+            titled(&[("a\u{0}b", b"pwned")]),
+            vec![],
+            u,
+            "NUL",
+        ),
+        (
+            "title-dotdot-alone",
+            titled(&[("..", b"pwned")]),
+            vec![],
+            u,
+            "climbs out",
+        ),
+        (
+            "title-duplicate",
+            titled(&[("same.txt", b"one"), ("same.txt", b"two")]),
+            vec![],
+            u,
+            "collides",
+        ),
+        (
+            "title-file-and-dir",
+            titled(&[("a", b"one"), ("a/b", b"two")]),
+            vec![],
+            u,
+            "collides",
+        ),
+        (
+            "title-temp-name",
+            titled(&[(".oci-packer-x", b"one")]),
+            vec![],
+            u,
+            "temp files",
+        ),
         (
             "dir-annotation-dotdot",
-            vec![(b"x".to_vec(), "text/plain", json!({"org.opencontainers.image.title": "f", "io.arenadata.oci-packer.dir": "../up"}))],
+            vec![(
+                b"x".to_vec(),
+                "text/plain",
+                json!({"org.opencontainers.image.title": "f", "io.arenadata.oci-packer.dir": "../up"}),
+            )],
             vec![],
             u,
             "climbs out",
@@ -288,7 +566,10 @@ fn device_nodes_are_skipped_with_a_warning_when_not_root() {
     let d = TestDir::new();
     let char_dev = tar_entry(b"dev/null", b'3', b"", b"", 0o666);
     let block_dev = tar_entry(b"dev/sda", b'4', b"", b"", 0o660);
-    craft_layout(&d.join("layout"), &layer(&[dir("dev/"), char_dev, block_dev, file("ok", b"fine")]));
+    craft_layout(
+        &d.join("layout"),
+        &layer(&[dir("dev/"), char_dev, block_dev, file("ok", b"fine")]),
+    );
     let out = d.join("out");
     // The layout and the output directory belong to nobody, who runs extract.
     let o = std::process::Command::new("chown")
@@ -300,13 +581,22 @@ fn device_nodes_are_skipped_with_a_warning_when_not_root() {
     let o = std::process::Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_oci-packer"))
-        .args(["extract", &reference, out.to_str().expect("utf8"), "--unpack"])
+        .args([
+            "extract",
+            &reference,
+            out.to_str().expect("utf8"),
+            "--unpack",
+        ])
         .env("XDG_CACHE_HOME", d.join("cache"))
         .env("HOME", d.join("home"))
         .output()
         .expect("setpriv");
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("2 device nodes not created"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 device nodes not created"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(std::fs::read(out.join("layer/ok")).expect("ok"), b"fine");
     assert!(!out.join("layer/dev/null").exists() && !out.join("layer/dev/sda").exists());
 }
@@ -316,17 +606,41 @@ fn limits_are_per_archive_and_can_be_raised() {
     let d = TestDir::new();
     craft_layout(&d.join("layout"), &layer(&[file("big", &[7u8; 4096])]));
     let reference = format!("oci://{}:evil", d.join("layout").display());
-    let o = run(&d.path, &["extract", &reference, "out", "--unpack", "--max-bytes", "4096"], &[]);
+    let o = run(
+        &d.path,
+        &[
+            "extract",
+            &reference,
+            "out",
+            "--unpack",
+            "--max-bytes",
+            "4096",
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(std::fs::read(d.join("out/layer/big")).expect("big").len(), 4096);
+    assert_eq!(
+        std::fs::read(d.join("out/layer/big")).expect("big").len(),
+        4096
+    );
 }
 
 /// An image of two GNU tar layers: the second deletes `etc/a` with a whiteout and makes
 /// `opq` opaque.
 fn whiteout_image(d: &TestDir) {
     for (dir, files) in [
-        ("r1", &[("etc/a", "a\n"), ("etc/b", "b\n"), ("opq/x", "x\n")][..]),
-        ("r2", &[("etc/.wh.a", ""), ("opq/.wh..wh..opq", ""), ("opq/y", "y\n")][..]),
+        (
+            "r1",
+            &[("etc/a", "a\n"), ("etc/b", "b\n"), ("opq/x", "x\n")][..],
+        ),
+        (
+            "r2",
+            &[
+                ("etc/.wh.a", ""),
+                ("opq/.wh..wh..opq", ""),
+                ("opq/y", "y\n"),
+            ][..],
+        ),
     ] {
         for (f, text) in files {
             d.write(&format!("{dir}/{f}"), text);
@@ -346,7 +660,10 @@ fn whiteout_image(d: &TestDir) {
 }
 
 fn layer_hexes(layout: &Path, name: &str) -> Vec<String> {
-    let m = blob_json(layout, entry(layout, name)["digest"].as_str().expect("digest"));
+    let m = blob_json(
+        layout,
+        entry(layout, name)["digest"].as_str().expect("digest"),
+    );
     m["layers"]
         .as_array()
         .expect("layers")
@@ -360,11 +677,18 @@ fn copy_unpack_keeps_a_standard_layout_that_overlayfs_mounts() {
     let d = TestDir::new();
     whiteout_image(&d);
     let src = pack_ok(&d, "image.yaml", "oci://src:v1");
-    let o = run(&d.path, &["copy", "--unpack", "oci://src:v1", "oci://dst:v1"], &[]);
+    let o = run(
+        &d.path,
+        &["copy", "--unpack", "oci://src:v1", "oci://dst:v1"],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let dst = d.join("dst");
     let hexes = layer_hexes(&dst, "v1");
-    let dirs: Vec<_> = hexes.iter().map(|h| dst.join("unpacked/sha256").join(h)).collect();
+    let dirs: Vec<_> = hexes
+        .iter()
+        .map(|h| dst.join("unpacked/sha256").join(h))
+        .collect();
     assert_eq!(std::fs::read(dirs[0].join("etc/a")).expect("a"), b"a\n");
     // Whiteouts in overlayfs form: a 0/0 character device, and the opaque xattr.
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -372,7 +696,12 @@ fn copy_unpack_keeps_a_standard_layout_that_overlayfs_mounts() {
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "{wh:?}");
     assert!(!dirs[1].join("etc/.wh.a").exists());
     let mut value = [0u8; 8];
-    let n = rustix::fs::getxattr(dirs[1].join("opq").as_path(), "trusted.overlay.opaque", &mut value[..]).expect("xattr");
+    let n = rustix::fs::getxattr(
+        dirs[1].join("opq").as_path(),
+        "trusted.overlay.opaque",
+        &mut value[..],
+    )
+    .expect("xattr");
     assert_eq!(&value[..n], b"y");
     // The layout stays standard: skopeo and ORAS read it, copies keep every digest.
     skopeo_reads(&dst, "v1");
@@ -383,7 +712,10 @@ fn copy_unpack_keeps_a_standard_layout_that_overlayfs_mounts() {
         .output()
         .expect("oras");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(pulled.join("r2.tar.gz")).expect("layer"), std::fs::read(d.join("r2.tar.gz")).expect("layer"));
+    assert_eq!(
+        std::fs::read(pulled.join("r2.tar.gz")).expect("layer"),
+        std::fs::read(d.join("r2.tar.gz")).expect("layer")
+    );
     let o = run(&d.path, &["copy", "oci://dst:v1", "oci://out:v1"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(entry(&d.join("out"), "v1")["digest"], src.as_str());
@@ -397,19 +729,39 @@ fn copy_unpack_keeps_a_standard_layout_that_overlayfs_mounts() {
         .arg(&mnt)
         .output()
         .expect("mount");
-    assert!(o.status.success(), "mount: {}", String::from_utf8_lossy(&o.stderr));
-    let merged = (mnt.join("etc/a").exists(), mnt.join("etc/b").exists(), mnt.join("opq/x").exists(), mnt.join("opq/y").exists());
+    assert!(
+        o.status.success(),
+        "mount: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let merged = (
+        mnt.join("etc/a").exists(),
+        mnt.join("etc/b").exists(),
+        mnt.join("opq/x").exists(),
+        mnt.join("opq/y").exists(),
+    );
     // While mounted, a delete that would remove the layers is refused and changes nothing.
     let refused = run(&d.path, &["delete", "oci://dst:v1"], &[]);
     let gc_refused = run(&d.path, &["gc", "oci://dst"], &[]);
     let still = dirs.iter().all(|p| p.is_dir()) && d.join("dst/index.json").exists();
-    let umount = std::process::Command::new("umount").arg(&mnt).output().expect("umount");
+    let umount = std::process::Command::new("umount")
+        .arg(&mnt)
+        .output()
+        .expect("umount");
     assert!(umount.status.success());
     assert_eq!(merged, (false, true, false, true));
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
-    assert!(stderr(&refused).contains("mounted") && stderr(&refused).contains("umount"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("mounted") && stderr(&refused).contains("umount"),
+        "{}",
+        stderr(&refused)
+    );
     assert!(still);
-    assert!(gc_refused.status.success(), "gc removes nothing in use: {}", stderr(&gc_refused));
+    assert!(
+        gc_refused.status.success(),
+        "gc removes nothing in use: {}",
+        stderr(&gc_refused)
+    );
     assert_eq!(entry(&dst, "v1")["digest"], src.as_str());
     // Unmounted: the delete goes through and takes the unpacked layers with the blobs.
     let o = run(&d.path, &["delete", "oci://dst:v1"], &[]);
@@ -421,7 +773,11 @@ fn copy_unpack_keeps_a_standard_layout_that_overlayfs_mounts() {
 fn pack_unpack_into_a_layout_and_refusals() {
     let d = TestDir::new();
     whiteout_image(&d);
-    let o = run(&d.path, &["pack", "--unpack", "-f", "image.yaml", "oci://packed:v1"], &[]);
+    let o = run(
+        &d.path,
+        &["pack", "--unpack", "-f", "image.yaml", "oci://packed:v1"],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     for h in layer_hexes(&d.join("packed"), "v1") {
         assert!(d.join("packed/unpacked/sha256").join(&h).is_dir(), "{h}");
@@ -430,18 +786,37 @@ fn pack_unpack_into_a_layout_and_refusals() {
     d.mkdir(&format!("packed/unpacked/sha256/{}", "0".repeat(64)));
     let o = run(&d.path, &["gc", "oci://packed"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!d.join(&format!("packed/unpacked/sha256/{}", "0".repeat(64))).exists());
+    assert!(!d
+        .join(&format!("packed/unpacked/sha256/{}", "0".repeat(64)))
+        .exists());
     // Registries have no unpacked layers: refused before anything is written.
-    let o = run(&d.path, &["pack", "--unpack", "-f", "image.yaml", "127.0.0.1:9/x:v1"], &[]);
+    let o = run(
+        &d.path,
+        &["pack", "--unpack", "-f", "image.yaml", "127.0.0.1:9/x:v1"],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--unpack extracts layers into a layout"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--unpack extracts layers into a layout"),
+        "{}",
+        stderr(&o)
+    );
     // A hostile layer: the copy fails, no unpacked directory and no tag are left.
-    craft_layout(&d.join("evil"), &layer(&[symlink("etc", "/"), file("etc/x", b"pwned")]));
-    let o = run(&d.path, &["copy", "--unpack", "oci://evil:evil", "oci://target:v1"], &[]);
+    craft_layout(
+        &d.join("evil"),
+        &layer(&[symlink("etc", "/"), file("etc/x", b"pwned")]),
+    );
+    let o = run(
+        &d.path,
+        &["copy", "--unpack", "oci://evil:evil", "oci://target:v1"],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("leads outside"), "{}", stderr(&o));
     let index = read_json(&d.join("target/index.json"));
     assert_eq!(index["manifests"], json!([]));
-    let leftovers: Vec<_> = std::fs::read_dir(d.join("target/unpacked/sha256")).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let leftovers: Vec<_> = std::fs::read_dir(d.join("target/unpacked/sha256"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

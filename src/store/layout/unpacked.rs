@@ -129,7 +129,9 @@ impl Layout {
         let done = unpack::unpack_new(&target, |tmp| {
             let mut raw = HashingReader::new(file.take(desc.size() + 1));
             let done = {
-                let mut tar = compression.decoder(&mut raw).map_err(|e| unpack::bad_archive(tmp, e))?;
+                let mut tar = compression
+                    .decoder(&mut raw)
+                    .map_err(|e| unpack::bad_archive(tmp, e))?;
                 unpack::unpack_into(&mut tar, tmp, options)?
             };
             std::io::copy(&mut raw, &mut std::io::sink())
@@ -215,7 +217,11 @@ impl Layout {
         };
         let mut n = 0;
         for e in rd.flatten() {
-            if !e.file_name().to_string_lossy().starts_with(crate::fsutil::TEMP_PREFIX) {
+            if !e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(crate::fsutil::TEMP_PREFIX)
+            {
                 continue;
             }
             let old = e
@@ -244,13 +250,17 @@ pub(crate) fn mounted_lower_dirs() -> HashSet<PathBuf> {
     };
     let mut out = HashSet::new();
     for line in text.lines() {
-        let Some((_, tail)) = line.split_once(" - ") else { continue };
+        let Some((_, tail)) = line.split_once(" - ") else {
+            continue;
+        };
         let mut parts = tail.split(' ');
         if parts.next() != Some("overlay") {
             continue;
         }
         let _source = parts.next();
-        let Some(options) = parts.next() else { continue };
+        let Some(options) = parts.next() else {
+            continue;
+        };
         for opt in split_unescaped(options, ',') {
             let value = opt
                 .strip_prefix("lowerdir=")
@@ -291,7 +301,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else if b[i] == b'\\' && i + 1 < b.len() {
