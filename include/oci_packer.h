@@ -67,6 +67,9 @@ enum oci_packer_status
   OCI_PACKER_STATUS_INVALID_ARGUMENT = 12,
   // A bug in oci-packer.
   OCI_PACKER_STATUS_INTERNAL = 13,
+  // Content unsafe to write: an archive entry or title leading outside the destination,
+  // or an archive past a size or entry limit.
+  OCI_PACKER_STATUS_UNSAFE_CONTENT = 14,
   // A required pointer argument was NULL.
   OCI_PACKER_STATUS_NULL_ARGUMENT = 100,
   // A string argument was not valid UTF-8.
@@ -272,6 +275,33 @@ oci_packer_status oci_packer_options_set_force(struct oci_packer_options *option
                                                bool value,
                                                struct oci_packer_error **error);
 
+// `--unpack`: `extract` writes archive layers other programs made as directories;
+// `copy`/`pack` into a layout also extract every tar layer into `unpacked/sha256/<hex>/`.
+//
+// # Safety
+// `options` is NULL or live.
+oci_packer_status oci_packer_options_set_unpack(struct oci_packer_options *options,
+                                                bool value,
+                                                struct oci_packer_error **error);
+
+// `--images`: `extract` copies image members into `OUTDIR/images/`.
+//
+// # Safety
+// `options` is NULL or live.
+oci_packer_status oci_packer_options_set_images(struct oci_packer_options *options,
+                                                bool value,
+                                                struct oci_packer_error **error);
+
+// `--max-bytes` and `--max-entries`: the most one archive layer may extract to (bytes)
+// and hold (entries); 0 keeps the default (64 GiB, 1,000,000).
+//
+// # Safety
+// `options` is NULL or live.
+oci_packer_status oci_packer_options_set_limits(struct oci_packer_options *options,
+                                                uint64_t max_bytes,
+                                                uint64_t max_entries,
+                                                struct oci_packer_error **error);
+
 // `--plain-http`: registries over HTTP.
 //
 // # Safety
@@ -407,6 +437,21 @@ oci_packer_status oci_packer_verify(const char *reference,
                                     const struct oci_packer_options *options,
                                     char **result,
                                     struct oci_packer_error **error);
+
+// Extracts an artifact into `out_dir` (missing or empty unless
+// oci_packer_options_set_force()): its layers and config as files and a `pack.yaml` that
+// packs them again to the same digest. Stores the result as JSON in `*result`:
+// `{"reference", "digest", "outDir", "packFile", "files", "bytes", "sourceDateEpoch",
+// "images", "notes"}`. A title or archive entry that would land outside `out_dir` is
+// OCI_PACKER_STATUS_UNSAFE_CONTENT, and nothing is left written.
+//
+// # Safety
+// As for oci_packer_pack_file(); `out_dir` is a NUL-terminated UTF-8 path.
+oci_packer_status oci_packer_extract(const char *reference,
+                                     const char *out_dir,
+                                     const struct oci_packer_options *options,
+                                     char **result,
+                                     struct oci_packer_error **error);
 
 // Deletes a layout entry (`oci://DIR:REF`) and every blob no remaining entry reaches, or
 // a registry manifest (needs oci_packer_options_set_force()); with

@@ -53,7 +53,7 @@ pub use engine::CopyStats;
 pub use error::{Error, ErrorKind, Problem, Result};
 pub use extract::Extracted;
 pub use list::{ListEntry, Listing, TreeNode};
-pub use options::{Options, MAX_CONCURRENCY};
+pub use options::{Options, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MAX_CONCURRENCY};
 pub use pack::Packed;
 pub use packfile::{ConfigSpec, ItemSpec, PackFile, PackInput};
 pub use progress::{Progress, ProgressEvent, ProgressFields};

@@ -56,6 +56,7 @@ const (
 	CodeCancelled        Code = 11
 	CodeInvalidArgument  Code = 12
 	CodeInternal         Code = 13
+	CodeUnsafeContent    Code = 14
 	CodeNullArgument     Code = 100
 	CodeInvalidUTF8      Code = 101
 	CodePanic            Code = 102
@@ -76,6 +77,7 @@ var (
 	ErrCancelled        = errors.New("cancelled")
 	ErrInvalidArgument  = errors.New("invalid argument")
 	ErrInternal         = errors.New("internal error")
+	ErrUnsafeContent    = errors.New("unsafe content")
 )
 
 var sentinels = map[Code]error{
@@ -84,6 +86,7 @@ var sentinels = map[Code]error{
 	CodeRegistry: ErrRegistry, CodeNetwork: ErrNetwork, CodeIO: ErrIO, CodeUnsupported: ErrUnsupported,
 	CodeCancelled: ErrCancelled, CodeInvalidArgument: ErrInvalidArgument, CodeNullArgument: ErrInvalidArgument,
 	CodeInvalidUTF8: ErrInvalidArgument, CodeInternal: ErrInternal, CodePanic: ErrInternal,
+	CodeUnsafeContent: ErrUnsafeContent,
 }
 
 // Error is an error of the library: a code, a message naming the thing, and what it is
@@ -161,7 +164,8 @@ type Option func(*options)
 type options struct {
 	concurrency                                                           uint32
 	tmpDir, created, platform, caFile, username, password, registryConfig string
-	fsync, dryRun, plainHTTP, insecure, force                             bool
+	fsync, dryRun, plainHTTP, insecure, force, unpack, images             bool
+	maxBytes, maxEntries                                                  uint64
 	progress                                                              func(ProgressEvent)
 }
 
@@ -185,6 +189,19 @@ func WithDryRun() Option { return func(o *options) { o.dryRun = true } }
 
 // WithForce lets Delete delete a registry manifest (every tag on it goes too).
 func WithForce() Option { return func(o *options) { o.force = true } }
+
+// WithUnpack makes Extract write archive layers other programs made as directories, and
+// Copy or Pack into a layout also extract every tar layer into DIR/unpacked/sha256/<hex>/.
+func WithUnpack() Option { return func(o *options) { o.unpack = true } }
+
+// WithImages makes Extract copy image members into OUTDIR/images/.
+func WithImages() Option { return func(o *options) { o.images = true } }
+
+// WithLimits caps what one archive layer may extract to (bytes) and hold (entries); 0
+// keeps a default (64 GiB, 1,000,000).
+func WithLimits(maxBytes, maxEntries uint64) Option {
+	return func(o *options) { o.maxBytes, o.maxEntries = maxBytes, maxEntries }
+}
 
 // WithPlainHTTP talks plain HTTP to registries.
 func WithPlainHTTP() Option { return func(o *options) { o.plainHTTP = true } }
@@ -312,6 +329,9 @@ func newCall(opts []Option) (*call, error) {
 	C.oci_packer_options_set_plain_http(c.co, C.bool(o.plainHTTP), nil)
 	C.oci_packer_options_set_insecure(c.co, C.bool(o.insecure), nil)
 	C.oci_packer_options_set_force(c.co, C.bool(o.force), nil)
+	C.oci_packer_options_set_unpack(c.co, C.bool(o.unpack), nil)
+	C.oci_packer_options_set_images(c.co, C.bool(o.images), nil)
+	C.oci_packer_options_set_limits(c.co, C.uint64_t(o.maxBytes), C.uint64_t(o.maxEntries), nil)
 	C.oci_packer_options_set_cancel(c.co, c.cancel, nil)
 	if o.progress != nil {
 		c.id = nextCall.Add(1)
@@ -657,6 +677,37 @@ func collectCall(ctx context.Context, reference string, opts []Option, gc bool) 
 			return C.oci_packer_gc(r, co, out, cerr)
 		}
 		return C.oci_packer_delete(r, co, out, cerr)
+	})
+}
+
+// Extracted is what Extract wrote.
+type Extracted struct {
+	Reference string `json:"reference"`
+	Digest    string `json:"digest"`
+	OutDir    string `json:"outDir"`
+	// PackFile packs the files again to the same digest (with SourceDateEpoch set).
+	PackFile        string   `json:"packFile"`
+	Files           int      `json:"files"`
+	Bytes           int64    `json:"bytes"`
+	SourceDateEpoch *int64   `json:"sourceDateEpoch"`
+	Images          []string `json:"images"`
+	// Notes say what the pack file cannot reproduce exactly (empty for what oci-packer wrote).
+	Notes []string `json:"notes"`
+}
+
+// Extract writes an artifact's layers and config as files in outDir (missing or empty
+// unless WithForce) with a pack.yaml that packs them again to the same digest; a title or
+// archive entry that would land outside outDir is ErrUnsafeContent, and nothing is left.
+func Extract(reference, outDir string, opts ...Option) (Extracted, error) {
+	return ExtractContext(context.Background(), reference, outDir, opts...)
+}
+
+// ExtractContext is Extract, stopped when ctx is done (nothing is left then).
+func ExtractContext(ctx context.Context, reference, outDir string, opts ...Option) (Extracted, error) {
+	s, free := cstrings(reference, outDir)
+	defer free()
+	return typedCall[Extracted](ctx, opts, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_extract(s[0], s[1], co, out, cerr)
 	})
 }
 

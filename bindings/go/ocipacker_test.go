@@ -105,6 +105,25 @@ func TestPackValidateListCopy(t *testing.T) {
 	if err != nil || len(v.Problems) != 0 || v.Blobs < 5 || v.Digest != d.Digest {
 		t.Fatalf("verify: %+v %v", v, err)
 	}
+	x, err := Extract("oci://"+dir+"/layout:v1", dir+"/extracted", WithUnpack(), WithLimits(1<<20, 0))
+	if err != nil || x.Digest != d.Digest || x.PackFile != dir+"/extracted/pack.yaml" || len(x.Notes) != 0 {
+		t.Fatalf("extract: %+v %v", x, err)
+	}
+	again, err := Pack(x.PackFile, "oci://"+dir+"/again:v1")
+	if err != nil || again.Digest != d.Digest {
+		t.Fatalf("pack of the extracted pack.yaml: %+v %v", again, err)
+	}
+	if _, err := Extract("oci://"+dir+"/layout:v1", dir+"/extracted"); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("extract into a non-empty directory: %v", err)
+	}
+	write(t, dir, "evil.yaml", "items:\n  - from: file://a.txt\n    annotations: {org.opencontainers.image.title: /etc/evil}\n")
+	if _, err := Pack(dir+"/evil.yaml", "oci://"+dir+"/evil:v1"); err != nil {
+		t.Fatal(err)
+	}
+	var unsafeErr *Error
+	if _, err := Extract("oci://"+dir+"/evil:v1", dir+"/evil-out"); !errors.Is(err, ErrUnsafeContent) || !errors.As(err, &unsafeErr) || unsafeErr.Digest == "" {
+		t.Fatalf("unsafe title: %v", err)
+	}
 	arm, err := Copy("oci://"+dir+"/layout:v1", "oci://"+dir+"/arm:v1", WithPlatform("linux/arm64"))
 	if err != nil || arm.MediaType != "application/vnd.oci.image.manifest.v1+json" {
 		t.Fatalf("copy: %+v %v", arm, err)

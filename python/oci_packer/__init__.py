@@ -30,6 +30,7 @@ from .errors import (
     PackFileError,
     RegistryError,
     SourceNotFoundError,
+    UnsafeContentError,
     UnsupportedError,
 )
 
@@ -232,6 +233,9 @@ def pack(
     password: Optional[str] = None,
     registry_config: Optional[PathLike] = None,
     progress: Optional[Callable[[dict[str, Any]], None]] = None,
+    unpack: bool = False,
+    max_bytes: Optional[int] = None,
+    max_entries: Optional[int] = None,
 ) -> Descriptor:
     """Builds the artifact described by ``pack`` (a path, a :class:`Pack` or a dict) and
     writes it to ``target`` (``host/repo:tag`` or ``oci://DIR:REF``). Returns the root.
@@ -239,11 +243,14 @@ def pack(
     The GIL is released while it works; Ctrl-C cancels it (what was written stays valid).
     ``progress`` is called with event dicts (``event``: ``stage_started``,
     ``stage_advanced``, ``stage_finished``, ``started``, ``advanced``, ``finished``,
-    ``skipped``, ``mounted``; with ``digest``/``source``, ``title``, ``size``, ``bytes``)."""
+    ``skipped``, ``mounted``; with ``digest``/``source``, ``title``, ``size``, ``bytes``).
+    ``unpack`` (layouts only) also extracts every tar layer into ``DIR/unpacked/sha256/<hex>/``,
+    each at most ``max_bytes`` (default 64 GiB) and ``max_entries`` (default 1,000,000)."""
     kind, value, base = _input(pack, base_dir)
     opts = _options(concurrency=concurrency, tmp_dir=tmp_dir, fsync=fsync, created=created, dry_run=dry_run,
                     plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
-                    password=password, registry_config=registry_config)
+                    password=password, registry_config=registry_config, unpack=unpack, max_bytes=max_bytes,
+                    max_entries=max_entries)
     return Descriptor._from_json(_native.pack(kind, value, base, target, opts, progress))
 
 
@@ -266,11 +273,16 @@ def copy(
     password: Optional[str] = None,
     registry_config: Optional[PathLike] = None,
     progress: Optional[Callable[[dict[str, Any]], None]] = None,
+    unpack: bool = False,
+    max_bytes: Optional[int] = None,
+    max_entries: Optional[int] = None,
 ) -> Descriptor:
     """Copies an artifact between registries and layouts (any direction); with ``platform``
-    only the best-matching member of an index. ``progress`` as for :func:`pack`."""
+    only the best-matching member of an index. ``progress``, ``unpack`` and the limits as
+    for :func:`pack`."""
     opts = _options(platform=platform, concurrency=concurrency, plain_http=plain_http, insecure=insecure,
-                    ca_file=ca_file, username=username, password=password, registry_config=registry_config)
+                    ca_file=ca_file, username=username, password=password, registry_config=registry_config,
+                    unpack=unpack, max_bytes=max_bytes, max_entries=max_entries)
     return Descriptor._from_json(_native.copy(src, dst, opts, progress))
 
 
@@ -384,6 +396,53 @@ def gc(reference: str, *, dry_run: bool = False) -> Deleted:
     return result
 
 
+class Extracted(TypedDict):
+    """What :func:`extract` wrote. Pack ``packFile`` again (with ``SOURCE_DATE_EPOCH`` set
+    to ``sourceDateEpoch`` when it is not None) for the same digest; ``notes`` say what
+    cannot be reproduced exactly (empty for everything oci-packer wrote)."""
+
+    reference: str
+    digest: str
+    outDir: str
+    packFile: str
+    files: int
+    bytes: int
+    sourceDateEpoch: Optional[int]
+    images: builtins.list[str]
+    notes: builtins.list[str]
+
+
+def extract(
+    reference: str,
+    out_dir: PathLike,
+    *,
+    platform: Optional[str] = None,
+    unpack: bool = False,
+    images: bool = False,
+    force: bool = False,
+    max_bytes: Optional[int] = None,
+    max_entries: Optional[int] = None,
+    plain_http: bool = False,
+    insecure: bool = False,
+    ca_file: Optional[PathLike] = None,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
+    registry_config: Optional[PathLike] = None,
+) -> Extracted:
+    """Writes an artifact (a layout or registry reference) as files in ``out_dir`` — missing
+    or empty unless ``force`` — with a ``pack.yaml`` that packs them again to the same root
+    digest. ``platform`` picks one member of an index; ``unpack`` extracts archive layers
+    other programs made into directories; ``images`` copies image members into
+    ``out_dir/images`` so the pack file packs offline. A title or archive entry that would
+    land outside ``out_dir`` raises :class:`UnsafeContentError` before anything is left
+    written; archives are capped at ``max_bytes`` and ``max_entries``."""
+    opts = _options(platform=platform, unpack=unpack, images=images, force=force, max_bytes=max_bytes,
+                    max_entries=max_entries, plain_http=plain_http, insecure=insecure, ca_file=ca_file,
+                    username=username, password=password, registry_config=registry_config)
+    result: Extracted = json.loads(_native.extract(reference, os.fspath(out_dir), opts))
+    return result
+
+
 def login(
     host: str,
     username: str,
@@ -415,6 +474,7 @@ __all__ = [
     "Deleted",
     "Descriptor",
     "DigestMismatchError",
+    "Extracted",
     "InternalError",
     "InvalidArgumentError",
     "InvalidReferenceError",
@@ -432,11 +492,13 @@ __all__ = [
     "SourceNotFoundError",
     "Stats",
     "TreeNode",
+    "UnsafeContentError",
     "UnsupportedError",
     "Verification",
     "__version__",
     "copy",
     "delete",
+    "extract",
     "gc",
     "list",
     "login",

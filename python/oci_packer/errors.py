@@ -118,6 +118,11 @@ class CancelledError(OciPackerError):
     """The operation was cancelled."""
 
 
+class UnsafeContentError(OciPackerError, ValueError):
+    """Content unsafe to write: an archive entry or title that would land outside the
+    destination, or an archive past a size or entry limit. Nothing was left written."""
+
+
 class InternalError(OciPackerError, RuntimeError):
     """A bug in oci-packer: please report it."""
 
@@ -136,5 +141,6 @@ __all__ = [
     "PackFileError",
     "RegistryError",
     "SourceNotFoundError",
+    "UnsafeContentError",
     "UnsupportedError",
 ]

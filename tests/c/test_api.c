@@ -162,6 +162,43 @@ int main(int argc, char **argv) {
     oci_packer_string_free(result);
     result = NULL;
 
+    /* extract: files and a pack.yaml; a title leaving the output directory is refused. */
+    snprintf(path, sizeof path, "%s/extracted", dir);
+    st = oci_packer_extract(target, path, NULL, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK && result && strstr(result, "\"packFile\"") && strstr(result, "pack.yaml"),
+          "extract: %s", result ? result : (err ? oci_packer_error_message(err) : ""));
+    oci_packer_string_free(result);
+    result = NULL;
+    st = oci_packer_extract(target, path, NULL, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_INVALID_ARGUMENT && strstr(oci_packer_error_message(err), "not empty"),
+          "extract into a non-empty directory: %u", st);
+    oci_packer_error_free(err);
+    err = NULL;
+    oci_packer_options *force = oci_packer_options_new();
+    CHECK(oci_packer_options_set_force(force, true, NULL) == OCI_PACKER_STATUS_OK, "force");
+    CHECK(oci_packer_options_set_unpack(force, true, NULL) == OCI_PACKER_STATUS_OK, "unpack");
+    CHECK(oci_packer_options_set_images(force, false, NULL) == OCI_PACKER_STATUS_OK, "images");
+    CHECK(oci_packer_options_set_limits(force, 1 << 20, 1000, NULL) == OCI_PACKER_STATUS_OK, "limits");
+    st = oci_packer_extract(target, path, force, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK, "extract --force: %s", err ? oci_packer_error_message(err) : "");
+    oci_packer_string_free(result);
+    result = NULL;
+    oci_packer_options_free(force);
+    write_file(dir, "evil.yaml", "items:\n  - from: file://a.txt\n    annotations: {org.opencontainers.image.title: ../escaped.txt}\n");
+    snprintf(path, sizeof path, "%s/evil.yaml", dir);
+    snprintf(ref, sizeof ref, "oci://%s/evil:v1", dir);
+    st = oci_packer_pack_file(path, ref, NULL, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_OK, "pack evil: %s", err ? oci_packer_error_message(err) : "");
+    oci_packer_string_free(result);
+    result = NULL;
+    snprintf(path, sizeof path, "%s/evil-out", dir);
+    st = oci_packer_extract(ref, path, NULL, &result, &err);
+    CHECK(st == OCI_PACKER_STATUS_UNSAFE_CONTENT && oci_packer_error_digest(err) != NULL, "unsafe title: %u", st);
+    oci_packer_error_free(err);
+    err = NULL;
+    snprintf(path, sizeof path, "%s/pack.yaml", dir);
+    snprintf(target, sizeof target, "oci://%s/layout:v1", dir);
+
     /* delete --dry-run: what would go, nothing removed; gc. */
     oci_packer_options *dry = oci_packer_options_new();
     oci_packer_options_set_dry_run(dry, true, NULL);

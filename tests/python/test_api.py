@@ -370,3 +370,27 @@ def test_delete_and_gc_a_layout(files):
     assert oci_packer.gc(f"oci://{files}/del")["removed"] == []
     with pytest.raises(oci_packer.InvalidArgumentError):
         oci_packer.delete(f"oci://{files}/del")
+
+
+def test_extract_round_trips_and_refuses_unsafe_titles(files):
+    d = oci_packer.pack(files / "pack.yaml", f"oci://{files}/x:v1")
+    out = files / "extracted"
+    x = oci_packer.extract(f"oci://{files}/x:v1", out)
+    assert x["digest"] == d.digest and x["notes"] == [] and x["sourceDateEpoch"] is None
+    assert (out / "a.txt").read_text() == "alpha" and (out / "data" / "nested" / "two.txt").read_text() == "2"
+    again = oci_packer.pack(x["packFile"], f"oci://{files}/again:v1")
+    assert again.digest == d.digest
+    with pytest.raises(oci_packer.InvalidArgumentError):
+        oci_packer.extract(f"oci://{files}/x:v1", out)
+    assert oci_packer.extract(f"oci://{files}/x:v1", out, force=True)["digest"] == d.digest
+    (files / "evil.yaml").write_text(
+        "items:\n  - from: file://a.txt\n    annotations: {org.opencontainers.image.title: ../../evil.txt}\n"
+    )
+    oci_packer.pack(files / "evil.yaml", f"oci://{files}/evil:v1")
+    with pytest.raises(oci_packer.UnsafeContentError) as e:
+        oci_packer.extract(f"oci://{files}/evil:v1", files / "evil-out", max_bytes=1 << 20)
+    assert e.value.digest and "climbs out" in str(e.value)
+    assert not (files / "evil-out").exists()
+    import pickle
+
+    assert isinstance(pickle.loads(pickle.dumps(e.value)), oci_packer.UnsafeContentError)

@@ -41,6 +41,9 @@ pub enum oci_packer_status {
     InvalidArgument = 12,
     /// A bug in oci-packer.
     Internal = 13,
+    /// Content unsafe to write: an archive entry or title leading outside the destination,
+    /// or an archive past a size or entry limit.
+    UnsafeContent = 14,
     /// A required pointer argument was NULL.
     NullArgument = 100,
     /// A string argument was not valid UTF-8.
@@ -64,6 +67,7 @@ fn status_of(kind: ErrorKind) -> oci_packer_status {
         ErrorKind::Unsupported => S::Unsupported,
         ErrorKind::Cancelled => S::Cancelled,
         ErrorKind::InvalidArgument => S::InvalidArgument,
+        ErrorKind::UnsafeContent => S::UnsafeContent,
         _ => S::Internal,
     }
 }
@@ -594,6 +598,62 @@ pub unsafe extern "C" fn oci_packer_options_set_force(
     })
 }
 
+/// `--unpack`: `extract` writes archive layers other programs made as directories;
+/// `copy`/`pack` into a layout also extract every tar layer into `unpacked/sha256/<hex>/`.
+///
+/// # Safety
+/// `options` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_options_set_unpack(
+    options: *mut oci_packer_options,
+    value: bool,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    set_option(options, error, |o| {
+        o.unpack = value;
+        Ok(())
+    })
+}
+
+/// `--images`: `extract` copies image members into `OUTDIR/images/`.
+///
+/// # Safety
+/// `options` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_options_set_images(
+    options: *mut oci_packer_options,
+    value: bool,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    set_option(options, error, |o| {
+        o.images = value;
+        Ok(())
+    })
+}
+
+/// `--max-bytes` and `--max-entries`: the most one archive layer may extract to (bytes)
+/// and hold (entries); 0 keeps the default (64 GiB, 1,000,000).
+///
+/// # Safety
+/// `options` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_options_set_limits(
+    options: *mut oci_packer_options,
+    max_bytes: u64,
+    max_entries: u64,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    set_option(options, error, |o| {
+        if max_bytes != 0 {
+            o.max_bytes = max_bytes;
+        }
+        if max_entries != 0 {
+            o.max_entries = max_entries;
+        }
+        Ok(())
+    })
+}
+
 /// `--plain-http`: registries over HTTP.
 ///
 /// # Safety
@@ -945,6 +1005,38 @@ pub unsafe extern "C" fn oci_packer_verify(
             oci_packer::json::to_value(&oci_packer::verify(r, o)?)
         })
     }
+}
+
+/// Extracts an artifact into `out_dir` (missing or empty unless
+/// oci_packer_options_set_force()): its layers and config as files and a `pack.yaml` that
+/// packs them again to the same digest. Stores the result as JSON in `*result`:
+/// `{"reference", "digest", "outDir", "packFile", "files", "bytes", "sourceDateEpoch",
+/// "images", "notes"}`. A title or archive entry that would land outside `out_dir` is
+/// OCI_PACKER_STATUS_UNSAFE_CONTENT, and nothing is left written.
+///
+/// # Safety
+/// As for oci_packer_pack_file(); `out_dir` is a NUL-terminated UTF-8 path.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_extract(
+    reference: *const c_char,
+    out_dir: *const c_char,
+    options: *const oci_packer_options,
+    result: *mut *mut c_char,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    boundary(error, || {
+        // SAFETY: per the contract above.
+        let (reference, out_dir) =
+            unsafe { (arg(reference, "reference")?, arg(out_dir, "out_dir")?) };
+        need_out(result, "result")?;
+        // SAFETY: per the contract above.
+        let options = unsafe { options_or_default(options) };
+        let extracted = oci_packer::extract(reference, out_dir, &options)?;
+        let json = oci_packer::json::to_value(&extracted)?.to_string();
+        // SAFETY: checked non-null above.
+        unsafe { give(result, json) };
+        Ok(())
+    })
 }
 
 /// Deletes a layout entry (`oci://DIR:REF`) and every blob no remaining entry reaches, or

@@ -130,6 +130,7 @@ fn class_name(e: &Error) -> &'static str {
         K::Unsupported => "UnsupportedError",
         K::Cancelled => "CancelledError",
         K::InvalidArgument => "InvalidArgumentError",
+        K::UnsafeContent => "UnsafeContentError",
         _ => "InternalError",
     }
 }
@@ -182,6 +183,10 @@ struct PyOptions {
     password: Option<String>,
     registry_config: Option<PathBuf>,
     force: bool,
+    unpack: bool,
+    images: bool,
+    max_bytes: Option<u64>,
+    max_entries: Option<u64>,
 }
 
 /// Options from the JSON of the keyword arguments.
@@ -196,6 +201,10 @@ fn options(opts: &str) -> PyResult<Options> {
         dry_run: o.dry_run,
         platform: o.platform,
         force: o.force,
+        unpack: o.unpack,
+        images: o.images,
+        max_bytes: o.max_bytes.unwrap_or(oci_packer::DEFAULT_MAX_BYTES),
+        max_entries: o.max_entries.unwrap_or(oci_packer::DEFAULT_MAX_ENTRIES),
         registry: RegistryOptions {
             plain_http: o.plain_http,
             insecure: o.insecure,
@@ -464,6 +473,14 @@ fn delete(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
     reference_op(py, &reference, opts, oci_packer::delete)
 }
 
+/// `extract`: what was written, as JSON.
+#[pyfunction]
+fn extract(py: Python<'_>, reference: String, out_dir: PathBuf, opts: &str) -> PyResult<String> {
+    reference_op(py, &reference, opts, |r, o| {
+        oci_packer::extract(r, &out_dir, o)
+    })
+}
+
 /// `gc`: what was (or would be) removed, as JSON.
 #[pyfunction]
 fn gc(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
@@ -517,6 +534,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(delete, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
+    m.add_function(wrap_pyfunction!(extract, m)?)?;
     m.add_function(wrap_pyfunction!(logout, m)?)?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
