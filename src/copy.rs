@@ -1,9 +1,8 @@
 //! `copy SRC DST`: resolve, optionally pick a platform, copy the graph, then tag.
 
 use crate::engine::CopyStats;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::options::Options;
-use crate::platform::Platform;
 use crate::store::open::select_platform;
 use crate::store::Targets;
 
@@ -29,14 +28,7 @@ impl Copied {
 
 /// `copy SRC DST`: resolve, optionally pick a platform, copy the graph, then tag.
 pub(crate) async fn copy(src: &str, dst: &str, options: &Options) -> Result<Copied> {
-    let wanted = options
-        .platform
-        .as_deref()
-        .map(|p| {
-            Platform::parse(p)
-                .map_err(|m| Error::new(ErrorKind::InvalidArgument, format!("--platform {m}")))
-        })
-        .transpose()?;
+    let wanted = options.wanted_platform()?;
     let targets = Targets::new(&options.registry, options.fsync, options.tmp_dir.clone());
     let from = targets.open_str(src, false)?;
     let to = targets.open_str(dst, true)?;

@@ -124,11 +124,6 @@ impl<R: io::Read> HashingReader<R> {
         }
     }
 
-    /// Bytes read so far.
-    pub fn size(&self) -> u64 {
-        self.hasher.size()
-    }
-
     /// The digest and size of what was read.
     pub fn finish(self) -> (Digest, u64) {
         self.hasher.finish()

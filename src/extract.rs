@@ -123,6 +123,20 @@ fn platform_text(p: &oci_spec::image::Platform) -> String {
     Platform::from_oci(p).to_string()
 }
 
+impl Shape {
+    /// Every config to write: the top-level one, then the members' own.
+    fn configs(&self) -> Vec<Descriptor> {
+        self.top_config
+            .iter()
+            .chain(self.members.iter().filter_map(|m| match m {
+                Member::Built(b) => b.config.as_ref(),
+                Member::Image { .. } => None,
+            }))
+            .cloned()
+            .collect()
+    }
+}
+
 /// Reads the root and decides what every part becomes.
 async fn shape(store: &dyn Target, root: &Descriptor) -> Result<Shape> {
     let from = store.name();
@@ -765,12 +779,14 @@ async fn write_all(
 ) -> Result<Written> {
     let mut written = Written::default();
     let unpack_options = UnpackOptions {
-        limits: unpack::Limits {
-            max_bytes: options.max_bytes,
-            max_entries: options.max_entries,
-        },
+        limits: options.into(),
         whiteouts: Whiteouts::AsFiles,
         ..UnpackOptions::default()
+    };
+    // oci-packer's own archives are recognised by their tar digest.
+    let hashing_tar = UnpackOptions {
+        hash_tar: true,
+        ..unpack_options
     };
     let mut done: HashSet<String> = HashSet::new();
     let mut archive_dirs: HashMap<String, (String, &'static str)> = HashMap::new();
@@ -808,8 +824,7 @@ async fn write_all(
                         temp2.join(format!("{}x-{}", crate::fsutil::TEMP_PREFIX, hex12(&desc2)));
                     let known = Compression::of_media_type(desc2.media_type().as_ref()).map(|_| c);
                     let (u, n, found) =
-                        match unpack_layer(reader, &desc2, &from2, known, &scratch, unpack_options)
-                        {
+                        match unpack_layer(reader, &desc2, &from2, known, &scratch, hashing_tar) {
                             Ok(Some(done)) => done,
                             Ok(None) => {
                                 let _ = unpack::remove_tree(&scratch);
@@ -832,8 +847,10 @@ async fn write_all(
                         _ => None,
                     };
                     let reproducible = single.as_ref().is_some_and(|base| {
-                        expected_tar.as_deref() == Some(u.tar_digest.as_str())
-                            && rearchives_to(&scratch.join(base), base, &u.tar_digest)
+                        u.tar_digest.as_ref().is_some_and(|t| {
+                            expected_tar.as_deref() == Some(t.as_str())
+                                && rearchives_to(&scratch.join(base), base, t)
+                        })
                     });
                     let Some(base) = single.filter(|_| reproducible) else {
                         let _ = unpack::remove_tree(&scratch);
@@ -902,15 +919,7 @@ async fn write_all(
         written.files += 1;
     }
     // Configs.
-    let configs: Vec<Descriptor> = shape
-        .top_config
-        .iter()
-        .chain(shape.members.iter().filter_map(|m| match m {
-            Member::Built(b) => b.config.as_ref(),
-            Member::Image { .. } => None,
-        }))
-        .cloned()
-        .collect();
+    let configs = shape.configs();
     let mut seen = HashSet::new();
     for c in configs {
         let digest = c.digest().to_string();
@@ -1368,14 +1377,7 @@ pub(crate) async fn extract(
     out_dir: &Path,
     options: &Options,
 ) -> Result<Extracted> {
-    let wanted = options
-        .platform
-        .as_deref()
-        .map(|p| {
-            Platform::parse(p)
-                .map_err(|m| Error::new(ErrorKind::InvalidArgument, format!("--platform {m}")))
-        })
-        .transpose()?;
+    let wanted = options.wanted_platform()?;
     check_out_dir(out_dir, options.force)?;
     let targets = Targets::new(&options.registry, false, None);
     let opened = targets.open_str(reference, false)?;
@@ -1414,15 +1416,7 @@ pub(crate) async fn extract(
         false => None,
     };
     let mut config_names: BTreeMap<String, String> = BTreeMap::new();
-    let configs: Vec<Descriptor> = shape
-        .top_config
-        .iter()
-        .chain(shape.members.iter().filter_map(|m| match m {
-            Member::Built(b) => b.config.as_ref(),
-            Member::Image { .. } => None,
-        }))
-        .cloned()
-        .collect();
+    let configs = shape.configs();
     let distinct: HashSet<String> = configs.iter().map(|c| c.digest().to_string()).collect();
     for c in &configs {
         let digest = c.digest().to_string();

@@ -46,6 +46,19 @@ pub struct Options {
     pub cancel: Option<Cancel>,
 }
 
+impl Options {
+    /// [`Options::platform`] parsed (`--platform`), or `None`.
+    pub(crate) fn wanted_platform(&self) -> Result<Option<crate::platform::Platform>> {
+        self.platform
+            .as_deref()
+            .map(|p| {
+                crate::platform::Platform::parse(p)
+                    .map_err(|m| Error::new(ErrorKind::InvalidArgument, format!("--platform {m}")))
+            })
+            .transpose()
+    }
+}
+
 /// Default of [`Options::max_bytes`]: 64 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 30;
 /// Default of [`Options::max_entries`]: 1,000,000.

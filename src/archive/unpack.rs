@@ -22,7 +22,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{Digest, Hasher};
 use crate::error::{Error, ErrorKind, Result};
 
 pub use crate::options::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
@@ -73,6 +73,8 @@ pub struct UnpackOptions {
     pub whiteouts: Whiteouts,
     /// Restore owners, device nodes and setuid/setgid bits (only root can).
     pub privileged: bool,
+    /// Compute [`Unpacked::tar_digest`] (one more SHA-256 pass over the tar stream).
+    pub hash_tar: bool,
 }
 
 impl Default for UnpackOptions {
@@ -81,6 +83,7 @@ impl Default for UnpackOptions {
             limits: Limits::default(),
             whiteouts: Whiteouts::AsFiles,
             privileged: rustix::process::geteuid().is_root(),
+            hash_tar: false,
         }
     }
 }
@@ -94,8 +97,8 @@ pub struct Unpacked {
     pub bytes: u64,
     /// Device nodes not created because the caller is not privileged.
     pub skipped_devices: u64,
-    /// Digest and size of the whole (uncompressed) tar stream.
-    pub tar_digest: Digest,
+    /// Digest of the whole (uncompressed) tar stream, with [`UnpackOptions::hash_tar`].
+    pub tar_digest: Option<Digest>,
     /// Size of the tar stream.
     pub tar_size: u64,
 }
@@ -154,16 +157,23 @@ impl Compression {
     }
 }
 
-/// A reader that hashes and counts what passes through it, failing past `cap` bytes.
+/// A reader that counts (and, when asked, hashes) what passes through it, failing past `cap`
+/// bytes.
 struct Capped<R> {
-    inner: HashingReader<R>,
+    inner: R,
+    hasher: Option<Hasher>,
+    count: u64,
     cap: u64,
 }
 
 impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if self.inner.size() > self.cap {
+        self.count += n as u64;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        if self.count > self.cap {
             return Err(io::Error::other(limit_error(format!(
                 "the archive is larger than the limit of {} bytes",
                 self.cap
@@ -624,23 +634,7 @@ impl Extraction<'_> {
                 symlinkat(OsStr::from_bytes(&target), &dir, OsStr::from_bytes(last))
                     .map_err(|e| io_at(self.dest, &full, "creating symlink", e))?;
                 self.at.forget();
-                if let Some((u, g)) = owner {
-                    rustix::fs::chownat(
-                        &dir,
-                        OsStr::from_bytes(last),
-                        Some(Uid::from_raw(u)),
-                        Some(Gid::from_raw(g)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| io_at(self.dest, &full, "setting the owner of", e))?;
-                }
-                utimensat(
-                    &dir,
-                    OsStr::from_bytes(last),
-                    &times(mtime),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| io_at(self.dest, &full, "setting the time of", e))?;
+                self.set_metadata_at(&dir, last, &full, owner, None, mtime)?;
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -717,31 +711,7 @@ impl Extraction<'_> {
                     dev,
                 )
                 .map_err(|e| io_at(self.dest, &full, "creating", e))?;
-                if let Some((u, g)) = owner {
-                    rustix::fs::chownat(
-                        &dir,
-                        OsStr::from_bytes(last),
-                        Some(Uid::from_raw(u)),
-                        Some(Gid::from_raw(g)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| io_at(self.dest, &full, "setting the owner of", e))?;
-                    // chown clears setuid bits: set the mode again.
-                    rustix::fs::chmodat(
-                        &dir,
-                        OsStr::from_bytes(last),
-                        Mode::from_raw_mode(mode),
-                        AtFlags::empty(),
-                    )
-                    .map_err(|e| io_at(self.dest, &full, "setting the mode of", e))?;
-                }
-                utimensat(
-                    &dir,
-                    OsStr::from_bytes(last),
-                    &times(mtime),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| io_at(self.dest, &full, "setting the time of", e))?;
+                self.set_metadata_at(&dir, last, &full, owner, Some(mode), mtime)?;
             }
             other => {
                 return Err(refused(
@@ -752,6 +722,31 @@ impl Extraction<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Owner (then `mode` again, which a chown clears of setuid bits) and time of the entry
+    /// `last` just created in `dir`, never through a symlink.
+    fn set_metadata_at(
+        &self,
+        dir: &OwnedFd,
+        last: &[u8],
+        full: &[u8],
+        owner: Option<(u32, u32)>,
+        mode: Option<u32>,
+        mtime: i64,
+    ) -> Result<()> {
+        let name = OsStr::from_bytes(last);
+        if let Some((u, g)) = owner {
+            let (u, g) = (Some(Uid::from_raw(u)), Some(Gid::from_raw(g)));
+            rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| io_at(self.dest, full, "setting the owner of", e))?;
+            if let Some(m) = mode {
+                rustix::fs::chmodat(dir, name, Mode::from_raw_mode(m), AtFlags::empty())
+                    .map_err(|e| io_at(self.dest, full, "setting the mode of", e))?;
+            }
+        }
+        utimensat(dir, name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_at(self.dest, full, "setting the time of", e))
     }
 
     /// Directory metadata, deepest first (a read-only directory is made so last).
@@ -804,7 +799,9 @@ fn times(mtime: i64) -> Timestamps {
 pub fn unpack_into(tar: &mut dyn Read, dest: &Path, options: UnpackOptions) -> Result<Unpacked> {
     let at = Beneath::open(dest)?;
     let mut stream = Capped {
-        inner: HashingReader::new(tar),
+        inner: tar,
+        hasher: options.hash_tar.then(Hasher::new),
+        count: 0,
         // Headers and padding on top of the declared bytes: one block per entry at most
         // twice (long names), plus the end blocks.
         cap: options
@@ -822,7 +819,7 @@ pub fn unpack_into(tar: &mut dyn Read, dest: &Path, options: UnpackOptions) -> R
             entries: 0,
             bytes: 0,
             skipped_devices: 0,
-            tar_digest: Digest::of(b""),
+            tar_digest: None,
             tar_size: 0,
         },
         declared: 0,
@@ -841,9 +838,8 @@ pub fn unpack_into(tar: &mut dyn Read, dest: &Path, options: UnpackOptions) -> R
     // The rest of the stream (end blocks, padding), so the digest covers all of it.
     io::copy(&mut stream, &mut io::sink()).map_err(|e| bad_archive(dest, e))?;
     x.finish_dirs()?;
-    let (digest, size) = stream.inner.finish();
-    x.done.tar_digest = digest;
-    x.done.tar_size = size;
+    x.done.tar_digest = stream.hasher.map(|h| h.finish().0);
+    x.done.tar_size = stream.count;
     Ok(x.done)
 }
 

@@ -187,20 +187,6 @@ fn round_trip_from_a_registry() {
     round_trip(Some(&registry));
 }
 
-fn oras(cwd: &Path, args: &[&str]) -> std::process::Output {
-    let o = std::process::Command::new(peer("oras", "OCI_PACKER_ORAS"))
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .expect("oras");
-    assert!(
-        o.status.success(),
-        "oras {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
 /// `diff -r` of two trees, which must agree.
 fn same_tree(a: &Path, b: &Path) {
     let o = std::process::Command::new("diff")
@@ -243,7 +229,6 @@ fn an_oras_push_extracts_and_unpacks_like_oras_pull() {
     d.write("work/site/a/b.css", "b{}\n");
     let layout = d.join("oras-layout");
     oras(
-        &d.join("work"),
         &[
             "push",
             "--oci-layout",
@@ -251,6 +236,7 @@ fn an_oras_push_extracts_and_unpacks_like_oras_pull() {
             "readme.txt",
             "site",
         ],
+        &d.join("work"),
     );
     let reference = format!("oci://{}:v1", layout.display());
     // As files: the directory layer stays the archive ORAS made, byte for byte.
@@ -285,8 +271,8 @@ fn an_oras_push_extracts_and_unpacks_like_oras_pull() {
     extract_ok(&d, &reference, &d.join("unpacked"), &["--unpack"]);
     let pulled = d.mkdir("pulled");
     oras(
-        &pulled,
         &["pull", "--oci-layout", &format!("{}:v1", layout.display())],
+        &pulled,
     );
     same_tree(&pulled.join("site"), &d.join("unpacked/site"));
     same_tree(&d.join("work/site"), &d.join("unpacked/site"));

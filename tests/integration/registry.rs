@@ -653,20 +653,6 @@ fn oci_client_reads_what_we_push() {
     });
 }
 
-fn oras(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
-    let o = Command::new(peer("oras", "OCI_PACKER_ORAS"))
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .expect("oras");
-    assert!(
-        o.status.success(),
-        "oras {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
 /// The ORAS CLI reads what we push (manifests byte for byte; `oras pull` unpacks our archive
 /// layers), and what ORAS pushes is an image item and a `copy` source for us.
 #[test]

@@ -706,12 +706,10 @@ fn copy_unpack_keeps_a_standard_layout_that_overlayfs_mounts() {
     // The layout stays standard: skopeo and ORAS read it, copies keep every digest.
     skopeo_reads(&dst, "v1");
     let pulled = d.mkdir("pulled");
-    let o = std::process::Command::new(peer("oras", "OCI_PACKER_ORAS"))
-        .current_dir(&pulled)
-        .args(["pull", "--oci-layout", &format!("{}:v1", dst.display())])
-        .output()
-        .expect("oras");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    oras(
+        &["pull", "--oci-layout", &format!("{}:v1", dst.display())],
+        &pulled,
+    );
     assert_eq!(
         std::fs::read(pulled.join("r2.tar.gz")).expect("layer"),
         std::fs::read(d.join("r2.tar.gz")).expect("layer")

@@ -676,6 +676,21 @@ impl Drop for RegistryServer {
     }
 }
 
+/// Runs the ORAS CLI in `cwd`, which must succeed.
+pub fn oras(args: &[&str], cwd: &Path) -> Output {
+    let o = Command::new(peer("oras", "OCI_PACKER_ORAS"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("oras");
+    assert!(
+        o.status.success(),
+        "oras {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
 /// A peer tool: `$NAME_ENV` if set, else on PATH, else in `~/go/bin` (where `go install`
 /// puts it). Missing fails the test: `.ci/run` installs every peer.
 pub fn peer(name: &str, env: &str) -> std::path::PathBuf {
