@@ -1351,6 +1351,50 @@ fn pack_file(
     (pack, epoch)
 }
 
+/// Writes the pack file into `dir` as `name`, with a header saying where it came from and
+/// how to pack it again, and checks that it reads back as a valid pack.
+fn write_pack_file(
+    dir: &Path,
+    name: &str,
+    pack: &PackFile,
+    reference: &str,
+    root: &Descriptor,
+    epoch: Option<u64>,
+    notes: &[String],
+) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let one_line = |s: &str| crate::text::printable(s).replace('\n', " ");
+    let mut text = format!(
+        "# Extracted by oci-packer from {} ({}).\n",
+        one_line(reference),
+        root.digest()
+    );
+    let env = epoch.map_or(String::new(), |e| format!("SOURCE_DATE_EPOCH={e} "));
+    text.push_str(&format!(
+        "# Pack it again with: {env}oci-packer pack -f {name} TARGET\n"
+    ));
+    for n in notes {
+        text.push_str(&format!("# Note: {}\n", one_line(n)));
+    }
+    text.push_str(&crate::packfile::to_yaml(pack)?);
+    let path = dir.join(name);
+    let mut f = Beneath::open(dir)?.create_file(name)?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| Error::io("writing", &path, e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io("writing", &path, e))?;
+    // What was written must read back as a valid pack.
+    if let Err(problems) = crate::packfile::load(&crate::packfile::PackInput::File(path))? {
+        let all: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        return Err(Error::new(
+            ErrorKind::Internal,
+            format!("the pack file written is not valid: {}", all.join("; ")),
+        ));
+    }
+    Ok(())
+}
+
 /// Moves everything in `from` into `to`: new names are renamed, directories merged, files
 /// replaced (only with `force` can there be any).
 fn merge_into(from: &Path, to: &Path) -> Result<()> {
@@ -1442,39 +1486,27 @@ pub(crate) async fn extract(
         .map_err(|e| Error::io("creating a directory in", out_dir, e))?
         .keep();
     let outcome = async {
-        let written = write_all(store.as_ref(), &from, &temp, &mut shape, &mut layers, &config_names, images_dir, options).await?;
+        let written = write_all(
+            store.as_ref(),
+            &from,
+            &temp,
+            &mut shape,
+            &mut layers,
+            &config_names,
+            images_dir,
+            options,
+        )
+        .await?;
         let mut notes = std::mem::take(&mut shape.notes);
-        let (pack, epoch) = pack_file(&shape, &layers, &config_names, &claims, &written, &mut notes);
-        let yaml = crate::packfile::to_yaml(&pack)?;
-        let mut header = format!(
-            "# Extracted by oci-packer from {} ({}).\n",
-            crate::text::printable(reference).replace('\n', " "),
-            root.digest()
+        let (pack, epoch) = pack_file(
+            &shape,
+            &layers,
+            &config_names,
+            &claims,
+            &written,
+            &mut notes,
         );
-        match epoch {
-            Some(e) => header.push_str(&format!(
-                "# Pack it again with: SOURCE_DATE_EPOCH={e} oci-packer pack -f {pack_name} TARGET\n"
-            )),
-            None => header.push_str(&format!("# Pack it again with: oci-packer pack -f {pack_name} TARGET\n")),
-        }
-        for n in &notes {
-            header.push_str(&format!("# Note: {}\n", crate::text::printable(n).replace('\n', " ")));
-        }
-        let text = format!("{header}{yaml}");
-        {
-            use std::io::Write as _;
-            use std::os::unix::fs::PermissionsExt;
-            let mut f = Beneath::open(&temp)?.create_file(&pack_name)?;
-            f.write_all(text.as_bytes()).map_err(|e| Error::io("writing", &temp.join(&pack_name), e))?;
-            let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
-        }
-        // What was written must read back as a valid pack.
-        if let Err(problems) = crate::packfile::load(&crate::packfile::PackInput::File(temp.join(&pack_name)))? {
-            return Err(Error::new(
-                ErrorKind::Internal,
-                format!("the pack file written is not valid: {}", problems.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("; ")),
-            ));
-        }
+        write_pack_file(&temp, &pack_name, &pack, reference, &root, epoch, &notes)?;
         merge_into(&temp, out_dir)?;
         Ok(Extracted {
             reference: reference.to_string(),
