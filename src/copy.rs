@@ -3,7 +3,7 @@
 use crate::engine::CopyStats;
 use crate::error::Result;
 use crate::options::Options;
-use crate::store::open::select_platform;
+use crate::store::open::select_wanted_platform;
 use crate::store::Targets;
 
 /// The result of a copy.
@@ -37,12 +37,7 @@ pub(crate) async fn copy(src: &str, dst: &str, options: &Options) -> Result<Copi
     }
     let mut root = from.resolve().await?;
     if let Some(p) = &wanted {
-        if !crate::mediatype::is_index(root.media_type().as_ref()) {
-            tracing::warn!("{src} is a single manifest, not an index: --platform {p} selects nothing and the manifest is copied as it is");
-        }
-        root = select_platform(from.target.as_ref(), &root, p)
-            .await
-            .map_err(|e| e.context(src))?;
+        root = select_wanted_platform(from.target.as_ref(), &root, p, src).await?;
     }
     let stats = crate::engine::copy_graph(
         from.target.as_ref(),

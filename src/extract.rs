@@ -24,7 +24,7 @@ use crate::options::Options;
 use crate::packfile::{ConfigSpec, ItemSpec, PackFile};
 use crate::platform::Platform;
 use crate::source::dir::{ORAS_DIGEST, ORAS_UNPACK};
-use crate::store::open::select_platform;
+use crate::store::open::select_wanted_platform;
 use crate::store::{fetch_small, Blob, Target, Targets};
 
 /// What `extract` wrote.
@@ -47,6 +47,9 @@ pub struct Extracted {
     /// `SOURCE_DATE_EPOCH` to set when packing `pack_file` again (the root's creation time,
     /// or the time in its archives), when it had one.
     pub source_date_epoch: Option<u64>,
+    /// The command that packs `pack_file` again, with `SOURCE_DATE_EPOCH` and the registry
+    /// flags its image items need (`TARGET` to fill in).
+    pub command: String,
     /// Image members referenced from the pack file (copied to `OUTDIR/images` with
     /// `images`), by digest.
     pub images: Vec<String>,
@@ -137,6 +140,14 @@ impl Shape {
     }
 }
 
+/// The note for a root whose JSON is not the form oci-packer writes.
+const NOT_CANONICAL: &str = "the root's JSON is not in the form oci-packer writes (another key order or spacing): packing gives the same content under another digest";
+
+/// True when `data` is exactly the JSON oci-packer writes for `doc` (compact, keys sorted).
+fn is_canonical(doc: &impl Serialize, data: &[u8]) -> bool {
+    crate::json::canonical_json(doc).is_ok_and(|c| c == data)
+}
+
 /// Reads the root and decides what every part becomes.
 async fn shape(store: &dyn Target, root: &Descriptor) -> Result<Shape> {
     let from = store.name();
@@ -154,6 +165,9 @@ async fn shape(store: &dyn Target, root: &Descriptor) -> Result<Shape> {
             ));
         }
         let m: ImageManifest = parse(&data, root, &from)?;
+        if !is_canonical(&m, &data) {
+            notes.push(NOT_CANONICAL.into());
+        }
         if mt != mediatype::OCI_MANIFEST {
             notes.push(format!(
                 "the root is a {mt}; packing gives an OCI image manifest"
@@ -181,6 +195,9 @@ async fn shape(store: &dyn Target, root: &Descriptor) -> Result<Shape> {
         });
     }
     let index: ImageIndex = parse(&data, root, &from)?;
+    if !is_canonical(&index, &data) {
+        notes.push(NOT_CANONICAL.into());
+    }
     let artifact_type = index.artifact_type().as_ref().map(|t| t.to_string());
     let mut members = Vec::new();
     for entry in index.manifests() {
@@ -243,7 +260,8 @@ async fn member(
     let expected_type = index_type
         .map(str::to_string)
         .or(config_empty.then(|| UNKNOWN_ARTIFACT.to_string()));
-    let built = m.annotations().as_ref().is_none_or(HashMap::is_empty)
+    let built = is_canonical(&m, &data)
+        && m.annotations().as_ref().is_none_or(HashMap::is_empty)
         && m.subject().is_none()
         && !is_image_config(m.config().media_type().as_ref())
         && entry.annotations().as_ref().is_none_or(HashMap::is_empty)
@@ -644,7 +662,7 @@ fn unpack_layer(
         }
         let compression = compression.unwrap_or_else(|| Compression::sniff(&head[..got]));
         let chained = std::io::Cursor::new(head[..got].to_vec()).chain(&mut raw);
-        let mut tar = compression.decoder(chained).map_err(|e| {
+        let tar = compression.decoder(chained).map_err(|e| {
             Error::new(
                 ErrorKind::UnsafeContent,
                 format!("layer {}: {e}", desc.digest()),
@@ -652,24 +670,11 @@ fn unpack_layer(
         })?;
         // A layer typed as tar that is no tar at all (ORAS types every file it pushes so)
         // is a file, not a broken archive.
-        let mut first = vec![0u8; 512];
-        let mut got = 0;
-        while got < first.len() {
-            match tar.read(&mut first[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) => {
-                    return Err(
-                        unpack::bad_archive(dir, e).context(format!("layer {}", desc.digest()))
-                    )
-                }
-            }
-        }
-        first.truncate(got);
-        if !unpack::looks_like_tar(&first) {
+        let Some(mut tar) = unpack::tar_stream(tar, dir)
+            .map_err(|e| e.context(format!("layer {}", desc.digest())))?
+        else {
             return Ok(None);
-        }
-        let mut tar = std::io::Cursor::new(first).chain(tar);
+        };
         std::fs::create_dir(dir).map_err(|e| Error::io("creating", dir, e))?;
         let done = unpack::unpack_into(&mut tar, dir, options).map_err(|e| {
             let e = e.context(format!("layer {}", desc.digest()));
@@ -826,14 +831,10 @@ async fn write_all(
                     let (u, n, found) =
                         match unpack_layer(reader, &desc2, &from2, known, &scratch, hashing_tar) {
                             Ok(Some(done)) => done,
+                            // Not an archive after all: written as a file.
                             Ok(None) => {
                                 let _ = unpack::remove_tree(&scratch);
                                 return Ok((None, 0, "not a tar archive".into(), c));
-                            }
-                            // Not an archive after all (or a damaged one): written as a file.
-                            Err(e) if e.kind() == ErrorKind::UnsafeContent => {
-                                let _ = unpack::remove_tree(&scratch);
-                                return Ok((None, 0, e.message().to_string(), c));
                             }
                             Err(e) => return Err(e),
                         };
@@ -999,9 +1000,11 @@ async fn write_layer_file(
 
 fn unpacked_note(layer: &LayerOut) -> String {
     format!(
-        "layer {} was unpacked into {}/: packing the directory again gives a layer with another digest",
+        "layer {} was unpacked into {}/: packing that directory makes a different layer \
+         (a new archive of it, its entries under {}/, with other owners and times)",
         layer.desc.digest(),
-        layer.path
+        layer.path,
+        layer.path.rsplit('/').next().unwrap_or(&layer.path)
     )
 }
 
@@ -1275,6 +1278,10 @@ fn pack_file(
             Some(e) => Some(e),
             None => {
                 annotations.insert(CREATED.to_string(), c.to_string());
+                notes.push(format!(
+                    "the root's creation time {c} is kept as an annotation: pack without \
+                     SOURCE_DATE_EPOCH and --created, which would replace it"
+                ));
                 None
             }
         },
@@ -1351,6 +1358,27 @@ fn pack_file(
     (pack, epoch)
 }
 
+/// The registry flags packing needs for image items in registries: those given here.
+fn pack_flags<'a>(options: &Options, sources: impl Iterator<Item = &'a String>) -> String {
+    let from_registry = sources
+        .into_iter()
+        .any(|s| !s.starts_with("oci:///") && !s.starts_with("oci://./"));
+    let mut flags = String::new();
+    if from_registry && options.registry.plain_http {
+        flags.push_str(" --plain-http");
+    }
+    if from_registry && options.registry.insecure {
+        flags.push_str(" --insecure");
+    }
+    flags
+}
+
+/// `oci-packer pack -f PACK TARGET` with what it needs.
+fn command(epoch: Option<u64>, flags: &str, pack: &str) -> String {
+    let env = epoch.map_or(String::new(), |e| format!("SOURCE_DATE_EPOCH={e} "));
+    format!("{env}oci-packer{flags} pack -f {pack} TARGET")
+}
+
 /// Writes the pack file into `dir` as `name`, with a header saying where it came from and
 /// how to pack it again, and checks that it reads back as a valid pack.
 fn write_pack_file(
@@ -1359,7 +1387,7 @@ fn write_pack_file(
     pack: &PackFile,
     reference: &str,
     root: &Descriptor,
-    epoch: Option<u64>,
+    command: &str,
     notes: &[String],
 ) -> Result<()> {
     use std::io::Write as _;
@@ -1370,10 +1398,7 @@ fn write_pack_file(
         one_line(reference),
         root.digest()
     );
-    let env = epoch.map_or(String::new(), |e| format!("SOURCE_DATE_EPOCH={e} "));
-    text.push_str(&format!(
-        "# Pack it again with: {env}oci-packer pack -f {name} TARGET\n"
-    ));
+    text.push_str(&format!("# Pack it again with: {}\n", one_line(command)));
     for n in notes {
         text.push_str(&format!("# Note: {}\n", one_line(n)));
     }
@@ -1428,9 +1453,7 @@ pub(crate) async fn extract(
     let store = opened.target.clone();
     let mut root = opened.resolve().await?;
     if let Some(p) = &wanted {
-        root = select_platform(store.as_ref(), &root, p)
-            .await
-            .map_err(|e| e.context(reference))?;
+        root = select_wanted_platform(store.as_ref(), &root, p, reference).await?;
     }
     let from = store.name();
     let mut shape = shape(store.as_ref(), &root).await?;
@@ -1506,7 +1529,16 @@ pub(crate) async fn extract(
             &written,
             &mut notes,
         );
-        write_pack_file(&temp, &pack_name, &pack, reference, &root, epoch, &notes)?;
+        let flags = pack_flags(options, written.images.values());
+        write_pack_file(
+            &temp,
+            &pack_name,
+            &pack,
+            reference,
+            &root,
+            &command(epoch, &flags, &pack_name),
+            &notes,
+        )?;
         merge_into(&temp, out_dir)?;
         Ok(Extracted {
             reference: reference.to_string(),
@@ -1516,6 +1548,11 @@ pub(crate) async fn extract(
             files: written.files,
             bytes: written.bytes,
             source_date_epoch: epoch,
+            command: command(
+                epoch,
+                &flags,
+                &out_dir.join(&pack_name).display().to_string(),
+            ),
             images: written.images.keys().cloned().collect(),
             notes,
         })

@@ -686,11 +686,13 @@ type Extracted struct {
 	Digest    string `json:"digest"`
 	OutDir    string `json:"outDir"`
 	// PackFile packs the files again to the same digest (with SourceDateEpoch set).
-	PackFile        string   `json:"packFile"`
-	Files           int      `json:"files"`
-	Bytes           int64    `json:"bytes"`
-	SourceDateEpoch *int64   `json:"sourceDateEpoch"`
-	Images          []string `json:"images"`
+	PackFile        string `json:"packFile"`
+	Files           int    `json:"files"`
+	Bytes           int64  `json:"bytes"`
+	SourceDateEpoch *int64 `json:"sourceDateEpoch"`
+	// Command packs PackFile again (TARGET to fill in).
+	Command string   `json:"command"`
+	Images  []string `json:"images"`
 	// Notes say what the pack file cannot reproduce exactly (empty for what oci-packer wrote).
 	Notes []string `json:"notes"`
 }

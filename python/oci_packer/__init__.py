@@ -408,6 +408,7 @@ class Extracted(TypedDict):
     files: int
     bytes: int
     sourceDateEpoch: Optional[int]
+    command: str
     images: builtins.list[str]
     notes: builtins.list[str]
 

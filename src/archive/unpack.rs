@@ -870,6 +870,29 @@ pub fn looks_like_tar(block: &[u8]) -> bool {
     stored == Some(sum)
 }
 
+/// The uncompressed stream `tar`, when its first block is a tar header (or the end of an
+/// empty archive); `None` when it is no tar at all (ORAS types every file it pushes as a tar
+/// layer). `dest` names the destination in errors.
+pub fn tar_stream<'a>(
+    mut tar: Box<dyn Read + 'a>,
+    dest: &Path,
+) -> Result<Option<Box<dyn Read + 'a>>> {
+    let mut first = vec![0u8; 512];
+    let mut got = 0;
+    while got < first.len() {
+        match tar.read(&mut first[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(bad_archive(dest, e)),
+        }
+    }
+    first.truncate(got);
+    if !looks_like_tar(&first) {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(io::Cursor::new(first).chain(tar))))
+}
+
 /// The error for a stream that is not a readable archive.
 pub fn bad_archive(dest: &Path, e: io::Error) -> Error {
     crate::error::from_read_error(e, |e| {
@@ -886,8 +909,12 @@ pub fn bad_archive(dest: &Path, e: io::Error) -> Error {
 
 /// Makes the new directory `dest` (which must not exist, or be an empty directory) with
 /// `fill`: it fills a temp directory beside `dest` (its argument), which is renamed into place
-/// only when `fill` succeeds; on any error nothing is left. Error messages name `dest`.
-pub fn unpack_new<T>(dest: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+/// only when `fill` returns something; on `None` or any error nothing is left. Error messages
+/// name `dest`.
+pub fn unpack_new<T>(
+    dest: &Path,
+    fill: impl FnOnce(&Path) -> Result<Option<T>>,
+) -> Result<Option<T>> {
     let parent = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -897,7 +924,11 @@ pub fn unpack_new<T>(dest: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Resu
         .tempdir_in(parent)
         .map_err(|e| Error::io("creating a directory in", parent, e))?;
     let done = match fill(temp.path()) {
-        Ok(done) => done,
+        Ok(Some(done)) => done,
+        Ok(None) => {
+            let _ = remove_tree(temp.path());
+            return Ok(None);
+        }
         Err(e) => {
             let e = rename_paths(e, temp.path(), dest);
             let _ = remove_tree(temp.path());
@@ -907,7 +938,7 @@ pub fn unpack_new<T>(dest: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Resu
     let temp = temp.keep();
     // An empty directory at `dest` is replaced by the rename; anything else stays and fails.
     match renameat(rustix::fs::CWD, &temp, rustix::fs::CWD, dest) {
-        Ok(()) => Ok(done),
+        Ok(()) => Ok(Some(done)),
         Err(e) => {
             let _ = remove_tree(&temp);
             Err(Error::io("moving the extracted files to", dest, e.into()))

@@ -12,7 +12,8 @@ mod bars;
 mod output;
 
 /// Build OCI artifacts from declarative pack files and write them to registries and OCI image
-/// layouts; copy them between both.
+/// layouts; copy them between both, extract them back into files, verify, delete and
+/// garbage-collect them.
 #[derive(Debug, Parser)]
 #[command(
     name = "oci-packer",
@@ -99,6 +100,31 @@ struct Global {
     registry_config: Option<PathBuf>,
 }
 
+/// A size in bytes: a number, or with a unit (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`
+/// are powers of 1024; `KB`, `MB`, `GB`, `TB` powers of 1000).
+fn size(value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let bad =
+        || format!("\"{value}\" is not a size: write a number of bytes, or e.g. 500MiB, 2G, 1TB");
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("\"{value}\" is too large"))
+}
+
 /// `--unpack` for writes into layouts, with the extraction limits.
 #[derive(Debug, Args)]
 struct UnpackArgs {
@@ -106,11 +132,11 @@ struct UnpackArgs {
     /// they are); whiteouts become overlayfs whiteouts when run as root.
     #[arg(long)]
     unpack: bool,
-    /// Most bytes one archive layer may extract to.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::archive::unpack::DEFAULT_MAX_BYTES)]
+    /// Most bytes one archive layer may extract to (a number, or with a unit: 500MiB, 2G).
+    #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = size)]
     max_bytes: u64,
     /// Most entries one archive layer may hold.
-    #[arg(long, value_name = "N", default_value_t = crate::archive::unpack::DEFAULT_MAX_ENTRIES)]
+    #[arg(long, value_name = "N", default_value_t = crate::DEFAULT_MAX_ENTRIES)]
     max_entries: u64,
 }
 
@@ -155,8 +181,8 @@ enum Command {
         /// oci://DIR:REF, host/repo:tag, or …@sha256:….
         reference: String,
     },
-    /// Delete a layout entry and the blobs only it used (oci://DIR:REF), or a registry
-    /// manifest with every tag on it (host/repo:tag, needs --force).
+    /// Delete a layout entry (oci://DIR:REF) and every blob no remaining entry uses, or a
+    /// registry manifest with every tag on it (host/repo:tag, needs --force).
     Delete {
         /// oci://DIR:REF, oci://DIR@sha256:…, or host/repo:tag.
         reference: String,
@@ -195,11 +221,11 @@ enum Command {
         /// Write into a non-empty OUTDIR, replacing the files extract writes.
         #[arg(long)]
         force: bool,
-        /// Most bytes one archive layer may extract to.
-        #[arg(long, value_name = "BYTES", default_value_t = crate::archive::unpack::DEFAULT_MAX_BYTES)]
+        /// Most bytes one archive layer may extract to (a number, or with a unit: 500MiB, 2G).
+        #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = size)]
         max_bytes: u64,
         /// Most entries one archive layer may hold.
-        #[arg(long, value_name = "N", default_value_t = crate::archive::unpack::DEFAULT_MAX_ENTRIES)]
+        #[arg(long, value_name = "N", default_value_t = crate::DEFAULT_MAX_ENTRIES)]
         max_entries: u64,
     },
     /// Check credentials for a registry and store them in the Docker config.
@@ -547,8 +573,8 @@ fn execute(cli: Cli) -> Result<i32, Error> {
                 created: None,
                 unpack: UnpackArgs {
                     unpack: false,
-                    max_bytes: crate::archive::unpack::DEFAULT_MAX_BYTES,
-                    max_entries: crate::archive::unpack::DEFAULT_MAX_ENTRIES,
+                    max_bytes: crate::DEFAULT_MAX_BYTES,
+                    max_entries: crate::DEFAULT_MAX_ENTRIES,
                 },
             })
         }

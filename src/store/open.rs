@@ -70,6 +70,26 @@ fn check_named_registry(text: &str, r: &crate::reference::RegistryRef, write: bo
     refuse(hint)
 }
 
+/// Refuses a reference without a scheme whose name is an OCI layout here (`lay:v1` with a
+/// local `./lay/oci-layout`): it would name Docker Hub's `library/lay`, surely not meant.
+fn check_layout_without_scheme(text: &str) -> Result<()> {
+    if text.contains("://") {
+        return Ok(());
+    }
+    let name = text.split(['@', ':']).next().unwrap_or(text);
+    if name.is_empty() || !std::path::Path::new(name).join("oci-layout").is_file() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidReference,
+        format!(
+            "\"{text}\" names a registry repository, but ./{name} is an OCI layout here: write \
+             oci://{text} for the layout"
+        ),
+    )
+    .with_reference(text))
+}
+
 /// Opens targets for one operation.
 #[derive(Debug)]
 pub(crate) struct Targets {
@@ -137,6 +157,7 @@ impl Targets {
     /// Parses and opens `text`, a reference the user named (its registry host gets the
     /// `-u`/`-p` credentials).
     pub fn open_str(&self, text: &str, write: bool) -> Result<Opened> {
+        check_layout_without_scheme(text)?;
         let reference = Reference::parse(text)?;
         if let Reference::Registry(r) = &reference {
             check_named_registry(text, r, write)?;
@@ -230,6 +251,25 @@ impl Opened {
             None => Ok(()),
         }
     }
+}
+
+/// [`select_platform`] for a `--platform` the user gave on `reference`: a single manifest
+/// is returned as it is, with a warning that the option selected nothing.
+pub(crate) async fn select_wanted_platform(
+    store: &dyn Target,
+    root: &Descriptor,
+    wanted: &Platform,
+    reference: &str,
+) -> Result<Descriptor> {
+    if !mediatype::is_index(root.media_type().as_ref()) {
+        tracing::warn!(
+            "{reference} is a single manifest, not an index: --platform {wanted} selects \
+             nothing and the manifest is taken as it is"
+        );
+    }
+    select_platform(store, root, wanted)
+        .await
+        .map_err(|e| e.context(reference))
 }
 
 /// When `root` is an index, the member that best matches `wanted` (a platform as written,

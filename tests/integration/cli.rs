@@ -511,7 +511,12 @@ fn newcomer_slips_get_hints() {
         // Docker Hub's short form is never a place to write.
         (
             vec!["pack", "-f", "p.yaml", "out:v1"],
-            "for a local layout write oci://out:v1 (./out exists)",
+            "./out is an OCI layout here: write oci://out:v1 for the layout",
+        ),
+        // Read from a layout without its scheme.
+        (
+            vec!["list", "out:v1"],
+            "./out is an OCI layout here: write oci://out:v1 for the layout",
         ),
         (
             vec!["copy", "oci://out:v1", "docker://out:v2"],

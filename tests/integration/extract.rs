@@ -263,6 +263,25 @@ fn an_oras_push_extracts_and_unpacks_like_oras_pull() {
         format!("sha256:{:x}", sha2::Sha256::digest(&archive)),
         site_layer["digest"].as_str().expect("digest")
     );
+    // ORAS's JSON is not in oci-packer's form: said, since the root digest will differ.
+    assert!(
+        x["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("not in the form oci-packer writes")),
+        "{x}"
+    );
+    // copy --unpack: the files ORAS typed as tar are no archives and stay as they are.
+    let o = run(
+        &d.path,
+        &["copy", "--unpack", &reference, "oci://unpacked-copy:v1"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(readme.txt) is typed as a tar archive but is not one"),
+        "{}",
+        stderr(&o)
+    );
     // The pack file packs the same layers again.
     let again = repack(&d, &x, "oci://again:v1");
     let again_manifest = blob_json(&d.join("again"), &again);
@@ -493,4 +512,45 @@ fn layouts_the_go_tool_wrote_extract_and_pack_again() {
     std::fs::remove_dir_all(&layout).expect("remove the source");
     let offline = repack(&d, &x, "oci://packed-offline:set");
     assert_eq!(offline, again);
+}
+
+#[test]
+fn limits_platform_warnings_and_sizes() {
+    let d = TestDir::new();
+    sources(&d);
+    d.write(
+        "a.yaml",
+        "items:\n- from: dir://tree/\n  archive: tar+gzip\n",
+    );
+    pack_ok(&d, "a.yaml", "oci://l:v1");
+    // An archive of our own past the limit is an error, as for any archive.
+    let o = run(
+        &d.path,
+        &["extract", "oci://l:v1", "small", "--max-bytes", "10"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("more than 10 bytes"), "{}", stderr(&o));
+    assert!(!d.join("small").exists());
+    let o = run(
+        &d.path,
+        &["extract", "oci://l:v1", "big", "--max-bytes", "1MB"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        &d.path,
+        &["extract", "oci://l:v1", "bad", "--max-bytes", "12 parsecs"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a size"), "{}", stderr(&o));
+    // --platform on a single manifest: taken as it is, with a warning.
+    let o = run(
+        &d.path,
+        &["extract", "--platform", "linux/s390x", "oci://l:v1", "p"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("selects nothing"), "{}", stderr(&o));
 }

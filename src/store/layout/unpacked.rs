@@ -126,28 +126,46 @@ impl Layout {
         }
         let (file, _) = self.open_blob(desc)?;
         let from = self.name();
+        let title = desc
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(mediatype::TITLE))
+            .map_or(String::new(), |t| {
+                format!(" ({})", crate::text::printable(t))
+            });
         let done = unpack::unpack_new(&target, |tmp| {
             let mut raw = HashingReader::new(file.take(desc.size() + 1));
             let done = {
-                let mut tar = compression
+                let tar = compression
                     .decoder(&mut raw)
                     .map_err(|e| unpack::bad_archive(tmp, e))?;
+                // A file typed as tar that is no tar (ORAS types every file so) has nothing
+                // to unpack.
+                let Some(mut tar) = unpack::tar_stream(tar, tmp)? else {
+                    return Ok(None);
+                };
                 unpack::unpack_into(&mut tar, tmp, options)?
             };
             std::io::copy(&mut raw, &mut std::io::sink())
                 .map_err(|e| Error::io("reading", &self.blobs_path().join(digest.hex()), e))?;
             let (got, size) = raw.finish();
             crate::store::verify::check(desc, &from, &got, size)?;
-            Ok(done)
+            Ok(Some(done))
         })
         .map_err(|e| {
-            let e = e.context(format!("unpacking layer {}", desc.digest()));
+            let e = e.context(format!("unpacking layer {}{title}", desc.digest()));
             match e.digest() {
                 Some(_) => e,
                 None => e.with_digest(desc.digest().to_string()),
             }
         })?;
-        Ok(Some(done))
+        if done.is_none() {
+            tracing::warn!(
+                digest = %desc.digest(),
+                "layer{title} is typed as a tar archive but is not one: not unpacked"
+            );
+        }
+        Ok(done)
     }
 
     /// The hex names of the unpacked directories there are.
