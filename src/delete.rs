@@ -28,6 +28,8 @@ pub struct Deleted {
     pub bytes: u64,
     /// `gc`: temp files of earlier runs removed (older than an hour).
     pub temp_files: usize,
+    /// Layouts: the unpacked layer directories removed (by layer digest).
+    pub unpacked: Vec<String>,
 }
 
 /// One blob a collection removed.
@@ -54,6 +56,7 @@ fn deleted(reference: &str, dry_run: bool, c: crate::store::layout::Collected) -
         bytes: removed.iter().map(|b| b.size).sum(),
         removed,
         temp_files: c.temp_files,
+        unpacked: c.unpacked,
     }
 }
 
@@ -105,6 +108,7 @@ pub(crate) async fn delete(reference: &str, options: &Options) -> Result<Deleted
                 removed: Vec::new(),
                 bytes: 0,
                 temp_files: 0,
+                unpacked: Vec::new(),
             })
         }
     }

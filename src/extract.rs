@@ -328,12 +328,6 @@ fn safe_path(text: &str, desc: &Descriptor, what: &str) -> Result<String> {
     if clean == "." || clean.is_empty() {
         return refuse("names no file");
     }
-    if clean
-        .split('/')
-        .any(|p| p.starts_with(crate::fsutil::TEMP_PREFIX))
-    {
-        return refuse("uses a name this program keeps for its temp files");
-    }
     Ok(clean)
 }
 
@@ -424,8 +418,9 @@ fn lit(s: &str) -> String {
     s.replace('$', "$$")
 }
 
+/// Annotations for a pack file: values with `$` doubled (keys are never expanded).
 fn lit_map(m: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    m.iter().map(|(k, v)| (lit(k), lit(v))).collect()
+    m.iter().map(|(k, v)| (k.clone(), lit(v))).collect()
 }
 
 fn archive_name(compression: Compression) -> &'static str {
@@ -596,16 +591,20 @@ fn blob_reader(blob: Blob, desc: &Descriptor, from: &str) -> Result<Box<dyn Read
     })
 }
 
+/// A failed read of `desc` from `from` (a registry download cut short, a file that changed).
+fn read_error(e: std::io::Error, desc: &Descriptor, from: &str) -> Error {
+    crate::error::from_read_error(e, |e| {
+        Error::new(
+            ErrorKind::Network,
+            format!("reading {} from {from}: {e}; try again", desc.digest()),
+        )
+        .with_digest(desc.digest().to_string())
+    })
+}
+
 /// Reads the rest of `raw` and checks it is exactly `desc`.
 fn finish_raw<R: Read>(mut raw: HashingReader<R>, desc: &Descriptor, from: &str) -> Result<u64> {
-    std::io::copy(&mut raw, &mut std::io::sink()).map_err(|e| {
-        crate::error::from_read_error(e, |e| {
-            Error::new(
-                ErrorKind::Network,
-                format!("reading {} from {from}: {e}", desc.digest()),
-            )
-        })
-    })?;
+    std::io::copy(&mut raw, &mut std::io::sink()).map_err(|e| read_error(e, desc, from))?;
     let (digest, size) = raw.finish();
     crate::store::verify::check(desc, from, &digest, size)?;
     Ok(size)
@@ -619,14 +618,23 @@ fn write_file(
     from: &str,
     path: &str,
 ) -> Result<u64> {
+    use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt;
     let mut file = at.create_file(path)?;
     let mut raw = HashingReader::new(reader);
-    std::io::copy(&mut raw, &mut file).map_err(|e| {
-        crate::error::from_read_error(e, |e| {
-            Error::new(ErrorKind::Io, format!("writing {path}: {e}"))
-        })
-    })?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        // A failed read is the source's (a download cut short), a failed write the disk's.
+        let n = raw.read(&mut buf).map_err(|e| read_error(e, desc, from))?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n])
+            .map_err(|e| Error::new(ErrorKind::Io, format!("writing {path}: {e}")))?;
+        crate::fsutil::check_stopped().map_err(|e| {
+            crate::error::from_read_error(e, |e| Error::new(ErrorKind::Io, e.to_string()))
+        })?;
+    }
     file.set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::new(ErrorKind::Io, format!("writing {path}: {e}")))?;
     finish_raw(raw, desc, from)
@@ -883,9 +891,8 @@ async fn write_all(
                 match outcome {
                     (Some((dir, mtime)), n, _, found) => {
                         written.bytes += n;
-                        if mtime != 0 {
-                            written.archive_mtime = Some(mtime);
-                        }
+                        // The newest: all are the same for what oci-packer made.
+                        written.archive_mtime = Some(written.archive_mtime.unwrap_or(0).max(mtime));
                         layer.archive_dir = Some((dir, archive_name(found)));
                         archive_dirs
                             .insert(layer.path.clone(), layer.archive_dir.clone().expect("set"));
@@ -1266,6 +1273,17 @@ fn pack_file(
     let mut annotations = shape.annotations.clone();
     let created = annotations.remove(CREATED);
     let epoch = match (written.archive_mtime, created.as_deref()) {
+        // Archives made without SOURCE_DATE_EPOCH (mtime 0), a time given with --created:
+        // the time stays an annotation, so that the archives stay at 0.
+        (Some(0), Some(c)) => {
+            annotations.insert(CREATED.to_string(), c.to_string());
+            notes.push(format!(
+                "the root's creation time {c} is kept as an annotation: pack without \
+                 SOURCE_DATE_EPOCH and --created, which would replace it"
+            ));
+            None
+        }
+        (Some(0), None) => None,
         (Some(m), Some(c)) if crate::time::rfc3339(m) != c => {
             notes.push(format!(
                 "the root was created at {c} but its archives at {}; packing sets both to the time of SOURCE_DATE_EPOCH",
@@ -1420,34 +1438,136 @@ fn write_pack_file(
     Ok(())
 }
 
+/// Refuses a move of `from` into `to` that would replace a directory by a file or a file
+/// (or a symlink) by a directory, before anything moves.
+fn check_merge(from: &Path, to: &Path) -> Result<()> {
+    for e in std::fs::read_dir(from).map_err(|e| Error::io("reading", from, e))? {
+        let e = e.map_err(|e| Error::io("reading", from, e))?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let Ok(there) = std::fs::symlink_metadata(&dst) else {
+            continue;
+        };
+        let src_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        match (src_dir, there.is_dir()) {
+            (true, true) => check_merge(&src, &dst)?,
+            (false, false) => {}
+            (true, false) | (false, true) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{} is a {} in OUTDIR where extract writes a {}; nothing was replaced \
+                         (move it away, or extract elsewhere)",
+                        dst.display(),
+                        if there.is_dir() { "directory" } else { "file" },
+                        if src_dir { "directory" } else { "file" },
+                    ),
+                )
+                .with_path(&dst))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Moves everything in `from` into `to`: new names are renamed, directories merged, files
-/// replaced (only with `force` can there be any).
-fn merge_into(from: &Path, to: &Path) -> Result<()> {
+/// replaced only with `force` (checked first: a directory never replaces a file or the
+/// other way round); without it a name that appeared meanwhile is an error, never replaced.
+fn merge_into(from: &Path, to: &Path, force: bool) -> Result<()> {
+    check_merge(from, to)?;
+    move_into(from, to, force)
+}
+
+fn move_into(from: &Path, to: &Path, force: bool) -> Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
     for e in std::fs::read_dir(from).map_err(|e| Error::io("reading", from, e))? {
         let e = e.map_err(|e| Error::io("reading", from, e))?;
         let (src, dst) = (e.path(), to.join(e.file_name()));
         let both_dirs = e.file_type().is_ok_and(|t| t.is_dir())
             && std::fs::symlink_metadata(&dst).is_ok_and(|m| m.is_dir());
         if both_dirs {
-            merge_into(&src, &dst)?;
-        } else {
-            if std::fs::symlink_metadata(&dst).is_ok_and(|m| m.is_dir()) {
-                unpack::remove_tree(&dst).map_err(|e| Error::io("replacing", &dst, e))?;
-            }
-            std::fs::rename(&src, &dst).map_err(|e| Error::io("moving into place", &dst, e))?;
+            move_into(&src, &dst, force)?;
+            continue;
         }
+        let flags = match force {
+            true => RenameFlags::empty(),
+            false => RenameFlags::NOREPLACE,
+        };
+        renameat_with(CWD, &src, CWD, &dst, flags).map_err(|e| match e {
+            rustix::io::Errno::EXIST => Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{} appeared in OUTDIR while extracting; it was not replaced (extract again \
+                     into an empty directory, or with --force)",
+                    dst.display()
+                ),
+            )
+            .with_path(&dst),
+            e => Error::io("moving into place", &dst, e.into()),
+        })?;
     }
     Ok(())
 }
 
-/// `extract REF OUTDIR`.
+/// The output directory of one extraction: OUTDIR (made when missing) and a temp directory
+/// in it where everything is written first. Dropped, it removes the temp directory, and
+/// OUTDIR when it made it and it is still empty — so an error or a cancellation leaves
+/// nothing of its own, and never anything of anybody else's.
+#[derive(Debug)]
+pub(crate) struct WorkDir {
+    out_dir: PathBuf,
+    temp: PathBuf,
+    created: bool,
+}
+
+impl WorkDir {
+    /// Checks OUTDIR (missing or empty unless `force`) and makes the temp directory.
+    pub(crate) fn new(out_dir: &Path, force: bool) -> Result<WorkDir> {
+        check_out_dir(out_dir, force)?;
+        let created = std::fs::symlink_metadata(out_dir).is_err();
+        std::fs::create_dir_all(out_dir).map_err(|e| Error::io("creating", out_dir, e))?;
+        let temp = tempfile::Builder::new()
+            .prefix(crate::fsutil::TEMP_PREFIX)
+            .tempdir_in(out_dir)
+            .map_err(|e| Error::io("creating a directory in", out_dir, e))?
+            .keep();
+        Ok(WorkDir {
+            out_dir: out_dir.to_path_buf(),
+            temp,
+            created,
+        })
+    }
+
+    /// Where everything is written first.
+    pub(crate) fn temp(&self) -> &Path {
+        &self.temp
+    }
+
+    /// The result of the extraction, its errors naming OUTDIR rather than the temp
+    /// directory; cleans up.
+    pub(crate) fn finish<T>(self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| unpack::rename_paths(e, &self.temp, &self.out_dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = unpack::remove_tree(&self.temp);
+        if self.created {
+            // Only when empty: someone else may have written into it meanwhile.
+            let _ = std::fs::remove_dir(&self.out_dir);
+        }
+    }
+}
+
+/// `extract REF OUTDIR`, written into `temp` (see [`WorkDir`]) and moved into OUTDIR when
+/// complete.
 pub(crate) async fn extract(
     reference: &str,
     out_dir: &Path,
+    temp: &Path,
     options: &Options,
 ) -> Result<Extracted> {
     let wanted = options.wanted_platform()?;
-    check_out_dir(out_dir, options.force)?;
     let targets = Targets::new(&options.registry, false, None);
     let opened = targets.open_str(reference, false)?;
     let store = opened.target.clone();
@@ -1500,14 +1620,23 @@ pub(crate) async fn extract(
         config_names.insert(digest, name);
     }
 
-    // Written into a temp directory inside OUTDIR, moved into place when complete.
-    let created_dir = std::fs::symlink_metadata(out_dir).is_err();
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io("creating", out_dir, e))?;
-    let temp = tempfile::Builder::new()
-        .prefix(crate::fsutil::TEMP_PREFIX)
-        .tempdir_in(out_dir)
-        .map_err(|e| Error::io("creating a directory in", out_dir, e))?
-        .keep();
+    if let crate::store::Location::Layout(dir) = store.location() {
+        let (layout, out) = (dir.canonicalize().ok(), out_dir.canonicalize().ok());
+        if let (Some(layout), Some(out)) = (layout, out) {
+            if out.starts_with(&layout) {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{} is inside the layout {} being read; extract somewhere else",
+                        out_dir.display(),
+                        layout.display()
+                    ),
+                )
+                .with_path(out_dir));
+            }
+        }
+    }
+    let temp = temp.to_path_buf();
     let outcome = async {
         let written = write_all(
             store.as_ref(),
@@ -1539,7 +1668,7 @@ pub(crate) async fn extract(
             &command(epoch, &flags, &pack_name),
             &notes,
         )?;
-        merge_into(&temp, out_dir)?;
+        merge_into(&temp, out_dir, options.force)?;
         Ok(Extracted {
             reference: reference.to_string(),
             digest: root.digest().to_string(),
@@ -1558,9 +1687,5 @@ pub(crate) async fn extract(
         })
     }
     .await;
-    let _ = unpack::remove_tree(&temp);
-    if outcome.is_err() && created_dir {
-        let _ = unpack::remove_tree(out_dir);
-    }
-    outcome.map_err(|e| unpack::rename_paths(e, &temp, out_dir))
+    outcome
 }

@@ -156,10 +156,15 @@ pub fn extract(
 ) -> Result<Extracted> {
     options.check()?;
     let (options, _scope) = for_operation(options);
-    runtime::block_on_cancellable(
-        extract::extract(reference, out_dir.as_ref(), &options),
+    let out_dir = out_dir.as_ref();
+    let work = extract::WorkDir::new(out_dir, options.force)?;
+    // Returns once every blocking task of the extraction has ended (cancelled or not), so
+    // the work directory is cleaned up after the last write.
+    let result = runtime::block_on_cancellable(
+        extract::extract(reference, out_dir, work.temp(), &options),
         options.cancel.as_ref(),
-    )
+    );
+    work.finish(result)
 }
 
 /// Checks credentials against `host` and stores them in the Docker config (`login`);

@@ -658,6 +658,8 @@ type Deleted struct {
 	Removed   []RemovedBlob `json:"removed"`
 	Bytes     int64         `json:"bytes"`
 	TempFiles int           `json:"tempFiles"`
+	// Unpacked lists the unpacked layer directories removed, by layer digest.
+	Unpacked []string `json:"unpacked"`
 }
 
 // Delete deletes a layout entry ("oci://DIR:REF") and every blob no other entry uses, or a

@@ -366,6 +366,7 @@ class Deleted(TypedDict):
     removed: builtins.list[RemovedBlob]
     bytes: int
     tempFiles: int
+    unpacked: builtins.list[str]
 
 
 def delete(

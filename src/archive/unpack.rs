@@ -183,6 +183,177 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
+/// Largest tar extension header read (PAX records, GNU long names and links): the `tar`
+/// crate reads each whole into memory, so a hostile one could be gigabytes.
+pub const MAX_EXTENSION_HEADER: u64 = 1 << 20;
+
+/// Watches the tar stream's headers as they pass, before the `tar` crate reads them: an
+/// extension header (`x`, `g`, `L`, `K`) larger than [`MAX_EXTENSION_HEADER`] is an error
+/// instead of an allocation of its declared size.
+struct HeaderGuard<R> {
+    inner: R,
+    /// Bytes handed out so far.
+    pos: u64,
+    /// Where the next header block starts.
+    next: u64,
+    /// The header block being collected, and how much of it arrived.
+    block: [u8; 512],
+    filled: usize,
+    /// The size of the entry whose GNU sparse extension blocks follow.
+    sparse_size: Option<u64>,
+    /// A PAX header's records being collected (they may set the next entry's size).
+    pax: Option<(Vec<u8>, u64)>,
+    /// The size a PAX header set for the next entry.
+    pax_size: Option<u64>,
+}
+
+impl<R> HeaderGuard<R> {
+    fn new(inner: R) -> Self {
+        HeaderGuard {
+            inner,
+            pos: 0,
+            next: 0,
+            block: [0; 512],
+            filled: 0,
+            sparse_size: None,
+            pax: None,
+            pax_size: None,
+        }
+    }
+
+    /// A complete header block at `self.next`: checks it, and finds the next one.
+    fn header(&mut self) -> io::Result<()> {
+        let b = &self.block;
+        let at = self.next;
+        if let Some(size) = self.sparse_size {
+            // A GNU sparse extension block: another follows while byte 504 says so.
+            self.next = at + 512;
+            if b[504] == 0 {
+                self.sparse_size = None;
+                self.next += size.div_ceil(512) * 512;
+            }
+            return Ok(());
+        }
+        if b.iter().all(|&x| x == 0) {
+            self.next = at + 512;
+            return Ok(());
+        }
+        let size = header_size(&b[124..136]).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a tar header with an invalid size",
+            )
+        })?;
+        let kind = b[156];
+        if matches!(kind, b'x' | b'g' | b'L' | b'K') && size > MAX_EXTENSION_HEADER {
+            return Err(io::Error::other(limit_error(format!(
+                "the archive has an extension header (type {}) of {size} bytes, more than the \
+                 {MAX_EXTENSION_HEADER} bytes any real name or PAX record needs",
+                kind as char
+            ))));
+        }
+        let extension = matches!(kind, b'x' | b'g' | b'L' | b'K');
+        let size = match (extension, self.pax_size.take()) {
+            (false, Some(s)) => s,
+            (true, pending) => {
+                self.pax_size = pending;
+                size
+            }
+            (false, None) => size,
+        };
+        if kind == b'x' {
+            self.pax = Some((Vec::with_capacity(size as usize), size));
+        }
+        if kind == b'S' && b[482] != 0 {
+            self.sparse_size = Some(size);
+            self.next = at + 512;
+        } else {
+            self.next = at + 512 + size.div_ceil(512) * 512;
+        }
+        Ok(())
+    }
+
+    /// Data of a PAX header: collected, and its `size` record remembered when complete.
+    fn pax_data(&mut self, data: &[u8]) {
+        let Some((buf, size)) = self.pax.as_mut() else {
+            return;
+        };
+        let want = (*size as usize).saturating_sub(buf.len()).min(data.len());
+        buf.extend_from_slice(&data[..want]);
+        if buf.len() as u64 == *size {
+            let (buf, _) = self.pax.take().expect("collecting");
+            self.pax_size = pax_size_record(&buf);
+        }
+    }
+}
+
+/// The `size` record of PAX extended header data (`LEN size=N\n` records).
+fn pax_size_record(data: &[u8]) -> Option<u64> {
+    let mut rest = data;
+    let mut found = None;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|&b| b == b' ')?;
+        let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+        if len <= space || len > rest.len() {
+            return found;
+        }
+        let record = &rest[space + 1..len];
+        if let Some(v) = record.strip_prefix(b"size=") {
+            let v = v.strip_suffix(b"\n").unwrap_or(v);
+            found = std::str::from_utf8(v).ok().and_then(|t| t.parse().ok());
+        }
+        rest = &rest[len..];
+    }
+    found
+}
+
+/// A tar size field: octal text, or base-256 (high bit set).
+fn header_size(field: &[u8]) -> Option<u64> {
+    if field[0] & 0x80 != 0 {
+        let mut v: u64 = u64::from(field[0] & 0x7f);
+        for &b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        return Some(v);
+    }
+    let text = std::str::from_utf8(field).ok()?;
+    let text = text.trim_matches(|c: char| c == '\0' || c == ' ');
+    if text.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(text, 8).ok()
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut i = 0;
+        while i < n {
+            let here = self.pos + i as u64;
+            if here < self.next {
+                // Inside an entry's data: skip to the next header (or the end of this read).
+                let skip = (self.next - here).min((n - i) as u64) as usize;
+                if self.pax.is_some() {
+                    let data = buf[i..i + skip].to_vec();
+                    self.pax_data(&data);
+                }
+                i += skip;
+                continue;
+            }
+            let take = (512 - self.filled).min(n - i);
+            self.block[self.filled..self.filled + take].copy_from_slice(&buf[i..i + take]);
+            self.filled += take;
+            i += take;
+            if self.filled == 512 {
+                self.filled = 0;
+                self.header()?;
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 fn limit_error(what: String) -> Error {
     Error::new(
         ErrorKind::UnsafeContent,
@@ -196,11 +367,21 @@ fn refused(dest: &Path, name: &[u8], why: impl std::fmt::Display) -> Error {
         ErrorKind::UnsafeContent,
         format!(
             "archive entry \"{}\" {why}; nothing was extracted into {}",
-            crate::text::printable(&String::from_utf8_lossy(name)),
+            shown(name),
             dest.display()
         ),
     )
     .with_path(dest)
+}
+
+/// A name from an archive for a message: escaped, and cut after 200 bytes.
+fn shown(name: &[u8]) -> String {
+    let cut = name.len().min(200);
+    let mut text = crate::text::printable(&String::from_utf8_lossy(&name[..cut])).into_owned();
+    if cut < name.len() {
+        text.push_str(&format!("… ({} bytes)", name.len()));
+    }
+    text
 }
 
 fn io_at(dest: &Path, name: &[u8], what: &str, e: impl Into<io::Error>) -> Error {
@@ -238,17 +419,21 @@ fn link_stays_inside(parent: &[&[u8]], target: &[u8]) -> bool {
     if target.first() == Some(&b'/') {
         return true;
     }
+    // `..` only before any name: after one (`a/../x`) it would climb from wherever `a`
+    // leads (a link to `.` makes `a/..` the destination's parent).
     let mut depth = parent.len() as i64;
+    let mut named = false;
     for part in target.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
+            b".." if named => return false,
             b".." => {
                 depth -= 1;
                 if depth < 0 {
                     return false;
                 }
             }
-            _ => depth += 1,
+            _ => named = true,
         }
     }
     true
@@ -625,7 +810,7 @@ impl Extraction<'_> {
                         &name,
                         format!(
                             "is a symlink to \"{}\", outside the destination",
-                            crate::text::printable(&String::from_utf8_lossy(&target))
+                            shown(&target)
                         ),
                     ));
                 }
@@ -647,7 +832,7 @@ impl Extraction<'_> {
                         &name,
                         format!(
                             "is a hard link to \"{}\", outside the destination",
-                            crate::text::printable(&String::from_utf8_lossy(&target))
+                            shown(&target)
                         ),
                     )
                 })?;
@@ -717,7 +902,10 @@ impl Extraction<'_> {
                 return Err(refused(
                     self.dest,
                     &name,
-                    format!("has an entry type this program does not extract ({other:?})"),
+                    format!(
+                        "has an entry type this program does not extract ('{}')",
+                        (other.as_byte() as char).escape_default()
+                    ),
                 ))
             }
         }
@@ -799,7 +987,7 @@ fn times(mtime: i64) -> Timestamps {
 pub fn unpack_into(tar: &mut dyn Read, dest: &Path, options: UnpackOptions) -> Result<Unpacked> {
     let at = Beneath::open(dest)?;
     let mut stream = Capped {
-        inner: tar,
+        inner: HeaderGuard::new(tar),
         hasher: options.hash_tar.then(Hasher::new),
         count: 0,
         // Headers and padding on top of the declared bytes: one block per entry at most
@@ -1002,6 +1190,16 @@ mod tests {
         assert!(!link_stays_inside(&p, b"../../../x"));
         assert!(link_stays_inside(&p, b"/etc/passwd"));
         assert!(!link_stays_inside(&[], b"x/../../y"));
+        assert!(!link_stays_inside(&p, b"a/../victim"));
+    }
+
+    #[test]
+    fn pax_size() {
+        assert_eq!(
+            pax_size_record(b"12 size=100\n20 path=a/long/name\n"),
+            Some(100)
+        );
+        assert_eq!(pax_size_record(b"20 path=a/long/name\n"), None);
     }
 
     #[test]

@@ -321,6 +321,9 @@ pub fn deleted(out: &mut dyn Write, format: Format, d: &crate::Deleted) -> Resul
     for b in &d.removed {
         writeln!(out, "{remove} {} ({})", b.digest, human(b.size)).map_err(io)?;
     }
+    for u in &d.unpacked {
+        writeln!(out, "{remove} unpacked layer {u}").map_err(io)?;
+    }
     if d.manifest.is_none() {
         writeln!(
             out,

@@ -37,6 +37,8 @@ fn sources(d: &TestDir) {
     d.write("mixed/a.json", "{}\n");
     d.write("mixed/b.txt", "b\n");
     d.write("mixed/c.bin", "c");
+    d.write("odd/.oci-packer-cache", "not ours\n");
+    d.write("odd/ok.txt", "ok\n");
 }
 
 /// One pack file of the corpus: its name, its text, extra environment.
@@ -68,6 +70,12 @@ fn corpus(image: &str, url: &str) -> Vec<Case> {
         ("root-type-annotations", "type: application/vnd.example.thing\nannotations: {org.opencontainers.image.title: Thing, org.opencontainers.image.version: '1.0'}\nitems:\n- from: file://files/data.json\n".into(), none()),
         ("variables", "annotations: {version: \"${CORPUS_VERSION}\", fallback: \"${CORPUS_UNSET:-dflt}\", dollars: \"$$HOME\"}\nitems:\n- from: file://${CORPUS_DIR}/notes.txt\n".into(), vec![("CORPUS_VERSION", "3.1"), ("CORPUS_DIR", "files")]),
         ("mixed-manifest", "type: application/vnd.example.mixed\nitems:\n- from: file://files/app.conf.tmpl\n- from: dir://mixed/\n- from: dir://tree/\n  archive: tar+gzip\n- from: file://files/data.json\n".into(), none()),
+        (
+            "dollar-keys",
+            "annotations: {\"price$\": \"1\"}\nitems:\n- from: file://files/notes.txt\n  annotations: {\"k$x\": v}\n".into(),
+            none(),
+        ),
+        ("temp-like-name", "items:\n- from: dir://odd/\n".into(), none()),
         ("same-file-twice", "items:\n- from: file://files/notes.txt\n- from: file://files/notes.txt\n".into(), none()),
         ("http", format!("items:\n- from: {url}\n"), none()),
         ("index-platforms", "items:\n- from: file://files/tool\n  platform: linux/amd64\n- from: file://files/notes.txt\n  platform: linux/arm64\n".into(), none()),
@@ -553,4 +561,124 @@ fn limits_platform_warnings_and_sizes() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("selects nothing"), "{}", stderr(&o));
+}
+
+/// Found by a hostile round: `--force` replaced user files before failing, and replaced a
+/// user's directory tree by a file; a failed or cancelled extract removed files others put
+/// in OUTDIR, or left its temp directory.
+#[test]
+fn force_never_swaps_files_and_directories_and_cancel_leaves_nothing() {
+    let d = TestDir::new();
+    d.write("f/data", "layer\n");
+    d.write("f/sub/x", "x\n");
+    d.write(
+        "p.yaml",
+        "items:\n- from: file://f/data\n- from: dir://f/sub/\n",
+    );
+    pack_ok(&d, "p.yaml", "oci://l:v1");
+    // OUTDIR has a directory where a file goes, and a file where a directory goes.
+    for (user, what) in [
+        ("out1/data/important/keep.txt", "a directory"),
+        ("out2/f", "a file"),
+    ] {
+        d.write(user, "mine\n");
+        let out = user.split('/').next().expect("dir");
+        let before = crate::unpack::tree_hash(&d.join(out));
+        let o = run(&d.path, &["extract", "--force", "oci://l:v1", out], &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("is {what} in OUTDIR")),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            crate::unpack::tree_hash(&d.join(out)),
+            before,
+            "{out} changed"
+        );
+    }
+    // Ctrl-C while a large layer is written: exit 130, nothing left.
+    let big = std::fs::File::create(d.join("big.bin")).expect("big");
+    big.set_len(3 << 30).expect("sparse 3 GiB");
+    d.write("big.yaml", "items:\n- from: file://big.bin\n");
+    pack_ok(&d, "big.yaml", "oci://big:v1");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oci-packer"))
+        .current_dir(&d.path)
+        .args(["-q", "extract", "oci://big:v1", "bigout"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let writing = |dir: &Path| {
+        walk_files(dir)
+            .iter()
+            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+    };
+    let mut seen = false;
+    for _ in 0..3000 {
+        if writing(&d.join("bigout")) {
+            seen = true;
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the extract ended first"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(seen, "nothing was being written");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        !d.join("bigout").exists(),
+        "{:?}",
+        walk_files(&d.join("bigout"))
+    );
+}
+
+/// Every file below `dir`.
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(e.path()),
+                Ok(_) => out.push(e.path()),
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// Found by a hostile round: `--created` with archives made without `SOURCE_DATE_EPOCH`
+/// (mtime 0) must not turn into a `SOURCE_DATE_EPOCH` that stamps the archives.
+#[test]
+fn created_with_archives_at_time_zero_round_trips() {
+    let d = TestDir::new();
+    sources(&d);
+    d.write(
+        "c.yaml",
+        "items:\n- from: dir://tree/\n  archive: tar+gzip\n",
+    );
+    let packed = packed_digest(&run(
+        &d.path,
+        &[
+            "pack",
+            "--created",
+            "2024-01-02T03:04:05Z",
+            "-f",
+            "c.yaml",
+            "oci://c:v1",
+        ],
+        &[],
+    ));
+    let x = extract_ok(&d, "oci://c:v1", &d.join("out"), &[]);
+    assert_eq!(x["sourceDateEpoch"], Value::Null, "{x}");
+    assert_eq!(repack(&d, &x, "oci://again:v1"), packed);
 }

@@ -512,11 +512,11 @@ fn malicious_archives_are_refused_and_leave_nothing() {
             "collides",
         ),
         (
-            "title-temp-name",
-            titled(&[(".oci-packer-x", b"one")]),
+            "symlink-chain-through-dot",
+            layer(&[symlink("a", "."), symlink("b", "a/../victim.txt")]),
             vec![],
             u,
-            "temp files",
+            "outside the destination",
         ),
         (
             "dir-annotation-dotdot",
@@ -817,4 +817,160 @@ fn pack_unpack_into_a_layout_and_refusals() {
         .map(|r| r.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Found by a hostile round: extension headers (PAX records, GNU long names) were read
+/// whole into memory whatever `--max-bytes` said; now they are capped at 1 MiB, and the
+/// run stays small.
+#[test]
+fn huge_extension_headers_are_refused_in_bounded_memory() {
+    let big = 64usize << 20;
+    let mut pax = b"0 path=".to_vec();
+    pax.resize(big, b'a');
+    for (name, header) in [
+        ("pax", tar_entry(b"PaxHeaders/x", b'x', b"", &pax, 0o644)),
+        (
+            "gnu-long-name",
+            tar_entry(b"././@LongLink", b'L', b"", &vec![b'n'; big], 0o644),
+        ),
+        (
+            "pax-global",
+            tar_entry(b"pax_global_header", b'g', b"", &pax, 0o644),
+        ),
+    ] {
+        let d = TestDir::new();
+        let tar = archive(&[header, file("f", b"x")]);
+        let layer = zstd::encode_all(&tar[..], 3).expect("zstd");
+        craft_layout(
+            &d.join("layout"),
+            &[(
+                layer,
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                json!({"org.opencontainers.image.title": "bomb.tar.zst", "io.deis.oras.content.digest": sha(&tar)}),
+            )],
+        );
+        let reference = format!("oci://{}:evil", d.join("layout").display());
+        for args in [
+            vec!["extract", reference.as_str(), "out"],
+            vec!["extract", reference.as_str(), "out2", "--unpack"],
+            vec!["copy", "--unpack", reference.as_str(), "oci://copied:v1"],
+        ] {
+            let (o, kib) = run_measured(&d.path, &args, &[]);
+            assert_eq!(o.status.code(), Some(1), "{name} {args:?}: {}", stderr(&o));
+            assert!(
+                stderr(&o).contains("extension header"),
+                "{name}: {}",
+                stderr(&o)
+            );
+            assert!(
+                stderr(&o).len() < 4096,
+                "{name}: an error of {} bytes",
+                stderr(&o).len()
+            );
+            assert!(kib < 64 * 1024, "{name} {args:?}: peak RSS {kib} KiB");
+        }
+        assert!(!d.join("out").exists() && !d.join("out2").exists());
+    }
+}
+
+/// Found by a hostile round: unpacked layers keep setuid root files, so the directory
+/// holding them is for root only.
+#[test]
+fn unpacked_layers_are_reachable_by_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TestDir::new();
+    let suid = tar_entry(b"bin/tool", b'0', b"", b"#!/bin/sh\n", 0o4755);
+    craft_layout(&d.join("layout"), &layer(&[dir("bin/"), suid]));
+    let o = run(
+        &d.path,
+        &[
+            "copy",
+            "--unpack",
+            &format!("oci://{}:evil", d.join("layout").display()),
+            "oci://u:v1",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mode = std::fs::metadata(d.join("u/unpacked"))
+        .expect("unpacked")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "ls"])
+        .arg(d.join("u/unpacked/sha256"))
+        .output()
+        .expect("setpriv");
+    assert!(!o.status.success(), "nobody can list the unpacked layers");
+}
+
+/// Found by a hostile round: a lower directory below a layer's directory, or named
+/// relative to it, hid a live mount from `delete`.
+#[test]
+fn any_lower_directory_inside_a_layer_keeps_it() {
+    let d = TestDir::new();
+    craft_layout(
+        &d.join("layout"),
+        &layer(&[dir("a/"), dir("a/b/"), file("a/b/f", b"x")]),
+    );
+    let o = run(
+        &d.path,
+        &[
+            "copy",
+            "--unpack",
+            &format!("oci://{}:evil", d.join("layout").display()),
+            "oci://u:v1",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hex = layer_hexes(&d.join("u"), "v1").remove(0);
+    let layer_dir = d.join("u/unpacked/sha256").join(&hex);
+    let empty = d.mkdir("empty");
+    let mnt = d.mkdir("mnt");
+    for (lower, cwd) in [
+        (
+            format!("{}:{}", layer_dir.join("a/b").display(), empty.display()),
+            d.path.clone(),
+        ),
+        (
+            format!("{hex}:{}", empty.display()),
+            d.join("u/unpacked/sha256"),
+        ),
+    ] {
+        let o = std::process::Command::new("mount")
+            .current_dir(&cwd)
+            .args([
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                &format!("ro,lowerdir={lower}"),
+            ])
+            .arg(&mnt)
+            .output()
+            .expect("mount");
+        assert!(
+            o.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let refused = run(&d.path, &["delete", "oci://u:v1"], &[]);
+        std::process::Command::new("umount")
+            .arg(&mnt)
+            .status()
+            .expect("umount");
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{lower}: {}",
+            stderr(&refused)
+        );
+        assert!(layer_dir.is_dir());
+    }
+    let o = run(&d.path, &["--format", "json", "delete", "oci://u:v1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["unpacked"], json!([format!("sha256:{hex}")]));
 }

@@ -827,6 +827,8 @@ pub struct Collected {
     pub removed: Vec<(String, u64)>,
     /// Temp files of earlier runs removed (older than an hour; `gc` only).
     pub temp_files: usize,
+    /// Unpacked layer directories removed (of the blobs removed, or whose blob is gone).
+    pub unpacked: Vec<String>,
 }
 
 impl Layout {
@@ -913,6 +915,8 @@ impl Layout {
             .filter(|h| !reachable.contains(h))
             .collect();
         self.check_not_mounted(&unpacked.iter().map(String::as_str).collect::<Vec<_>>())?;
+        out.unpacked = unpacked.iter().map(|h| format!("sha256:{h}")).collect();
+        out.unpacked.sort();
         let age = crate::fsutil::STALE_TEMP_AGE;
         if dry_run {
             if sweep_temps {

@@ -46,6 +46,15 @@ impl Layout {
                 Err(e) => return Err(Error::io("looking at", &path, e)),
             }
         }
+        if create {
+            // Unpacked layers keep their owners and setuid bits: only root may reach them
+            // (a 4755 root file in a layer must not be a way up for a local user), as in
+            // containerd's snapshot stores.
+            use std::os::unix::fs::PermissionsExt;
+            let top = self.dir.join("unpacked");
+            std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io("restricting", &top, e))?;
+        }
         Ok(Some(path))
     }
 
@@ -183,24 +192,46 @@ impl Layout {
     }
 
     /// Refuses when one of `hexes` has an unpacked directory that a live overlay mount
-    /// uses as a lower directory.
+    /// uses as a lower directory — the directory itself or anything below it, by any path
+    /// (compared by device and inode, so binds and symlinks do not hide it; a relative
+    /// lower directory naming one of the layers counts too).
     pub(super) fn check_not_mounted(&self, hexes: &[&str]) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
         let Ok(Some(root)) = self.unpacked_root(false) else {
             return Ok(());
         };
         let lower = mounted_lower_dirs();
-        if lower.is_empty() {
+        if lower.is_empty() || hexes.is_empty() {
             return Ok(());
         }
-        let root = root.canonicalize().unwrap_or(root);
-        let busy: Vec<&str> = hexes
+        let ids: std::collections::HashMap<(u64, u64), &str> = hexes
             .iter()
-            .copied()
-            .filter(|h| lower.contains(&root.join(h)))
+            .filter_map(|h| {
+                let m = std::fs::symlink_metadata(root.join(h)).ok()?;
+                Some(((m.dev(), m.ino()), *h))
+            })
             .collect();
+        let mut busy: Vec<&str> = Vec::new();
+        for dir in &lower {
+            let hit = if dir.is_absolute() {
+                dir.ancestors().find_map(|p| {
+                    let m = std::fs::metadata(p).ok()?;
+                    ids.get(&(m.dev(), m.ino())).copied()
+                })
+            } else {
+                dir.components().find_map(|c| {
+                    let name = c.as_os_str().to_str()?;
+                    hexes.iter().copied().find(|h| *h == name)
+                })
+            };
+            if let Some(h) = hit.filter(|h| !busy.contains(h)) {
+                busy.push(h);
+            }
+        }
         if busy.is_empty() {
             return Ok(());
         }
+        busy.sort_unstable();
         Err(Error::new(
             ErrorKind::InvalidArgument,
             format!(
@@ -285,8 +316,7 @@ pub(crate) fn mounted_lower_dirs() -> HashSet<PathBuf> {
                 .or_else(|| opt.strip_prefix("lowerdir+="));
             let Some(value) = value else { continue };
             for dir in split_unescaped(value, ':') {
-                let path = PathBuf::from(unescape(&dir));
-                out.insert(path.canonicalize().unwrap_or(path));
+                out.insert(PathBuf::from(unescape(&dir)));
             }
         }
     }
