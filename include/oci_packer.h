@@ -453,6 +453,33 @@ oci_packer_status oci_packer_extract(const char *reference,
                                      char **result,
                                      struct oci_packer_error **error);
 
+// Mounts an image of a layout (`oci://DIR:REF`) as a read-only overlayfs at `dir` (Linux,
+// root), or writes systemd units for it. `spec_json` (NULL: the defaults) is a JSON object
+// with the `mount` flags: `{"suid", "dev", "binds": ["HOST:PATH"], "tmpfs": ["PATH[:SIZE]"],
+// "noTmpfs", "verify", "persistent", "unitDir", "enable"}`. The result:
+// `{"reference", "digest", "dir", "layers", "mounts", "units"}`. Not root:
+// OCI_PACKER_STATUS_UNSUPPORTED.
+//
+// # Safety
+// As for oci_packer_pack_file(); `dir` and `spec_json` are NUL-terminated UTF-8 (or
+// `spec_json` NULL).
+oci_packer_status oci_packer_mount(const char *reference,
+                                   const char *dir,
+                                   const char *spec_json,
+                                   const struct oci_packer_options *options,
+                                   char **result,
+                                   struct oci_packer_error **error);
+
+// Unmounts everything at and below `dir`, deepest first (`lazy`: detach busy mounts). The
+// result: `{"dir", "unmounted"}`.
+//
+// # Safety
+// `dir` is a NUL-terminated UTF-8 path; `result` and `error` as for oci_packer_pack_file().
+oci_packer_status oci_packer_umount(const char *dir,
+                                    bool lazy,
+                                    char **result,
+                                    struct oci_packer_error **error);
+
 // Deletes a layout entry (`oci://DIR:REF`) and every blob no remaining entry reaches, or
 // a registry manifest (needs oci_packer_options_set_force()); with
 // oci_packer_options_set_dry_run() nothing changes. Stores the result as JSON in `*result`:

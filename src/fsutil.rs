@@ -515,3 +515,37 @@ impl Drop for TempAt {
         }
     }
 }
+
+/// Writes `name` in `dir` via temp file + rename (+ fsync of file and directory when `sync`).
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
+    use std::io::Write;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!("{}{name}.", crate::fsutil::TEMP_PREFIX))
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("creating temp file in", dir, e))?;
+    tmp.write_all(data)
+        .map_err(|e| Error::io("writing", tmp.path(), e))?;
+    if sync {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("syncing", tmp.path(), e))?;
+    }
+    // tempfile creates 0600; layout files are readable like any file the user writes (set
+    // through the handle: the name could be replaced meanwhile).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let target = dir.join(name);
+    tmp.persist(&target)
+        .map_err(|e| Error::io("replacing", &target, e.error))?;
+    if sync {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("syncing", dir, e))?;
+    }
+    Ok(())
+}

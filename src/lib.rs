@@ -3,7 +3,7 @@
 //! image layout. Same inputs, same digest, on any machine.
 //!
 //! The public API is a blocking façade: [`pack`], [`validate`], [`list`], [`copy`],
-//! [`verify`], [`delete`], [`gc`], [`login`], [`logout`]. It owns one tokio runtime and may be called from inside another runtime.
+//! [`extract`], [`verify`], [`delete`], [`gc`], [`mount`], [`umount`], [`login`], [`logout`]. It owns one tokio runtime and may be called from inside another runtime.
 //!
 //! ```no_run
 //! let packed = oci_packer::pack("examples/pack.yaml", "oci://build/layout:v1", &Default::default())?;
@@ -29,6 +29,7 @@ mod graph;
 pub mod json;
 mod list;
 pub mod mediatype;
+mod mount;
 mod options;
 mod pack;
 pub mod packfile;
@@ -53,6 +54,7 @@ pub use engine::CopyStats;
 pub use error::{Error, ErrorKind, Problem, Result};
 pub use extract::Extracted;
 pub use list::{ListEntry, Listing, TreeNode};
+pub use mount::{MountSpec, Mounted, Unmounted};
 pub use options::{Options, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MAX_CONCURRENCY};
 pub use pack::Packed;
 pub use packfile::{ConfigSpec, ItemSpec, PackFile, PackInput};
@@ -165,6 +167,33 @@ pub fn extract(
         options.cancel.as_ref(),
     );
     work.finish(result)
+}
+
+/// Mounts an image of a layout (`mount oci://DIR:REF MOUNTPOINT`, Linux, root) as one
+/// read-only overlayfs — an index's member for this machine's platform, or
+/// [`Options::platform`] — its layers unpacked on demand, `nosuid,nodev` unless
+/// [`MountSpec::suid`]/[`MountSpec::dev`], with the tmpfs and bind mounts of `spec` inside;
+/// or, with [`MountSpec::persistent`], writes systemd `.mount` units instead (SPEC §7.5).
+/// Nothing is mounted unless all of it can be. Errors: not root or not Linux
+/// ([`ErrorKind::Unsupported`]), not an image, a mount point not empty, a target that
+/// leaves the image ([`ErrorKind::UnsafeContent`]).
+pub fn mount(
+    reference: &str,
+    dir: impl AsRef<std::path::Path>,
+    spec: &MountSpec,
+    options: &Options,
+) -> Result<Mounted> {
+    options.check()?;
+    runtime::block_on_cancellable(
+        mount::mount(reference, dir.as_ref(), spec, options),
+        options.cancel.as_ref(),
+    )
+}
+
+/// Unmounts everything mounted at and below `dir`, deepest first (`umount DIR`; `lazy`:
+/// detach busy mounts). Errors list every mount that could not be unmounted.
+pub fn umount(dir: impl AsRef<std::path::Path>, lazy: bool) -> Result<Unmounted> {
+    mount::umount(dir.as_ref(), lazy)
 }
 
 /// Checks credentials against `host` and stores them in the Docker config (`login`);

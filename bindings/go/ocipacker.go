@@ -750,5 +750,68 @@ func Logout(host string, opts ...Option) (bool, error) {
 	return bool(removed), err
 }
 
+// MountSpec is what Mount mounts besides the image, and how (the flags of `mount`).
+type MountSpec struct {
+	// Suid and Dev allow setuid programs and device nodes (default nosuid, nodev).
+	Suid bool `json:"suid,omitempty"`
+	Dev  bool `json:"dev,omitempty"`
+	// Binds are "HOST:PATH" bind mounts, PATH inside the image.
+	Binds []string `json:"binds,omitempty"`
+	// Tmpfs are "PATH[:SIZE]" tmpfs mounts inside the image; /tmp, /run and /var/tmp get
+	// one by default when the image has them, unless NoTmpfs.
+	Tmpfs   []string `json:"tmpfs,omitempty"`
+	NoTmpfs bool     `json:"noTmpfs,omitempty"`
+	// Verify hashes the image's blobs again first.
+	Verify bool `json:"verify,omitempty"`
+	// Persistent writes systemd .mount units into UnitDir instead of mounting; Enable also
+	// enables and starts them.
+	Persistent bool   `json:"persistent,omitempty"`
+	UnitDir    string `json:"unitDir,omitempty"`
+	Enable     bool   `json:"enable,omitempty"`
+}
+
+// Mounted is what Mount did.
+type Mounted struct {
+	Reference string `json:"reference"`
+	Digest    string `json:"digest"`
+	Dir       string `json:"dir"`
+	// Layers are the layer directories, bottom first.
+	Layers []string `json:"layers"`
+	// Mounts are the mount points, the overlay first.
+	Mounts []string `json:"mounts"`
+	// Units are the unit files written (with Persistent).
+	Units []string `json:"units"`
+}
+
+// Unmounted is what Umount did.
+type Unmounted struct {
+	Dir       string   `json:"dir"`
+	Unmounted []string `json:"unmounted"`
+}
+
+// Mount mounts an image of a layout ("oci://DIR:REF") as a read-only overlayfs at dir
+// (Linux, root; WithPlatform picks an index member, else this machine's). Not root is
+// ErrUnsupported; a bind or tmpfs target leaving the image is ErrUnsafeContent.
+func Mount(reference, dir string, spec MountSpec, opts ...Option) (Mounted, error) {
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return Mounted{}, err
+	}
+	s, free := cstrings(reference, dir, string(raw))
+	defer free()
+	return typedCall[Mounted](context.Background(), opts, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_mount(s[0], s[1], s[2], co, out, cerr)
+	})
+}
+
+// Umount unmounts everything at and below dir, deepest first (lazy: detach busy mounts).
+func Umount(dir string, lazy bool) (Unmounted, error) {
+	s, free := cstrings(dir)
+	defer free()
+	return typedCall[Unmounted](context.Background(), nil, func(co *C.oci_packer_options, out **C.char, cerr **C.oci_packer_error) C.oci_packer_status {
+		return C.oci_packer_umount(s[0], C.bool(lazy), out, cerr)
+	})
+}
+
 // Version is the library's version.
 func Version() string { return C.GoString(C.oci_packer_version()) }

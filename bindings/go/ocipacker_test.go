@@ -1,6 +1,8 @@
 package ocipacker
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -406,5 +408,39 @@ func main() {
 	}
 	if _, err := os.Stat(filepath.Join(app, "layout", "index.json")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestMountUmount(t *testing.T) {
+	dir := t.TempDir()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	data := []byte("from go\n")
+	if err := tw.WriteHeader(&tar.Header{Name: "etc/motd", Mode: 0o644, Size: int64(len(data))}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(data)
+	tw.Close()
+	write(t, dir, "layer.tar", buf.String())
+	write(t, dir, "cfg.json", `{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+	pack := write(t, dir, "image.yaml", "config: {from: file://cfg.json, type: application/vnd.oci.image.config.v1+json}\nitems:\n  - from: file://layer.tar\n")
+	if _, err := Pack(pack, "oci://"+dir+"/images:v1"); err != nil {
+		t.Fatal(err)
+	}
+	mnt := dir + "/mnt"
+	m, err := Mount("oci://"+dir+"/images:v1", mnt, MountSpec{NoTmpfs: true})
+	if err != nil || len(m.Layers) != 1 || m.Mounts[0] != mnt {
+		t.Fatalf("mount: %+v %v", m, err)
+	}
+	got, err := os.ReadFile(mnt + "/etc/motd")
+	u, uerr := Umount(mnt, false)
+	if err != nil || string(got) != "from go\n" {
+		t.Fatalf("read %q %v", got, err)
+	}
+	if uerr != nil || len(u.Unmounted) != 1 {
+		t.Fatalf("umount: %+v %v", u, uerr)
+	}
+	if _, err := Mount("oci://"+dir+"/images:v1", dir+"/m2", MountSpec{Binds: []string{"nocolon"}}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("bad bind: %v", err)
 	}
 }

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 import warnings
-from typing import Any, Callable, Optional, TypedDict, Union
+from typing import Any, Callable, Optional, Sequence, TypedDict, Union
 
 from . import _native
 from .errors import (
@@ -445,6 +445,61 @@ def extract(
     return result
 
 
+class Mounted(TypedDict):
+    """What :func:`mount` did: the image manifest mounted, its layer directories (bottom
+    first), every mount point (the overlay first), or with ``persistent`` the unit files."""
+
+    reference: str
+    digest: str
+    dir: str
+    layers: builtins.list[str]
+    mounts: builtins.list[str]
+    units: builtins.list[str]
+
+
+class Unmounted(TypedDict):
+    """What :func:`umount` did: the mount points unmounted, deepest first."""
+
+    dir: str
+    unmounted: builtins.list[str]
+
+
+def mount(
+    reference: str,
+    dir: PathLike,
+    *,
+    platform: Optional[str] = None,
+    suid: bool = False,
+    dev: bool = False,
+    binds: Sequence[str] = (),
+    tmpfs: Sequence[str] = (),
+    no_tmpfs: bool = False,
+    verify: bool = False,
+    persistent: bool = False,
+    unit_dir: Optional[PathLike] = None,
+    enable: bool = False,
+) -> Mounted:
+    """Mounts an image of a layout (``oci://DIR:REF``) as a read-only overlayfs at ``dir``
+    (Linux, root): an index's member for this machine (or ``platform``), layers unpacked on
+    demand, ``nosuid,nodev`` unless ``suid``/``dev``; ``binds`` (``HOST:PATH``) and ``tmpfs``
+    (``PATH[:SIZE]``; ``/tmp``, ``/run``, ``/var/tmp`` by default unless ``no_tmpfs``) inside
+    it; with ``persistent``, systemd units in ``unit_dir`` instead. Not root raises
+    :class:`UnsupportedError`; a target leaving the image :class:`UnsafeContentError`."""
+    spec = {"suid": suid, "dev": dev, "binds": builtins.list(binds), "tmpfs": builtins.list(tmpfs),
+            "noTmpfs": no_tmpfs, "verify": verify, "persistent": persistent, "enable": enable}
+    if unit_dir is not None:
+        spec["unitDir"] = os.fspath(unit_dir)
+    result: Mounted = json.loads(_native.mount(reference, os.fspath(dir), json.dumps(spec),
+                                               _options(platform=platform)))
+    return result
+
+
+def umount(dir: PathLike, *, lazy: bool = False) -> Unmounted:
+    """Unmounts everything mounted at and below ``dir``, deepest first (``lazy``: detach)."""
+    result: Unmounted = json.loads(_native.umount(os.fspath(dir), lazy))
+    return result
+
+
 def login(
     host: str,
     username: str,
@@ -477,6 +532,7 @@ __all__ = [
     "Descriptor",
     "DigestMismatchError",
     "Extracted",
+    "Mounted",
     "InternalError",
     "InvalidArgumentError",
     "InvalidReferenceError",
@@ -495,6 +551,7 @@ __all__ = [
     "Stats",
     "TreeNode",
     "UnsafeContentError",
+    "Unmounted",
     "UnsupportedError",
     "Verification",
     "__version__",
@@ -505,7 +562,9 @@ __all__ = [
     "list",
     "login",
     "logout",
+    "mount",
     "pack",
+    "umount",
     "validate",
     "verify",
 ]

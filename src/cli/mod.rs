@@ -228,6 +228,60 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = crate::DEFAULT_MAX_ENTRIES)]
         max_entries: u64,
     },
+    /// Mount an image of a layout as a read-only overlayfs at DIR (Linux, root), or write
+    /// systemd mount units for it.
+    Mount {
+        /// oci://DIR:REF (an index: the member for this machine, or --platform).
+        reference: String,
+        /// The mount point (missing or empty).
+        dir: PathBuf,
+        /// Mount the member of an index that best matches os/arch[/variant].
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
+        /// Allow setuid/setgid programs (default: nosuid).
+        #[arg(long)]
+        suid: bool,
+        /// Allow device nodes (default: nodev).
+        #[arg(long)]
+        dev: bool,
+        /// Bind-mount a host path at PATH inside the image (repeatable).
+        #[arg(long, value_name = "HOST:PATH")]
+        bind: Vec<String>,
+        /// A tmpfs at PATH inside the image, optionally of SIZE (e.g. /tmp:64m; repeatable;
+        /// /tmp, /run and /var/tmp get one by default when the image has them).
+        #[arg(long, value_name = "PATH[:SIZE]")]
+        tmpfs: Vec<String>,
+        /// No default tmpfs mounts.
+        #[arg(long)]
+        no_tmpfs: bool,
+        /// Hash the image's blobs again before mounting.
+        #[arg(long)]
+        verify: bool,
+        /// Write systemd .mount units instead of mounting.
+        #[arg(long)]
+        persistent: bool,
+        /// Where --persistent writes the units.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/etc/systemd/system",
+            requires = "persistent"
+        )]
+        unit_dir: PathBuf,
+        /// With --persistent: systemctl daemon-reload, then enable --now the units.
+        #[arg(long, requires = "persistent")]
+        enable: bool,
+        #[command(flatten)]
+        limits: UnpackArgs,
+    },
+    /// Unmount everything mounted at and below DIR, deepest first (Linux, root).
+    Umount {
+        /// The mount point.
+        dir: PathBuf,
+        /// Detach busy mounts (MNT_DETACH) instead of failing.
+        #[arg(long)]
+        lazy: bool,
+    },
     /// Check credentials for a registry and store them in the Docker config.
     Login {
         /// Registry host, e.g. registry.example.com or localhost:5000.
@@ -253,7 +307,7 @@ enum Command {
     },
     /// Commands of the original tool that this version does not have: refused with a
     /// message saying so (hidden from --help).
-    #[command(name = "mount", hide = true, aliases = ["umount", "proxy"])]
+    #[command(name = "proxy", hide = true)]
     Missing {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         rest: Vec<String>,
@@ -694,6 +748,45 @@ fn execute(cli: Cli) -> Result<i32, Error> {
             drop(bars);
             output::extracted(&mut out, g.format, &extracted)
         }
+        Command::Mount {
+            reference,
+            dir,
+            platform,
+            suid,
+            dev,
+            bind,
+            tmpfs,
+            no_tmpfs,
+            verify,
+            persistent,
+            unit_dir,
+            enable,
+            limits,
+        } => {
+            let mut opts = Options {
+                platform,
+                cancel: interruptible(),
+                ..Options::default()
+            };
+            limits.apply(&mut opts);
+            let spec = crate::MountSpec {
+                suid,
+                dev,
+                binds: bind,
+                tmpfs,
+                no_tmpfs,
+                verify,
+                persistent,
+                unit_dir: Some(unit_dir),
+                enable,
+            };
+            let mounted = crate::mount(&reference, &dir, &spec, &opts)?;
+            output::mounted(&mut out, g.format, &mounted)
+        }
+        Command::Umount { dir, lazy } => {
+            let done = crate::umount(&dir, lazy)?;
+            output::unmounted(&mut out, g.format, &done)
+        }
         Command::Login { host } => {
             let path = crate::login(&host, &registry_options(g)?)?;
             output::message(
@@ -738,8 +831,8 @@ fn execute(cli: Cli) -> Result<i32, Error> {
                 ErrorKind::InvalidArgument,
                 format!(
                     "this version of oci-packer has no `{name}` command; its commands are pack, \
-                     validate, list, copy, extract, verify, delete, gc, login, logout and \
-                     completion \
+                     validate, list, copy, extract, verify, delete, gc, mount, umount, login, \
+                     logout and completion \
                      (see --help)"
                 ),
             ))

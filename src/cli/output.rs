@@ -395,3 +395,49 @@ pub fn extracted(out: &mut dyn Write, format: Format, x: &crate::Extracted) -> R
     }
     Ok(0)
 }
+
+pub fn mounted(out: &mut dyn Write, format: Format, m: &crate::Mounted) -> Result<i32, Error> {
+    if format == Format::Json {
+        print_json(out, &crate::json::to_value(m)?)?;
+        return Ok(0);
+    }
+    let dir = printable(&m.dir.display().to_string()).into_owned();
+    if !m.units.is_empty() {
+        for u in &m.units {
+            writeln!(out, "wrote {}", printable(&u.display().to_string())).map_err(io)?;
+        }
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "Mounted {} ({}, {} layer(s)) at {dir}",
+        printable(&m.reference),
+        m.digest,
+        m.layers.len()
+    )
+    .map_err(io)?;
+    for p in m.mounts.iter().skip(1) {
+        writeln!(out, "  and {}", printable(&p.display().to_string())).map_err(io)?;
+    }
+    writeln!(out, "Unmount with: oci-packer umount {dir}").map_err(io)?;
+    Ok(0)
+}
+
+pub fn unmounted(out: &mut dyn Write, format: Format, u: &crate::Unmounted) -> Result<i32, Error> {
+    if format == Format::Json {
+        print_json(out, &crate::json::to_value(u)?)?;
+        return Ok(0);
+    }
+    if u.unmounted.is_empty() {
+        writeln!(
+            out,
+            "nothing mounted at or below {}",
+            printable(&u.dir.display().to_string())
+        )
+        .map_err(io)?;
+    }
+    for p in &u.unmounted {
+        writeln!(out, "unmounted {}", printable(&p.display().to_string())).map_err(io)?;
+    }
+    Ok(0)
+}

@@ -199,6 +199,42 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/pack.yaml", dir);
     snprintf(target, sizeof target, "oci://%s/layout:v1", dir);
 
+    /* mount / umount: an image of one tar layer made by tar(1). */
+    {
+        char cmd[8192], mnt[2048], motd[4096];
+        write_file(dir, "motd", "from c\n");
+        snprintf(cmd, sizeof cmd, "tar -cf %.2000s/layer.tar -C %.2000s motd", dir, dir);
+        CHECK(system(cmd) == 0, "tar");
+        write_file(dir, "cfg.json", "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}");
+        write_file(dir, "image.yaml", "config: {from: file://cfg.json, type: application/vnd.oci.image.config.v1+json}\nitems:\n  - from: file://layer.tar\n");
+        snprintf(path, sizeof path, "%s/image.yaml", dir);
+        snprintf(ref, sizeof ref, "oci://%s/images:v1", dir);
+        st = oci_packer_pack_file(path, ref, NULL, &result, &err);
+        CHECK(st == OCI_PACKER_STATUS_OK, "pack image: %s", err ? oci_packer_error_message(err) : "");
+        oci_packer_string_free(result);
+        result = NULL;
+        snprintf(mnt, sizeof mnt, "%.2000s/mnt", dir);
+        st = oci_packer_mount(ref, mnt, "{\"noTmpfs\":true}", NULL, &result, &err);
+        CHECK(st == OCI_PACKER_STATUS_OK && strstr(result, "\"mounts\""), "mount: %s", err ? oci_packer_error_message(err) : "");
+        oci_packer_string_free(result);
+        result = NULL;
+        snprintf(motd, sizeof motd, "%s/motd", mnt);
+        FILE *f = fopen(motd, "r");
+        char line[64] = {0};
+        CHECK(f && fgets(line, sizeof line, f) && strcmp(line, "from c\n") == 0, "read through the mount: %s", line);
+        if (f) fclose(f);
+        st = oci_packer_umount(mnt, false, &result, &err);
+        CHECK(st == OCI_PACKER_STATUS_OK && strstr(result, "\"unmounted\""), "umount: %s", err ? oci_packer_error_message(err) : "");
+        oci_packer_string_free(result);
+        result = NULL;
+        st = oci_packer_mount(ref, mnt, "{\"bogus\":1}", NULL, &result, &err);
+        CHECK(st == OCI_PACKER_STATUS_INVALID_ARGUMENT, "a bad spec: %u", st);
+        oci_packer_error_free(err);
+        err = NULL;
+        snprintf(path, sizeof path, "%s/pack.yaml", dir);
+        snprintf(target, sizeof target, "oci://%s/layout:v1", dir);
+    }
+
     /* delete --dry-run: what would go, nothing removed; gc. */
     oci_packer_options *dry = oci_packer_options_new();
     oci_packer_options_set_dry_run(dry, true, NULL);

@@ -34,6 +34,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("verify", 6),
     ("delete", 6),
     ("extract", 6),
+    ("mount", 6),
     ("crate", 7),
     ("cli", 8),
 ];

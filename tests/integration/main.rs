@@ -9,6 +9,7 @@ mod faults;
 mod hostile;
 mod layout;
 mod library;
+mod mount;
 mod packfile;
 mod registry;
 mod sources;

@@ -394,3 +394,32 @@ def test_extract_round_trips_and_refuses_unsafe_titles(files):
     import pickle
 
     assert isinstance(pickle.loads(pickle.dumps(e.value)), oci_packer.UnsafeContentError)
+
+
+def test_mount_and_umount_an_image(files):
+    import io
+    import tarfile
+
+    layer = files / "layer.tar"
+    with tarfile.open(layer, "w") as t:
+        data = b"hello from the image\n"
+        info = tarfile.TarInfo("etc/motd")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    (files / "cfg.json").write_text('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
+    (files / "image.yaml").write_text(
+        "config: {from: file://cfg.json, type: application/vnd.oci.image.config.v1+json}\n"
+        "items:\n  - from: file://layer.tar\n"
+    )
+    oci_packer.pack(files / "image.yaml", f"oci://{files}/images:v1")
+    mnt = files / "mnt"
+    m = oci_packer.mount(f"oci://{files}/images:v1", mnt, no_tmpfs=True)
+    try:
+        assert m["mounts"] == [str(mnt)] and len(m["layers"]) == 1
+        assert (mnt / "etc" / "motd").read_text() == "hello from the image\n"
+    finally:
+        u = oci_packer.umount(mnt)
+    assert u["unmounted"] == [str(mnt)]
+    oci_packer.pack(files / "pack.yaml", f"oci://{files}/x:v1")
+    with pytest.raises(oci_packer.InvalidArgumentError, match="not a container image"):
+        oci_packer.mount(f"oci://{files}/x:v1", files / "m2")

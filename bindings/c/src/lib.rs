@@ -1039,6 +1039,75 @@ pub unsafe extern "C" fn oci_packer_extract(
     })
 }
 
+/// Mounts an image of a layout (`oci://DIR:REF`) as a read-only overlayfs at `dir` (Linux,
+/// root), or writes systemd units for it. `spec_json` (NULL: the defaults) is a JSON object
+/// with the `mount` flags: `{"suid", "dev", "binds": ["HOST:PATH"], "tmpfs": ["PATH[:SIZE]"],
+/// "noTmpfs", "verify", "persistent", "unitDir", "enable"}`. The result:
+/// `{"reference", "digest", "dir", "layers", "mounts", "units"}`. Not root:
+/// OCI_PACKER_STATUS_UNSUPPORTED.
+///
+/// # Safety
+/// As for oci_packer_pack_file(); `dir` and `spec_json` are NUL-terminated UTF-8 (or
+/// `spec_json` NULL).
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_mount(
+    reference: *const c_char,
+    dir: *const c_char,
+    spec_json: *const c_char,
+    options: *const oci_packer_options,
+    result: *mut *mut c_char,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    boundary(error, || {
+        // SAFETY: per the contract above.
+        let (reference, dir) = unsafe { (arg(reference, "reference")?, arg(dir, "dir")?) };
+        let spec = match spec_json.is_null() {
+            true => oci_packer::MountSpec::default(),
+            // SAFETY: per the contract above.
+            false => {
+                serde_json::from_str(unsafe { arg(spec_json, "spec_json")? }).map_err(|e| {
+                    Failure::new(
+                        oci_packer_status::InvalidArgument,
+                        format!("spec_json is not a mount spec: {e}"),
+                    )
+                })?
+            }
+        };
+        need_out(result, "result")?;
+        // SAFETY: per the contract above.
+        let options = unsafe { options_or_default(options) };
+        let mounted = oci_packer::mount(reference, dir, &spec, &options)?;
+        let json = oci_packer::json::to_value(&mounted)?.to_string();
+        // SAFETY: checked non-null above.
+        unsafe { give(result, json) };
+        Ok(())
+    })
+}
+
+/// Unmounts everything at and below `dir`, deepest first (`lazy`: detach busy mounts). The
+/// result: `{"dir", "unmounted"}`.
+///
+/// # Safety
+/// `dir` is a NUL-terminated UTF-8 path; `result` and `error` as for oci_packer_pack_file().
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_umount(
+    dir: *const c_char,
+    lazy: bool,
+    result: *mut *mut c_char,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    boundary(error, || {
+        // SAFETY: per the contract above.
+        let dir = unsafe { arg(dir, "dir")? };
+        need_out(result, "result")?;
+        let done = oci_packer::umount(dir, lazy)?;
+        let json = oci_packer::json::to_value(&done)?.to_string();
+        // SAFETY: checked non-null above.
+        unsafe { give(result, json) };
+        Ok(())
+    })
+}
+
 /// Deletes a layout entry (`oci://DIR:REF`) and every blob no remaining entry reaches, or
 /// a registry manifest (needs oci_packer_options_set_force()); with
 /// oci_packer_options_set_dry_run() nothing changes. Stores the result as JSON in `*result`:

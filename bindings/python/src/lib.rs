@@ -481,6 +481,33 @@ fn extract(py: Python<'_>, reference: String, out_dir: PathBuf, opts: &str) -> P
     })
 }
 
+/// `mount`: what was mounted, as JSON; `spec` is the mount spec as JSON.
+#[pyfunction]
+fn mount(
+    py: Python<'_>,
+    reference: String,
+    dir: PathBuf,
+    spec: &str,
+    opts: &str,
+) -> PyResult<String> {
+    let spec: oci_packer::MountSpec = serde_json::from_str(spec)
+        .map_err(|e| PyTypeError::new_err(format!("bad mount spec: {e}")))?;
+    reference_op(py, &reference, opts, |r, o| {
+        oci_packer::mount(r, &dir, &spec, o)
+    })
+}
+
+/// `umount`: what was unmounted, as JSON.
+#[pyfunction]
+fn umount(py: Python<'_>, dir: PathBuf, lazy: bool) -> PyResult<String> {
+    let done = py
+        .detach(|| oci_packer::umount(&dir, lazy))
+        .map_err(|e| to_py(py, e))?;
+    oci_packer::json::to_value(&done)
+        .map(|v| v.to_string())
+        .map_err(|e| to_py(py, e))
+}
+
 /// `gc`: what was (or would be) removed, as JSON.
 #[pyfunction]
 fn gc(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
@@ -535,6 +562,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(delete, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
     m.add_function(wrap_pyfunction!(extract, m)?)?;
+    m.add_function(wrap_pyfunction!(mount, m)?)?;
+    m.add_function(wrap_pyfunction!(umount, m)?)?;
     m.add_function(wrap_pyfunction!(logout, m)?)?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;

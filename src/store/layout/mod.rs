@@ -3,7 +3,7 @@
 //! exclusive `index.lock`, only after every blob it names is in place.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -33,6 +33,7 @@ pub(crate) const GC_LOCK_FILE: &str = ".oci-packer.lock";
 const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 mod unpacked;
+pub use unpacked::{unescape_mountinfo, UNPACKED_DIR};
 
 /// An OCI image layout directory.
 #[derive(Debug, Clone)]
@@ -182,7 +183,7 @@ impl Layout {
         fs::create_dir_all(&self.dir).map_err(|e| target_io("creating", &self.dir, e))?;
         self.hold_for_writing()?;
         if !self.dir.join(LAYOUT_FILE).exists() {
-            write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
+            crate::fsutil::write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
         }
         let blobs = self.blobs_fd(true)?.expect("created");
         // Leftovers of runs that were killed (their own temp files are removed on every
@@ -193,7 +194,7 @@ impl Layout {
         if !self.dir.join(INDEX_FILE).exists() {
             let _lock = self.lock()?;
             if !self.dir.join(INDEX_FILE).exists() {
-                write_atomic(
+                crate::fsutil::write_atomic(
                     &self.dir,
                     INDEX_FILE,
                     &canonical_json(&empty_index())?,
@@ -281,7 +282,7 @@ impl Layout {
             (ref_name(a), a.digest().to_string()).cmp(&(ref_name(b), b.digest().to_string()))
         });
         index.set_manifests(manifests);
-        write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)
+        crate::fsutil::write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)
     }
 
     /// Takes this writer's shared hold of the operation lock (once; kept until the handle
@@ -690,45 +691,6 @@ pub fn ref_name(d: &Descriptor) -> Option<&str> {
         .map(String::as_str)
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("syncing", dir, e))?;
-    Ok(())
-}
-
-/// Writes `name` in `dir` via temp file + rename (+ fsync of file and directory when `sync`).
-fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!("{}{name}.", crate::fsutil::TEMP_PREFIX))
-        .tempfile_in(dir)
-        .map_err(|e| Error::io("creating temp file in", dir, e))?;
-    tmp.write_all(data)
-        .map_err(|e| Error::io("writing", tmp.path(), e))?;
-    if sync {
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io("syncing", tmp.path(), e))?;
-    }
-    // tempfile creates 0600; layout files are readable like any file the user writes (set
-    // through the handle: the name could be replaced meanwhile).
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = tmp
-            .as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644));
-    }
-    let target = dir.join(name);
-    tmp.persist(&target)
-        .map_err(|e| Error::io("replacing", &target, e.error))?;
-    if sync {
-        sync_dir(dir)?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Target for Layout {
     fn name(&self) -> String {
@@ -932,7 +894,7 @@ impl Layout {
         })?;
         if untag.is_some() {
             index.set_manifests(kept);
-            write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)?;
+            crate::fsutil::write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)?;
         }
         for (digest, _) in &out.removed {
             let hex = digest.trim_start_matches("sha256:");

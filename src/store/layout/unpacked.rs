@@ -316,7 +316,7 @@ pub(crate) fn mounted_lower_dirs() -> HashSet<PathBuf> {
                 .or_else(|| opt.strip_prefix("lowerdir+="));
             let Some(value) = value else { continue };
             for dir in split_unescaped(value, ':') {
-                out.insert(PathBuf::from(unescape(&dir)));
+                out.insert(PathBuf::from(unescape_mountinfo(&dir)));
             }
         }
     }
@@ -344,7 +344,7 @@ fn split_unescaped(s: &str, sep: char) -> Vec<String> {
 }
 
 /// Undoes mountinfo's `\040`-style octal escapes and a backslash before any other character.
-fn unescape(s: &str) -> String {
+pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -370,7 +370,7 @@ fn unescape(s: &str) -> String {
 mod tests {
     #[test]
     fn mountinfo_escapes() {
-        assert_eq!(super::unescape("/a\\040b"), "/a b");
+        assert_eq!(super::unescape_mountinfo("/a\\040b"), "/a b");
         assert_eq!(
             super::split_unescaped("lowerdir=/x\\:y:/z,upperdir=/u", ','),
             vec!["lowerdir=/x\\:y:/z".to_string(), "upperdir=/u".to_string()]
@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(
             super::split_unescaped("/x\\:y:/z", ':')
                 .iter()
-                .map(|s| super::unescape(s))
+                .map(|s| super::unescape_mountinfo(s))
                 .collect::<Vec<_>>(),
             vec!["/x:y".to_string(), "/z".to_string()]
         );

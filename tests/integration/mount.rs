@@ -1,0 +1,422 @@
+//! `mount` / `umount` (SPEC §7.5), for real, as root: overlayfs of GNU-tar layers with
+//! whiteouts, many layers, tmpfs and bind mounts inside, systemd units, the delete guard.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::*;
+
+/// Builds `NAME.tar` of the files of `build` with GNU tar (as root: owners and modes kept).
+fn gnu_layer(d: &TestDir, name: &str, build: impl FnOnce(&Path)) -> String {
+    let root = d.mkdir(&format!("rootfs-{name}"));
+    build(&root);
+    let file = format!("{name}.tar");
+    let o = Command::new("tar")
+        .args(["-cf", &file, "-C", root.to_str().expect("utf8"), "."])
+        .current_dir(&d.path)
+        .output()
+        .expect("tar");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    file
+}
+
+/// Packs the layers (bottom first) as an image into `oci://images:NAME`.
+fn image(d: &TestDir, name: &str, layers: &[String]) {
+    d.write(
+        "cfg.json",
+        "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
+    );
+    let mut yaml = String::from(
+        "config: {from: file://cfg.json, type: application/vnd.oci.image.config.v1+json}\nitems:\n",
+    );
+    for l in layers {
+        yaml.push_str(&format!("- from: file://{l}\n"));
+    }
+    d.write(&format!("{name}.yaml"), yaml);
+    pack_ok(d, &format!("{name}.yaml"), &format!("oci://images:{name}"));
+}
+
+/// The mountinfo lines of mount points at or below `dir`: (mount point, options, fs type).
+fn mounts_below(dir: &Path) -> Vec<(PathBuf, String, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let point = PathBuf::from(f.get(4)?.replace("\\040", " "));
+            let dash = f.iter().position(|x| *x == "-")?;
+            (point.starts_with(dir)).then(|| (point, f[5].to_string(), f[dash + 1].to_string()))
+        })
+        .collect()
+}
+
+fn write(p: &Path, text: &str) {
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, text).expect("write");
+}
+
+/// Unmounts whatever a failed assertion left, so the next test starts clean.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn three_gnu_tar_layers_merge_read_only_nosuid_nodev() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TestDir::new();
+    let l1 = gnu_layer(&d, "l1", |r| {
+        write(&r.join("etc/a"), "a\n");
+        write(&r.join("etc/b"), "b1\n");
+        write(&r.join("opq/x"), "x\n");
+        write(&r.join("bin/tool"), "#!/bin/sh\n");
+        std::fs::set_permissions(r.join("bin/tool"), std::fs::Permissions::from_mode(0o4755))
+            .expect("chmod");
+        std::fs::create_dir_all(r.join("tmp")).expect("tmp");
+    });
+    let l2 = gnu_layer(&d, "l2", |r| {
+        write(&r.join("etc/.wh.a"), "");
+        write(&r.join("opq/.wh..wh..opq"), "");
+        write(&r.join("opq/y"), "y\n");
+    });
+    let l3 = gnu_layer(&d, "l3", |r| {
+        write(&r.join("etc/b"), "b3\n");
+        write(&r.join("top.txt"), "top\n");
+    });
+    image(&d, "three", &[l1, l2, l3]);
+    // What the merge must show, built by hand.
+    let expected = d.mkdir("expected");
+    write(&expected.join("etc/b"), "b3\n");
+    write(&expected.join("opq/y"), "y\n");
+    write(&expected.join("bin/tool"), "#!/bin/sh\n");
+    write(&expected.join("top.txt"), "top\n");
+    std::fs::create_dir_all(expected.join("tmp")).expect("tmp");
+    let mnt = d.join("mnt");
+    let _guard = Unmount(mnt.clone());
+    let o = run(&d.path, &["mount", "oci://images:three", "mnt"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&expected)
+        .arg(&mnt)
+        .output()
+        .expect("diff");
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    let err = std::fs::write(mnt.join("etc/new"), "x").expect_err("read-only");
+    assert_eq!(err.raw_os_error(), Some(30), "{err}");
+    let mounts = mounts_below(&mnt);
+    let (_, options, fstype) = &mounts[0];
+    assert_eq!(fstype, "overlay");
+    for o in ["ro", "nosuid", "nodev"] {
+        assert!(options.split(',').any(|x| x == o), "{options}");
+    }
+    // The image has /tmp: a tmpfs there by default, inside the overlay.
+    assert!(
+        mounts
+            .iter()
+            .any(|(p, _, t)| p == &mnt.join("tmp") && t == "tmpfs"),
+        "{mounts:?}"
+    );
+    // delete of the mounted image is refused and says to unmount; gc keeps it.
+    let o = run(&d.path, &["delete", "oci://images:three"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("umount"), "{}", stderr(&o));
+    // umount takes the nested tmpfs and the overlay.
+    let o = run(&d.path, &["umount", "mnt"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(mounts_below(&mnt).is_empty());
+    assert_eq!(stdout(&o).matches("unmounted").count(), 2, "{}", stdout(&o));
+    let o = run(&d.path, &["delete", "oci://images:three"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn two_hundred_layers_mount() {
+    let d = TestDir::new();
+    let layers: Vec<String> = (0..200)
+        .map(|i| {
+            gnu_layer(&d, &format!("layer{i:03}"), |r| {
+                write(&r.join(format!("f{i:03}")), &format!("{i}\n"))
+            })
+        })
+        .collect();
+    image(&d, "many", &layers);
+    let mnt = d.join("mnt");
+    let _guard = Unmount(mnt.clone());
+    let o = run(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:many", "mnt"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<String> = std::fs::read_dir(&mnt)
+        .expect("read")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 200, "{names:?}");
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("f199")).expect("f199"),
+        "199\n"
+    );
+    let o = run(&d.path, &["umount", "mnt"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn binds_and_tmpfs_inside_and_escapes_refused() {
+    let d = TestDir::new();
+    let l = gnu_layer(&d, "l", |r| {
+        std::fs::create_dir_all(r.join("data")).expect("data");
+        std::fs::create_dir_all(r.join("cache")).expect("cache");
+        // Inside the image (it leads to its root), but `..` from there would leave it.
+        std::fs::create_dir_all(r.join("a/b")).expect("a/b");
+        std::os::unix::fs::symlink("../..", r.join("a/b/c")).expect("link");
+        std::os::unix::fs::symlink("/data", r.join("abs")).expect("link");
+    });
+    image(&d, "b", &[l]);
+    write(&d.join("host/file.txt"), "from the host\n");
+    let mnt = d.join("mnt");
+    let _guard = Unmount(mnt.clone());
+    // A target that climbs out of the image: refused, nothing mounted.
+    let o = run(
+        &d.path,
+        &[
+            "mount",
+            "--bind",
+            "host:/a/b/c/../x",
+            "--tmpfs",
+            "/cache:1m",
+            "oci://images:b",
+            "mnt",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("leads outside the image"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(mounts_below(&mnt).is_empty());
+    // A symlink inside the image is followed within it.
+    let host = d.join("host");
+    let bind = format!("{}:/abs", host.display());
+    let o = run(
+        &d.path,
+        &[
+            "mount",
+            "--bind",
+            &bind,
+            "--tmpfs",
+            "/cache:1m",
+            "oci://images:b",
+            "mnt",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("data/file.txt")).expect("bound"),
+        "from the host\n"
+    );
+    std::fs::write(mnt.join("cache/scratch"), "w").expect("the tmpfs is writable");
+    let mounts = mounts_below(&mnt);
+    let cache = mounts
+        .iter()
+        .find(|(p, _, _)| p == &mnt.join("cache"))
+        .expect("tmpfs");
+    assert_eq!(cache.2, "tmpfs");
+    let o = run(&d.path, &["umount", "mnt"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(mounts_below(&mnt).is_empty());
+    // A target missing from the read-only image is an error before anything is mounted.
+    let o = run(
+        &d.path,
+        &["mount", "--tmpfs", "/nope", "oci://images:b", "mnt"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(mounts_below(&mnt).is_empty());
+}
+
+#[test]
+fn persistent_units_are_named_and_written_as_systemd_expects() {
+    let d = TestDir::new();
+    let l = gnu_layer(&d, "l", |r| {
+        std::fs::create_dir_all(r.join("tmp")).expect("tmp");
+        std::fs::create_dir_all(r.join("srv/my-data")).expect("srv");
+    });
+    image(&d, "p", &[l]);
+    let units = d.mkdir("units");
+    let target = d.join("mnt/my app");
+    let o = run(
+        &d.path,
+        &[
+            "--format",
+            "json",
+            "mount",
+            "--persistent",
+            "--unit-dir",
+            units.to_str().expect("utf8"),
+            "--bind",
+            "/etc:/srv/my-data",
+            "--tmpfs",
+            "/tmp:16m",
+            "oci://images:p",
+            target.to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        mounts_below(&d.join("mnt")).is_empty(),
+        "persistent mounts nothing"
+    );
+    let escape = |p: &Path| {
+        let o = Command::new("systemd-escape")
+            .args(["--path", "--suffix=mount"])
+            .arg(p)
+            .output()
+            .expect("systemd-escape (Debian's systemd package)");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let names = [
+        escape(&target),
+        escape(&target.join("tmp")),
+        escape(&target.join("srv/my-data")),
+    ];
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let written: Vec<String> = v["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .map(|u| {
+            Path::new(u.as_str().expect("path"))
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(written, names);
+    let field = |unit: &str, key: &str| -> Vec<String> {
+        std::fs::read_to_string(units.join(unit))
+            .expect("unit")
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+            .collect()
+    };
+    let overlay = &names[0];
+    assert_eq!(field(overlay, "What"), ["overlay"]);
+    assert_eq!(field(overlay, "Where"), [target.display().to_string()]);
+    assert_eq!(field(overlay, "Type"), ["overlay"]);
+    let options = &field(overlay, "Options")[0];
+    assert!(
+        options.starts_with("ro,nosuid,nodev,lowerdir=/"),
+        "{options}"
+    );
+    assert_eq!(field(overlay, "WantedBy"), ["multi-user.target"]);
+    assert_eq!(field(&names[1], "What"), ["tmpfs"]);
+    assert_eq!(field(&names[1], "Options"), ["nosuid,nodev,size=16m"]);
+    assert_eq!(field(&names[1], "Requires"), std::slice::from_ref(overlay));
+    assert_eq!(field(&names[1], "After"), std::slice::from_ref(overlay));
+    assert_eq!(field(&names[2], "What"), ["/etc"]);
+    assert_eq!(
+        field(&names[2], "Where"),
+        [target.join("srv/my-data").display().to_string()]
+    );
+    assert_eq!(field(&names[2], "Options"), ["bind"]);
+    assert_eq!(field(&names[2], "After"), std::slice::from_ref(overlay));
+}
+
+#[test]
+fn refusals_name_what_to_do() {
+    let d = TestDir::new();
+    let l = gnu_layer(&d, "l", |r| write(&r.join("f"), "f\n"));
+    image(&d, "img", &[l]);
+    d.write("a.txt", "a");
+    d.write("art.yaml", "items:\n- from: file://a.txt\n");
+    pack_ok(&d, "art.yaml", "oci://images:artifact");
+    d.write("busy/file", "x");
+    for (args, code, expect) in [
+        (
+            vec!["mount", "oci://images:artifact", "m1"],
+            2,
+            "is not a container image",
+        ),
+        (vec!["mount", "oci://images:img", "busy"], 2, "is not empty"),
+        (
+            vec!["mount", "127.0.0.1:5000/x:v1", "m2"],
+            2,
+            "reads images from layouts",
+        ),
+        (
+            vec![
+                "mount",
+                "--platform",
+                "linux/s390x",
+                "oci://images:img",
+                "m3",
+            ],
+            0,
+            "",
+        ),
+    ] {
+        let o = run(&d.path, &args, &[]);
+        if code == 0 {
+            // A single manifest: --platform selects nothing; mounted as it is.
+            assert!(o.status.success(), "{}", stderr(&o));
+            let u = run(&d.path, &["umount", "m3"], &[]);
+            assert!(u.status.success());
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expect), "{args:?}: {}", stderr(&o));
+    }
+    // Not root: the error says so, exit 1.
+    let o = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_oci-packer"))
+        .args(["mount", "oci://images:img", "m4"])
+        .current_dir(&d.path)
+        .env("XDG_CACHE_HOME", d.join("cache"))
+        .output()
+        .expect("setpriv");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("need root"));
+    // --verify: a damaged layer blob stops the mount.
+    let layout = d.join("images");
+    let m = blob_json(
+        &layout,
+        entry(&layout, "img")["digest"].as_str().expect("digest"),
+    );
+    let layer = m["layers"][0]["digest"].as_str().expect("layer");
+    let path = layout.join("blobs/sha256").join(&layer[7..]);
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[700] ^= 1;
+    std::fs::write(&path, bytes).expect("write");
+    let o = run(
+        &d.path,
+        &["mount", "--verify", "oci://images:img", "m5"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("damaged"), "{}", stderr(&o));
+    assert!(mounts_below(&d.join("m5")).is_empty());
+}
