@@ -420,3 +420,89 @@ fn refusals_name_what_to_do() {
     assert!(stderr(&o).contains("damaged"), "{}", stderr(&o));
     assert!(mounts_below(&d.join("m5")).is_empty());
 }
+
+#[test]
+fn index_members_by_platform_and_busy_mounts() {
+    let d = TestDir::new();
+    let amd = gnu_layer(&d, "amd", |r| write(&r.join("arch"), "amd64\n"));
+    let arm = gnu_layer(&d, "arm", |r| write(&r.join("arch"), "arm64\n"));
+    d.write(
+        "cfg.json",
+        "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
+    );
+    d.write(
+        "index.yaml",
+        format!(
+            "config: {{from: file://cfg.json, type: application/vnd.oci.image.config.v1+json}}\nitems:\n- from: file://{amd}\n  platform: linux/amd64\n- from: file://{arm}\n  platform: linux/arm64\n"
+        ),
+    );
+    pack_ok(&d, "index.yaml", "oci://images:multi");
+    let mnt = d.join("mnt");
+    let _guard = Unmount(mnt.clone());
+    // The member for this machine (amd64 here), or the one asked for.
+    let host = if cfg!(target_arch = "aarch64") {
+        "arm64\n"
+    } else {
+        "amd64\n"
+    };
+    let o = run(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:multi", "mnt"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("arch")).expect("arch"),
+        host
+    );
+    // A process inside keeps it busy: umount says so; --lazy detaches it.
+    let mut holder = Command::new("sleep")
+        .arg("600")
+        .current_dir(&mnt)
+        .spawn()
+        .expect("sleep");
+    let busy = run(&d.path, &["umount", "mnt"], &[]);
+    let lazy = run(&d.path, &["umount", "--lazy", "mnt"], &[]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(busy.status.code(), Some(1), "{}", stderr(&busy));
+    assert!(
+        stderr(&busy).contains("could not be unmounted"),
+        "{}",
+        stderr(&busy)
+    );
+    assert!(lazy.status.success(), "{}", stderr(&lazy));
+    assert!(mounts_below(&mnt).is_empty());
+    let o = run(
+        &d.path,
+        &[
+            "mount",
+            "--no-tmpfs",
+            "--platform",
+            "linux/arm64",
+            "oci://images:multi",
+            "mnt",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("arch")).expect("arch"),
+        "arm64\n"
+    );
+    assert!(run(&d.path, &["umount", "mnt"], &[]).status.success());
+    let o = run(
+        &d.path,
+        &[
+            "mount",
+            "--platform",
+            "linux/s390x",
+            "oci://images:multi",
+            "mnt",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no member of"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("linux/amd64"), "{}", stderr(&o));
+}
