@@ -1063,9 +1063,10 @@ pub unsafe extern "C" fn oci_packer_mount(
         let (reference, dir) = unsafe { (arg(reference, "reference")?, arg(dir, "dir")?) };
         let spec = match spec_json.is_null() {
             true => oci_packer::MountSpec::default(),
-            // SAFETY: per the contract above.
             false => {
-                serde_json::from_str(unsafe { arg(spec_json, "spec_json")? }).map_err(|e| {
+                // SAFETY: per the contract above.
+                let text = unsafe { arg(spec_json, "spec_json")? };
+                serde_json::from_str(text).map_err(|e| {
                     Failure::new(
                         oci_packer_status::InvalidArgument,
                         format!("spec_json is not a mount spec: {e}"),
