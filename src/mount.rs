@@ -696,13 +696,45 @@ mod linux {
         enable: bool,
     ) -> Result<Vec<PathBuf>> {
         let option = lowerdir_option(plan)?;
+        // A unit file is lines of `Key=value` where `%` starts a specifier: a path with a
+        // line break or a `%` could not be written faithfully (or would add settings).
+        let unit_safe = |p: &Path, what: &str| -> Result<()> {
+            let text = p.to_string_lossy();
+            if text.contains('%') || text.chars().any(char::is_control) {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{what} {:?} has a % or a control character, which a systemd unit \
+                         cannot hold; no unit was written",
+                        text
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        unit_safe(&plan.dir, "the mount point")?;
+        for l in &plan.layers {
+            unit_safe(l, "the layer directory")?;
+        }
+        for (host, path) in &plan.binds {
+            unit_safe(host, "--bind")?;
+            unit_safe(Path::new(path), "--bind")?;
+        }
+        for (path, _) in &plan.tmpfs {
+            unit_safe(Path::new(path), "--tmpfs")?;
+        }
         // Targets are resolved in the image itself, mounted detached for the purpose.
         let overlay = overlay(plan)?;
         let (tmpfs, binds) = targets(&overlay, plan)?;
         drop(overlay);
         let unit_name = |p: &Path| format!("{}.mount", systemd_escape_path(p));
         let top = unit_name(&plan.dir);
-        let one_line = |s: &str| s.replace(['\n', '\r'], " ");
+        let one_line = |s: &str| {
+            s.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect::<String>()
+                .replace('%', "%%")
+        };
         let mut units = vec![(
             top.clone(),
             format!(

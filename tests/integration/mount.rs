@@ -338,6 +338,26 @@ fn persistent_units_are_named_and_written_as_systemd_expects() {
     );
     assert_eq!(field(&names[2], "Options"), ["bind"]);
     assert_eq!(field(&names[2], "After"), std::slice::from_ref(overlay));
+    // A path that a unit file cannot hold (a line break would add settings, `%` is a
+    // specifier): refused, nothing written.
+    let other = d.mkdir("units2");
+    for bad in ["mnt/a\nExecStart=/bin/sh", "mnt/100%"] {
+        let o = run(
+            &d.path,
+            &[
+                "mount",
+                "--persistent",
+                "--unit-dir",
+                other.to_str().expect("utf8"),
+                "oci://images:p",
+                bad,
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains("cannot hold"), "{}", stderr(&o));
+        assert_eq!(std::fs::read_dir(&other).expect("units2").count(), 0);
+    }
 }
 
 #[test]
