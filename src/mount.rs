@@ -803,8 +803,10 @@ mod linux {
     /// Every mount point at or below `dir` (from `/proc/self/mountinfo`, escapes undone),
     /// unmounted deepest first; each failure is reported after trying them all.
     pub(super) fn unmount_below(dir: &Path, lazy: bool) -> Result<Vec<PathBuf>> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo")
+        // Bytes: a mount point elsewhere that is not UTF-8 must not stop this one.
+        let bytes = std::fs::read("/proc/self/mountinfo")
             .map_err(|e| Error::io("reading", Path::new("/proc/self/mountinfo"), e))?;
+        let text = String::from_utf8_lossy(&bytes);
         let mut points: Vec<(usize, PathBuf)> = text
             .lines()
             .enumerate()

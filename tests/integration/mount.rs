@@ -38,7 +38,8 @@ fn image(d: &TestDir, name: &str, layers: &[String]) {
 
 /// The mountinfo lines of mount points at or below `dir`: (mount point, options, fs type).
 fn mounts_below(dir: &Path) -> Vec<(PathBuf, String, String)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let bytes = std::fs::read("/proc/self/mountinfo").expect("mountinfo");
+    let text = String::from_utf8_lossy(&bytes);
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
@@ -525,4 +526,36 @@ fn index_members_by_platform_and_busy_mounts() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("no member of"), "{}", stderr(&o));
     assert!(stderr(&o).contains("linux/amd64"), "{}", stderr(&o));
+}
+
+/// Found by a hostile round: one mount point that is not UTF-8, anywhere, made the mount
+/// table unreadable, so `delete` removed mounted layers and `umount` failed.
+#[test]
+fn a_mount_point_not_in_utf8_hides_nothing() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = TestDir::new();
+    let l = gnu_layer(&d, "l", |r| write(&r.join("f"), "f\n"));
+    image(&d, "img", &[l]);
+    let odd = d.path.join(std::ffi::OsStr::from_bytes(b"odd\xff"));
+    std::fs::create_dir(&odd).expect("mkdir");
+    let _odd_guard = Unmount(odd.clone());
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&odd)
+        .output()
+        .expect("mount");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mnt = d.join("mnt");
+    let _guard = Unmount(mnt.clone());
+    let o = run(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:img", "mnt"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let refused = run(&d.path, &["delete", "oci://images:img"], &[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    let o = run(&d.path, &["umount", "mnt"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _ = Command::new("umount").arg(&odd).status();
 }

@@ -294,9 +294,12 @@ impl Layout {
 /// (`lowerdir=` and `lowerdir+=` options, with mountinfo's octal escapes and overlayfs's
 /// `\:` undone).
 pub(crate) fn mounted_lower_dirs() -> HashSet<PathBuf> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    // Bytes, not UTF-8: one mount point anywhere with another encoding must not hide the
+    // rest.
+    let Ok(bytes) = std::fs::read("/proc/self/mountinfo") else {
         return HashSet::new();
     };
+    let text = String::from_utf8_lossy(&bytes);
     let mut out = HashSet::new();
     for line in text.lines() {
         let Some((_, tail)) = line.split_once(" - ") else {
