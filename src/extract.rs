@@ -1394,6 +1394,7 @@ fn pack_flags<'a>(options: &Options, sources: impl Iterator<Item = &'a String>) 
 /// `oci-packer pack -f PACK TARGET` with what it needs.
 fn command(epoch: Option<u64>, flags: &str, pack: &str) -> String {
     let env = epoch.map_or(String::new(), |e| format!("SOURCE_DATE_EPOCH={e} "));
+    let pack = crate::text::shell_word(pack);
     format!("{env}oci-packer{flags} pack -f {pack} TARGET")
 }
 

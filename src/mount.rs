@@ -115,23 +115,115 @@ fn parse_tmpfs(text: &str) -> Result<(String, Option<String>)> {
         Some((p, s)) => (p, Some(s)),
         None => (text, None),
     };
-    let size_ok = size.is_none_or(|s| {
-        let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
-        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-    });
-    if path.is_empty() || !size_ok {
+    if path.is_empty() || !size.is_none_or(tmpfs_size_ok) {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
-            format!("--tmpfs \"{text}\": write PATH or PATH:SIZE, e.g. /tmp:64m"),
+            format!(
+                "--tmpfs \"{text}\": write PATH or PATH:SIZE, SIZE in bytes with k, m or g (not \
+                 0, which tmpfs takes for no limit) or 1% to 100% of memory, e.g. /tmp:64m"
+            ),
         ));
     }
     Ok((path.to_string(), size.map(str::to_string)))
+}
+
+/// A tmpfs `size=`: a positive number with an optional `k`/`m`/`g`, or 1% to 100%.
+fn tmpfs_size_ok(size: &str) -> bool {
+    let (digits, unit) = match size.char_indices().last() {
+        Some((i, c)) if !c.is_ascii_digit() => (&size[..i], Some(c)),
+        _ => (size, None),
+    };
+    let Some(n) = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse::<u64>().ok())
+        .flatten()
+    else {
+        return false;
+    };
+    match unit {
+        None | Some('k' | 'K' | 'm' | 'M' | 'g' | 'G') => n > 0,
+        Some('%') => (1..=100).contains(&n),
+        Some(_) => false,
+    }
+}
+
+/// `HOST` of `--bind`: an existing directory, as its real absolute path (a unit file and
+/// the mount need one that does not depend on the working directory or on symlinks).
+fn bind_source(host: &Path, path: &str) -> Result<PathBuf> {
+    let shown = format!("--bind {}:{path}", host.display());
+    let real = host.canonicalize().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::new(
+            ErrorKind::SourceNotFound,
+            format!("{shown}: {} does not exist", host.display()),
+        )
+        .with_path(host),
+        _ => Error::io("looking at", host, e),
+    })?;
+    if !real.is_dir() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{shown}: {} is not a directory; --bind mounts a directory onto a directory of \
+                 the image (bind its parent directory instead)",
+                host.display()
+            ),
+        )
+        .with_path(host));
+    }
+    Ok(real)
+}
+
+/// `path` without `.` and `..` components (`..` of the root stays at the root).
+fn lexically_clean(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(p) => out.push(p),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The mount point: DIR absolute, without symlinks (its real path, when it exists), never
+/// `/`, never inside a layout (a collection of that layout would reach into the mount).
+fn mount_point(dir: &Path) -> Result<PathBuf> {
+    let clean = lexically_clean(&crate::fsutil::absolute(dir));
+    let real = clean.canonicalize().unwrap_or(clean);
+    let refuse = |why: String| {
+        Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{}: {why}; nothing was mounted", dir.display()),
+        )
+        .with_path(dir))
+    };
+    if real.parent().is_none() {
+        return refuse(
+            "mounting onto / would hide the whole system; choose an empty directory".into(),
+        );
+    }
+    if let Some(layout) = real
+        .ancestors()
+        .find(|a| a.join(crate::store::layout::LAYOUT_FILE).is_file())
+    {
+        return refuse(format!(
+            "it is inside the layout {}; mount outside it (delete and gc there would reach \
+             into the mount)",
+            layout.display()
+        ));
+    }
+    Ok(real)
 }
 
 /// The image to mount: its manifest in the layout, and the layers' directories.
 struct Image {
     digest: String,
     layers: Vec<PathBuf>,
+    /// The layout, holding its shared operation lock from unpacking until the mount is
+    /// attached: a `delete` or `gc` meanwhile waits rather than removing a layer under us.
+    layout: std::sync::Arc<dyn crate::store::Target>,
 }
 
 /// Resolves REF to an image manifest, checks it, unpacks its layers.
@@ -230,6 +322,7 @@ async fn image(reference: &str, spec: &MountSpec, options: &Options) -> Result<I
     Ok(Image {
         digest: root.digest().to_string(),
         layers,
+        layout: store,
     })
 }
 
@@ -239,25 +332,6 @@ fn not_an_image(reference: &str, why: &str) -> Error {
         format!("{reference} is not a container image ({why}); only images can be mounted"),
     )
     .with_reference(reference)
-}
-
-/// DIR must be missing (it is made) or an empty directory.
-fn check_dir(dir: &Path) -> Result<()> {
-    match std::fs::read_dir(dir).map(|mut rd| rd.next().is_none()) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Error::new(
-            ErrorKind::InvalidArgument,
-            format!(
-                "{} is not empty; mount onto an empty directory (a mount would hide what is there)",
-                dir.display()
-            ),
-        )
-        .with_path(dir)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))
-        }
-        Err(e) => Err(Error::io("reading", dir, e)),
-    }
 }
 
 /// `mount REF DIR`.
@@ -285,26 +359,18 @@ pub(crate) async fn mount(
     let binds = spec
         .binds
         .iter()
-        .map(|b| parse_bind(b))
+        .map(|b| {
+            let (host, path) = parse_bind(b)?;
+            Ok((bind_source(&host, &path)?, path))
+        })
         .collect::<Result<Vec<_>>>()?;
-    let mut tmpfs = spec
+    let tmpfs = spec
         .tmpfs
         .iter()
         .map(|t| parse_tmpfs(t))
         .collect::<Result<Vec<_>>>()?;
+    let dir = mount_point(dir)?;
     let image = image(reference, spec, options).await?;
-    let dir = crate::fsutil::absolute(dir);
-    if !spec.persistent {
-        check_dir(&dir)?;
-    }
-    let explicit: Vec<String> = tmpfs.iter().map(|(p, _)| p.clone()).collect();
-    if !spec.no_tmpfs {
-        for p in ["/tmp", "/run", "/var/tmp"] {
-            if !explicit.iter().any(|e| e.trim_end_matches('/') == p) {
-                tmpfs.push((p.to_string(), None));
-            }
-        }
-    }
     let plan = linux::Plan {
         dir: dir.clone(),
         layers: image.layers.clone(),
@@ -312,7 +378,7 @@ pub(crate) async fn mount(
         dev: spec.dev,
         binds,
         tmpfs,
-        explicit,
+        default_tmpfs: !spec.no_tmpfs,
     };
     let (mounts, units) = if spec.persistent {
         let unit_dir = spec
@@ -324,6 +390,7 @@ pub(crate) async fn mount(
     } else {
         (linux::mount_now(&plan)?, Vec::new())
     };
+    drop(image.layout);
     Ok(Mounted {
         reference: reference.to_string(),
         digest: image.digest,
@@ -339,8 +406,14 @@ pub(crate) fn umount(dir: &Path, lazy: bool) -> Result<Unmounted> {
     if !rustix::process::geteuid().is_root() {
         return Err(needs_root());
     }
-    let dir = crate::fsutil::absolute(dir);
+    let dir = lexically_clean(&crate::fsutil::absolute(dir));
     let dir = dir.canonicalize().unwrap_or(dir);
+    if dir.parent().is_none() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "umount /: that would unmount the whole system; name the directory of the image",
+        ));
+    }
     let unmounted = linux::unmount_below(&dir, lazy)?;
     Ok(Unmounted { dir, unmounted })
 }
@@ -372,21 +445,30 @@ mod linux {
     use rustix::fs::{openat, readlinkat, statat, AtFlags, FileType, Mode, OFlags, CWD};
     use rustix::io::Errno;
     use rustix::mount::{
-        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, open_tree, unmount,
-        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount_remount, move_mount,
+        open_tree, unmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags,
+        OpenTreeFlags, UnmountFlags,
     };
+    use std::collections::HashSet;
+    use std::os::fd::AsRawFd;
+
+    /// The tmpfs mounts made by default, where the image has these directories.
+    const DEFAULT_TMPFS: [&str; 3] = ["/tmp", "/run", "/var/tmp"];
 
     /// Everything one `mount` sets up.
     pub(super) struct Plan {
+        /// The mount point: absolute, its real path.
         pub dir: PathBuf,
         /// Bottom first.
         pub layers: Vec<PathBuf>,
         pub suid: bool,
         pub dev: bool,
+        /// (real host directory, path in the image).
         pub binds: Vec<(PathBuf, String)>,
+        /// The tmpfs mounts asked for: (path in the image, size).
         pub tmpfs: Vec<(String, Option<String>)>,
-        /// The tmpfs paths the user asked for (others are defaults, skipped when absent).
-        pub explicit: Vec<String>,
+        /// Also [`DEFAULT_TMPFS`] where the image has them and nothing else is mounted there.
+        pub default_tmpfs: bool,
     }
 
     fn sys(what: &str, path: &Path, e: Errno) -> Error {
@@ -396,18 +478,19 @@ mod linux {
         }
     }
 
-    /// The overlay, detached: lower directories top first, one `lowerdir+` each.
-    fn overlay(plan: &Plan) -> Result<OwnedFd> {
-        let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| match e {
-            Errno::NODEV => Error::new(
-                ErrorKind::Unsupported,
-                "this kernel has no overlayfs: load it (modprobe overlay) and try again",
-            ),
-            e => sys("opening overlayfs for", &plan.dir, e),
-        })?;
-        let mut lowers: Vec<PathBuf> = plan.layers.iter().rev().cloned().collect();
-        // A read-only overlay needs two lower directories: an empty one under a single
-        // layer.
+    /// The overlay's lower directories, top first. A layer that comes again higher up is
+    /// left out below (overlayfs refuses a directory twice, and the higher copy shows
+    /// everything the lower one would: the merge is the same); a single directory gets an
+    /// empty one under it (a read-only overlay needs two).
+    fn lowers(plan: &Plan) -> Result<Vec<PathBuf>> {
+        let mut seen = HashSet::new();
+        let mut lowers: Vec<PathBuf> = plan
+            .layers
+            .iter()
+            .rev()
+            .filter(|l| seen.insert(*l))
+            .cloned()
+            .collect();
         if lowers.len() == 1 {
             let empty = plan.layers[0]
                 .parent()
@@ -416,7 +499,19 @@ mod linux {
             std::fs::create_dir_all(&empty).map_err(|e| Error::io("creating", &empty, e))?;
             lowers.push(empty);
         }
-        for l in &lowers {
+        Ok(lowers)
+    }
+
+    /// The overlay, detached: one `lowerdir+` per lower directory.
+    fn overlay(plan: &Plan) -> Result<OwnedFd> {
+        let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| match e {
+            Errno::NODEV => Error::new(
+                ErrorKind::Unsupported,
+                "this kernel has no overlayfs: load it (modprobe overlay) and try again",
+            ),
+            e => sys("opening overlayfs for", &plan.dir, e),
+        })?;
+        for l in &lowers(plan)? {
             fsconfig_set_string(&fs, "lowerdir+", l).map_err(|e| match e {
                 Errno::INVAL => Error::new(
                     ErrorKind::Unsupported,
@@ -524,87 +619,186 @@ mod linux {
     /// A place inside the image for a tmpfs or bind mount.
     struct Spot {
         fd: OwnedFd,
-        /// Its path inside the image (`/tmp`).
+        /// Its path inside the image, resolved (`/tmp`).
         inside: String,
     }
 
-    /// Resolves every tmpfs and bind target in the detached overlay; explicit ones must
-    /// exist, defaults are skipped when absent or escaping.
-    #[allow(clippy::type_complexity)]
-    fn targets(
-        overlay: &OwnedFd,
-        plan: &Plan,
-    ) -> Result<(Vec<(Spot, Option<String>)>, Vec<(Spot, PathBuf)>)> {
-        let mut tmpfs = Vec::new();
-        for (path, size) in &plan.tmpfs {
-            let explicit = plan.explicit.contains(path);
-            match resolve(overlay, path, "--tmpfs") {
-                Ok(Some((fd, inside))) => tmpfs.push((Spot { fd, inside }, size.clone())),
-                Ok(None) if !explicit => {}
-                Err(e) if !explicit => {
-                    tracing::warn!("no tmpfs on {path}: {}", e.message());
-                }
-                Ok(None) => {
-                    return Err(Error::new(
-                        ErrorKind::InvalidArgument,
-                        format!(
-                            "--tmpfs {path}: the image has no such directory (the image is \
-                             read-only, so it cannot be made); nothing was mounted"
-                        ),
-                    ))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let mut binds = Vec::new();
-        for (host, path) in &plan.binds {
-            if !host.exists() {
+    /// True when one of the two image paths is the other or below it.
+    fn overlap(a: &str, b: &str) -> bool {
+        let (a, b) = (Path::new(a), Path::new(b));
+        a.starts_with(b) || b.starts_with(a)
+    }
+
+    /// What is mounted inside the image: tmpfs mounts, then binds.
+    struct Targets {
+        tmpfs: Vec<(Spot, Option<String>)>,
+        binds: Vec<(Spot, PathBuf)>,
+    }
+
+    /// Resolves every tmpfs and bind target in the detached overlay. The ones asked for must
+    /// exist, must not be the image's root, and must not overlap (one would hide the other);
+    /// a default tmpfs is left out where the image lacks the directory, where it resolves to
+    /// the root, and where it would cover or repeat another target.
+    fn targets(overlay: &OwnedFd, plan: &Plan) -> Result<Targets> {
+        let missing = |what: String, path: &str| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{what}: the image has no directory {path} (the image is read-only, so it \
+                     cannot be made); nothing was mounted"
+                ),
+            )
+        };
+        let mut taken: Vec<(String, String)> = Vec::new();
+        let mut claim = |inside: &str, what: String| -> Result<()> {
+            if inside == "/" {
                 return Err(Error::new(
-                    ErrorKind::SourceNotFound,
+                    ErrorKind::InvalidArgument,
                     format!(
-                        "--bind {}:{path}: {} does not exist",
-                        host.display(),
-                        host.display()
+                        "{what}: it is the image's root (through a symlink?), and a mount there \
+                         would hide the whole image; nothing was mounted"
                     ),
-                )
-                .with_path(host));
+                ));
             }
-            match resolve(overlay, path, "--bind")? {
-                Some((fd, inside)) => binds.push((Spot { fd, inside }, host.clone())),
-                None => {
-                    return Err(Error::new(
-                        ErrorKind::InvalidArgument,
-                        format!(
-                            "--bind {}:{path}: the image has no directory {path} (the image is \
-                             read-only, so it cannot be made); nothing was mounted",
-                            host.display()
-                        ),
-                    ))
+            if let Some((other, by)) = taken.iter().find(|(t, _)| overlap(t, inside)) {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{what} and {by} overlap in the image ({inside} and {other}): one would \
+                         hide the other; nothing was mounted"
+                    ),
+                ));
+            }
+            taken.push((inside.to_string(), what));
+            Ok(())
+        };
+        let mut out = Targets {
+            tmpfs: Vec::new(),
+            binds: Vec::new(),
+        };
+        for (path, size) in &plan.tmpfs {
+            let what = format!("--tmpfs {path}");
+            let (fd, inside) =
+                resolve(overlay, path, "--tmpfs")?.ok_or_else(|| missing(what.clone(), path))?;
+            claim(&inside, what)?;
+            out.tmpfs.push((Spot { fd, inside }, size.clone()));
+        }
+        for (host, path) in &plan.binds {
+            let what = format!("--bind {}:{path}", host.display());
+            let (fd, inside) =
+                resolve(overlay, path, "--bind")?.ok_or_else(|| missing(what.clone(), path))?;
+            claim(&inside, what)?;
+            out.binds.push((Spot { fd, inside }, host.clone()));
+        }
+        if plan.default_tmpfs {
+            for path in DEFAULT_TMPFS {
+                match resolve(overlay, path, "the default tmpfs on") {
+                    Ok(Some((fd, inside))) => {
+                        if inside == "/" || taken.iter().any(|(t, _)| overlap(t, &inside)) {
+                            tracing::info!(
+                                "no default tmpfs on {path}: it is {inside} in the image, where \
+                                 something else is mounted"
+                            );
+                            continue;
+                        }
+                        taken.push((inside.clone(), format!("the tmpfs on {path}")));
+                        out.tmpfs.push((Spot { fd, inside }, None));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("no tmpfs on {path}: {}", e.message()),
                 }
             }
         }
-        Ok((tmpfs, binds))
+        Ok(out)
+    }
+
+    /// The per-mount flags of `fd`'s mount as [`MountFlags`], for a bind remount that keeps
+    /// them (`noexec`, `ro`, … of the host directory's mount stay).
+    fn mount_flags_of(fd: &OwnedFd, path: &Path) -> Result<MountFlags> {
+        use rustix::fs::StatVfsMountFlags as V;
+        let flags = rustix::fs::fstatvfs(fd)
+            .map_err(|e| sys("looking at", path, e))?
+            .f_flag;
+        let mut out = MountFlags::empty();
+        for (v, m) in [
+            (V::RDONLY, MountFlags::RDONLY),
+            (V::NOSUID, MountFlags::NOSUID),
+            (V::NODEV, MountFlags::NODEV),
+            (V::NOEXEC, MountFlags::NOEXEC),
+            (V::NOATIME, MountFlags::NOATIME),
+            (V::NODIRATIME, MountFlags::NODIRATIME),
+            (V::RELATIME, MountFlags::RELATIME),
+        ] {
+            if flags.contains(v) {
+                out |= m;
+            }
+        }
+        Ok(out)
     }
 
     /// Mounts the overlay at DIR, then the tmpfs and bind mounts inside it; on any error
-    /// what was mounted is unmounted again.
+    /// what was mounted is unmounted again, and DIR removed if this made it. DIR is locked
+    /// (`flock`) meanwhile, so two mounts cannot both find it empty and stack.
     pub(super) fn mount_now(plan: &Plan) -> Result<Vec<PathBuf>> {
+        let created = make_dir(&plan.dir)?;
+        let result = lock_and_mount(plan);
+        if result.is_err() {
+            for d in created.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+        result
+    }
+
+    /// Creates DIR and missing parents; returns those it made, outermost first.
+    fn make_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut made: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|a| std::fs::symlink_metadata(a).is_err())
+            .map(Path::to_path_buf)
+            .collect();
+        made.reverse();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        Ok(made)
+    }
+
+    fn lock_and_mount(plan: &Plan) -> Result<Vec<PathBuf>> {
+        let dir = &plan.dir;
+        let handle = std::fs::File::open(dir).map_err(|e| Error::io("opening", dir, e))?;
+        fs4::fs_std::FileExt::lock_exclusive(&handle).map_err(|e| Error::io("locking", dir, e))?;
+        let refuse = |why: &str| {
+            Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{} {why}; nothing was mounted", dir.display()),
+            )
+            .with_path(dir))
+        };
+        let mounted_here = crate::store::layout::mount_table()?
+            .iter()
+            .any(|m| &m.point == dir);
+        if mounted_here {
+            return refuse("is a mount point already (umount it first)");
+        }
+        match std::fs::read_dir(dir).map(|mut rd| rd.next().is_none()) {
+            Ok(true) => {}
+            Ok(false) => {
+                return refuse(
+                    "is not empty; mount onto an empty directory (a mount would hide what is \
+                     there)",
+                )
+            }
+            Err(e) => return Err(Error::io("reading", dir, e)),
+        }
         let overlay = overlay(plan)?;
-        let (tmpfs, binds) = targets(&overlay, plan)?;
+        let targets = targets(&overlay, plan)?;
         let both =
             MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
-        move_mount(
-            &overlay,
-            "",
-            CWD,
-            &plan.dir,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-        .map_err(|e| sys("mounting the image at", &plan.dir, e))?;
-        let mut done = vec![plan.dir.clone()];
+        move_mount(&overlay, "", &handle, "", both)
+            .map_err(|e| sys("mounting the image at", dir, e))?;
+        let mut done = vec![dir.clone()];
         let result = (|| -> Result<()> {
-            for (t, size) in &tmpfs {
-                let at = plan.dir.join(t.inside.trim_start_matches('/'));
+            for (t, size) in &targets.tmpfs {
+                let at = dir.join(t.inside.trim_start_matches('/'));
                 let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)
                     .map_err(|e| sys("opening tmpfs for", &at, e))?;
                 if let Some(s) = size {
@@ -626,16 +820,28 @@ mod linux {
                     .map_err(|e| sys("mounting a tmpfs on", &at, e))?;
                 done.push(at);
             }
-            for (t, host) in &binds {
-                let at = plan.dir.join(t.inside.trim_start_matches('/'));
+            for (t, host) in &targets.binds {
+                let at = dir.join(t.inside.trim_start_matches('/'));
                 let tree = open_tree(
                     CWD,
                     host,
                     OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
                 )
                 .map_err(|e| sys("binding", host, e))?;
+                let mut flags = mount_flags_of(&tree, host)?;
                 move_mount(&tree, "", &t.fd, "", both).map_err(|e| sys("binding onto", &at, e))?;
-                done.push(at);
+                done.push(at.clone());
+                // The bind now attached: `nosuid,nodev` added to the host mount's own flags
+                // (a bind remount sets them all, so those are kept).
+                if !plan.suid {
+                    flags |= MountFlags::NOSUID;
+                }
+                if !plan.dev {
+                    flags |= MountFlags::NODEV;
+                }
+                let attached = format!("/proc/self/fd/{}", tree.as_raw_fd());
+                mount_remount(attached.as_str(), MountFlags::BIND | flags, "")
+                    .map_err(|e| sys("restricting the bind on", &at, e))?;
             }
             Ok(())
         })();
@@ -657,22 +863,9 @@ mod linux {
                 .replace(':', "\\:")
                 .replace(',', "\\,")
         };
-        let mut lowers: Vec<String> = plan.layers.iter().rev().map(|p| escape(p)).collect();
-        if lowers.len() == 1 {
-            let empty = plan.layers[0]
-                .parent()
-                .map(|p| p.join(".empty"))
-                .unwrap_or_default();
-            std::fs::create_dir_all(&empty).map_err(|e| Error::io("creating", &empty, e))?;
-            lowers.push(escape(&empty));
-        }
+        let lowers: Vec<String> = lowers(plan)?.iter().map(|p| escape(p)).collect();
         let mut option = String::from("ro");
-        if !plan.suid {
-            option.push_str(",nosuid");
-        }
-        if !plan.dev {
-            option.push_str(",nodev");
-        }
+        option.push_str(&restrictions(plan));
         option.push_str(&format!(",lowerdir={}", lowers.join(":")));
         if option.len() > 4095 {
             return Err(Error::new(
@@ -688,6 +881,37 @@ mod linux {
         Ok(option)
     }
 
+    /// `,nosuid,nodev` as the plan asks.
+    fn restrictions(plan: &Plan) -> String {
+        let mut out = String::new();
+        if !plan.suid {
+            out.push_str(",nosuid");
+        }
+        if !plan.dev {
+            out.push_str(",nodev");
+        }
+        out
+    }
+
+    /// A path as a unit file's value. A unit file is lines of `Key=value` where `%` starts a
+    /// specifier and a backslash at the end joins the next line: a path with a line break,
+    /// another control character, a `%` or a backslash could not be written faithfully (or
+    /// would add settings), so it is refused.
+    fn unit_path(p: &Path, what: &str) -> Result<String> {
+        let text = p.to_string_lossy();
+        if text.contains(['%', '\\']) || text.chars().any(crate::text::is_unsafe) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{what} {:?} has a %, a backslash or a control character, which a systemd \
+                     unit cannot hold; no unit was written",
+                    text
+                ),
+            ));
+        }
+        Ok(text.into_owned())
+    }
+
     /// Writes the `.mount` units (overlay, then tmpfs, then binds), each after the overlay.
     pub(super) fn write_units(
         plan: &Plan,
@@ -696,84 +920,70 @@ mod linux {
         enable: bool,
     ) -> Result<Vec<PathBuf>> {
         let option = lowerdir_option(plan)?;
-        // A unit file is lines of `Key=value` where `%` starts a specifier: a path with a
-        // line break or a `%` could not be written faithfully (or would add settings).
-        let unit_safe = |p: &Path, what: &str| -> Result<()> {
-            let text = p.to_string_lossy();
-            if text.contains('%') || text.chars().any(char::is_control) {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "{what} {:?} has a % or a control character, which a systemd unit \
-                         cannot hold; no unit was written",
-                        text
-                    ),
-                ));
-            }
-            Ok(())
-        };
-        unit_safe(&plan.dir, "the mount point")?;
+        let dir = unit_path(&plan.dir, "the mount point")?;
         for l in &plan.layers {
-            unit_safe(l, "the layer directory")?;
+            unit_path(l, "the layer directory")?;
         }
-        for (host, path) in &plan.binds {
-            unit_safe(host, "--bind")?;
-            unit_safe(Path::new(path), "--bind")?;
-        }
-        for (path, _) in &plan.tmpfs {
-            unit_safe(Path::new(path), "--tmpfs")?;
-        }
-        // Targets are resolved in the image itself, mounted detached for the purpose.
+        // Targets are resolved in the image itself, mounted detached for the purpose; every
+        // path a unit names is checked as it will be written.
         let overlay = overlay(plan)?;
-        let (tmpfs, binds) = targets(&overlay, plan)?;
+        let targets = targets(&overlay, plan)?;
         drop(overlay);
         let unit_name = |p: &Path| format!("{}.mount", systemd_escape_path(p));
         let top = unit_name(&plan.dir);
-        let one_line = |s: &str| {
-            s.chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect::<String>()
-                .replace('%', "%%")
-        };
+        let description = crate::text::printable(reference).replace('%', "%%");
         let mut units = vec![(
             top.clone(),
             format!(
-                "[Unit]\nDescription=oci-packer: {} at {}\n\n[Mount]\nWhat=overlay\nWhere={}\nType=overlay\nOptions={option}\n\n[Install]\nWantedBy=multi-user.target\n",
-                one_line(reference),
-                plan.dir.display(),
-                plan.dir.display()
+                "[Unit]\nDescription=oci-packer: {description} at {dir}\n\n[Mount]\nWhat=overlay\nWhere={dir}\nType=overlay\nOptions={option}\n\n[Install]\nWantedBy=multi-user.target\n",
             ),
         )];
         let after = format!("Requires={top}\nAfter={top}\n");
-        for (t, size) in &tmpfs {
+        for (t, size) in &targets.tmpfs {
             let at = plan.dir.join(t.inside.trim_start_matches('/'));
+            let shown = unit_path(&at, "the tmpfs mount point")?;
             let options = match size {
-                Some(s) => format!("nosuid,nodev,size={s}"),
+                // `%` is a specifier in a unit file: written `%%`.
+                Some(s) => format!("nosuid,nodev,size={}", s.replace('%', "%%")),
                 None => "nosuid,nodev".to_string(),
             };
             units.push((
                 unit_name(&at),
                 format!(
-                    "[Unit]\nDescription=oci-packer: tmpfs at {}\n{after}\n[Mount]\nWhat=tmpfs\nWhere={}\nType=tmpfs\nOptions={options}\n\n[Install]\nWantedBy=multi-user.target\n",
-                    at.display(),
-                    at.display()
+                    "[Unit]\nDescription=oci-packer: tmpfs at {shown}\n{after}\n[Mount]\nWhat=tmpfs\nWhere={shown}\nType=tmpfs\nOptions={options}\n\n[Install]\nWantedBy=multi-user.target\n",
                 ),
             ));
         }
-        for (t, host) in &binds {
+        for (t, host) in &targets.binds {
             let at = plan.dir.join(t.inside.trim_start_matches('/'));
+            let shown = unit_path(&at, "the bind mount point")?;
+            let what = unit_path(host, "--bind")?;
+            let options = format!("bind{}", restrictions(plan));
             units.push((
                 unit_name(&at),
                 format!(
-                    "[Unit]\nDescription=oci-packer: {} at {}\n{after}\n[Mount]\nWhat={}\nWhere={}\nType=none\nOptions=bind\n\n[Install]\nWantedBy=multi-user.target\n",
-                    host.display(),
-                    at.display(),
-                    host.display(),
-                    at.display()
+                    "[Unit]\nDescription=oci-packer: {what} at {shown}\n{after}\n[Mount]\nWhat={what}\nWhere={shown}\nType=none\nOptions={options}\n\n[Install]\nWantedBy=multi-user.target\n",
                 ),
             ));
         }
         std::fs::create_dir_all(unit_dir).map_err(|e| Error::io("creating", unit_dir, e))?;
+        // Units of other programs are never replaced (ours are, by a new --persistent).
+        for (name, _) in &units {
+            let path = unit_dir.join(name);
+            if let Ok(old) = std::fs::read(&path) {
+                if !old.starts_with(b"[Unit]\nDescription=oci-packer: ") {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "{} exists and was not written by oci-packer; remove it or choose \
+                             another directory; no unit was written",
+                            path.display()
+                        ),
+                    )
+                    .with_path(&path));
+                }
+            }
+        }
         let mut written = Vec::new();
         for (name, text) in &units {
             crate::fsutil::write_atomic(unit_dir, name, text.as_bytes(), true)?;
@@ -803,19 +1013,11 @@ mod linux {
     /// Every mount point at or below `dir` (from `/proc/self/mountinfo`, escapes undone),
     /// unmounted deepest first; each failure is reported after trying them all.
     pub(super) fn unmount_below(dir: &Path, lazy: bool) -> Result<Vec<PathBuf>> {
-        // Bytes: a mount point elsewhere that is not UTF-8 must not stop this one.
-        let bytes = std::fs::read("/proc/self/mountinfo")
-            .map_err(|e| Error::io("reading", Path::new("/proc/self/mountinfo"), e))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let mut points: Vec<(usize, PathBuf)> = text
-            .lines()
+        let mut points: Vec<(usize, PathBuf)> = crate::store::layout::mount_table()?
+            .into_iter()
             .enumerate()
-            .filter_map(|(i, l)| {
-                let p = PathBuf::from(crate::store::layout::unescape_mountinfo(
-                    l.split(' ').nth(4)?,
-                ));
-                (p == dir || p.starts_with(dir)).then_some((i, p))
-            })
+            .filter(|(_, m)| m.point.starts_with(dir))
+            .map(|(i, m)| (i, m.point))
             .collect();
         // Deepest first; of one depth, the latest mounted first (it is on top).
         points.sort_by(|(ia, a), (ib, b)| {

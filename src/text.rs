@@ -61,9 +61,22 @@ pub fn json_printable(json: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `s` as one word for a POSIX shell: unchanged when it has only safe characters, else in
+/// single quotes (a `'` inside written `'\''`), so a printed command can be pasted as it is.
+pub fn shell_word(s: &str) -> Cow<'_, str> {
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b));
+    if safe {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(format!("'{}'", s.replace('\'', "'\\''")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{json_printable, printable};
+    use super::{json_printable, printable, shell_word};
 
     #[test]
     fn json_keeps_its_value_and_loses_raw_controls() {
@@ -94,5 +107,14 @@ mod tests {
             printable("\u{feff}x\u{200f}\u{61c}"),
             "\\u{feff}x\\u{200f}\\u{61c}"
         );
+    }
+
+    #[test]
+    fn shell_words_paste_as_one() {
+        assert_eq!(shell_word("/mnt/app"), "/mnt/app");
+        assert_eq!(shell_word("my dir"), "'my dir'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("$(x)"), "'$(x)'");
+        assert_eq!(shell_word(""), "''");
     }
 }

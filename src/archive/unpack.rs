@@ -1153,7 +1153,45 @@ pub fn rename_paths(e: Error, temp: &Path, dest: &Path) -> Error {
     out
 }
 
-/// Removes a directory tree that may hold read-only directories (made so by an archive).
+/// Refuses (with an error naming it) when something is mounted on a directory below `path`:
+/// removing the tree would delete the files of that mount (a bind of a host directory).
+/// Compared by mount id, so a bind from the same file system counts too.
+fn check_no_mount_below(path: &Path) -> io::Result<()> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let mnt_id = |p: &Path| {
+        statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID)
+            .map(|s| s.stx_mnt_id)
+            .map_err(io::Error::from)
+    };
+    let top = match mnt_id(path) {
+        Ok(id) => id,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let p = e.path();
+            if mnt_id(&p).is_ok_and(|id| id != top) {
+                return Err(io::Error::other(format!(
+                    "{} is a mount point; unmount it first (nothing was removed)",
+                    p.display()
+                )));
+            }
+            todo.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Removes a directory tree that may hold read-only directories (made so by an archive);
+/// refuses, removing nothing, when a directory below it is a mount point.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     fn writable(p: &Path) {
         use std::os::unix::fs::PermissionsExt;
@@ -1168,6 +1206,7 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
             }
         }
     }
+    check_no_mount_below(path)?;
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

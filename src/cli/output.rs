@@ -419,7 +419,8 @@ pub fn mounted(out: &mut dyn Write, format: Format, m: &crate::Mounted) -> Resul
     for p in m.mounts.iter().skip(1) {
         writeln!(out, "  and {}", printable(&p.display().to_string())).map_err(io)?;
     }
-    writeln!(out, "Unmount with: oci-packer umount {dir}").map_err(io)?;
+    let word = crate::text::shell_word(&m.dir.to_string_lossy()).into_owned();
+    writeln!(out, "Unmount with: oci-packer umount {}", printable(&word)).map_err(io)?;
     Ok(0)
 }
 

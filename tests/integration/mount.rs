@@ -337,7 +337,7 @@ fn persistent_units_are_named_and_written_as_systemd_expects() {
         field(&names[2], "Where"),
         [target.join("srv/my-data").display().to_string()]
     );
-    assert_eq!(field(&names[2], "Options"), ["bind"]);
+    assert_eq!(field(&names[2], "Options"), ["bind,nosuid,nodev"]);
     assert_eq!(field(&names[2], "After"), std::slice::from_ref(overlay));
     // A path that a unit file cannot hold (a line break would add settings, `%` is a
     // specifier): refused, nothing written.

@@ -23,7 +23,8 @@ use crate::reference::LayoutSelector;
 
 /// The annotation that names an entry of `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const LAYOUT_FILE: &str = "oci-layout";
+/// The file that marks a directory as an OCI image layout.
+pub const LAYOUT_FILE: &str = "oci-layout";
 const INDEX_FILE: &str = "index.json";
 const LOCK_FILE: &str = "index.lock";
 /// The operation lock of the GC-safe protocol: every writer holds it shared from its first
@@ -33,7 +34,8 @@ pub(crate) const GC_LOCK_FILE: &str = ".oci-packer.lock";
 const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 mod unpacked;
-pub use unpacked::{unescape_mountinfo, UNPACKED_DIR};
+pub(crate) use unpacked::mount_table;
+pub use unpacked::UNPACKED_DIR;
 
 /// An OCI image layout directory.
 #[derive(Debug, Clone)]

@@ -68,8 +68,10 @@ impl Layout {
 
     /// Extracts every tar layer (OCI and Docker types) of the graph under `root` that is not
     /// unpacked yet; returns how many were. Whiteouts become overlayfs whiteouts when
-    /// running as root.
+    /// running as root. Holds the layout's shared operation lock (until the last clone of
+    /// this handle goes), so a collection cannot remove the directories before their use.
     pub fn unpack_graph(&self, root: &Descriptor, limits: unpack::Limits) -> Result<usize> {
+        self.hold_for_writing()?;
         let options = UnpackOptions {
             limits,
             whiteouts: unpack::Whiteouts::Overlay,
@@ -191,17 +193,19 @@ impl Layout {
             .collect()
     }
 
-    /// Refuses when one of `hexes` has an unpacked directory that a live overlay mount
-    /// uses as a lower directory — the directory itself or anything below it, by any path
-    /// (compared by device and inode, so binds and symlinks do not hide it; a relative
-    /// lower directory naming one of the layers counts too).
+    /// Refuses when one of `hexes` has an unpacked directory that a live mount uses: a
+    /// lower directory of an overlay (the directory itself or anything below it, by any
+    /// path: compared by device and inode, so binds and symlinks do not hide it), or a mount
+    /// point below it (removing the directory would reach into that mount). A lower
+    /// directory named `…/unpacked/sha256/<hex>` that no longer exists (its layout was
+    /// moved or removed while mounted) counts for that layer too, and so does a relative
+    /// one naming it.
     pub(super) fn check_not_mounted(&self, hexes: &[&str]) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         let Ok(Some(root)) = self.unpacked_root(false) else {
             return Ok(());
         };
-        let lower = mounted_lower_dirs();
-        if lower.is_empty() || hexes.is_empty() {
+        if hexes.is_empty() {
             return Ok(());
         }
         let ids: std::collections::HashMap<(u64, u64), &str> = hexes
@@ -211,33 +215,56 @@ impl Layout {
                 Some(((m.dev(), m.ino()), *h))
             })
             .collect();
+        let by_id = |dir: &std::path::Path| {
+            dir.ancestors().find_map(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                ids.get(&(m.dev(), m.ino())).copied()
+            })
+        };
+        // `…/unpacked/sha256/<hex>` in a path whose directory is gone.
+        let by_name = |dir: &std::path::Path| {
+            let parts: Vec<&str> = dir.iter().filter_map(|c| c.to_str()).collect();
+            parts.windows(3).enumerate().find_map(|(i, w)| {
+                let hex = hexes.iter().copied().find(|h| *h == w[2])?;
+                let at: PathBuf = dir.iter().take(i + 3).collect();
+                (w[0] == "unpacked" && w[1] == "sha256" && !at.exists()).then_some(hex)
+            })
+        };
         let mut busy: Vec<&str> = Vec::new();
-        for dir in &lower {
+        for dir in mounted_lower_dirs() {
             let hit = if dir.is_absolute() {
-                dir.ancestors().find_map(|p| {
-                    let m = std::fs::metadata(p).ok()?;
-                    ids.get(&(m.dev(), m.ino())).copied()
-                })
+                by_id(&dir).or_else(|| by_name(&dir))
             } else {
                 dir.components().find_map(|c| {
                     let name = c.as_os_str().to_str()?;
                     hexes.iter().copied().find(|h| *h == name)
                 })
             };
-            if let Some(h) = hit.filter(|h| !busy.contains(h)) {
-                busy.push(h);
-            }
+            busy.extend(hit);
+        }
+        let root_id = std::fs::metadata(&root).ok().map(|m| (m.dev(), m.ino()));
+        for m in mount_table().unwrap_or_default() {
+            // At a layer's directory itself (its parent is ours), or anywhere below one.
+            let at_layer = m.point.parent().and_then(|p| {
+                let pm = std::fs::metadata(p).ok()?;
+                let name = m.point.file_name()?.to_str()?;
+                (Some((pm.dev(), pm.ino())) == root_id)
+                    .then(|| hexes.iter().copied().find(|h| *h == name))
+                    .flatten()
+            });
+            busy.extend(at_layer.or_else(|| by_id(&m.point)));
         }
         if busy.is_empty() {
             return Ok(());
         }
         busy.sort_unstable();
+        busy.dedup();
         Err(Error::new(
             ErrorKind::InvalidArgument,
             format!(
-                "layout {}: {} layer(s) that would be removed are mounted (sha256:{}); unmount \
-                 them first (umount the overlay that uses {}), then run this again; nothing \
-                 was deleted",
+                "layout {}: {} layer(s) that would be removed are in use by a mount \
+                 (sha256:{}); unmount it first (umount the overlay that uses {}, or what is \
+                 mounted inside it), then run this again; nothing was deleted",
                 self.shown.display(),
                 busy.len(),
                 busy.join(", sha256:"),
@@ -290,30 +317,48 @@ impl Layout {
     }
 }
 
-/// The lower directories of every overlay mounted now, from `/proc/self/mountinfo`
-/// (`lowerdir=` and `lowerdir+=` options, with mountinfo's octal escapes and overlayfs's
-/// `\:` undone).
-pub(crate) fn mounted_lower_dirs() -> HashSet<PathBuf> {
-    // Bytes, not UTF-8: one mount point anywhere with another encoding must not hide the
-    // rest.
-    let Ok(bytes) = std::fs::read("/proc/self/mountinfo") else {
-        return HashSet::new();
-    };
+/// One line of `/proc/self/mountinfo`.
+pub(crate) struct MountEntry {
+    /// Where it is mounted (escapes undone).
+    pub point: PathBuf,
+    /// The file system type (`overlay`, `tmpfs`, …).
+    pub fstype: String,
+    /// The super block options (`lowerdir=…` for overlays), escapes kept.
+    pub options: String,
+}
+
+/// The mounts of this process's namespace, in mount order. Read as bytes: one mount point
+/// anywhere in another encoding must not hide the rest.
+pub(crate) fn mount_table() -> Result<Vec<MountEntry>> {
+    let path = std::path::Path::new("/proc/self/mountinfo");
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     let text = String::from_utf8_lossy(&bytes);
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            let point = head.split(' ').nth(4)?;
+            let mut tail = tail.split(' ');
+            let fstype = tail.next()?.to_string();
+            let _source = tail.next();
+            Some(MountEntry {
+                point: PathBuf::from(unescape_mountinfo(point)),
+                fstype,
+                options: tail.next().unwrap_or_default().to_string(),
+            })
+        })
+        .collect())
+}
+
+/// The lower directories of every overlay mounted now (`lowerdir=` and `lowerdir+=`
+/// options, with mountinfo's octal escapes and overlayfs's `\:` undone).
+pub(crate) fn mounted_lower_dirs() -> HashSet<PathBuf> {
     let mut out = HashSet::new();
-    for line in text.lines() {
-        let Some((_, tail)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut parts = tail.split(' ');
-        if parts.next() != Some("overlay") {
+    for m in mount_table().unwrap_or_default() {
+        if m.fstype != "overlay" {
             continue;
         }
-        let _source = parts.next();
-        let Some(options) = parts.next() else {
-            continue;
-        };
-        for opt in split_unescaped(options, ',') {
+        for opt in split_unescaped(&m.options, ',') {
             let value = opt
                 .strip_prefix("lowerdir=")
                 .or_else(|| opt.strip_prefix("lowerdir+="));
