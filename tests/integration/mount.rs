@@ -559,3 +559,408 @@ fn a_mount_point_not_in_utf8_hides_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
     let _ = Command::new("umount").arg(&odd).status();
 }
+
+/// The directory of the layer `n` (bottom first) of `oci://images:NAME`, unpacked.
+fn unpacked_layer(d: &TestDir, name: &str, n: usize) -> PathBuf {
+    let layout = d.join("images");
+    let m = blob_json(
+        &layout,
+        entry(&layout, name)["digest"].as_str().expect("digest"),
+    );
+    let digest = m["layers"][n]["digest"].as_str().expect("layer");
+    layout.join("unpacked/sha256").join(&digest[7..])
+}
+
+/// Found by a hostile round: a path resolved inside the image (through a symlink whose
+/// target holds a line break) reached `Where=`; `%` in a tmpfs size was a specifier; a
+/// unit of another program was overwritten.
+#[test]
+fn unit_files_hold_only_what_they_can_and_replace_only_ours() {
+    let d = TestDir::new();
+    let l = gnu_layer(&d, "l", |r| {
+        std::fs::create_dir_all(r.join("x\nExecStart=/bin/evil")).expect("odd dir");
+        std::os::unix::fs::symlink("x\nExecStart=/bin/evil", r.join("data")).expect("link");
+        std::fs::create_dir_all(r.join("tmp")).expect("tmp");
+        std::fs::create_dir_all(r.join("srv")).expect("srv");
+    });
+    image(&d, "u", &[l]);
+    let units = d.mkdir("units");
+    let unit_dir = units.to_str().expect("utf8");
+    let o = run(
+        &d.path,
+        &[
+            "mount",
+            "--persistent",
+            "--unit-dir",
+            unit_dir,
+            "--bind",
+            "/etc:/data",
+            "oci://images:u",
+            "mnt",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot hold"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&units).expect("units").count(), 0);
+    // A relative bind source is written as its real absolute path; `50%` as `50%%`.
+    d.mkdir("hostdir");
+    let o = run(
+        &d.path,
+        &[
+            "--format",
+            "json",
+            "mount",
+            "--persistent",
+            "--unit-dir",
+            unit_dir,
+            "--bind",
+            "./hostdir:/srv",
+            "--tmpfs",
+            "/tmp:50%",
+            "oci://images:u",
+            "mnt",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let written: Vec<PathBuf> = v["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .map(|u| PathBuf::from(u.as_str().expect("path")))
+        .collect();
+    assert_eq!(written.len(), 3, "{written:?}");
+    let text = |p: &Path| std::fs::read_to_string(p).expect("unit");
+    assert!(
+        text(&written[1]).contains("\nOptions=nosuid,nodev,size=50%%\n"),
+        "{}",
+        text(&written[1])
+    );
+    let real = d.join("hostdir").canonicalize().expect("real");
+    assert!(
+        text(&written[2]).contains(&format!("\nWhat={}\n", real.display())),
+        "{}",
+        text(&written[2])
+    );
+    // Ours are replaced by a new run; another program's unit of the same name is not.
+    std::fs::write(&written[2], "[Unit]\nDescription=someone else's\n").expect("foreign");
+    let o = run(
+        &d.path,
+        &[
+            "mount",
+            "--persistent",
+            "--unit-dir",
+            unit_dir,
+            "--bind",
+            "./hostdir:/srv",
+            "oci://images:u",
+            "mnt",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not written by oci-packer"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(text(&written[2]), "[Unit]\nDescription=someone else's\n");
+    // A mount point on `/` (unit `-.mount`) is refused, as is a backslash.
+    for dir in ["/", "mnt\\"] {
+        let o = run(
+            &d.path,
+            &[
+                "mount",
+                "--persistent",
+                "--unit-dir",
+                unit_dir,
+                "oci://images:u",
+                dir,
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(2), "{dir}: {}", stderr(&o));
+    }
+}
+
+/// Found by a hostile round: `delete` removed an unpacked layer with a host directory bound
+/// below it, deleting the host's files; the guard missed a moved layout; mounting inside a
+/// layout put the mount where a collection reaches.
+#[test]
+fn delete_never_reaches_into_mounts_and_follows_moved_layouts() {
+    let d = TestDir::new();
+    let l = gnu_layer(&d, "l", |r| {
+        std::fs::create_dir_all(r.join("d")).expect("d");
+        write(&r.join("f"), "f\n");
+    });
+    image(&d, "img", &[l]);
+    let mnt = d.join("mnt");
+    let _guard = Unmount(mnt.clone());
+    let o = run(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:img", "mnt"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The overlay unmounted; a host directory bound inside the unpacked layer.
+    assert!(run(&d.path, &["umount", "mnt"], &[]).status.success());
+    let layer = unpacked_layer(&d, "img", 0);
+    write(&d.join("host/precious"), "keep me\n");
+    let inside = layer.join("d");
+    let _bind_guard = Unmount(inside.clone());
+    let o = Command::new("mount")
+        .arg("--bind")
+        .arg(d.join("host"))
+        .arg(&inside)
+        .output()
+        .expect("mount");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for args in [
+        vec!["delete", "oci://images:img"],
+        vec!["gc", "oci://images"],
+    ] {
+        let o = run(&d.path, &args, &[]);
+        if args[0] == "gc" {
+            // gc keeps the tagged image's layer: nothing to refuse.
+            assert!(o.status.success(), "{}", stderr(&o));
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("in use by a mount"), "{}", stderr(&o));
+    }
+    assert_eq!(
+        std::fs::read_to_string(d.join("host/precious")).expect("host file kept"),
+        "keep me\n"
+    );
+    assert!(layer.join("f").exists(), "nothing of the layer was removed");
+    let _ = Command::new("umount").arg(&inside).status();
+    // Mounted, then the layout renamed: the overlay's lower paths no longer exist, and the
+    // moved layout's layers stay while it is mounted.
+    let o = run(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:img", "mnt"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::rename(d.join("images"), d.join("moved")).expect("rename");
+    let o = run(&d.path, &["delete", "oci://moved:img"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("umount"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("f")).expect("still there"),
+        "f\n"
+    );
+    assert!(run(&d.path, &["umount", "mnt"], &[]).status.success());
+    // A mount point inside a layout, anywhere, is refused before anything is made.
+    for dir in ["moved/unpacked/sha256/.empty", "moved/mnt", "moved"] {
+        let o = run(&d.path, &["mount", "oci://moved:img", dir], &[]);
+        assert_eq!(o.status.code(), Some(2), "{dir}: {}", stderr(&o));
+        assert!(stderr(&o).contains("inside the layout"), "{}", stderr(&o));
+    }
+    assert!(!d.join("moved/mnt").exists());
+    let o = run(&d.path, &["delete", "oci://moved:img"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Found by a hostile round: a default tmpfs on `/tmp` where the image has `tmp -> /`
+/// covered the whole image; a bind below a tmpfs landed underneath it; `//tmp` was not
+/// `/tmp`; binds were suid-capable.
+#[test]
+fn targets_never_hide_each_other_and_binds_are_restricted() {
+    let d = TestDir::new();
+    let l = gnu_layer(&d, "l", |r| {
+        std::os::unix::fs::symlink("/", r.join("tmp")).expect("tmp -> /");
+        std::fs::create_dir_all(r.join("run/sub")).expect("run/sub");
+        write(&r.join("marker"), "image\n");
+    });
+    image(&d, "t", &[l]);
+    write(&d.join("host/h"), "host\n");
+    let bind = format!("{}:/run/sub", d.join("host").display());
+    let mnt = d.join("mnt");
+    let _guard = Unmount(mnt.clone());
+    // Defaults: none on /tmp (it is the root here), none on /run (a bind is below it).
+    let o = run(
+        &d.path,
+        &["mount", "--bind", &bind, "oci://images:t", "mnt"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("marker")).expect("image"),
+        "image\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("run/sub/h")).expect("bind"),
+        "host\n"
+    );
+    let mounts = mounts_below(&mnt);
+    assert_eq!(mounts.len(), 2, "{mounts:?}");
+    let (point, options, _) = &mounts[1];
+    assert_eq!(point, &mnt.join("run/sub"));
+    for o in ["nosuid", "nodev"] {
+        assert!(options.split(',').any(|x| x == o), "{options}");
+    }
+    assert!(run(&d.path, &["umount", "mnt"], &[]).status.success());
+    // --suid --dev: the bind keeps what the host mount allows.
+    let o = run(
+        &d.path,
+        &[
+            "mount",
+            "--suid",
+            "--dev",
+            "--no-tmpfs",
+            "--bind",
+            &bind,
+            "oci://images:t",
+            "mnt",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mounts = mounts_below(&mnt);
+    assert!(!mounts[0].1.split(',').any(|x| x == "nosuid"), "{mounts:?}");
+    assert!(run(&d.path, &["umount", "mnt"], &[]).status.success());
+    // Asked for: the root, or overlapping targets — refused, nothing mounted.
+    for (args, expect) in [
+        (vec!["--tmpfs", "/tmp"], "image's root"),
+        (vec!["--tmpfs", "/run", "--bind", &bind], "overlap"),
+        (vec!["--tmpfs", "/run", "--tmpfs", "//run/"], "overlap"),
+    ] {
+        let mut all = vec!["mount"];
+        all.extend(&args);
+        all.extend(["oci://images:t", "mnt"]);
+        let o = run(&d.path, &all, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expect), "{args:?}: {}", stderr(&o));
+        assert!(mounts_below(&mnt).is_empty());
+    }
+    // `//run` is /run: one tmpfs there, the default not added again.
+    let o = run(
+        &d.path,
+        &["mount", "--tmpfs", "//run:1m", "oci://images:t", "mnt"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mounts = mounts_below(&mnt);
+    assert_eq!(mounts.len(), 2, "{mounts:?}");
+    assert_eq!(mounts[1].0, mnt.join("run"));
+    assert!(run(&d.path, &["umount", "mnt"], &[]).status.success());
+}
+
+/// Found by a hostile round: an image with the same layer twice (real images repeat empty
+/// layers) could not be mounted (overlayfs refuses a directory twice).
+#[test]
+fn a_layer_repeated_mounts_as_the_same_merge() {
+    let d = TestDir::new();
+    let a = gnu_layer(&d, "a", |r| write(&r.join("x"), "a\n"));
+    let b = gnu_layer(&d, "b", |r| {
+        write(&r.join(".wh.x"), "");
+        write(&r.join("y"), "b\n");
+    });
+    image(&d, "rep", &[a.clone(), b, a]);
+    let mnt = d.join("mnt");
+    let _guard = Unmount(mnt.clone());
+    let o = run(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:rep", "mnt"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The top copy of `a` brings x back over b's whiteout, as applying the layers does.
+    assert_eq!(std::fs::read_to_string(mnt.join("x")).expect("x"), "a\n");
+    assert_eq!(std::fs::read_to_string(mnt.join("y")).expect("y"), "b\n");
+    assert!(run(&d.path, &["umount", "mnt"], &[]).status.success());
+}
+
+/// Found by a hostile round: two mounts could stack on one directory; sizes tmpfs takes
+/// for "no limit" passed; `umount /`; a bind of a file failed with a bare "Invalid
+/// argument"; a directory made for a failed mount stayed; a symlinked DIR; the printed
+/// umount command was not quoted.
+#[test]
+fn mount_points_and_flags_are_checked_up_front() {
+    let d = TestDir::new();
+    let empty = gnu_layer(&d, "empty", |_| {});
+    image(&d, "e", &[empty]);
+    let mnt = d.join("my mnt");
+    let _guard = Unmount(mnt.clone());
+    let o = run(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:e", "my mnt"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Printed so that it pastes: quoted.
+    let shown = format!("umount '{}'", mnt.display());
+    assert!(stdout(&o).contains(&shown), "{}", stdout(&o));
+    // The image is empty, so the mount point looks empty: a second mount is still refused.
+    let o = run(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:e", "my mnt"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("mount point already"), "{}", stderr(&o));
+    assert_eq!(mounts_below(&mnt).len(), 1);
+    // umount through a symlink to the mount point works; umount / is refused.
+    std::os::unix::fs::symlink(&mnt, d.join("link")).expect("link");
+    let o = run(&d.path, &["umount", "link"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(mounts_below(&mnt).is_empty());
+    let o = run(&d.path, &["umount", "/"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // Mounting through the symlink mounts at the real path.
+    let o = run(
+        &d.path,
+        &[
+            "--format",
+            "json",
+            "mount",
+            "--no-tmpfs",
+            "oci://images:e",
+            "link",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        v["dir"],
+        mnt.canonicalize().expect("real").display().to_string()
+    );
+    assert_eq!(mounts_below(&mnt).len(), 1);
+    assert!(run(&d.path, &["umount", "link"], &[]).status.success());
+    // Sizes: 0 (no limit to tmpfs), percentages past 100 or with a unit: refused.
+    for size in ["0", "1m%", "101%", "0%", "-1"] {
+        let flag = format!("/tmp:{size}");
+        let o = run(
+            &d.path,
+            &["mount", "--tmpfs", &flag, "oci://images:e", "m2"],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(2), "{size}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--tmpfs"), "{}", stderr(&o));
+    }
+    // A file as a bind source: said so.
+    d.write("a-file", "x");
+    let o = run(
+        &d.path,
+        &["mount", "--bind", "a-file:/x", "oci://images:e", "m2"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
+    // A failed mount leaves no directory it made.
+    let o = run(
+        &d.path,
+        &["mount", "--tmpfs", "/nope", "oci://images:e", "new/a/b"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!d.join("new").exists());
+    // / as a mount point.
+    let o = run(&d.path, &["mount", "oci://images:e", "/"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("whole system"), "{}", stderr(&o));
+}
