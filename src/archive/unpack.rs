@@ -1252,4 +1252,27 @@ mod tests {
             vec![&b"a"[..], b"b"]
         );
     }
+
+    /// A mount below a tree (a bind of a host directory, here a tmpfs) stops its removal:
+    /// the files of the mount stay, and so does the tree. Needs root, as the tests run.
+    #[test]
+    fn removal_never_crosses_into_a_mount() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let inner = d.path().join("tree/a/mounted");
+        std::fs::create_dir_all(&inner).expect("mkdir");
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&inner)
+            .output()
+            .expect("mount");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::write(inner.join("precious"), "keep").expect("write");
+        let err = remove_tree(&d.path().join("tree")).expect_err("refused");
+        let kept = std::fs::read_to_string(inner.join("precious"));
+        let _ = std::process::Command::new("umount").arg(&inner).status();
+        assert!(err.to_string().contains("is a mount point"), "{err}");
+        assert_eq!(kept.expect("kept"), "keep");
+        remove_tree(&d.path().join("tree")).expect("removed once unmounted");
+        assert!(!d.path().join("tree").exists());
+    }
 }

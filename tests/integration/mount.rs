@@ -964,3 +964,86 @@ fn mount_points_and_flags_are_checked_up_front() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("whole system"), "{}", stderr(&o));
 }
+
+/// Found by a hostile round: `mount` took no lock, so a `delete` running at the same time
+/// could remove a layer between its unpacking and the mount. A collector holding the
+/// layout's operation lock makes `mount` wait (seen in the kernel's wait channel of one of
+/// its threads), and the mount then goes ahead with its layers there.
+#[test]
+fn mount_waits_for_a_running_collection() {
+    use std::io::Write as _;
+    let d = TestDir::new();
+    let l = gnu_layer(&d, "l", |r| write(&r.join("f"), "f\n"));
+    image(&d, "img", &[l]);
+    let lock = d.join("images/.oci-packer.lock");
+    // A collector's exclusive hold, until its stdin closes.
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(&lock)
+        .arg("cat")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock");
+    let held = || {
+        !Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .expect("flock -n")
+            .success()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !held() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder never locked"
+        );
+        std::thread::yield_now();
+    }
+    let mnt = d.join("mnt");
+    let _guard = Unmount(mnt.clone());
+    let mut mount = bin()
+        .args(["mount", "--no-tmpfs", "oci://images:img", "mnt"])
+        .current_dir(&d.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mount");
+    let waiting = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|rd| {
+                rd.flatten().any(|t| {
+                    std::fs::read_to_string(t.path().join("wchan"))
+                        .is_ok_and(|w| w.contains("lock"))
+                })
+            })
+            .unwrap_or(false)
+    };
+    while !waiting(mount.id()) {
+        assert!(
+            mount.try_wait().expect("wait").is_none(),
+            "mount ran while a collection held the layout"
+        );
+        assert!(std::time::Instant::now() < deadline, "mount never waited");
+        std::thread::yield_now();
+    }
+    assert!(mounts_below(&mnt).is_empty());
+    holder
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"")
+        .expect("write");
+    assert!(holder.wait().expect("holder").success());
+    let o = mount.wait_with_output().expect("mount");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(mnt.join("f")).expect("f"), "f\n");
+    assert_eq!(
+        run(&d.path, &["delete", "oci://images:img"], &[])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert!(run(&d.path, &["umount", "mnt"], &[]).status.success());
+}
