@@ -233,7 +233,7 @@ enum Command {
     Mount {
         /// oci://DIR:REF (an index: the member for this machine, or --platform).
         reference: String,
-        /// The mount point (missing or empty).
+        /// The mount point (missing or empty; not / and not inside a layout).
         dir: PathBuf,
         /// Mount the member of an index that best matches os/arch[/variant].
         #[arg(long, value_name = "PLATFORM")]
@@ -244,17 +244,19 @@ enum Command {
         /// Allow device nodes (default: nodev).
         #[arg(long)]
         dev: bool,
-        /// Bind-mount a host path at PATH inside the image (repeatable).
+        /// Bind-mount a host directory at PATH inside the image, nosuid,nodev unless --suid
+        /// or --dev (repeatable).
         #[arg(long, value_name = "HOST:PATH")]
         bind: Vec<String>,
-        /// A tmpfs at PATH inside the image, optionally of SIZE (e.g. /tmp:64m; repeatable;
-        /// /tmp, /run and /var/tmp get one by default when the image has them).
+        /// A tmpfs at PATH inside the image, optionally of SIZE: bytes with k, m or g, or
+        /// 1%-100% of memory (e.g. /tmp:64m; repeatable; /tmp, /run and /var/tmp get one by
+        /// default when the image has them and nothing else is mounted there).
         #[arg(long, value_name = "PATH[:SIZE]")]
         tmpfs: Vec<String>,
         /// No default tmpfs mounts.
         #[arg(long)]
         no_tmpfs: bool,
-        /// Hash the image's blobs again before mounting.
+        /// Hash the image's blobs again before mounting (unpacked layers are not made again).
         #[arg(long)]
         verify: bool,
         /// Write systemd .mount units instead of mounting.

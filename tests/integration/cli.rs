@@ -848,7 +848,6 @@ fn ctrl_c_cancels_a_pack_and_leaves_no_temp_file() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    // Wait until the spooled copy is being written (bounded: the pack takes far longer).
     let spooled = |dir: &std::path::Path| {
         std::fs::read_dir(dir)
             .into_iter()
@@ -859,25 +858,11 @@ fn ctrl_c_cancels_a_pack_and_leaves_no_temp_file() {
                     && e.metadata().is_ok_and(|m| m.len() > 0)
             })
     };
-    let mut seen = false;
-    for _ in 0..3000 {
-        if spooled(&d.join("lay")) {
-            seen = true;
-            break;
-        }
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the pack ended first"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    assert!(seen, "no spooled copy appeared");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .expect("SIGINT");
-    let out = child.wait_with_output().expect("wait");
+    // Bounded: the pack takes far longer.
+    wait_while_running(&mut child, "a spooled copy being written", || {
+        spooled(&d.join("lay"))
+    });
+    let out = interrupt(child);
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
     assert!(!spooled(&d.join("lay")), "a temp file was left behind");

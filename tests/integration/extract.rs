@@ -613,25 +613,10 @@ fn force_never_swaps_files_and_directories_and_cancel_leaves_nothing() {
             .iter()
             .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
     };
-    let mut seen = false;
-    for _ in 0..3000 {
-        if writing(&d.join("bigout")) {
-            seen = true;
-            break;
-        }
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the extract ended first"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    assert!(seen, "nothing was being written");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .expect("SIGINT");
-    let out = child.wait_with_output().expect("wait");
+    wait_while_running(&mut child, "the layer being written", || {
+        writing(&d.join("bigout"))
+    });
+    let out = interrupt(child);
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(
         !d.join("bigout").exists(),

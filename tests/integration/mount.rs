@@ -993,14 +993,7 @@ fn mount_waits_for_a_running_collection() {
             .expect("flock -n")
             .success()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !held() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the holder never locked"
-        );
-        std::thread::yield_now();
-    }
+    wait_while_running(&mut holder, "the collector's lock", held);
     let mnt = d.join("mnt");
     let _guard = Unmount(mnt.clone());
     let mut mount = bin()
@@ -1020,14 +1013,11 @@ fn mount_waits_for_a_running_collection() {
             })
             .unwrap_or(false)
     };
-    while !waiting(mount.id()) {
-        assert!(
-            mount.try_wait().expect("wait").is_none(),
-            "mount ran while a collection held the layout"
-        );
-        assert!(std::time::Instant::now() < deadline, "mount never waited");
-        std::thread::yield_now();
-    }
+    // Ending first would mean it ran while a collection held the layout.
+    let pid = mount.id();
+    wait_while_running(&mut mount, "mount waiting for the collection", || {
+        waiting(pid)
+    });
     assert!(mounts_below(&mnt).is_empty());
     holder
         .stdin

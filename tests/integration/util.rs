@@ -1054,3 +1054,30 @@ impl RawLayout<'_> {
         std::fs::write(self.0.join("index.json"), index.to_string()).expect("index");
     }
 }
+
+/// Polls the condition `ready` while `child` runs (every 5 ms, at most 30 s): panics, naming
+/// `what`, when the child ends first or the condition never holds.
+pub fn wait_while_running(child: &mut std::process::Child, what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready() {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "{what}: the process ended first"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: never happened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Ctrl-C (SIGINT) to `child`, then its output.
+pub fn interrupt(child: std::process::Child) -> Output {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .expect("SIGINT");
+    child.wait_with_output().expect("wait")
+}
