@@ -23,6 +23,7 @@ use crate::mediatype::{self, DIR_ANNOTATION, TITLE};
 use crate::options::Options;
 use crate::packfile::{ConfigSpec, ItemSpec, PackFile};
 use crate::platform::Platform;
+use crate::reference::Reference;
 use crate::source::dir::{ORAS_DIGEST, ORAS_UNPACK};
 use crate::store::open::select_wanted_platform;
 use crate::store::{fetch_small, Blob, Target, Targets};
@@ -778,6 +779,101 @@ fn check_out_dir(out_dir: &Path, force: bool) -> Result<()> {
     }
 }
 
+/// What became of a layer whose annotations say oci-packer archived a directory.
+enum OwnArchive {
+    /// Extracted to `dir` (relative to OUTDIR), which archives again to the very layer.
+    Dir {
+        dir: String,
+        mtime: u64,
+        bytes: u64,
+        compression: Compression,
+    },
+    /// A tar archive, but not one that packing its directory would give again (compressed
+    /// as found).
+    Other(Compression),
+    /// Not a tar archive after all: written as a file.
+    NotTar,
+}
+
+/// A layer that oci-packer archived, as its descriptor says.
+struct OwnLayer<'a> {
+    desc: &'a Descriptor,
+    from: &'a str,
+    compression: Compression,
+    /// The tar digest its annotations record.
+    expected_tar: Option<&'a str>,
+}
+
+impl OwnLayer<'_> {
+    /// Extracts the archive into a scratch directory in `temp` and moves its one directory
+    /// to `path` (or below it, when the names differ) — only when that directory archives
+    /// again to the recorded tar digest; otherwise nothing stays.
+    fn extract(
+        &self,
+        reader: Box<dyn std::io::Read + Send>,
+        temp: &Path,
+        path: &str,
+        options: UnpackOptions,
+    ) -> Result<OwnArchive> {
+        let scratch = temp.join(format!(
+            "{}x-{}",
+            crate::fsutil::TEMP_PREFIX,
+            hex12(self.desc)
+        ));
+        let known =
+            Compression::of_media_type(self.desc.media_type().as_ref()).map(|_| self.compression);
+        let Some((u, bytes, found)) =
+            unpack_layer(reader, self.desc, self.from, known, &scratch, options)?
+        else {
+            let _ = unpack::remove_tree(&scratch);
+            return Ok(OwnArchive::NotTar);
+        };
+        let names: Vec<String> = std::fs::read_dir(&scratch)
+            .map_err(|e| Error::io("reading", &scratch, e))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let single = match names.as_slice() {
+            [base] if scratch.join(base).is_dir() => Some(base.clone()),
+            _ => None,
+        };
+        let reproducible = single.as_ref().is_some_and(|base| {
+            u.tar_digest.as_ref().is_some_and(|t| {
+                self.expected_tar == Some(t.as_str()) && rearchives_to(&scratch.join(base), base, t)
+            })
+        });
+        let Some(base) = single.filter(|_| reproducible) else {
+            let _ = unpack::remove_tree(&scratch);
+            return Ok(OwnArchive::Other(found));
+        };
+        let mtime = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::symlink_metadata(scratch.join(&base))
+                .map(|m| m.mtime().max(0) as u64)
+                .unwrap_or(0)
+        };
+        // The directory lands at the title when the names agree, else below it.
+        let last = path.rsplit('/').next().unwrap_or(path);
+        let parts: Vec<&[u8]> = path.split('/').map(str::as_bytes).collect();
+        Beneath::open(temp)?
+            .with_dir_mode(0o755)
+            .dir(&parts[..parts.len() - 1], path.as_bytes())?;
+        let (moved, dir) = if last == base {
+            (scratch.join(&base), path.to_string())
+        } else {
+            (scratch.clone(), format!("{path}/{base}"))
+        };
+        std::fs::rename(&moved, temp.join(path)).map_err(|e| Error::io("moving", &moved, e))?;
+        let _ = unpack::remove_tree(&scratch);
+        Ok(OwnArchive::Dir {
+            dir,
+            mtime,
+            bytes,
+            compression: found,
+        })
+    }
+}
+
 /// Fetches and writes every layer, config and image member into `temp`.
 #[allow(clippy::too_many_arguments)]
 async fn write_all(
@@ -829,75 +925,33 @@ async fn write_all(
             Write::OwnArchive(c) => {
                 let blob = store.fetch(&desc).await?;
                 let expected_tar = annotations_of(desc.annotations()).get(ORAS_DIGEST).cloned();
-                let (temp2, desc2, from2, path2) =
-                    (temp.clone(), desc.clone(), from_name.clone(), path.clone());
+                let temp2 = temp.clone();
                 let outcome = blocking(move || {
-                    let reader = blob_reader(blob, &desc2, &from2)?;
-                    let scratch =
-                        temp2.join(format!("{}x-{}", crate::fsutil::TEMP_PREFIX, hex12(&desc2)));
-                    let known = Compression::of_media_type(desc2.media_type().as_ref()).map(|_| c);
-                    let (u, n, found) =
-                        match unpack_layer(reader, &desc2, &from2, known, &scratch, hashing_tar) {
-                            Ok(Some(done)) => done,
-                            // Not an archive after all: written as a file.
-                            Ok(None) => {
-                                let _ = unpack::remove_tree(&scratch);
-                                return Ok((None, 0, "not a tar archive".into(), c));
-                            }
-                            Err(e) => return Err(e),
-                        };
-                    let names: Vec<String> = std::fs::read_dir(&scratch)
-                        .map_err(|e| Error::io("reading", &scratch, e))?
-                        .flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect();
-                    let single = match names.as_slice() {
-                        [base] if scratch.join(base).is_dir() => Some(base.clone()),
-                        _ => None,
+                    let reader = blob_reader(blob, &desc, &from_name)?;
+                    let made = OwnLayer {
+                        desc: &desc,
+                        from: &from_name,
+                        compression: c,
+                        expected_tar: expected_tar.as_deref(),
                     };
-                    let reproducible = single.as_ref().is_some_and(|base| {
-                        u.tar_digest.as_ref().is_some_and(|t| {
-                            expected_tar.as_deref() == Some(t.as_str())
-                                && rearchives_to(&scratch.join(base), base, t)
-                        })
-                    });
-                    let Some(base) = single.filter(|_| reproducible) else {
-                        let _ = unpack::remove_tree(&scratch);
-                        return Ok((None, n, String::new(), found));
-                    };
-                    let mtime = {
-                        use std::os::unix::fs::MetadataExt;
-                        std::fs::symlink_metadata(scratch.join(&base))
-                            .map(|m| m.mtime().max(0) as u64)
-                            .unwrap_or(0)
-                    };
-                    // The directory lands at the title when the names agree, else below it.
-                    let last = path2.rsplit('/').next().unwrap_or(&path2).to_string();
-                    let parts: Vec<&[u8]> = path2.split('/').map(str::as_bytes).collect();
-                    Beneath::open(&temp2)?
-                        .with_dir_mode(0o755)
-                        .dir(&parts[..parts.len() - 1], path2.as_bytes())?;
-                    let (moved, dir) = if last == base {
-                        (scratch.join(&base), path2.clone())
-                    } else {
-                        (scratch.clone(), format!("{path2}/{base}"))
-                    };
-                    std::fs::rename(&moved, temp2.join(&path2))
-                        .map_err(|e| Error::io("moving", &moved, e))?;
-                    let _ = unpack::remove_tree(&scratch);
-                    Ok((Some((dir, mtime)), n, String::new(), found))
+                    made.extract(reader, &temp2, &path, hashing_tar)
                 })
                 .await?;
                 match outcome {
-                    (Some((dir, mtime)), n, _, found) => {
-                        written.bytes += n;
+                    OwnArchive::Dir {
+                        dir,
+                        mtime,
+                        bytes,
+                        compression,
+                    } => {
+                        written.bytes += bytes;
                         // The newest: all are the same for what oci-packer made.
                         written.archive_mtime = Some(written.archive_mtime.unwrap_or(0).max(mtime));
-                        layer.archive_dir = Some((dir, archive_name(found)));
+                        layer.archive_dir = Some((dir, archive_name(compression)));
                         archive_dirs
                             .insert(layer.path.clone(), layer.archive_dir.clone().expect("set"));
                     }
-                    (None, _, why, found) if options.unpack && why != "not a tar archive" => {
+                    OwnArchive::Other(found) if options.unpack => {
                         match unpack_foreign(store, from, &temp, layer, Some(found), unpack_options)
                             .await?
                         {
@@ -913,9 +967,12 @@ async fn write_all(
                             }
                         }
                     }
-                    (None, _, why, _) => {
-                        if !why.is_empty() {
-                            tracing::warn!(digest = %layer.desc.digest(), "written as a file: {why}");
+                    other => {
+                        if let OwnArchive::NotTar = other {
+                            tracing::warn!(
+                                digest = %layer.desc.digest(),
+                                "written as a file: not a tar archive"
+                            );
                         }
                         // Written as the archive file itself.
                         written.bytes += write_layer_file(store, from, &temp, layer).await?;
@@ -1380,7 +1437,7 @@ fn pack_file(
 fn pack_flags<'a>(options: &Options, sources: impl Iterator<Item = &'a String>) -> String {
     let from_registry = sources
         .into_iter()
-        .any(|s| !s.starts_with("oci:///") && !s.starts_with("oci://./"));
+        .any(|s| matches!(Reference::parse(s), Ok(Reference::Registry(_))));
     let mut flags = String::new();
     if from_registry && options.registry.plain_http {
         flags.push_str(" --plain-http");
