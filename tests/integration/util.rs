@@ -1081,3 +1081,19 @@ pub fn interrupt(child: std::process::Child) -> Output {
     .expect("SIGINT");
     child.wait_with_output().expect("wait")
 }
+
+/// Runs the CLI in `cwd` and checks that it succeeded; its output.
+pub fn run_ok(cwd: &Path, args: &[&str]) -> Output {
+    let o = run(cwd, args, &[]);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    o
+}
+
+/// Runs the CLI in `cwd` and checks that it exited with `code` and said `expect` on stderr;
+/// its output.
+pub fn run_fails(cwd: &Path, args: &[&str], code: i32, expect: &str) -> Output {
+    let o = run(cwd, args, &[]);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+    assert!(stderr(&o).contains(expect), "{args:?}: {}", stderr(&o));
+    o
+}
