@@ -472,7 +472,7 @@ fn index_members_by_platform_and_busy_mounts() {
     );
     assert!(lazy.status.success(), "{}", stderr(&lazy));
     assert!(mounts_below(&mnt).is_empty());
-    let o = run_ok(
+    run_ok(
         &d.path,
         &[
             "mount",
