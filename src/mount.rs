@@ -96,10 +96,34 @@ fn host_platform() -> Result<Platform> {
     .map_err(|m| Error::new(ErrorKind::Internal, format!("the host platform: {m}")))
 }
 
+/// A path inside the image as given must not climb above its root by its own `..`s
+/// (symlinks in the image are followed later, inside it).
+fn check_inside(flag: &str, text: &str, path: &str) -> Result<()> {
+    let mut depth = 0usize;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if depth == 0 => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{flag} \"{text}\": the path climbs above the image's root; write it \
+                         from the root, e.g. /tmp"
+                    ),
+                ))
+            }
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
 /// `HOST:PATH` of `--bind`, split at the first `:`.
 fn parse_bind(text: &str) -> Result<(PathBuf, String)> {
     match text.split_once(':') {
         Some((host, path)) if !host.is_empty() && !path.is_empty() => {
+            check_inside("--bind", text, path)?;
             Ok((PathBuf::from(host), path.to_string()))
         }
         _ => Err(Error::new(
@@ -119,11 +143,13 @@ fn parse_tmpfs(text: &str) -> Result<(String, Option<String>)> {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
             format!(
-                "--tmpfs \"{text}\": write PATH or PATH:SIZE, SIZE in bytes with k, m or g (not \
-                 0, which tmpfs takes for no limit) or 1% to 100% of memory, e.g. /tmp:64m"
+                "--tmpfs \"{text}\": write PATH or PATH:SIZE, SIZE in bytes with k, m or g (more \
+                 than 0, which tmpfs takes for no limit, and at most 1 EiB) or 1% to 100% of \
+                 memory, e.g. /tmp:64m"
             ),
         ));
     }
+    check_inside("--tmpfs", text, path)?;
     Ok((path.to_string(), size.map(str::to_string)))
 }
 
@@ -139,8 +165,13 @@ fn tmpfs_size_ok(size: &str) -> bool {
     else {
         return false;
     };
+    // Past 1 EiB the kernel's arithmetic wraps (to 0, no limit): refused.
+    let bytes = |unit: u64| n > 0 && n.checked_mul(unit).is_some_and(|b| b <= 1 << 60);
     match unit {
-        None | Some('k' | 'K' | 'm' | 'M' | 'g' | 'G') => n > 0,
+        None => bytes(1),
+        Some('k' | 'K') => bytes(1 << 10),
+        Some('m' | 'M') => bytes(1 << 20),
+        Some('g' | 'G') => bytes(1 << 30),
         Some('%') => (1..=100).contains(&n),
         Some(_) => false,
     }
@@ -203,6 +234,9 @@ fn mount_point(dir: &Path) -> Result<PathBuf> {
         return refuse(
             "mounting onto / would hide the whole system; choose an empty directory".into(),
         );
+    }
+    if real.exists() && !real.is_dir() {
+        return refuse("is not a directory; mount onto an empty directory".into());
     }
     if let Some(layout) = real
         .ancestors()
@@ -484,13 +518,30 @@ mod linux {
     /// empty one under it (a read-only overlay needs two).
     fn lowers(plan: &Plan) -> Result<Vec<PathBuf>> {
         let mut seen = HashSet::new();
-        let mut lowers: Vec<PathBuf> = plan
-            .layers
-            .iter()
-            .rev()
-            .filter(|l| seen.insert(*l))
-            .cloned()
-            .collect();
+        let mut lowers: Vec<PathBuf> = Vec::new();
+        for l in plan.layers.iter().rev() {
+            if !seen.insert(l) {
+                continue;
+            }
+            lowers.push(l.clone());
+            // A layer whose root is opaque (`.wh..wh..opq` at its top) hides everything
+            // below it; overlayfs ignores the mark on a layer's root, so those layers are
+            // left out instead.
+            if opaque_root(l) {
+                break;
+            }
+        }
+        if lowers.len() > MAX_LOWERS {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "the image has {} distinct layers; overlayfs stacks at most {MAX_LOWERS} \
+                     (flatten the image, e.g. by packing its files into fewer layers); nothing \
+                     was mounted",
+                    lowers.len()
+                ),
+            ));
+        }
         if lowers.len() == 1 {
             let empty = plan.layers[0]
                 .parent()
@@ -500,6 +551,17 @@ mod linux {
             lowers.push(empty);
         }
         Ok(lowers)
+    }
+
+    /// The most lower directories one overlayfs takes (the kernel's `OVL_MAX_STACK`).
+    const MAX_LOWERS: usize = 500;
+
+    /// True when the unpacked layer `dir` had an opaque marker at its root (the extractor
+    /// records it as the `trusted.overlay.opaque` attribute of the directory).
+    fn opaque_root(dir: &Path) -> bool {
+        let mut value = [0u8; 8];
+        rustix::fs::getxattr(dir, "trusted.overlay.opaque", &mut value[..])
+            .is_ok_and(|n| value[..n] == *b"y")
     }
 
     /// The overlay, detached: one `lowerdir+` per lower directory.
@@ -543,10 +605,7 @@ mod linux {
         let escape = || {
             Error::new(
                 ErrorKind::UnsafeContent,
-                format!(
-                    "{what} {path}: it leads outside the image through a symlink (..); nothing \
-                     was mounted"
-                ),
+                format!("{what} {path}: it leads outside the image through a symlink (..)"),
             )
         };
         let mut todo: Vec<String> = path
@@ -574,7 +633,13 @@ mod linux {
                 FileType::Symlink => {
                     links += 1;
                     if links > 40 {
-                        return Err(escape());
+                        return Err(Error::new(
+                            ErrorKind::UnsafeContent,
+                            format!(
+                                "{what} {path}: more than 40 symlinks on the way in the image \
+                                 (a loop?)"
+                            ),
+                        ));
                     }
                     let target = readlinkat(&parent, part.as_str(), Vec::new())
                         .map_err(|e| Error::io("reading the link", Path::new(path), e.into()))?;
@@ -676,17 +741,21 @@ mod linux {
             tmpfs: Vec::new(),
             binds: Vec::new(),
         };
+        let nothing =
+            |e: Error| Error::new(e.kind(), format!("{}; nothing was mounted", e.message()));
         for (path, size) in &plan.tmpfs {
             let what = format!("--tmpfs {path}");
-            let (fd, inside) =
-                resolve(overlay, path, "--tmpfs")?.ok_or_else(|| missing(what.clone(), path))?;
+            let (fd, inside) = resolve(overlay, path, "--tmpfs")
+                .map_err(nothing)?
+                .ok_or_else(|| missing(what.clone(), path))?;
             claim(&inside, what)?;
             out.tmpfs.push((Spot { fd, inside }, size.clone()));
         }
         for (host, path) in &plan.binds {
             let what = format!("--bind {}:{path}", host.display());
-            let (fd, inside) =
-                resolve(overlay, path, "--bind")?.ok_or_else(|| missing(what.clone(), path))?;
+            let (fd, inside) = resolve(overlay, path, "--bind")
+                .map_err(nothing)?
+                .ok_or_else(|| missing(what.clone(), path))?;
             claim(&inside, what)?;
             out.binds.push((Spot { fd, inside }, host.clone()));
         }
@@ -750,6 +819,31 @@ mod linux {
         result
     }
 
+    /// DIR must be an empty directory that nothing is mounted on (a mount there would hide
+    /// what it holds, or stack on the other mount); `done` ends the message.
+    fn check_free(dir: &Path, done: &str) -> Result<()> {
+        let refuse = |why: &str| {
+            Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{} {why}; {done}", dir.display()),
+            )
+            .with_path(dir))
+        };
+        let mounted_here = crate::store::layout::mount_table()?
+            .iter()
+            .any(|m| m.point == dir);
+        if mounted_here {
+            return refuse("is a mount point already (umount it first)");
+        }
+        match std::fs::read_dir(dir).map(|mut rd| rd.next().is_none()) {
+            Ok(true) => Ok(()),
+            Ok(false) => refuse(
+                "is not empty; mount onto an empty directory (a mount would hide what is there)",
+            ),
+            Err(e) => Err(Error::io("reading", dir, e)),
+        }
+    }
+
     /// Creates DIR and missing parents; returns those it made, outermost first.
     fn make_dir(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut made: Vec<PathBuf> = dir
@@ -766,29 +860,7 @@ mod linux {
         let dir = &plan.dir;
         let handle = std::fs::File::open(dir).map_err(|e| Error::io("opening", dir, e))?;
         fs4::fs_std::FileExt::lock_exclusive(&handle).map_err(|e| Error::io("locking", dir, e))?;
-        let refuse = |why: &str| {
-            Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!("{} {why}; nothing was mounted", dir.display()),
-            )
-            .with_path(dir))
-        };
-        let mounted_here = crate::store::layout::mount_table()?
-            .iter()
-            .any(|m| &m.point == dir);
-        if mounted_here {
-            return refuse("is a mount point already (umount it first)");
-        }
-        match std::fs::read_dir(dir).map(|mut rd| rd.next().is_none()) {
-            Ok(true) => {}
-            Ok(false) => {
-                return refuse(
-                    "is not empty; mount onto an empty directory (a mount would hide what is \
-                     there)",
-                )
-            }
-            Err(e) => return Err(Error::io("reading", dir, e)),
-        }
+        check_free(dir, "nothing was mounted")?;
         let overlay = overlay(plan)?;
         let targets = targets(&overlay, plan)?;
         let both =
@@ -827,7 +899,17 @@ mod linux {
                     host,
                     OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
                 )
-                .map_err(|e| sys("binding", host, e))?;
+                .map_err(|e| match e {
+                    Errno::INVAL => Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "--bind {}: it cannot be bound (an unbindable mount, or inside one: \
+                             see findmnt -o TARGET,PROPAGATION); nothing was mounted",
+                            host.display()
+                        ),
+                    ),
+                    e => sys("binding", host, e),
+                })?;
                 let mut flags = mount_flags_of(&tree, host)?;
                 move_mount(&tree, "", &t.fd, "", both).map_err(|e| sys("binding onto", &at, e))?;
                 done.push(at.clone());
@@ -894,17 +976,19 @@ mod linux {
     }
 
     /// A path as a unit file's value. A unit file is lines of `Key=value` where `%` starts a
-    /// specifier and a backslash at the end joins the next line: a path with a line break,
-    /// another control character, a `%` or a backslash could not be written faithfully (or
-    /// would add settings), so it is refused.
+    /// specifier, a backslash at the end joins the next line and white space around a value
+    /// is dropped: a path with a line break, another control character, a `%`, a backslash
+    /// or white space at either end could not be written faithfully (or would add
+    /// settings), so it is refused.
     fn unit_path(p: &Path, what: &str) -> Result<String> {
         let text = p.to_string_lossy();
-        if text.contains(['%', '\\']) || text.chars().any(crate::text::is_unsafe) {
+        let padded = text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace);
+        if padded || text.contains(['%', '\\']) || text.chars().any(crate::text::is_unsafe) {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
-                    "{what} {:?} has a %, a backslash or a control character, which a systemd \
-                     unit cannot hold; no unit was written",
+                    "{what} {:?} has a %, a backslash, a control character or white space at an \
+                     end, which a systemd unit cannot hold; no unit was written",
                     text
                 ),
             ));
@@ -921,6 +1005,20 @@ mod linux {
     ) -> Result<Vec<PathBuf>> {
         let option = lowerdir_option(plan)?;
         let dir = unit_path(&plan.dir, "the mount point")?;
+        // systemd makes a missing mount point; one that exists is checked as for a mount now.
+        if plan.dir.exists() {
+            check_free(&plan.dir, "no unit was written")?;
+        }
+        if unit_dir.exists() && !unit_dir.is_dir() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "--unit-dir {} is not a directory; no unit was written",
+                    unit_dir.display()
+                ),
+            )
+            .with_path(unit_dir));
+        }
         for l in &plan.layers {
             unit_path(l, "the layer directory")?;
         }
@@ -1031,6 +1129,13 @@ mod linux {
         } else {
             UnmountFlags::empty()
         };
+        if points.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("nothing is mounted at or below {}", dir.display()),
+            )
+            .with_path(dir));
+        }
         let mut done = Vec::new();
         let mut failed = Vec::new();
         for (_, p) in points {

@@ -16,9 +16,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{
-    fchmod, fchown, futimens, linkat, mkdirat, mknodat, openat, openat2, renameat, statat,
-    symlinkat, unlinkat, utimensat, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec,
-    Timestamps, Uid, XattrFlags,
+    fchmod, fchown, futimens, linkat, mkdirat, mknodat, openat, openat2, readlinkat, renameat,
+    statat, symlinkat, unlinkat, utimensat, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags,
+    Timespec, Timestamps, Uid, XattrFlags,
 };
 use rustix::io::Errno;
 
@@ -412,16 +412,16 @@ fn components<'a>(dest: &Path, name: &'a [u8]) -> Result<Vec<&'a [u8]>> {
     Ok(parts)
 }
 
-/// True when the relative symlink target `target`, placed in directory `parent` (components
-/// below the destination), stays inside the destination when resolved lexically. Absolute
+/// True when the relative symlink target `target`, placed in a directory `depth` levels
+/// below the destination, stays inside the destination when resolved lexically. Absolute
 /// targets mean the destination's root (as inside an image) and always stay.
-fn link_stays_inside(parent: &[&[u8]], target: &[u8]) -> bool {
+fn link_stays_inside(depth: usize, target: &[u8]) -> bool {
     if target.first() == Some(&b'/') {
         return true;
     }
     // `..` only before any name: after one (`a/../x`) it would climb from wherever `a`
     // leads (a link to `.` makes `a/..` the destination's parent).
-    let mut depth = parent.len() as i64;
+    let mut depth = depth as i64;
     let mut named = false;
     for part in target.split(|&b| b == b'/') {
         match part {
@@ -570,6 +570,26 @@ impl<'a> Beneath<'a> {
             ),
             e => io_at(self.dest, name, "opening the directory of", e),
         }
+    }
+
+    /// Where `dir` (opened beneath the root) really is, as components below the root —
+    /// through whatever symlinks led there. For messages, `name` is the entry.
+    pub fn real_parts(&self, dir: &OwnedFd, name: &[u8]) -> Result<Vec<Vec<u8>>> {
+        use std::os::fd::AsRawFd;
+        let real = |fd: &OwnedFd| {
+            rustix::fs::readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()), Vec::new())
+                .map(|p| p.into_bytes())
+                .map_err(|e| io_at(self.dest, name, "finding the directory of", e))
+        };
+        let (root, at) = (real(&self.root)?, real(dir)?);
+        let below = at
+            .strip_prefix(root.as_slice())
+            .ok_or_else(|| refused(self.dest, name, "would be written outside the destination"))?;
+        Ok(below
+            .split(|b| *b == b'/')
+            .filter(|p| !p.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect())
     }
 
     /// Creates the new file `rel` (a `/`-separated relative path without `..`), with mode
@@ -804,7 +824,10 @@ impl Extraction<'_> {
                         "is a symlink with an empty or NUL target",
                     ));
                 }
-                if !link_stays_inside(parents, &target) {
+                // Checked from where the link really lands: a parent reached through a
+                // symlink (`a -> .`, then `a/a/a/x`) is not as deep as its name says.
+                let dir = self.parent(parents, &name)?;
+                if !link_stays_inside(self.at.real_parts(&dir, &name)?.len(), &target) {
                     return Err(refused(
                         self.dest,
                         &name,
@@ -814,7 +837,6 @@ impl Extraction<'_> {
                         ),
                     ));
                 }
-                let dir = self.parent(parents, &name)?;
                 self.clear(&dir, last, &full, false)?;
                 symlinkat(OsStr::from_bytes(&target), &dir, OsStr::from_bytes(last))
                     .map_err(|e| io_at(self.dest, &full, "creating symlink", e))?;
@@ -844,20 +866,35 @@ impl Extraction<'_> {
                     ));
                 };
                 let tdir = self.parent(tparents, &target)?;
-                match statat(&tdir, OsStr::from_bytes(tlast), AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                        return Err(refused(self.dest, &name, "is a hard link to a directory"))
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        return Err(refused(
+                let linked =
+                    match statat(&tdir, OsStr::from_bytes(tlast), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                            return Err(refused(self.dest, &name, "is a hard link to a directory"))
+                        }
+                        Ok(st) => FileType::from_raw_mode(st.st_mode),
+                        Err(_) => return Err(refused(
                             self.dest,
                             &name,
                             "is a hard link to an entry the archive has not created (before it)",
-                        ))
+                        )),
+                    };
+                let dir = self.parent(parents, &name)?;
+                if linked == FileType::Symlink {
+                    // A second name of a symlink: its relative target now counts from here.
+                    let text = readlinkat(&tdir, OsStr::from_bytes(tlast), Vec::new())
+                        .map_err(|e| io_at(self.dest, &target, "reading the link", e))?;
+                    if !link_stays_inside(self.at.real_parts(&dir, &name)?.len(), text.as_bytes()) {
+                        return Err(refused(
+                            self.dest,
+                            &name,
+                            format!(
+                                "is a hard link to a symlink to \"{}\", which leads outside the \
+                                 destination from here",
+                                shown(text.as_bytes())
+                            ),
+                        ));
                     }
                 }
-                let dir = self.parent(parents, &name)?;
                 let tdir = self.parent(tparents, &target)?;
                 if join(tparents) == join(parents) && *tlast == last {
                     return Ok(());
@@ -985,7 +1022,9 @@ fn times(mtime: i64) -> Timestamps {
 /// Extracts the tar stream `tar` into the existing directory `dest` (which should be empty:
 /// entries replace what is there). On error, what was written stays; see [`unpack_new`].
 pub fn unpack_into(tar: &mut dyn Read, dest: &Path, options: UnpackOptions) -> Result<Unpacked> {
-    let at = Beneath::open(dest)?;
+    // Parents the archive does not list are made as GNU tar and container runtimes make
+    // them (0755): 0700 would hide a lower layer's files from everyone but root.
+    let at = Beneath::open(dest)?.with_dir_mode(0o755);
     let mut stream = Capped {
         inner: HeaderGuard::new(tar),
         hasher: options.hash_tar.then(Hasher::new),
@@ -1224,12 +1263,12 @@ mod tests {
     #[test]
     fn link_targets() {
         let p: Vec<&[u8]> = vec![b"a", b"b"];
-        assert!(link_stays_inside(&p, b"../x"));
-        assert!(link_stays_inside(&p, b"../../x"));
-        assert!(!link_stays_inside(&p, b"../../../x"));
-        assert!(link_stays_inside(&p, b"/etc/passwd"));
-        assert!(!link_stays_inside(&[], b"x/../../y"));
-        assert!(!link_stays_inside(&p, b"a/../victim"));
+        assert!(link_stays_inside(p.len(), b"../x"));
+        assert!(link_stays_inside(p.len(), b"../../x"));
+        assert!(!link_stays_inside(p.len(), b"../../../x"));
+        assert!(link_stays_inside(p.len(), b"/etc/passwd"));
+        assert!(!link_stays_inside(0, b"x/../../y"));
+        assert!(!link_stays_inside(p.len(), b"a/../victim"));
     }
 
     #[test]

@@ -950,3 +950,195 @@ fn mount_waits_for_a_running_collection() {
     );
     assert!(run(&d.path, &["umount", "mnt"], &[]).status.success());
 }
+
+/// Builds `NAME.tar` of only `members` of the files `build` makes (GNU tar; no entries for
+/// their parent directories).
+fn gnu_layer_of(d: &TestDir, name: &str, members: &[&str], build: impl FnOnce(&Path)) -> String {
+    let root = d.mkdir(&format!("rootfs-{name}"));
+    build(&root);
+    let file = format!("{name}.tar");
+    let o = Command::new("tar")
+        .args(["-cf", &file, "-C", root.to_str().expect("utf8")])
+        .args(members)
+        .current_dir(&d.path)
+        .output()
+        .expect("tar");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    file
+}
+
+/// Found by a hostile round: parents a layer does not list were made 0700 and hid the
+/// lower layers' files from everyone but root; an opaque marker at a layer's root (which
+/// overlayfs ignores there) let deleted files show through.
+#[test]
+fn implicit_parents_and_an_opaque_root_merge_as_the_image_says() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TestDir::new();
+    let a = gnu_layer(&d, "a", |r| {
+        write(&r.join("usr/share/a"), "a\n");
+        write(&r.join("secret/key"), "s\n");
+    });
+    let b = gnu_layer_of(&d, "b", &["./usr/share/b"], |r| {
+        write(&r.join("usr/share/b"), "b\n")
+    });
+    image(&d, "parents", &[a.clone(), b]);
+    let mnt = d.join("mnt");
+    let _guard = Unmount(mnt.clone());
+    run_ok(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:parents", "mnt"],
+    );
+    for p in ["usr", "usr/share"] {
+        let mode = std::fs::metadata(mnt.join(p))
+            .expect("dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755, "{p}: {mode:o}");
+    }
+    let o = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat"])
+        .arg(mnt.join("usr/share/a"))
+        .output()
+        .expect("setpriv");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(&d.path, &["umount", "mnt"]);
+    // `.wh..wh..opq` at the top of the second layer: nothing of the first is left.
+    let c = gnu_layer(&d, "c", |r| {
+        write(&r.join(".wh..wh..opq"), "");
+        write(&r.join("new"), "n\n");
+    });
+    image(&d, "opaque", &[a, c]);
+    run_ok(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:opaque", "mnt"],
+    );
+    let names: Vec<String> = std::fs::read_dir(&mnt)
+        .expect("read")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["new"]);
+    run_ok(&d.path, &["umount", "mnt"]);
+}
+
+/// Found by a hostile round: more layers than overlayfs stacks (500) gave an error about
+/// the kernel's version; `--persistent` checked nothing of DIR; white space at the end of
+/// a path was dropped by systemd; an upper directory of an overlay was not guarded; a
+/// symlink loop was called an escape; bare system errors and a silent `umount`.
+#[test]
+fn more_refusals_say_what_is_wrong() {
+    let d = TestDir::new();
+    let layers: Vec<String> = (0..501)
+        .map(|i| {
+            gnu_layer(&d, &format!("l{i:03}"), |r| {
+                write(&r.join(format!("f{i}")), "x")
+            })
+        })
+        .collect();
+    image(&d, "huge", &layers);
+    run_fails(
+        &d.path,
+        &["mount", "oci://images:huge", "m1"],
+        2,
+        "overlayfs stacks at most 500",
+    );
+    assert!(!d.join("m1").exists());
+    let l = gnu_layer(&d, "small", |r| {
+        std::fs::create_dir_all(r.join("srv")).expect("srv");
+        std::os::unix::fs::symlink("b", r.join("a")).expect("a -> b");
+        std::os::unix::fs::symlink("a", r.join("b")).expect("b -> a");
+    });
+    image(&d, "small", &[l]);
+    let units = d.mkdir("units");
+    let unit_dir = units.to_str().expect("utf8");
+    d.write("busy/keep", "x");
+    d.write("a-file", "x");
+    d.mkdir("data ");
+    for (args, expect) in [
+        (
+            vec!["--persistent", "--unit-dir", unit_dir, "busy"],
+            "is not empty",
+        ),
+        (
+            vec!["--persistent", "--unit-dir", unit_dir, "a-file"],
+            "is not a directory",
+        ),
+        (vec!["a-file"], "is not a directory"),
+        (
+            vec!["--persistent", "--unit-dir", "a-file", "m2"],
+            "is not a directory",
+        ),
+        (
+            vec!["--persistent", "--unit-dir", unit_dir, "m2 "],
+            "white space",
+        ),
+        (
+            vec![
+                "--persistent",
+                "--unit-dir",
+                unit_dir,
+                "--bind",
+                "data :/srv",
+                "m2",
+            ],
+            "white space",
+        ),
+        (vec!["--tmpfs", "../a", "m2"], "above the image's root"),
+        (vec!["--tmpfs", "/srv:17179869184g", "m2"], "at most 1 EiB"),
+        (
+            vec!["--tmpfs", "/srv:18446744073709551615", "m2"],
+            "at most 1 EiB",
+        ),
+    ] {
+        let mut all = vec!["mount", "--no-tmpfs"];
+        all.extend(&args);
+        all.insert(all.len() - 1, "oci://images:small");
+        run_fails(&d.path, &all, 2, expect);
+    }
+    assert_eq!(std::fs::read_dir(&units).expect("units").count(), 0);
+    assert!(!d.join("m2").exists());
+    let o = run(
+        &d.path,
+        &[
+            "mount",
+            "--no-tmpfs",
+            "--tmpfs",
+            "/a",
+            "oci://images:small",
+            "m3",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("a loop?"), "{}", stderr(&o));
+    run_fails(&d.path, &["umount", "m3"], 2, "nothing is mounted");
+    // A layer's directory as an overlay's upper directory keeps it.
+    run_ok(
+        &d.path,
+        &["mount", "--no-tmpfs", "oci://images:small", "m4"],
+    );
+    run_ok(&d.path, &["umount", "m4"]);
+    let layer = unpacked_layer(&d, "small", 0);
+    let (lower, work, point) = (d.mkdir("lo"), d.mkdir("wk"), d.mkdir("m5"));
+    let _guard = Unmount(point.clone());
+    let o = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            layer.display(),
+            work.display()
+        ))
+        .arg(&point)
+        .output()
+        .expect("mount");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_fails(
+        &d.path,
+        &["delete", "oci://images:small"],
+        2,
+        "in use by a mount",
+    );
+    assert!(layer.exists());
+    let _ = Command::new("umount").arg(&point).status();
+}

@@ -317,6 +317,32 @@ fn malicious_archives_are_refused_and_leave_nothing() {
             u,
             "outside the destination",
         ),
+        // Found by a hostile round: a link written through a parent that is a link to `.`
+        // is not as deep as its name says.
+        (
+            "symlink-through-dot-link",
+            layer(&[
+                symlink("a", "."),
+                symlink("a/a/a/a/esc", "../../../../outside"),
+            ]),
+            vec![],
+            u,
+            "outside the destination",
+        ),
+        // ... and a hard link to a deep symlink gives its relative target a shallower home.
+        (
+            "hardlink-to-deep-symlink",
+            layer(&[
+                dir("a/"),
+                dir("a/b/"),
+                dir("a/b/c/"),
+                symlink("a/b/c/l", "../../../x"),
+                hardlink("esc", "a/b/c/l"),
+            ]),
+            vec![],
+            u,
+            "hard link to a symlink",
+        ),
         (
             "symlink-lexical-escape",
             layer(&[symlink("x", "y/../../victim.txt")]),

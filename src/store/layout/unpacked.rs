@@ -350,8 +350,8 @@ pub(crate) fn mount_table() -> Result<Vec<MountEntry>> {
         .collect())
 }
 
-/// The lower directories of every overlay mounted now (`lowerdir=` and `lowerdir+=`
-/// options, with mountinfo's octal escapes and overlayfs's `\:` undone).
+/// The directories every overlay mounted now uses (`lowerdir=`, `lowerdir+=`, `upperdir=`
+/// and `workdir=` options, with mountinfo's octal escapes and overlayfs's `\:` undone).
 pub(crate) fn mounted_lower_dirs() -> HashSet<PathBuf> {
     let mut out = HashSet::new();
     for m in mount_table().unwrap_or_default() {
@@ -359,9 +359,10 @@ pub(crate) fn mounted_lower_dirs() -> HashSet<PathBuf> {
             continue;
         }
         for opt in split_unescaped(&m.options, ',') {
-            let value = opt
-                .strip_prefix("lowerdir=")
-                .or_else(|| opt.strip_prefix("lowerdir+="));
+            // Upper and work directories count too: removing one breaks the mount as well.
+            let value = ["lowerdir=", "lowerdir+=", "upperdir=", "workdir="]
+                .iter()
+                .find_map(|k| opt.strip_prefix(k));
             let Some(value) = value else { continue };
             for dir in split_unescaped(value, ':') {
                 out.insert(PathBuf::from(unescape_mountinfo(&dir)));
