@@ -35,6 +35,7 @@ mod pack;
 pub mod packfile;
 mod platform;
 mod progress;
+mod proxy;
 mod reference;
 mod runtime;
 mod source;
@@ -59,6 +60,7 @@ pub use options::{Options, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MAX_CONCURREN
 pub use pack::Packed;
 pub use packfile::{ConfigSpec, ItemSpec, PackFile, PackInput};
 pub use progress::{Progress, ProgressEvent, ProgressFields};
+pub use proxy::{Proxy, ServeSpec};
 pub use runtime::Cancel;
 
 /// This library's version.
@@ -194,6 +196,17 @@ pub fn mount(
 /// detach busy mounts). Errors list every mount that could not be unmounted.
 pub fn umount(dir: impl AsRef<std::path::Path>, lazy: bool) -> Result<Unmounted> {
     mount::umount(dir.as_ref(), lazy)
+}
+
+/// Serves the files (titled layers) of the artifacts of `upstream` — a registry host
+/// (`host[:port]`, with the options' credentials and TLS settings) or a layout
+/// (`oci://DIR`) — over HTTP on `spec.addr` (`proxy`, SPEC §8), until the options' cancel
+/// handle fires; then in-flight responses finish (at most 10 s) and it returns `Ok`. Use
+/// [`Proxy::bind`] to learn the address before serving. Errors: a bad upstream or address
+/// ([`ErrorKind::InvalidArgument`]), an address that cannot be bound ([`ErrorKind::Io`]).
+pub fn serve(upstream: &str, spec: &ServeSpec, options: &Options) -> Result<()> {
+    options.check()?;
+    Proxy::bind(upstream, spec, options)?.run()
 }
 
 /// Checks credentials against `host` and stores them in the Docker config (`login`);

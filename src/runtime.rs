@@ -62,6 +62,11 @@ impl Cancel {
     pub fn is_cancelled(&self) -> bool {
         self.0.is_cancelled()
     }
+
+    /// The token under it, for work that stops on its own terms (the proxy drains).
+    pub(crate) fn token(&self) -> &tokio_util::sync::CancellationToken {
+        &self.0
+    }
 }
 
 /// The exit status a signal asked for (130 for SIGINT, 143 for SIGTERM), once one came.

@@ -500,6 +500,31 @@ def umount(dir: PathLike, *, lazy: bool = False) -> Unmounted:
     return result
 
 
+def serve(
+    upstream: str,
+    *,
+    addr: str = "127.0.0.1:8080",
+    tag_ttl: int = 30,
+    plain_http: bool = False,
+    insecure: bool = False,
+    ca_file: Optional[PathLike] = None,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
+    registry_config: Optional[PathLike] = None,
+) -> None:
+    """Serves the files (titled layers) of the artifacts of ``upstream`` — a registry host
+    (``host[:port]``) or a layout (``oci://DIR``) — over HTTP on ``addr`` (``IP:PORT``; port 0
+    picks one, logged by the ``oci_packer.proxy`` logger at INFO), read-only:
+    ``GET /REPO/REF?title=T``, ``/REPO/REF/files/T``, ``/REPO/REF/files/`` (a JSON listing).
+    A tag's answer is kept ``tag_ttl`` seconds. Blocks until Ctrl-C, which lets responses in
+    flight finish (at most 10 s) and raises ``KeyboardInterrupt``. A bad upstream or address
+    raises :class:`InvalidArgumentError`; an address in use :class:`OciIOError`."""
+    spec = {"addr": addr, "tagTtl": tag_ttl}
+    opts = _options(plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
+                    password=password, registry_config=registry_config)
+    _native.serve(upstream, json.dumps(spec), opts)
+
+
 def login(
     host: str,
     username: str,
@@ -564,6 +589,7 @@ __all__ = [
     "logout",
     "mount",
     "pack",
+    "serve",
     "umount",
     "validate",
     "verify",

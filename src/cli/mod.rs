@@ -307,12 +307,18 @@ enum Command {
         /// Where to write the pages.
         dir: PathBuf,
     },
-    /// Commands of the original tool that this version does not have: refused with a
-    /// message saying so (hidden from --help).
-    #[command(name = "proxy", hide = true)]
-    Missing {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
+    /// Serve the files (titled layers) of artifacts over HTTP, read-only, from a registry
+    /// or a layout: GET /REPO/REF?title=T or /REPO/REF/files/T; /REPO/REF/files/ lists them.
+    Proxy {
+        /// A registry host (host[:port], with the registry flags) or a layout (oci://DIR).
+        upstream: String,
+        /// Where to listen (IP:PORT; port 0 picks a free one).
+        #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Seconds a tag's answer is kept before the upstream is asked again (digests are
+        /// kept for good).
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        tag_ttl: u64,
     },
 }
 
@@ -443,8 +449,14 @@ fn init_logging(g: &Global) {
             _ => "trace",
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OCI_PACKER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("oci_packer={level},warn")));
+    // The proxy's access log is on unless -q.
+    let access = if g.quiet { "error" } else { "info" };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("OCI_PACKER_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "oci_packer={level},oci_packer::proxy::access={access},warn"
+            ))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -825,19 +837,28 @@ fn execute(cli: Cli) -> Result<i32, Error> {
                 .map_err(|e| Error::io("writing man pages to", &dir, e))?;
             Ok(0)
         }
-        Command::Missing { .. } => {
-            let name = std::env::args()
-                .find(|a| COMMAND_WORDS.contains(&a.as_str()))
-                .unwrap_or_else(|| "this command".into());
-            Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "this version of oci-packer has no `{name}` command; its commands are pack, \
-                     validate, list, copy, extract, verify, delete, gc, mount, umount, login, \
-                     logout and completion \
-                     (see --help)"
-                ),
-            ))
+        Command::Proxy {
+            upstream,
+            addr,
+            tag_ttl,
+        } => {
+            let opts = Options {
+                registry: registry_options(g)?,
+                cancel: interruptible(),
+                ..Options::default()
+            };
+            let proxy = crate::Proxy::bind(&upstream, &crate::ServeSpec { addr, tag_ttl }, &opts)?;
+            let at = proxy.local_addr()?;
+            output::message(
+                &mut out,
+                g.format,
+                &format!("Serving {upstream} on http://{at} (Ctrl-C stops)"),
+                serde_json::json!({"upstream": upstream, "addr": at.to_string()}),
+            )?;
+            out.flush()
+                .map_err(|e| Error::new(ErrorKind::Io, format!("writing to stdout: {e}")))?;
+            proxy.run()?;
+            Ok(0)
         }
         Command::Logout { host } => {
             let removed = crate::logout(&host, &registry_options(g)?)?;

@@ -198,8 +198,81 @@ pub trait Target: Send + Sync + fmt::Debug {
         ))
     }
 
+    /// Bytes `start .. start + len` of the blob (an HTTP `Range`), which must lie within
+    /// it. Not verified: a part of a blob cannot be checked against its digest (registries
+    /// serve ranges so too). The default reads the blob from its start and keeps the part.
+    async fn fetch_range(&self, desc: &Descriptor, start: u64, len: u64) -> Result<ByteStream> {
+        let whole = blob_stream(self.fetch(desc).await?, desc, &self.name()).await?;
+        Ok(slice_stream(whole, start, len))
+    }
+
     /// `self` as a trait object (for the defaults' messages).
     fn as_dyn(&self) -> &dyn Target;
+}
+
+/// Bytes as they stream from a store; an error ends the stream.
+pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<Bytes>>;
+
+/// The whole blob as a stream of chunks, verified: it ends with an error when the size or
+/// the digest differs from `desc`, and the chunk that completes it is handed on only after
+/// the check ([`verify::verified_stream`]). `from` names the store for messages.
+pub(crate) async fn blob_stream(blob: Blob, desc: &Descriptor, from: &str) -> Result<ByteStream> {
+    use futures::StreamExt;
+    Ok(match blob {
+        Blob::Bytes(b) => {
+            let b = verify::verify_bytes(b, desc, from)?;
+            futures::stream::once(async move { Ok(b) }).boxed()
+        }
+        Blob::File(_) | Blob::Spooled(..) => {
+            let file = blob.into_file_ref().expect("a file");
+            let (d, f) = (desc.clone(), from.to_string());
+            let opened =
+                crate::fsutil::blocking(move || verify::open_blob_file(&file, &d, &f)).await?;
+            let reader =
+                tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(opened), desc.size() + 1);
+            let chunks = tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10).boxed();
+            verify::verified_stream(chunks, desc, from.to_string())
+        }
+        // Verified as it is read (see [`Blob::Stream`]).
+        Blob::Stream(r) => tokio_util::io::ReaderStream::with_capacity(r, 256 << 10).boxed(),
+    })
+}
+
+/// The part `start .. start + len` of a stream that begins at byte 0; ends early with an
+/// error when the stream is shorter.
+pub(crate) fn slice_stream(inner: ByteStream, start: u64, len: u64) -> ByteStream {
+    use futures::StreamExt;
+    let state = (inner, start, len);
+    futures::stream::unfold(state, |(mut inner, mut skip, mut left)| async move {
+        while left > 0 {
+            match inner.next().await {
+                Some(Ok(mut chunk)) => {
+                    let n = chunk.len() as u64;
+                    if skip >= n {
+                        skip -= n;
+                        continue;
+                    }
+                    let _ = chunk.split_to(skip as usize);
+                    skip = 0;
+                    if chunk.len() as u64 > left {
+                        chunk.truncate(left as usize);
+                    }
+                    left -= chunk.len() as u64;
+                    return Some((Ok(chunk), (inner, skip, left)));
+                }
+                Some(Err(e)) => return Some((Err(e), (inner, 0, 0))),
+                None => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the blob ended before the range",
+                    );
+                    return Some((Err(e), (inner, 0, 0)));
+                }
+            }
+        }
+        None
+    })
+    .boxed()
 }
 
 /// Refuses `--unpack` for a target that is not a layout, before anything is written.

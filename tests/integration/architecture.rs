@@ -35,6 +35,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("delete", 6),
     ("extract", 6),
     ("mount", 6),
+    ("proxy", 6),
     ("crate", 7),
     ("cli", 8),
 ];

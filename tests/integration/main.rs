@@ -11,6 +11,7 @@ mod layout;
 mod library;
 mod mount;
 mod packfile;
+mod proxy;
 mod registry;
 mod sources;
 mod unpack;

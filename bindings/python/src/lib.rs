@@ -508,6 +508,17 @@ fn umount(py: Python<'_>, dir: PathBuf, lazy: bool) -> PyResult<String> {
         .map_err(|e| to_py(py, e))
 }
 
+/// `serve`: serves `upstream` over HTTP until Ctrl-C (then raises `KeyboardInterrupt`, after
+/// responses in flight finished). The address it listens on is logged (logger
+/// `oci_packer.proxy`, INFO) before it serves.
+#[pyfunction]
+fn serve(py: Python<'_>, upstream: String, spec: &str, opts: &str) -> PyResult<()> {
+    let spec: oci_packer::ServeSpec = serde_json::from_str(spec)
+        .map_err(|e| PyTypeError::new_err(format!("bad serve spec: {e}")))?;
+    let mut options = options(opts)?;
+    interruptible(py, &mut options, |o| oci_packer::serve(&upstream, &spec, o))
+}
+
 /// `gc`: what was (or would be) removed, as JSON.
 #[pyfunction]
 fn gc(py: Python<'_>, reference: String, opts: &str) -> PyResult<String> {
@@ -564,6 +575,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(extract, m)?)?;
     m.add_function(wrap_pyfunction!(mount, m)?)?;
     m.add_function(wrap_pyfunction!(umount, m)?)?;
+    m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(logout, m)?)?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;

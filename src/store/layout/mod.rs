@@ -754,6 +754,22 @@ impl Target for Layout {
         Ok(Blob::File(file))
     }
 
+    async fn fetch_range(
+        &self,
+        desc: &Descriptor,
+        start: u64,
+        len: u64,
+    ) -> Result<crate::store::ByteStream> {
+        use futures::StreamExt;
+        use std::io::Seek;
+        let (this, d) = (self.clone(), desc.clone());
+        let (mut file, fref) = blocking(move || this.open_blob(&d)).await?;
+        file.seek(io::SeekFrom::Start(start))
+            .map_err(|e| Error::io("reading", &fref.path, e))?;
+        let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+        Ok(tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10).boxed())
+    }
+
     async fn push(
         &self,
         desc: &Descriptor,

@@ -828,6 +828,62 @@ impl Target for Registry {
         ))))
     }
 
+    async fn fetch_range(
+        &self,
+        desc: &Descriptor,
+        start: u64,
+        len: u64,
+    ) -> Result<crate::store::ByteStream> {
+        let digest = desc.digest().to_string();
+        let url = self.url("blobs", &digest);
+        let what = format!("blob {digest}");
+        let mut headers = HeaderMap::new();
+        let range = format!("bytes={start}-{}", start + len.max(1) - 1);
+        headers.insert(
+            reqwest::header::RANGE,
+            range.parse().map_err(|_| {
+                Error::new(ErrorKind::Internal, format!("a bad range header: {range}"))
+            })?,
+        );
+        let resp = self
+            .client
+            .send_sized(
+                Method::GET,
+                &url,
+                &self.pull_scope(),
+                headers,
+                &Body::Empty,
+                Some(len),
+            )
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(self.client.error(&Method::GET, &url, &what, resp).await);
+        }
+        if status == StatusCode::PARTIAL_CONTENT {
+            let want = format!("bytes {start}-{}/", start + len.max(1) - 1);
+            let got = resp
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !got.starts_with(&want) {
+                return Err(Error::new(
+                    ErrorKind::Registry,
+                    format!("{what}: the registry answered another range than asked for"),
+                )
+                .with_digest(digest));
+            }
+        }
+        let stream = resp.bytes_stream().map_err(std::io::Error::other).boxed();
+        Ok(if status == StatusCode::PARTIAL_CONTENT {
+            crate::store::slice_stream(stream, 0, len)
+        } else {
+            // The whole blob (the registry ignored the range): the part is cut out here.
+            crate::store::slice_stream(stream, start, len)
+        })
+    }
+
     async fn push(
         &self,
         desc: &Descriptor,
