@@ -423,3 +423,40 @@ def test_mount_and_umount_an_image(files):
     oci_packer.pack(files / "pack.yaml", f"oci://{files}/x:v1")
     with pytest.raises(oci_packer.InvalidArgumentError, match="not a container image"):
         oci_packer.mount(f"oci://{files}/x:v1", files / "m2")
+
+
+def test_serve_answers_curl_and_stops_on_ctrl_c(files):
+    import signal
+    import time
+
+    oci_packer.pack(files / "pack.yaml", f"oci://{files}/served:v1")
+    script = (
+        "import logging, sys, oci_packer\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+        "try:\n"
+        f"    oci_packer.serve('oci://{files}/served', addr='127.0.0.1:0', tag_ttl=5)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped cleanly', flush=True)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = None
+        deadline = time.monotonic() + 60
+        while base is None:
+            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read() if p.poll() is not None else ""
+            line = p.stderr.readline()
+            if " on http://" in line:
+                base = line.split(" on ", 1)[1].split()[0]
+        got = subprocess.run(["curl", "-sS", "-D", "-", f"{base}/v1?title=a.txt"], capture_output=True, text=True)
+        assert got.returncode == 0, got.stderr
+        assert "200" in got.stdout.splitlines()[0]
+        assert "cache-control: public, max-age=5" in got.stdout.lower()
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0
+        assert "stopped cleanly" in out
+    finally:
+        if p.poll() is None:
+            p.kill()
+    with pytest.raises(oci_packer.InvalidArgumentError, match="registry host"):
+        oci_packer.serve("not a host/x")
