@@ -40,6 +40,9 @@ pub(crate) struct Upstream {
     tag_ttl: Duration,
     tags: Mutex<HashMap<(String, String), (Descriptor, Instant)>>,
     manifests: Mutex<ManifestCache>,
+    /// The files of an artifact by (root digest, platform asked for): content addressed,
+    /// so never stale; bounded like the tags.
+    files: Mutex<HashMap<(String, Option<String>), Arc<Vec<File>>>>,
 }
 
 /// A file of an artifact: a layer with a title.
@@ -90,6 +93,7 @@ impl Upstream {
             tag_ttl,
             tags: Mutex::default(),
             manifests: Mutex::new(ManifestCache::default()),
+            files: Mutex::default(),
         })
     }
 
@@ -177,7 +181,29 @@ impl Upstream {
     /// The titled layers of the artifact: of a manifest, or of the index members chosen
     /// by `platform` (the best match, as `copy --platform` chooses, plus every member
     /// without a platform; all of them when no platform is asked for).
-    pub async fn files(&self, found: &Found, platform: Option<&Platform>) -> Result<Vec<File>> {
+    pub async fn files(&self, found: &Found, platform: Option<&Platform>) -> Result<Arc<Vec<File>>> {
+        let key = (
+            found.root.digest().to_string(),
+            platform.map(ToString::to_string),
+        );
+        if let Some(f) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(f.clone());
+        }
+        let files = Arc::new(self.read_files(found, platform).await?);
+        let mut cache = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_TAGS {
+            cache.clear();
+        }
+        cache.insert(key, files.clone());
+        Ok(files)
+    }
+
+    async fn read_files(&self, found: &Found, platform: Option<&Platform>) -> Result<Vec<File>> {
         let target = found.target.as_ref();
         let root = &found.root;
         let mt = root.media_type().to_string();

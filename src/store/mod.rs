@@ -224,14 +224,23 @@ pub(crate) async fn blob_stream(blob: Blob, desc: &Descriptor, from: &str) -> Re
             futures::stream::once(async move { Ok(b) }).boxed()
         }
         Blob::File(_) | Blob::Spooled(..) => {
+            // One blocking thread reads and hashes (large reads, no hop through the
+            // blocking pool per chunk); two chunks wait at most, so memory stays small.
             let file = blob.into_file_ref().expect("a file");
             let (d, f) = (desc.clone(), from.to_string());
             let opened =
                 crate::fsutil::blocking(move || verify::open_blob_file(&file, &d, &f)).await?;
-            let reader =
-                tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(opened), desc.size() + 1);
-            let chunks = tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10).boxed();
-            verify::verified_stream(chunks, desc, from.to_string())
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+            let (d, f) = (desc.clone(), from.to_string());
+            tokio::task::spawn_blocking(move || {
+                for chunk in verify::VerifiedChunks::new(opened, d, f, 256 << 10) {
+                    let failed = chunk.is_err();
+                    if tx.blocking_send(chunk).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
         }
         // Verified as it is read (see [`Blob::Stream`]).
         Blob::Stream(r) => tokio_util::io::ReaderStream::with_capacity(r, 256 << 10).boxed(),

@@ -120,6 +120,86 @@ pub(crate) fn verified_stream(
     .boxed()
 }
 
+/// The chunks of a blob read from `reader`, verified: the chunk that completes the declared
+/// size is handed on only after the size and the digest are checked (and nothing more can
+/// be read), as [`verified_stream`] does for streams. A blocking iterator.
+pub(crate) struct VerifiedChunks<R> {
+    reader: R,
+    hasher: Option<Hasher>,
+    desc: Descriptor,
+    from: String,
+    chunk: usize,
+}
+
+impl<R: Read> VerifiedChunks<R> {
+    pub(crate) fn new(reader: R, desc: Descriptor, from: String, chunk: usize) -> Self {
+        VerifiedChunks {
+            reader,
+            hasher: Some(Hasher::new()),
+            desc,
+            from,
+            chunk,
+        }
+    }
+
+    /// The end: nothing more to read, and the digest right.
+    fn finish(&mut self) -> io::Result<()> {
+        let mut probe = [0u8; 1];
+        loop {
+            match self.reader.read(&mut probe) {
+                Ok(0) => break,
+                Ok(_) => {
+                    self.hasher = None;
+                    return Err(as_io(mismatch(
+                        &self.desc,
+                        &self.from,
+                        format!("more than {} bytes are there", self.desc.size()),
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (digest, got) = self.hasher.take().unwrap_or_default().finish();
+        check(&self.desc, &self.from, &digest, got).map_err(as_io)
+    }
+}
+
+impl<R: Read> Iterator for VerifiedChunks<R> {
+    type Item = io::Result<Bytes>;
+
+    fn next(&mut self) -> Option<io::Result<Bytes>> {
+        let left = self.desc.size() - self.hasher.as_ref()?.size();
+        if left == 0 {
+            // An empty blob: no chunk, only the check.
+            return self.finish().err().map(Err);
+        }
+        let mut buf = vec![0u8; left.min(self.chunk as u64) as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.hasher = None;
+                    return Some(Err(e));
+                }
+            }
+        }
+        buf.truncate(filled);
+        let hasher = self.hasher.as_mut()?;
+        hasher.update(&buf);
+        if filled == 0 || hasher.size() == self.desc.size() {
+            // The last chunk (or the file ended early): checked before it goes on.
+            if let Err(e) = self.finish() {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(Bytes::from(buf)))
+    }
+}
+
 /// Opens a blob file for reading (see [`blob_file`]).
 pub(crate) fn open_blob_file(
     file: &FileRef,
