@@ -40,7 +40,8 @@ pub const CLIENT_STALL: Duration = Duration::from_secs(60);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// In-flight responses get this long to finish after a stop is asked for.
 pub const DRAIN: Duration = Duration::from_secs(10);
-/// Files up to this size are read whole (verified) and sent in one piece.
+/// Files up to this size are read whole (verified), sent in one piece, and kept in a
+/// bounded cache by digest.
 const SMALL: u64 = 256 << 10;
 /// Streamed bodies go out in pieces of at least this much (fewer writes and wake-ups).
 const PIECE: usize = 256 << 10;
@@ -453,12 +454,12 @@ async fn answer(
     let slot = upstream_slot(state).await?;
     let target = found.target.clone();
     if status == StatusCode::OK && size <= SMALL {
-        // Small: read whole and verified, then sent in one piece.
-        let data = match target.fetch(&file.desc).await {
-            Ok(blob) => crate::store::read_small(blob, &file.desc, &target.name()).await,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| Refusal::upstream(&e, &format!("{what} {title}")))?;
+        // Small: read whole and verified (or from the cache), sent in one piece.
+        let data = state
+            .upstream
+            .small_blob(target.as_ref(), &file.desc)
+            .await
+            .map_err(|e| Refusal::upstream(&e, &format!("{what} {title}")))?;
         drop(slot);
         return Ok(Answer {
             status,

@@ -19,6 +19,8 @@ use crate::store::{fetch_small, Target, Targets};
 const MAX_TAGS: usize = 4096;
 /// Bytes of manifests and indexes kept by digest at most.
 const MAX_MANIFEST_CACHE: u64 = 64 << 20;
+/// Bytes of small files kept by digest at most (each at most the proxy's small size).
+const MAX_SMALL_CACHE: u64 = 32 << 20;
 /// Members of an index looked at at most (a fan-out bomb is an error, not a hang).
 const MAX_MEMBERS: usize = 1024;
 
@@ -39,7 +41,9 @@ pub(crate) struct Upstream {
     targets: Targets,
     tag_ttl: Duration,
     tags: Mutex<HashMap<(String, String), (Descriptor, Instant)>>,
-    manifests: Mutex<ManifestCache>,
+    manifests: Mutex<ByteCache>,
+    /// Small files already served, verified, by digest.
+    small: Mutex<ByteCache>,
     /// The files of an artifact by (root digest, platform asked for): content addressed,
     /// so never stale; bounded like the tags.
     files: Mutex<HashMap<(String, Option<String>), Arc<Vec<File>>>>,
@@ -92,7 +96,8 @@ impl Upstream {
             targets,
             tag_ttl,
             tags: Mutex::default(),
-            manifests: Mutex::new(ManifestCache::default()),
+            manifests: Mutex::new(ByteCache::new(MAX_MANIFEST_CACHE)),
+            small: Mutex::new(ByteCache::new(MAX_SMALL_CACHE)),
             files: Mutex::default(),
         })
     }
@@ -178,10 +183,33 @@ impl Upstream {
         Ok(data)
     }
 
+    /// A small blob (read whole), from the cache or read (verified) from `target` and kept.
+    pub async fn small_blob(&self, target: &dyn Target, desc: &Descriptor) -> Result<Bytes> {
+        let digest = desc.digest().to_string();
+        if let Some(b) = self
+            .small
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok(b);
+        }
+        let data = fetch_small(target, desc).await?;
+        self.small
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(digest, data.clone());
+        Ok(data)
+    }
+
     /// The titled layers of the artifact: of a manifest, or of the index members chosen
     /// by `platform` (the best match, as `copy --platform` chooses, plus every member
     /// without a platform; all of them when no platform is asked for).
-    pub async fn files(&self, found: &Found, platform: Option<&Platform>) -> Result<Arc<Vec<File>>> {
+    pub async fn files(
+        &self,
+        found: &Found,
+        platform: Option<&Platform>,
+    ) -> Result<Arc<Vec<File>>> {
         let key = (
             found.root.digest().to_string(),
             platform.map(ToString::to_string),
@@ -292,16 +320,26 @@ impl Upstream {
     }
 }
 
-/// Manifests by digest, least recently used out first, bounded in bytes. Content addressed,
-/// so an entry never goes stale.
-#[derive(Debug, Default)]
-struct ManifestCache {
+/// Blobs by digest, least recently used out first, bounded in bytes. Content addressed, so
+/// an entry never goes stale.
+#[derive(Debug)]
+struct ByteCache {
     entries: HashMap<String, (Bytes, u64)>,
     bytes: u64,
+    budget: u64,
     tick: u64,
 }
 
-impl ManifestCache {
+impl ByteCache {
+    fn new(budget: u64) -> ByteCache {
+        ByteCache {
+            entries: HashMap::new(),
+            bytes: 0,
+            budget,
+            tick: 0,
+        }
+    }
+
     fn get(&mut self, digest: &str) -> Option<Bytes> {
         self.tick += 1;
         let tick = self.tick;
@@ -314,7 +352,10 @@ impl ManifestCache {
     fn put(&mut self, digest: String, data: Bytes) {
         self.tick += 1;
         let n = data.len() as u64;
-        while self.bytes + n > MAX_MANIFEST_CACHE && !self.entries.is_empty() {
+        if n > self.budget {
+            return;
+        }
+        while self.bytes + n > self.budget && !self.entries.is_empty() {
             let oldest = self
                 .entries
                 .iter()
@@ -335,7 +376,7 @@ impl ManifestCache {
 mod tests {
     #[test]
     fn the_manifest_cache_stays_within_its_bytes() {
-        let mut c = super::ManifestCache::default();
+        let mut c = super::ByteCache::new(super::MAX_MANIFEST_CACHE);
         let big = bytes::Bytes::from(vec![0u8; 20 << 20]);
         for i in 0..5 {
             c.put(format!("d{i}"), big.clone());
