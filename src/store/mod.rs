@@ -215,7 +215,7 @@ pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<Bytes>
 
 /// The whole blob as a stream of chunks, verified: it ends with an error when the size or
 /// the digest differs from `desc`, and the chunk that completes it is handed on only after
-/// the check ([`verify::verified_stream`]). `from` names the store for messages.
+/// the check. `from` names the store for messages.
 pub(crate) async fn blob_stream(blob: Blob, desc: &Descriptor, from: &str) -> Result<ByteStream> {
     use futures::StreamExt;
     Ok(match blob {
@@ -242,9 +242,33 @@ pub(crate) async fn blob_stream(blob: Blob, desc: &Descriptor, from: &str) -> Re
             });
             futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
         }
-        // Verified as it is read (see [`Blob::Stream`]).
-        Blob::Stream(r) => tokio_util::io::ReaderStream::with_capacity(r, 256 << 10).boxed(),
+        // Verified as it is read (see [`Blob::Stream`]), which ends it with an error after
+        // its last piece: that piece is held back until the end is known to be good.
+        Blob::Stream(r) => {
+            hold_last(tokio_util::io::ReaderStream::with_capacity(r, 256 << 10).boxed())
+        }
     })
+}
+
+/// `inner` one piece behind: each piece goes on when the next arrives, the last only when
+/// the stream ended without an error (an error drops it).
+fn hold_last(inner: ByteStream) -> ByteStream {
+    use futures::StreamExt;
+    futures::stream::unfold(Some((inner, None::<Bytes>)), |state| async move {
+        let (mut inner, mut held) = state?;
+        loop {
+            match inner.next().await {
+                Some(Ok(piece)) => {
+                    if let Some(previous) = held.replace(piece) {
+                        return Some((Ok(previous), Some((inner, held))));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(e), None)),
+                None => return held.map(|last| (Ok(last), None)),
+            }
+        }
+    })
+    .boxed()
 }
 
 /// The part `start .. start + len` of a stream that begins at byte 0; ends early with an

@@ -52,9 +52,7 @@ fn as_io(e: Error) -> io::Error {
 }
 
 /// Wraps a byte stream of `desc`: it ends with an error as soon as it passes the declared
-/// size, and at its end unless size and digest match. The chunk that completes the declared
-/// size is handed on only once the digest is checked, so a reader (an HTTP client of the
-/// proxy) never receives a whole body that is wrong. `from` names the source for messages.
+/// size, and at its end unless size and digest match. `from` names the source for messages.
 pub(crate) fn verified_stream(
     inner: BoxStream<'static, io::Result<Bytes>>,
     desc: &Descriptor,
@@ -65,12 +63,9 @@ pub(crate) fn verified_stream(
         hasher: Option<Hasher>,
         desc: Descriptor,
         from: String,
-        /// The declared size arrived and was checked.
-        done: bool,
     }
     let state = State {
         inner,
-        done: false,
         hasher: Some(Hasher::new()),
         desc: desc.clone(),
         from,
@@ -80,7 +75,7 @@ pub(crate) fn verified_stream(
         match s.inner.next().await {
             Some(Ok(chunk)) => {
                 hasher.update(&chunk);
-                if hasher.size() > s.desc.size() || (s.done && !chunk.is_empty()) {
+                if hasher.size() > s.desc.size() {
                     let e = mismatch(
                         &s.desc,
                         &s.from,
@@ -88,16 +83,6 @@ pub(crate) fn verified_stream(
                     );
                     s.hasher = None;
                     return Some((Err(as_io(e)), s));
-                }
-                if hasher.size() == s.desc.size() && !s.done {
-                    // The last byte: checked before it goes on; a fresh hasher then only
-                    // sees what should not come.
-                    let (digest, got) = std::mem::take(hasher).finish();
-                    s.done = true;
-                    if let Err(e) = check(&s.desc, &s.from, &digest, got) {
-                        s.hasher = None;
-                        return Some((Err(as_io(e)), s));
-                    }
                 }
                 Some((Ok(chunk), s))
             }
@@ -107,9 +92,6 @@ pub(crate) fn verified_stream(
             }
             None => {
                 let (digest, got) = s.hasher.take()?.finish();
-                if s.done && got == 0 {
-                    return None;
-                }
                 match check(&s.desc, &s.from, &digest, got) {
                     Ok(()) => None,
                     Err(e) => Some((Err(as_io(e)), s)),
@@ -122,7 +104,7 @@ pub(crate) fn verified_stream(
 
 /// The chunks of a blob read from `reader`, verified: the chunk that completes the declared
 /// size is handed on only after the size and the digest are checked (and nothing more can
-/// be read), as [`verified_stream`] does for streams. A blocking iterator.
+/// be read). A blocking iterator.
 pub(crate) struct VerifiedChunks<R> {
     reader: R,
     hasher: Option<Hasher>,
