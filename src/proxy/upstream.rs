@@ -24,6 +24,9 @@ const MAX_SMALL_CACHE: u64 = 32 << 20;
 /// Members of an index looked at at most (a fan-out bomb is an error, not a hang).
 const MAX_MEMBERS: usize = 1024;
 
+/// A root digest and the platform asked for.
+type FilesKey = (String, Option<String>);
+
 /// Where the proxy reads from.
 #[derive(Debug)]
 enum Kind {
@@ -46,7 +49,7 @@ pub(crate) struct Upstream {
     small: Mutex<ByteCache>,
     /// The files of an artifact by (root digest, platform asked for): content addressed,
     /// so never stale; bounded like the tags.
-    files: Mutex<HashMap<(String, Option<String>), Arc<Vec<File>>>>,
+    files: Mutex<HashMap<FilesKey, Arc<Vec<File>>>>,
 }
 
 /// A file of an artifact: a layer with a title.
