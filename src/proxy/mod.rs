@@ -30,6 +30,11 @@ use crate::platform::Platform;
 use crate::store::ByteStream;
 use upstream::{File, Found, Upstream};
 
+/// Connections at once; more wait to be accepted. With [`CONNECTION_BUFFER`] this bounds
+/// what slow clients can make the proxy hold.
+pub const MAX_CONNECTIONS: usize = 512;
+/// The most a connection buffers for its client (hyper's buffer limit).
+const CONNECTION_BUFFER: usize = 256 << 10;
 /// Upstream reads (resolutions and blob transfers) at once; more wait.
 pub const UPSTREAM_SLOTS: usize = 64;
 /// How long a request waits for an upstream slot before it is answered 504.
@@ -44,7 +49,7 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 /// bounded cache by digest.
 const SMALL: u64 = 256 << 10;
 /// Streamed bodies go out in pieces of at least this much (fewer writes and wake-ups).
-const PIECE: usize = 256 << 10;
+const PIECE: usize = 128 << 10;
 /// `Cache-Control` max-age of a digest reference (a year: content addressed).
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -79,6 +84,8 @@ pub struct Proxy {
 #[derive(Debug)]
 struct State {
     upstream: Upstream,
+    /// How long upstream work before a response may take (see [`deadline`]).
+    deadline: Duration,
     slots: Arc<Semaphore>,
     tag_ttl: Duration,
 }
@@ -112,6 +119,10 @@ impl Proxy {
             listener,
             state: Arc::new(State {
                 upstream,
+                deadline: options
+                    .registry
+                    .timeout
+                    .unwrap_or(crate::transport::DEFAULT_TIMEOUT),
                 slots: Arc::new(Semaphore::new(UPSTREAM_SLOTS)),
                 tag_ttl,
             }),
@@ -139,6 +150,7 @@ async fn serve(proxy: Proxy) -> Result<()> {
         .map_err(|e| Error::new(ErrorKind::Io, format!("listening: {e}")))?;
     let stop = proxy.cancel.map(|c| c.token().clone()).unwrap_or_default();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tracing::info!(
         "serving {} on http://{}",
         proxy.state.upstream.name(),
@@ -149,8 +161,8 @@ async fn serve(proxy: Proxy) -> Result<()> {
     );
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else { continue };
+            accepted = accept(&listener, &connections) => {
+                let Some((stream, seat)) = accepted else { continue };
                 // Headers and body go out as separate writes: without this, Nagle's
                 // algorithm and delayed ACKs hold small responses back ~40 ms.
                 let _ = stream.set_nodelay(true);
@@ -159,13 +171,23 @@ async fn serve(proxy: Proxy) -> Result<()> {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(state, req).await) }
                 });
+                let (io, progress) = Watched::new(stream);
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    .max_buf_size(CONNECTION_BUFFER)
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let _seat = seat;
+                    // A client that takes nothing of what is waiting for it for
+                    // CLIENT_STALL loses its connection (and what was buffered for it).
+                    tokio::select! {
+                        _ = conn => {}
+                        () = progress.stalled() => {
+                            tracing::info!("a client read nothing for {}s: connection closed", CLIENT_STALL.as_secs());
+                        }
+                    }
                 });
             }
             () = stop.cancelled() => break,
@@ -183,7 +205,134 @@ async fn serve(proxy: Proxy) -> Result<()> {
     Ok(())
 }
 
+/// The next connection, once one of [`MAX_CONNECTIONS`] seats is free (connections wait in
+/// the kernel's backlog meanwhile); `None` for a failed accept.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    seats: &Arc<Semaphore>,
+) -> Option<(tokio::net::TcpStream, OwnedSemaphorePermit)> {
+    let seat = seats.clone().acquire_owned().await.ok()?;
+    let (stream, _peer) = listener.accept().await.ok()?;
+    Some((stream, seat))
+}
+
 type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A connection's socket, noting when a write was last refused for want of room and when
+/// one last went through.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    progress: Arc<Progress>,
+}
+
+/// What [`Watched`] notes, shared with the connection's watchdog.
+#[derive(Default)]
+struct Progress {
+    /// Milliseconds since `epoch` of the last write that went through.
+    last: std::sync::atomic::AtomicU64,
+    /// A write is waiting for room.
+    blocked: std::sync::atomic::AtomicBool,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl Progress {
+    fn now(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64
+    }
+
+    /// Resolves once output has waited for the client [`CLIENT_STALL`] without any of it
+    /// going through.
+    async fn stalled(self: Arc<Self>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let idle = self.now().saturating_sub(self.last.load(Relaxed));
+            if self.blocked.load(Relaxed) && idle >= CLIENT_STALL.as_millis() as u64 {
+                return;
+            }
+        }
+    }
+}
+
+impl Watched {
+    fn new(inner: tokio::net::TcpStream) -> (Watched, Arc<Progress>) {
+        let progress = Arc::new(Progress::default());
+        progress
+            .last
+            .store(progress.now(), std::sync::atomic::Ordering::Relaxed);
+        (
+            Watched {
+                inner,
+                progress: progress.clone(),
+            },
+            progress,
+        )
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        match &r {
+            std::task::Poll::Pending => self.progress.blocked.store(true, Relaxed),
+            std::task::Poll::Ready(_) => {
+                self.progress.blocked.store(false, Relaxed);
+                self.progress.last.store(self.progress.now(), Relaxed);
+            }
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        match &r {
+            std::task::Poll::Pending => self.progress.blocked.store(true, Relaxed),
+            std::task::Poll::Ready(_) => {
+                self.progress.blocked.store(false, Relaxed);
+                self.progress.last.store(self.progress.now(), Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// One request, logged when its response ends.
 async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Response<Body> {
@@ -299,12 +448,21 @@ fn routes(path: &str, query: Option<&str>) -> std::result::Result<Vec<Route>, Re
     let bad = |m: &str| Refusal::new(StatusCode::BAD_REQUEST, m.to_string());
     let mut title = None;
     let mut platform = None;
-    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "title" => title = Some(v.into_owned()),
-            "platform" => platform = Some(v.into_owned()),
-            _ => {}
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match k {
+            "title" => &mut title,
+            "platform" => &mut platform,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(bad(&format!("{k} is given twice; give it once")));
         }
+        *slot = Some(decode(&v.replace('+', " "))?);
     }
     // With `?title=`, the whole path first (a repository may be `…/files/…`).
     let mut splits: Vec<(&str, Option<&str>)> = Vec::new();
@@ -388,7 +546,12 @@ async fn answer(
             true => route.reference.clone(),
             false => format!("{}:{}", route.repo, route.reference),
         };
-        match state.upstream.find(&route.repo, &route.reference).await {
+        match deadline(
+            state.deadline,
+            state.upstream.find(&route.repo, &route.reference),
+        )
+        .await?
+        {
             Ok(found) => {
                 hit = Some((route, what, found));
                 break;
@@ -409,11 +572,12 @@ async fn answer(
     let Some((route, what, found)) = hit else {
         return Err(first_error.expect("one reading at least"));
     };
-    let files = state
-        .upstream
-        .files(&found, platform.as_ref())
-        .await
-        .map_err(|e| Refusal::upstream(&e, &what))?;
+    let files = deadline(
+        state.deadline,
+        state.upstream.files(&found, platform.as_ref()),
+    )
+    .await?
+    .map_err(|e| Refusal::upstream(&e, &what))?;
     drop(slot);
     let Some(title) = route.title else {
         return Ok(listing(&files));
@@ -432,9 +596,14 @@ async fn answer(
         }
     }
     let size = file.desc.size();
+    // `If-Range` with another validator (a date, or the ETag of other content): the whole.
+    let if_range_ok = req
+        .headers()
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|t| t.trim() == etag));
     let range = match req.headers().get(header::RANGE) {
-        Some(r) => byte_range(r, size)?,
-        None => None,
+        Some(r) if if_range_ok => byte_range(r, size)?,
+        _ => None,
     };
     let (status, start, length) = match range {
         Some((start, end)) => {
@@ -443,6 +612,40 @@ async fn answer(
         }
         None => (StatusCode::OK, 0, size),
     };
+    let name = format!("{what} {title}");
+    let failed = |e: Error| Refusal::upstream(&e, &name);
+    let slot = upstream_slot(state).await?;
+    let target = found.target.clone();
+    if size <= SMALL {
+        // Small: read whole and verified (or from the cache); a range is cut from those
+        // verified bytes, and HEAD answers as GET would.
+        let data = deadline(
+            state.deadline,
+            state.upstream.small_blob(target.as_ref(), &file.desc),
+        )
+        .await?
+        .map_err(failed)?;
+        if method == Method::HEAD {
+            return Ok(Answer {
+                status,
+                headers,
+                body: None,
+                length,
+            });
+        }
+        let data = data.slice(start as usize..(start + length) as usize);
+        let body = futures::stream::once(async move {
+            let _slot = slot;
+            Ok(data)
+        })
+        .boxed();
+        return Ok(Answer {
+            status,
+            headers,
+            body: Some(body),
+            length,
+        });
+    }
     if method == Method::HEAD {
         return Ok(Answer {
             status,
@@ -451,38 +654,51 @@ async fn answer(
             length,
         });
     }
-    let slot = upstream_slot(state).await?;
-    let target = found.target.clone();
-    if status == StatusCode::OK && size <= SMALL {
-        // Small: read whole and verified (or from the cache), sent in one piece.
-        let data = state
-            .upstream
-            .small_blob(target.as_ref(), &file.desc)
+    let whole = start == 0 && length == size;
+    let stream = if whole {
+        // The whole file (also as a range): verified as it streams, the last piece held
+        // back until the digest matched.
+        let blob = deadline(state.deadline, target.fetch(&file.desc))
+            .await?
+            .map_err(failed)?;
+        crate::store::blob_stream(blob, &file.desc, &target.name())
             .await
-            .map_err(|e| Refusal::upstream(&e, &format!("{what} {title}")))?;
-        drop(slot);
-        return Ok(Answer {
-            status,
-            headers,
-            body: Some(futures::stream::once(async move { Ok(data) }).boxed()),
-            length,
-        });
-    }
-    let stream = if status == StatusCode::PARTIAL_CONTENT {
-        target.fetch_range(&file.desc, start, length).await
+            .map_err(failed)?
     } else {
-        match target.fetch(&file.desc).await {
-            Ok(blob) => crate::store::blob_stream(blob, &file.desc, &target.name()).await,
-            Err(e) => Err(e),
-        }
-    }
-    .map_err(|e| Refusal::upstream(&e, &format!("{what} {title}")))?;
+        // A part cannot be checked against the digest: the whole blob is verified once
+        // first (one pass per blob and process; parallel ranges wait for the same pass).
+        state
+            .upstream
+            .verify_once(target.as_ref(), &file.desc)
+            .await
+            .map_err(failed)?;
+        deadline(
+            state.deadline,
+            target.fetch_range(&file.desc, start, length),
+        )
+        .await?
+        .map_err(failed)?
+    };
     let desc = file.desc.clone();
     Ok(Answer {
         status,
         headers,
         body: Some(paced(stream, desc.digest().to_string(), slot)),
         length,
+    })
+}
+
+/// Each piece of upstream work before a response starts gets the network timeout
+/// (`--timeout`, 30 s by default) once, retries included; then 504.
+async fn deadline<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> std::result::Result<T, Refusal> {
+    tokio::time::timeout(limit, work).await.map_err(|_| {
+        Refusal::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the upstream did not answer within {}s", limit.as_secs()),
+        )
     })
 }
 
@@ -517,8 +733,8 @@ fn choose(files: &[File], title: &str, what: &str) -> std::result::Result<File, 
         return Err(Refusal::new(
             StatusCode::CONFLICT,
             format!(
-                "{what}: {} members hold different files titled {title} ({}); choose one with \
-                 ?platform=OS/ARCH",
+                "{what}: {} different files are titled {title} (platforms: {}); choose one \
+                 with ?platform=OS/ARCH",
                 hits.len(),
                 platforms.join(", ")
             ),
@@ -556,7 +772,10 @@ fn file_headers(
         format!("public, max-age={}", tag_ttl.as_secs())
     };
     vec![
-        (header::CONTENT_TYPE, file.desc.media_type().to_string()),
+        (
+            header::CONTENT_TYPE,
+            content_type(file.desc.media_type().as_ref()),
+        ),
         (header::ETAG, format!("\"{digest}\"")),
         (
             header::HeaderName::from_static("docker-content-digest"),
@@ -568,10 +787,21 @@ fn file_headers(
     ]
 }
 
+/// The layer's media type, or `application/octet-stream` when it cannot be a header value.
+fn content_type(media_type: &str) -> String {
+    match HeaderValue::from_str(media_type) {
+        Ok(_) if !media_type.is_empty() => media_type.to_string(),
+        _ => "application/octet-stream".to_string(),
+    }
+}
+
 /// `attachment; filename="NAME"` with the title's last segment, and `filename*` (RFC 6266,
 /// RFC 8187) when it is not plain ASCII.
 fn disposition(title: &str) -> String {
-    let name = title.rsplit('/').next().unwrap_or(title);
+    let name = match title.rsplit('/').next().unwrap_or(title) {
+        "" | "." | ".." => "download",
+        n => n,
+    };
     let ascii: String = name
         .chars()
         .map(|c| match c {
@@ -609,38 +839,70 @@ fn etag_matches(value: &HeaderValue, etag: &str) -> bool {
         .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
-/// The one range of a `Range` header within `size` bytes, inclusive; `None` to send the
-/// whole (no valid `bytes=` range, or several: a whole body is a valid answer to those);
-/// 416 when it is not satisfiable.
+/// The one range of a `Range` header within `size` bytes, inclusive (RFC 9110 §14.1.2):
+/// `bytes=A-B`, `bytes=A-` or `bytes=-N` (the unit in any case; a suffix longer than the
+/// file is the whole file). `None` to send the whole: no `bytes` range, an invalid one
+/// (`5-4`), or several (a whole body is a valid answer to those). 416 when the one range
+/// starts past the end, or is the empty suffix `-0`.
 fn byte_range(value: &HeaderValue, size: u64) -> std::result::Result<Option<(u64, u64)>, Refusal> {
+    let unsatisfiable = || {
+        let mut r = Refusal::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            format!("the range is outside the file's {size} bytes"),
+        );
+        r.headers
+            .push((header::CONTENT_RANGE, format!("bytes */{size}")));
+        r
+    };
     let Ok(text) = value.to_str() else {
         return Ok(None);
     };
-    let Ok(parsed) = http_range_header::parse_range_header(text) else {
+    let Some((unit, spec)) = text.split_once('=') else {
         return Ok(None);
     };
-    match parsed.validate(size) {
-        Ok(ranges) if ranges.len() == 1 => Ok(Some((*ranges[0].start(), *ranges[0].end()))),
-        Ok(_) => Ok(None),
-        Err(_) => {
-            let mut r = Refusal::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                format!("the range is outside the file's {size} bytes"),
-            );
-            r.headers
-                .push((header::CONTENT_RANGE, format!("bytes */{size}")));
-            Err(r)
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return Ok(None);
+    }
+    let number = |s: &str| {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    match (first.trim().is_empty(), number(first), number(last)) {
+        // `-N`: the last N bytes.
+        (true, _, Some(n)) => {
+            if n == 0 || size == 0 {
+                return Err(unsatisfiable());
+            }
+            Ok(Some((size.saturating_sub(n), size - 1)))
         }
+        (false, Some(a), None) if last.trim().is_empty() => {
+            if a >= size {
+                return Err(unsatisfiable());
+            }
+            Ok(Some((a, size - 1)))
+        }
+        (false, Some(a), Some(b)) if a <= b => {
+            if a >= size {
+                return Err(unsatisfiable());
+            }
+            Ok(Some((a, b.min(size - 1))))
+        }
+        _ => Ok(None),
     }
 }
 
-/// The body, handed over through a small channel by a task that reads upstream (holding
-/// its upstream slot): a client that reads nothing for [`CLIENT_STALL`] makes the task give
-/// up, freeing its upstream connection and slot; an upstream error cuts the response.
+/// The body, handed over through a small channel by a task that reads upstream; the body
+/// holds the upstream slot until it ends, so memory is bounded by the slots. A client that
+/// takes nothing for [`CLIENT_STALL`] loses its connection (the watchdog of [`Watched`]),
+/// which ends the task and frees the slot; an upstream error cuts the response.
 fn paced(mut stream: ByteStream, digest: String, slot: OwnedSemaphorePermit) -> ByteStream {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
     tokio::spawn(async move {
-        let _slot = slot;
         let mut piece = bytes::BytesMut::new();
         loop {
             let item = stream.next().await;
@@ -676,7 +938,12 @@ fn paced(mut stream: ByteStream, digest: String, slot: OwnedSemaphorePermit) -> 
             }
         }
     });
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+    // The slot goes with the body: what is buffered for a client counts until it is sent.
+    futures::stream::poll_fn(move |cx| {
+        let _slot = &slot;
+        rx.poll_recv(cx)
+    })
+    .boxed()
 }
 
 /// The HTTP response of an answer; its access-log line is written when the body ends.
@@ -834,6 +1101,21 @@ mod tests {
             Some((990, 999))
         );
         assert_eq!(byte_range(&v("bytes=0-1,5-6"), 1000).ok().flatten(), None);
+        assert_eq!(byte_range(&v("bytes=0-10,5-15"), 1000).ok().flatten(), None);
+        assert_eq!(
+            byte_range(&v("bytes=-99999"), 1000).ok().flatten(),
+            Some((0, 999))
+        );
+        assert_eq!(byte_range(&v("bytes=5-4"), 1000).ok().flatten(), None);
+        assert!(byte_range(&v("bytes=-0"), 1000).is_err());
+        assert_eq!(
+            byte_range(&v("BYTES=0-1"), 1000).ok().flatten(),
+            Some((0, 1))
+        );
+        assert_eq!(
+            byte_range(&v("bytes=990-5000"), 1000).ok().flatten(),
+            Some((990, 999))
+        );
         assert!(byte_range(&v("bytes=2000-"), 1000).is_err());
         assert_eq!(byte_range(&v("lines=1-2"), 1000).ok().flatten(), None);
         assert!(etag_matches(&v("\"a\", W/\"sha256:x\""), "\"sha256:x\""));

@@ -50,6 +50,8 @@ pub(crate) struct Upstream {
     /// The files of an artifact by (root digest, platform asked for): content addressed,
     /// so never stale; bounded like the tags.
     files: Mutex<HashMap<FilesKey, Arc<Vec<File>>>>,
+    /// Blobs read whole and found right, by digest (for ranges), one pass each.
+    verified: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>,
 }
 
 /// A file of an artifact: a layer with a title.
@@ -102,6 +104,7 @@ impl Upstream {
             manifests: Mutex::new(ByteCache::new(MAX_MANIFEST_CACHE)),
             small: Mutex::new(ByteCache::new(MAX_SMALL_CACHE)),
             files: Mutex::default(),
+            verified: Mutex::default(),
         })
     }
 
@@ -203,6 +206,37 @@ impl Upstream {
             .unwrap_or_else(|p| p.into_inner())
             .put(digest, data.clone());
         Ok(data)
+    }
+
+    /// Reads the whole blob once and checks its size and digest (parallel callers wait for
+    /// the same pass; a failure is not remembered, a success is, for this process).
+    pub async fn verify_once(&self, target: &dyn Target, desc: &Descriptor) -> Result<()> {
+        use futures::StreamExt;
+        let cell = {
+            let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= MAX_TAGS {
+                map.clear();
+            }
+            map.entry(desc.digest().to_string()).or_default().clone()
+        };
+        let from = target.name();
+        cell.get_or_try_init(|| async {
+            let blob = target.fetch(desc).await?;
+            let mut pieces = crate::store::blob_stream(blob, desc, &from).await?;
+            while let Some(piece) = pieces.next().await {
+                piece.map_err(|e| {
+                    crate::store::verify::from_read_error(e, |e| {
+                        Error::new(
+                            ErrorKind::Network,
+                            format!("reading {} from {from}: {e}", desc.digest()),
+                        )
+                    })
+                })?;
+            }
+            Ok::<(), Error>(())
+        })
+        .await
+        .map(|_| ())
     }
 
     /// The titled layers of the artifact: of a manifest, or of the index members chosen

@@ -186,6 +186,28 @@ fn serves_the_contract(p: &Proxy, files: &str, multi: &str, root: &str) {
     assert_eq!(g.header("content-range"), "bytes 100-199/1000");
     let g = curl(&p.url(&format!("{files}?title=big.bin")), &["-r", "5000-"]);
     assert_eq!(g.status, 416);
+    assert_eq!(g.header("content-range"), "bytes */1000");
+    // A suffix longer than the file is all of it; an invalid range, or `If-Range` with
+    // another validator, gets the whole file.
+    for (args, status, len) in [
+        (vec!["-H", "Range: bytes=-99999"], 206, 1000),
+        (vec!["-H", "Range: bytes=5-4"], 200, 1000),
+        (vec!["-H", "Range: BYTES=0-1"], 206, 2),
+        (
+            vec!["-H", "Range: bytes=0-1", "-H", "If-Range: \"sha256:0000\""],
+            200,
+            1000,
+        ),
+    ] {
+        let g = curl(&p.url(&format!("{files}?title=big.bin")), &args);
+        assert_eq!((g.status, g.body.len()), (status, len), "{args:?}");
+    }
+    let if_range = format!("If-Range: \"sha256:{}\"", &sha256(&big)[7..]);
+    let g = curl(
+        &p.url(&format!("{files}?title=big.bin")),
+        &["-r", "0-1", "-H", &if_range],
+    );
+    assert_eq!((g.status, g.body.len()), (206, 2));
     // If-None-Match with the digest: 304.
     let etag = format!("If-None-Match: \"{digest}\"");
     let g = curl(&p.url(&format!("{files}?title=a.txt")), &["-H", &etag]);
@@ -400,10 +422,31 @@ fn corrupted_blobs_are_cut_before_their_last_byte() {
     let mut bad = data.clone();
     bad[299_999] ^= 1;
     std::fs::write(&path, &bad).expect("corrupt");
+    d.write("small.txt", "small-original");
+    d.write("s.yaml", "items:\n- from: file://small.txt\n");
+    run_ok(&d.path, &["pack", "-f", "s.yaml", "oci://./lay:small"]);
+    let small = d
+        .join("lay/blobs/sha256")
+        .join(&sha256(b"small-original")[7..]);
+    std::fs::write(&small, "small-CORRUPTd").expect("corrupt");
     let p = Proxy::start(&d, &["oci://lay"]);
     let g = curl(&p.url("/v1?title=data.bin"), &[]);
     assert_ne!(g.code, 0, "curl completed a wrong body");
     assert!(g.body.len() < data.len(), "{} bytes arrived", g.body.len());
+    // Found by a hostile round: a range delivered the corrupted bytes. The whole file as a
+    // range is cut like a GET; a part is served only after the whole blob checked out; a
+    // small file's range comes from its verified bytes.
+    let g = curl(&p.url("/v1?title=data.bin"), &["-r", "0-"]);
+    assert_ne!(g.code, 0, "a complete 206 of a wrong blob");
+    assert!(g.body.len() < data.len());
+    for range in ["299990-299999", "-10", "0-99"] {
+        let g = curl(&p.url("/v1?title=data.bin"), &["-r", range]);
+        assert_eq!(g.status, 502, "{range}: {}", g.text());
+    }
+    let g = curl(&p.url("/small?title=small.txt"), &["-r", "0-"]);
+    assert_eq!(g.status, 502, "{}", g.text());
+    let g = curl(&p.url("/small?title=small.txt"), &["-I"]);
+    assert_eq!(g.status, 502, "HEAD answers as GET would");
     // A registry that serves the manifest right and the blob wrong.
     let manifest = std::fs::read(d.join("lay/blobs/sha256").join(&root[7..])).expect("manifest");
     let (m, l) = (manifest.clone(), bad.clone());
@@ -431,6 +474,10 @@ fn corrupted_blobs_are_cut_before_their_last_byte() {
     let g = curl(&p.url("/repo/v1?title=data.bin"), &[]);
     assert_ne!(g.code, 0, "curl completed a wrong body: {}", g.status);
     assert!(g.body.len() < data.len(), "{} bytes arrived", g.body.len());
+    let g = curl(&p.url("/repo/v1?title=data.bin"), &["-r", "0-"]);
+    assert_ne!(g.code, 0, "a complete 206 of a wrong blob");
+    let g = curl(&p.url("/repo/v1?title=data.bin"), &["-r", "100-199"]);
+    assert_eq!(g.status, 502, "{}", g.text());
 }
 
 /// SIGTERM during a 1 GiB download: the download completes, new connections are refused,
@@ -495,4 +542,111 @@ fn sigterm_lets_a_download_finish_and_refuses_new_ones() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// Found by a hostile round: clients that read nothing made the proxy buffer for them
+/// without bound. Each connection buffers a bounded amount, and one whose client takes
+/// nothing for a minute is closed; the proxy's peak memory (GNU time) stays bounded.
+#[test]
+fn stalled_clients_are_dropped_and_memory_stays_bounded() {
+    use std::io::Write as _;
+    let d = TestDir::new();
+    let big = std::fs::File::create(d.join("big.bin")).expect("big");
+    big.set_len(64 << 20).expect("sparse 64 MiB");
+    d.write("p.yaml", "items:\n- from: file://big.bin\n");
+    run_ok(&d.path, &["-q", "pack", "-f", "p.yaml", "oci://./lay:v1"]);
+    let log = d.join("time.log");
+    let mut child = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_oci-packer"))
+        .args(["-q", "proxy", "--addr", "127.0.0.1:0", "oci://lay"])
+        .current_dir(&d.path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("proxy");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read");
+    let addr = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .expect("address")
+        .to_string();
+    // 64 clients ask for 64 MiB each and read nothing.
+    let clients: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).expect("connect");
+            c.write_all(b"GET /v1?title=big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("request");
+            c
+        })
+        .collect();
+    let port = addr.rsplit(':').next().expect("port").to_string();
+    let established = || {
+        let o = Command::new("ss")
+            .args(["-tnH", "state", "established", "sport", "="])
+            .arg(format!(":{port}"))
+            .output()
+            .expect("ss");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    wait_while_running(&mut child, "the clients connected", || established() == 64);
+    // The proxy closes every stalled connection (after a minute without progress).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while established() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} connections still open",
+            established()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(clients.len(), 64);
+    drop(clients);
+    // The proxy is the child of GNU time, which reports its peak when it exits.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+        .expect("children");
+    let proxy: i32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(proxy).expect("pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("SIGTERM");
+    assert!(child.wait().expect("wait").success());
+    let peak_kib: u64 = std::fs::read_to_string(&log)
+        .expect("time")
+        .trim()
+        .lines()
+        .last()
+        .and_then(|l| l.parse().ok())
+        .expect("peak");
+    assert!(peak_kib < 128 << 10, "peak RSS {} MiB", peak_kib >> 10);
+}
+
+/// Found by a hostile round: an upstream that never answers held a request for minutes
+/// (a timeout per retry) and then said 502; it is 504 within the network timeout.
+#[test]
+fn a_hanging_upstream_is_a_504_within_the_timeout() {
+    let d = TestDir::new();
+    let server = HttpServer::with_handler(|req| {
+        if req.path == "/v2/" {
+            return Response::status(200);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        Response::status(404)
+    });
+    let p = Proxy::start(&d, &["--plain-http", "--timeout", "2", &server.addr]);
+    let g = curl(&p.url("/repo/v1?title=a.txt"), &[]);
+    assert_eq!(g.status, 504, "{}", g.text());
+    assert!(g.json()["error"]
+        .as_str()
+        .expect("error")
+        .contains("did not answer"));
 }
