@@ -240,6 +240,15 @@ impl Progress {
         self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64
     }
 
+    /// Notes a write: refused for want of room (`blocked`), or through.
+    fn note(&self, blocked: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.blocked.store(blocked, Relaxed);
+        if !blocked {
+            self.last.store(self.now(), Relaxed);
+        }
+    }
+
     /// Resolves once output has waited for the client [`CLIENT_STALL`] without any of it
     /// going through.
     async fn stalled(self: Arc<Self>) {
@@ -286,15 +295,8 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::sync::atomic::Ordering::Relaxed;
         let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        match &r {
-            std::task::Poll::Pending => self.progress.blocked.store(true, Relaxed),
-            std::task::Poll::Ready(_) => {
-                self.progress.blocked.store(false, Relaxed);
-                self.progress.last.store(self.progress.now(), Relaxed);
-            }
-        }
+        self.progress.note(r.is_pending());
         r
     }
 
@@ -303,15 +305,8 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::sync::atomic::Ordering::Relaxed;
         let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        match &r {
-            std::task::Poll::Pending => self.progress.blocked.store(true, Relaxed),
-            std::task::Poll::Ready(_) => {
-                self.progress.blocked.store(false, Relaxed);
-                self.progress.last.store(self.progress.now(), Relaxed);
-            }
-        }
+        self.progress.note(r.is_pending());
         r
     }
 
@@ -1092,30 +1087,23 @@ mod tests {
     #[test]
     fn ranges_and_etags() {
         let v = |s: &str| HeaderValue::from_str(s).expect("header");
-        assert_eq!(
-            byte_range(&v("bytes=100-199"), 1000).ok().flatten(),
-            Some((100, 199))
-        );
-        assert_eq!(
-            byte_range(&v("bytes=-10"), 1000).ok().flatten(),
-            Some((990, 999))
-        );
-        assert_eq!(byte_range(&v("bytes=0-1,5-6"), 1000).ok().flatten(), None);
-        assert_eq!(byte_range(&v("bytes=0-10,5-15"), 1000).ok().flatten(), None);
-        assert_eq!(
-            byte_range(&v("bytes=-99999"), 1000).ok().flatten(),
-            Some((0, 999))
-        );
-        assert_eq!(byte_range(&v("bytes=5-4"), 1000).ok().flatten(), None);
+        for (header, want) in [
+            ("bytes=100-199", Some((100, 199))),
+            ("bytes=-10", Some((990, 999))),
+            ("bytes=0-1,5-6", None),
+            ("bytes=0-10,5-15", None),
+            ("bytes=-99999", Some((0, 999))),
+            ("bytes=5-4", None),
+            ("BYTES=0-1", Some((0, 1))),
+            ("bytes=990-5000", Some((990, 999))),
+        ] {
+            assert_eq!(
+                byte_range(&v(header), 1000).ok().flatten(),
+                want,
+                "{header}"
+            );
+        }
         assert!(byte_range(&v("bytes=-0"), 1000).is_err());
-        assert_eq!(
-            byte_range(&v("BYTES=0-1"), 1000).ok().flatten(),
-            Some((0, 1))
-        );
-        assert_eq!(
-            byte_range(&v("bytes=990-5000"), 1000).ok().flatten(),
-            Some((990, 999))
-        );
         assert!(byte_range(&v("bytes=2000-"), 1000).is_err());
         assert_eq!(byte_range(&v("lines=1-2"), 1000).ok().flatten(), None);
         assert!(etag_matches(&v("\"a\", W/\"sha256:x\""), "\"sha256:x\""));

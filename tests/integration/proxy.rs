@@ -30,20 +30,7 @@ impl Proxy {
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("proxy");
-        let mut first = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut first)
-            .expect("read");
-        let base = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no address in {first:?}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .to_string();
+        let base = format!("http://{}", served_address(&mut child, &log));
         Proxy { child, base, log }
     }
 
@@ -54,6 +41,25 @@ impl Proxy {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The `IP:PORT` a starting proxy prints on its first line (`log`: for the message when
+/// it prints none).
+fn served_address(child: &mut Child, log: &std::path::Path) -> String {
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read");
+    first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no address in {first:?}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        })
+        .to_string()
 }
 
 impl Drop for Proxy {
@@ -565,15 +571,7 @@ fn stalled_clients_are_dropped_and_memory_stays_bounded() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("proxy");
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("read");
-    let addr = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .expect("address")
-        .to_string();
+    let addr = served_address(&mut child, &log);
     // 64 clients ask for 64 MiB each and read nothing.
     let clients: Vec<std::net::TcpStream> = (0..64)
         .map(|_| {
