@@ -225,7 +225,7 @@ pub(crate) async fn blob_stream(blob: Blob, desc: &Descriptor, from: &str) -> Re
         }
         Blob::File(_) | Blob::Spooled(..) => {
             // One blocking thread reads and hashes (large reads, no hop through the
-            // blocking pool per chunk); one 128 KiB chunk waits at most: memory stays small.
+            // blocking pool per chunk); one 256 KiB chunk waits at most: memory stays small.
             let file = blob.into_file_ref().expect("a file");
             let (d, f) = (desc.clone(), from.to_string());
             let opened =
@@ -233,7 +233,7 @@ pub(crate) async fn blob_stream(blob: Blob, desc: &Descriptor, from: &str) -> Re
             let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
             let (d, f) = (desc.clone(), from.to_string());
             tokio::task::spawn_blocking(move || {
-                for chunk in verify::VerifiedChunks::new(opened, d, f, 128 << 10) {
+                for chunk in verify::VerifiedChunks::new(opened, d, f, 256 << 10) {
                     let failed = chunk.is_err();
                     if tx.blocking_send(chunk).is_err() || failed {
                         return;
