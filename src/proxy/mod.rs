@@ -611,23 +611,28 @@ async fn answer(
     let failed = |e: Error| Refusal::upstream(&e, &name);
     let slot = upstream_slot(state).await?;
     let target = found.target.clone();
-    if size <= SMALL {
-        // Small: read whole and verified (or from the cache); a range is cut from those
-        // verified bytes, and HEAD answers as GET would.
-        let data = deadline(
-            state.deadline,
-            state.upstream.small_blob(target.as_ref(), &file.desc),
-        )
-        .await?
-        .map_err(failed)?;
-        if method == Method::HEAD {
-            return Ok(Answer {
-                status,
-                headers,
-                body: None,
-                length,
-            });
-        }
+    // Small: read whole and verified (or from the cache) before answering, so HEAD answers
+    // as GET would; a range is cut from those verified bytes.
+    let small = match size <= SMALL {
+        true => Some(
+            deadline(
+                state.deadline,
+                state.upstream.small_blob(target.as_ref(), &file.desc),
+            )
+            .await?
+            .map_err(failed)?,
+        ),
+        false => None,
+    };
+    if method == Method::HEAD {
+        return Ok(Answer {
+            status,
+            headers,
+            body: None,
+            length,
+        });
+    }
+    if let Some(data) = small {
         let data = data.slice(start as usize..(start + length) as usize);
         let body = futures::stream::once(async move {
             let _slot = slot;
@@ -638,14 +643,6 @@ async fn answer(
             status,
             headers,
             body: Some(body),
-            length,
-        });
-    }
-    if method == Method::HEAD {
-        return Ok(Answer {
-            status,
-            headers,
-            body: None,
             length,
         });
     }

@@ -172,40 +172,12 @@ impl Upstream {
     /// A manifest or index by its descriptor: from the cache, or read (verified, capped)
     /// and kept.
     async fn manifest(&self, target: &dyn Target, desc: &Descriptor) -> Result<Bytes> {
-        let digest = desc.digest().to_string();
-        if let Some(b) = self
-            .manifests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-        {
-            return Ok(b);
-        }
-        let data = fetch_small(target, desc).await?;
-        self.manifests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(digest, data.clone());
-        Ok(data)
+        read_through(&self.manifests, target, desc).await
     }
 
     /// A small blob (read whole), from the cache or read (verified) from `target` and kept.
     pub async fn small_blob(&self, target: &dyn Target, desc: &Descriptor) -> Result<Bytes> {
-        let digest = desc.digest().to_string();
-        if let Some(b) = self
-            .small
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-        {
-            return Ok(b);
-        }
-        let data = fetch_small(target, desc).await?;
-        self.small
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(digest, data.clone());
-        Ok(data)
+        read_through(&self.small, target, desc).await
     }
 
     /// Reads the whole blob once and checks its size and digest (parallel callers wait for
@@ -355,6 +327,24 @@ impl Upstream {
             })
             .collect())
     }
+}
+
+/// `desc`'s bytes from `cache`, or read whole (verified, capped) from `target` and kept.
+async fn read_through(
+    cache: &Mutex<ByteCache>,
+    target: &dyn Target,
+    desc: &Descriptor,
+) -> Result<Bytes> {
+    let digest = desc.digest().to_string();
+    if let Some(b) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+        return Ok(b);
+    }
+    let data = fetch_small(target, desc).await?;
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .put(digest, data.clone());
+    Ok(data)
 }
 
 /// Blobs by digest, least recently used out first, bounded in bytes. Content addressed, so

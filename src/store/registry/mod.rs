@@ -244,6 +244,34 @@ impl Registry {
         Ok(tags)
     }
 
+    /// `GET` of the blob of `desc` with `headers` (a range), sized for `expect` bytes (the
+    /// transfer's timeout); an answer that is not a success is the error it means.
+    async fn get_blob(
+        &self,
+        desc: &Descriptor,
+        headers: HeaderMap,
+        expect: u64,
+    ) -> Result<reqwest::Response> {
+        let digest = desc.digest().to_string();
+        let url = self.url("blobs", &digest);
+        let resp = self
+            .client
+            .send_sized(
+                Method::GET,
+                &url,
+                &self.pull_scope(),
+                headers,
+                &Body::Empty,
+                Some(expect),
+            )
+            .await?;
+        if !resp.status().is_success() {
+            let what = format!("blob {digest}");
+            return Err(self.client.error(&Method::GET, &url, &what, resp).await);
+        }
+        Ok(resp)
+    }
+
     /// The descriptor of a tag or digest of this repository.
     pub async fn resolve_ref(&self, reference: &str) -> Result<Descriptor> {
         let reference = reference.to_string();
@@ -795,22 +823,7 @@ impl Target for Registry {
         if mediatype::is_manifest(desc.media_type().as_ref()) {
             return Ok(Blob::Bytes(self.get_manifest(&digest).await?.0));
         }
-        let url = self.url("blobs", &digest);
-        let what = format!("blob {digest}");
-        let resp = self
-            .client
-            .send_sized(
-                Method::GET,
-                &url,
-                &self.pull_scope(),
-                HeaderMap::new(),
-                &Body::Empty,
-                Some(desc.size()),
-            )
-            .await?;
-        if !resp.status().is_success() {
-            return Err(self.client.error(&Method::GET, &url, &what, resp).await);
-        }
+        let resp = self.get_blob(desc, HeaderMap::new(), desc.size()).await?;
         if resp.content_length().is_some_and(|n| n != desc.size()) {
             return Err(crate::store::verify::mismatch(
                 desc,
@@ -834,9 +847,6 @@ impl Target for Registry {
         start: u64,
         len: u64,
     ) -> Result<crate::store::ByteStream> {
-        let digest = desc.digest().to_string();
-        let url = self.url("blobs", &digest);
-        let what = format!("blob {digest}");
         let mut headers = HeaderMap::new();
         let range = format!("bytes={start}-{}", start + len.max(1) - 1);
         headers.insert(
@@ -845,21 +855,8 @@ impl Target for Registry {
                 Error::new(ErrorKind::Internal, format!("a bad range header: {range}"))
             })?,
         );
-        let resp = self
-            .client
-            .send_sized(
-                Method::GET,
-                &url,
-                &self.pull_scope(),
-                headers,
-                &Body::Empty,
-                Some(len),
-            )
-            .await?;
+        let resp = self.get_blob(desc, headers, len).await?;
         let status = resp.status();
-        if !status.is_success() {
-            return Err(self.client.error(&Method::GET, &url, &what, resp).await);
-        }
         if status == StatusCode::PARTIAL_CONTENT {
             let want = format!("bytes {start}-{}/", start + len.max(1) - 1);
             let got = resp
@@ -870,9 +867,12 @@ impl Target for Registry {
             if !got.starts_with(&want) {
                 return Err(Error::new(
                     ErrorKind::Registry,
-                    format!("{what}: the registry answered another range than asked for"),
+                    format!(
+                        "blob {}: the registry answered another range than asked for",
+                        desc.digest()
+                    ),
                 )
-                .with_digest(digest));
+                .with_digest(desc.digest().to_string()));
             }
         }
         let stream = resp.bytes_stream().map_err(std::io::Error::other).boxed();
