@@ -66,11 +66,11 @@ impl Taker {
 impl crate::source::TakeHashing for Taker {
     async fn take(
         &self,
-        file: &crate::fsutil::FileRef,
+        content: &crate::store::staging::Hashable,
         size: u64,
         progress: &Progress,
     ) -> Result<Option<crate::digest::Digest>> {
-        let digest = self.target.push_hashing(file, size, progress).await?;
+        let digest = self.target.push_hashing(content, size, progress).await?;
         if let Some(d) = &digest {
             self.taken
                 .lock()

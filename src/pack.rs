@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::options::Options;
 use crate::packfile::{BlobPlan, ItemPlan, Plan};
 use crate::source::image::{self, StagedImage};
-use crate::source::{self, dir, file, http, Source, StageContext, StagedBlob};
+use crate::source::{self, dir, file, http, s3, Source, StageContext, StagedBlob};
 use crate::store::staging::Staging;
 use crate::store::{Opened, Targets};
 
@@ -93,13 +93,22 @@ async fn stage_single(
     ctx: &StageContext,
     media_type: Option<String>,
     annotations: std::collections::BTreeMap<String, String>,
+    pin: Option<&crate::digest::Digest>,
 ) -> Result<StagedBlob> {
     match src {
         Source::File { path } => {
             file::stage(path.clone(), uri.to_string(), media_type, annotations, ctx).await
         }
         Source::Http { url } => http::stage(url.clone(), ctx, media_type, annotations).await,
-        Source::Dir { .. } | Source::Image { .. } => Err(Error::new(
+        Source::S3 { object } if !object.is_prefix() => {
+            let spec = s3::Spec {
+                media_type,
+                annotations,
+                pin: pin.cloned(),
+            };
+            s3::stage_object(object, &spec, ctx).await
+        }
+        Source::S3 { .. } | Source::Dir { .. } | Source::Image { .. } => Err(Error::new(
             ErrorKind::Internal,
             format!("{uri}: not a single blob"),
         )),
@@ -132,6 +141,7 @@ async fn stage_config(c: &BlobPlan, ctx: &StageContext) -> Result<StagedBlob> {
         ctx,
         c.media_type.clone(),
         c.annotations.clone(),
+        c.digest.as_ref(),
     )
     .await
     .map_err(|e| e.context(&c.field))?;
@@ -192,6 +202,22 @@ async fn stage_item(
             )
             .await?
         }
+        (Source::S3 { object }, Some(format)) if object.is_prefix() => {
+            let spec = s3::Spec {
+                media_type: item.media_type.clone(),
+                annotations: item.annotations.clone(),
+                pin: None,
+            };
+            vec![s3::stage_prefix_archive(object, format, &spec, ctx).await?]
+        }
+        (Source::S3 { object }, None) if object.is_prefix() => {
+            let spec = s3::Spec {
+                media_type: item.media_type.clone(),
+                annotations: item.annotations.clone(),
+                pin: None,
+            };
+            s3::stage_prefix(object, &spec, ctx).await?
+        }
         (src, _) => vec![
             stage_single(
                 &item.uri,
@@ -199,6 +225,7 @@ async fn stage_item(
                 ctx,
                 item.media_type.clone(),
                 item.annotations.clone(),
+                item.digest.as_ref(),
             )
             .await?,
         ],

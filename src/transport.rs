@@ -75,6 +75,59 @@ pub fn backoff() -> ExponentialBuilder {
         .with_jitter()
 }
 
+/// Why one attempt of a request failed: the error, and whether another attempt may help.
+#[derive(Debug)]
+pub struct Failure {
+    /// The error to report when there are no more attempts.
+    pub error: Error,
+    /// Worth another attempt (a network fault, a 408/429/5xx answer).
+    pub transient: bool,
+}
+
+impl Failure {
+    /// A failure another attempt cannot mend.
+    pub fn fatal(error: Error) -> Failure {
+        Failure {
+            error,
+            transient: false,
+        }
+    }
+
+    /// A failure another attempt may mend.
+    pub fn transient(error: Error) -> Failure {
+        Failure {
+            error,
+            transient: true,
+        }
+    }
+
+    /// A network error of `method url`, transient by its type.
+    pub fn network(method: &str, url: &str, e: reqwest::Error) -> Failure {
+        Failure {
+            transient: is_transient(&e),
+            error: network_error(method, url, e),
+        }
+    }
+}
+
+/// Runs `attempt` again under the retry policy ([`backoff`]) while it fails transiently;
+/// `what` names it in the warning logged before each new attempt.
+pub async fn retried<T, Fut>(what: &str, attempt: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+{
+    use backon::Retryable;
+    attempt
+        .retry(backoff())
+        .sleep(tokio::time::sleep)
+        .when(|f: &Failure| f.transient)
+        .notify(|f: &Failure, wait| {
+            tracing::warn!(what, error = %f.error, ?wait, "failed, retrying");
+        })
+        .await
+        .map_err(|f| f.error)
+}
+
 /// Builds the HTTP client for `opts`: rustls with the system roots plus `--ca-file`,
 /// `--insecure`, the redirect policy, connect and read timeouts.
 pub fn client(opts: &RegistryOptions) -> Result<reqwest::Client> {
@@ -249,6 +302,71 @@ fn too_long(what: &str, cap: u64) -> Error {
         ErrorKind::Registry,
         format!("{what}: the server's answer is longer than {cap} bytes; refusing to read it"),
     )
+}
+
+/// The transport as `object_store`'s HTTP connector, for the S3 credential providers (web
+/// identity, container and instance metadata): their token requests go through the same
+/// client, TLS setup and deadlines; their answers are small and read whole, up to
+/// [`SMALL_BODY`]. Object requests never go through it.
+#[derive(Debug, Clone)]
+pub struct Connector(pub reqwest::Client);
+
+#[derive(Debug)]
+struct TokenService(reqwest::Client);
+
+impl object_store::client::HttpConnector for Connector {
+    fn connect(
+        &self,
+        _options: &object_store::ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        Ok(object_store::client::HttpClient::new(TokenService(
+            self.0.clone(),
+        )))
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::client::HttpService for TokenService {
+    async fn call(
+        &self,
+        req: object_store::client::HttpRequest,
+    ) -> std::result::Result<object_store::client::HttpResponse, object_store::client::HttpError>
+    {
+        use object_store::client::{HttpError, HttpErrorKind};
+        let (parts, body) = req.into_parts();
+        let url = reqwest::Url::parse(&parts.uri.to_string())
+            .map_err(|e| HttpError::new(HttpErrorKind::Request, e))?;
+        let mut request = reqwest::Request::new(parts.method, url);
+        *request.headers_mut() = parts.headers;
+        *request.timeout_mut() = Some(DEFAULT_TIMEOUT);
+        if !body.is_empty() {
+            let bytes = body.as_bytes().cloned().ok_or_else(|| {
+                HttpError::new(
+                    HttpErrorKind::Request,
+                    Error::new(ErrorKind::Internal, "a token request of several parts"),
+                )
+            })?;
+            *request.body_mut() = Some(reqwest::Body::from(bytes));
+        }
+        let resp = self.0.execute(request).await.map_err(|e| {
+            let kind = if e.is_connect() {
+                HttpErrorKind::Connect
+            } else if e.is_timeout() {
+                HttpErrorKind::Timeout
+            } else {
+                HttpErrorKind::Request
+            };
+            HttpError::new(kind, e)
+        })?;
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let data = read_body(resp, SMALL_BODY, "credentials answer")
+            .await
+            .map_err(|e| HttpError::new(HttpErrorKind::Decode, e))?;
+        let mut out = object_store::client::HttpResponse::new(data.into());
+        *out.status_mut() = status;
+        *out.headers_mut() = headers;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -68,10 +68,10 @@ struct Global {
     /// Registries: talk plain HTTP instead of HTTPS.
     #[arg(long, global = true, conflicts_with = "insecure")]
     plain_http: bool,
-    /// Registries: do not verify TLS certificates.
+    /// Registries, https:// and s3+https:// sources: do not verify TLS certificates.
     #[arg(long, global = true)]
     insecure: bool,
-    /// Registries: also trust this CA certificate (PEM).
+    /// Registries, https:// and s3+https:// sources: also trust this CA certificate (PEM).
     #[arg(long, value_name = "FILE", global = true)]
     ca_file: Option<PathBuf>,
     /// Network: fail a request when the server sends nothing for this many seconds (default

@@ -183,7 +183,7 @@ impl Checker<'_> {
         if source.as_ref().is_some_and(|s| !s.is_single_blob()) {
             self.report(
                 &from_field,
-                "a config must be a single blob (file:// or http(s)://), not a directory or an image",
+                "a config must be a single blob (file://, http(s):// or an S3 object), not a directory, a prefix or an image",
             );
         }
         let media_type = self.media_type(&format!("{field}.type"), &c.media_type);
@@ -257,7 +257,7 @@ pub(crate) fn plan(
                     None
                 }
             });
-        let is_dir = matches!(source, Some(Source::Dir { .. }));
+        let is_dir = source.as_ref().is_some_and(Source::is_tree);
         if matches!(source, Some(Source::Image { .. })) {
             if it.config.is_some() {
                 c.report(
@@ -275,13 +275,13 @@ pub(crate) fn plan(
         if it.archive.is_some() && source.is_some() && !is_dir {
             c.report(
                 &format!("{field}.archive"),
-                "archive applies only to dir:// sources",
+                "archive applies only to dir:// sources and S3 prefixes (ending in /)",
             );
         }
         if it.digest.is_some() && is_dir && it.archive.is_none() {
             c.report(
                 &format!("{field}.digest"),
-                "digest pins one blob; a dir:// item gives one layer per file (add archive: to pin the archive)",
+                "digest pins one blob; a dir:// or S3 prefix item gives one layer per file (add archive: to pin the archive)",
             );
         }
         let media_type = c.media_type(&format!("{field}.type"), &it.media_type);

@@ -124,11 +124,14 @@ impl DigestCache {
         }
     }
 
-    fn entry(&self, path: &Path) -> Option<PathBuf> {
+    fn entry(&self, id: &str) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
-        let canonical = path.canonicalize().ok()?;
-        let key = Digest::of(canonical.to_string_lossy().as_bytes());
-        Some(dir.join(&key.hex()[..32]))
+        Some(dir.join(&Digest::of(id.as_bytes()).hex()[..32]))
+    }
+
+    /// The file's key: its canonical path (never `s3…`, the keys of objects).
+    fn file_id(path: &Path) -> Option<String> {
+        Some(path.canonicalize().ok()?.to_string_lossy().into_owned())
     }
 
     /// The digest recorded for `path` when the file is unchanged since.
@@ -136,16 +139,29 @@ impl DigestCache {
         if cfg!(not(unix)) {
             return None;
         }
-        let text = String::from_utf8(read_entry(&self.entry(path)?)?).ok()?;
-        let (recorded, digest) = text.trim().rsplit_once(' ')?;
-        (recorded == stamp(meta))
-            .then(|| Digest::parse(digest).ok())
-            .flatten()
+        self.lookup_stamped(&Self::file_id(path)?, &stamp(meta))
     }
 
     /// Records the digest of `path` (best effort: a cache that cannot be written is skipped).
     pub fn store(&self, path: &Path, meta: &std::fs::Metadata, digest: &Digest) {
-        let (Some(entry), Some(dir)) = (self.entry(path), self.dir.as_ref()) else {
+        if let Some(id) = Self::file_id(path) {
+            self.store_stamped(&id, &stamp(meta), digest);
+        }
+    }
+
+    /// The digest recorded for the content named `id` (a file's path, an object's URL) when
+    /// what describes its version, `stamp` (file system times, an ETag and size), is unchanged.
+    pub fn lookup_stamped(&self, id: &str, stamp: &str) -> Option<Digest> {
+        let text = String::from_utf8(read_entry(&self.entry(id)?)?).ok()?;
+        let (recorded, digest) = text.trim().rsplit_once(' ')?;
+        (recorded == stamp.trim())
+            .then(|| Digest::parse(digest).ok())
+            .flatten()
+    }
+
+    /// Records the digest of `id` at version `stamp` (best effort).
+    pub fn store_stamped(&self, id: &str, stamp: &str, digest: &Digest) {
+        let (Some(entry), Some(dir)) = (self.entry(id), self.dir.as_ref()) else {
             return;
         };
         if !dir.is_dir() {
@@ -159,7 +175,7 @@ impl DigestCache {
         }
         if let Ok(mut tmp) = crate::fsutil::temp_file(dir) {
             use std::io::Write;
-            if writeln!(tmp, "{} {digest}", stamp(meta)).is_ok() {
+            if writeln!(tmp, "{} {digest}", stamp.trim()).is_ok() {
                 let _ = tmp.persist(entry);
             }
         }

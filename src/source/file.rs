@@ -127,7 +127,11 @@ pub async fn stage(
                 size: Some(meta.len()),
             });
             let ingested = taker
-                .take(&file, meta.len(), &ctx.progress)
+                .take(
+                    &super::Hashable::File(file.clone()),
+                    meta.len(),
+                    &ctx.progress,
+                )
                 .await
                 .map_err(|e| e.context(&uri))?;
             ctx.progress.emit(ProgressEvent::StageFinished { source });

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use backon::Retryable;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
@@ -20,7 +19,7 @@ use crate::digest::Hasher;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::FileRef;
 use crate::mediatype;
-use crate::transport;
+use crate::transport::{self, Failure};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CacheMeta {
@@ -77,21 +76,6 @@ pub fn url_basename(url: &str) -> String {
         .unwrap_or_else(|| "download".into())
 }
 
-/// Why one download attempt failed.
-struct Failure {
-    error: Error,
-    transient: bool,
-}
-
-impl Failure {
-    fn fatal(error: Error) -> Failure {
-        Failure {
-            error,
-            transient: false,
-        }
-    }
-}
-
 /// Downloads (or re-uses) `url` and stages it as one layer.
 pub async fn stage(
     url: String,
@@ -101,16 +85,7 @@ pub async fn stage(
 ) -> Result<StagedBlob> {
     let name = url_basename(&url);
     let place = place(&ctx.tmp_dir, &url)?;
-    let attempt = || try_download(ctx, &url, &place);
-    let path = attempt
-        .retry(transport::backoff())
-        .sleep(tokio::time::sleep)
-        .when(|f: &Failure| f.transient)
-        .notify(|f: &Failure, wait| {
-            tracing::warn!(url = %url, error = %f.error, ?wait, "download failed, retrying");
-        })
-        .await
-        .map_err(|f| f.error)?;
+    let path = transport::retried(&url, || try_download(ctx, &url, &place)).await?;
     let uri = url.clone();
     let staging = ctx.clone();
     let (digest, size, origin) =
@@ -169,10 +144,7 @@ async fn try_download(
             req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
         }
     }
-    let network = |e: reqwest::Error| Failure {
-        transient: transport::is_transient(&e),
-        error: transport::network_error("GET", url, e),
-    };
+    let network = |e: reqwest::Error| Failure::network("GET", url, e);
     let headers_deadline = transport::deadline(opts, None);
     let resp = match tokio::time::timeout(headers_deadline, req.send()).await {
         Ok(r) => r.map_err(network)?,

@@ -16,6 +16,7 @@ pub mod dir;
 pub mod file;
 pub mod http;
 pub mod image;
+pub mod s3;
 
 pub use crate::mediatype::{DIR_ANNOTATION, TITLE};
 
@@ -39,6 +40,12 @@ pub enum Source {
     Http {
         /// The URL.
         url: String,
+    },
+    /// `s3://`, `s3+http://`, `s3+https://`: one object, or every object below a prefix
+    /// ending in `/` (one layer each, or one archive layer).
+    S3 {
+        /// The parsed URI.
+        object: s3::ObjectUri,
     },
     /// `oci://`, `docker://`, `cr://`: an image or artifact in a registry or a layout, which
     /// becomes a member of the index (layout paths resolved against the pack's directory).
@@ -100,15 +107,15 @@ impl Source {
             return Ok(Source::Image { reference });
         }
         if S3_SCHEMES.iter().any(|s| uri.starts_with(s)) {
-            return Err(
-                "S3 sources (s3://, s3+http://, s3+https://) are not available in this version of oci-packer; download the object first and use file://".into(),
-            );
+            return Ok(Source::S3 {
+                object: s3::ObjectUri::parse(uri)?,
+            });
         }
         let scheme = uri.split_once("://").map(|(s, _)| s);
         Err(match scheme {
             Some(s) => format!(
                 "unknown scheme \"{s}://\" in \"{uri}\" (use file://, dir://, http://, https://, \
-                 oci://, docker:// or cr://)"
+                 s3://, s3+http://, s3+https://, oci://, docker:// or cr://)"
             ),
             None => format!("\"{uri}\" has no scheme (write file://{uri} for a file or dir://{uri} for a directory)"),
         })
@@ -116,7 +123,21 @@ impl Source {
 
     /// True for sources that give exactly one blob (valid for `config` and `digest:`).
     pub fn is_single_blob(&self) -> bool {
-        matches!(self, Source::File { .. } | Source::Http { .. })
+        match self {
+            Source::File { .. } | Source::Http { .. } => true,
+            Source::S3 { object } => !object.is_prefix(),
+            Source::Dir { .. } | Source::Image { .. } => false,
+        }
+    }
+
+    /// True for sources that give one layer per file, or one archive with `archive:` (a
+    /// directory, an S3 prefix).
+    pub fn is_tree(&self) -> bool {
+        match self {
+            Source::Dir { .. } => true,
+            Source::S3 { object } => object.is_prefix(),
+            _ => false,
+        }
     }
 }
 
@@ -173,16 +194,17 @@ pub fn clean_path(p: &str) -> String {
     }
 }
 
-pub use crate::store::staging::{Origin, StagedBlob};
+pub use crate::store::staging::{Hashable, Origin, Reopen, StagedBlob};
 
-/// Takes a large file whose digest is not known yet into the target, computing it on the
-/// way (the copy engine implements it over the target's [`crate::store::Target::push_hashing`]).
+/// Takes a large file or object whose digest is not known yet into the target, computing it
+/// on the way (the copy engine implements it over the target's
+/// [`crate::store::Target::push_hashing`]).
 #[async_trait::async_trait]
 pub trait TakeHashing: Send + Sync + std::fmt::Debug {
-    /// The file's digest once the target has it; `None` when the target cannot take it so.
+    /// The content's digest once the target has it; `None` when the target cannot take it so.
     async fn take(
         &self,
-        file: &crate::fsutil::FileRef,
+        content: &crate::store::staging::Hashable,
         size: u64,
         progress: &Progress,
     ) -> Result<Option<Digest>>;
@@ -306,9 +328,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(Source::parse("s3://b/k", base)
+        assert!(matches!(
+            Source::parse("s3://bkt/k", base),
+            Ok(Source::S3 { object }) if object.key == "k"
+        ));
+        assert!(Source::parse("s3://bkt", base)
             .unwrap_err()
-            .contains("not available in this version"));
+            .contains("add the key"));
         assert!(Source::parse("http://", base).is_err());
     }
 }

@@ -172,12 +172,13 @@ pub trait Target: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
-    /// Takes a file whose digest is not known yet, computing it on the way (a registry
-    /// streams it into an upload session); `None` when this target cannot, and the caller
-    /// hashes it first. The copy engine's taker calls it for large files.
+    /// Takes content whose digest is not known yet (a file, or a remote object read again
+    /// on each attempt), computing the digest on the way (a registry streams it into an
+    /// upload session); `None` when this target cannot, and the caller hashes it first. The
+    /// copy engine's taker calls it for large files and objects.
     async fn push_hashing(
         &self,
-        _file: &crate::fsutil::FileRef,
+        _content: &staging::Hashable,
         _size: u64,
         _progress: &Progress,
     ) -> Result<Option<crate::digest::Digest>> {

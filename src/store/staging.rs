@@ -14,6 +14,38 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::FileRef;
 use crate::progress::Progress;
 
+/// Bytes that stay where they are (an object in S3) until a target needs them, and can be
+/// read again from the start (a retry in a new upload session reads them again).
+#[async_trait]
+pub trait Reopen: Send + Sync + std::fmt::Debug {
+    /// Where the bytes are, for messages (the source's URI).
+    fn name(&self) -> String;
+
+    /// All the bytes from the start: a stream that ends with an error unless it gives exactly
+    /// the bytes staging saw (same size; the same version of the object).
+    async fn open(&self) -> Result<super::ByteStream>;
+}
+
+/// Content whose digest is not known yet, for a target that computes it while it takes the
+/// bytes ([`Target::push_hashing`]).
+#[derive(Debug, Clone)]
+pub enum Hashable {
+    /// A file, which must still be the file it was.
+    File(FileRef),
+    /// Bytes read again from where they are.
+    Remote(Arc<dyn Reopen>),
+}
+
+impl Hashable {
+    /// What to name in messages and progress: the file's path or the source's URI.
+    pub fn name(&self) -> String {
+        match self {
+            Hashable::File(f) => f.path.display().to_string(),
+            Hashable::Remote(r) => r.name(),
+        }
+    }
+}
+
 /// Where a staged blob's bytes are.
 #[derive(Debug, Clone)]
 pub enum Origin {
@@ -37,6 +69,8 @@ pub enum Origin {
         /// Its directory, removed with the last handle.
         _dir: Arc<tempfile::TempDir>,
     },
+    /// Bytes read only when a target needs them, verified against the descriptor then.
+    Remote(Arc<dyn Reopen>),
 }
 
 /// A descriptor plus where its bytes are.
@@ -132,6 +166,12 @@ impl Target for Staging {
                 FileRef::new(t.to_path_buf(), Some(*id)),
                 held.clone(),
             )),
+            Some(Origin::Remote(r)) => {
+                let verified = super::verify::verified_stream(r.open().await?, desc, r.name());
+                Ok(Blob::Stream(Box::new(tokio_util::io::StreamReader::new(
+                    verified,
+                ))))
+            }
             None => match self.holder(desc) {
                 Some(store) => store.fetch(desc).await,
                 None => Err(Error::new(

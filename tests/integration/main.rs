@@ -13,6 +13,7 @@ mod mount;
 mod packfile;
 mod proxy;
 mod registry;
+mod s3;
 mod sources;
 mod unpack;
 mod util;

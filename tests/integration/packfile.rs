@@ -156,11 +156,11 @@ fn structural_rules() {
         "pin an image by its reference",
     );
     has(
-        &problems("items:\n  - from: s3://bucket/key\n"),
+        &problems("items:\n  - from: s3://bucket\n"),
         "items[0].from",
         2,
         11,
-        "not available in this version",
+        "add the key after the bucket",
     );
     has(
         &problems("items:\n  - from: file://a\n    from: file://b\n"),

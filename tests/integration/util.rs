@@ -1097,3 +1097,208 @@ pub fn run_fails(cwd: &Path, args: &[&str], code: i32, expect: &str) -> Output {
     assert!(stderr(&o).contains(expect), "{args:?}: {}", stderr(&o));
     o
 }
+
+/// A real S3 server (moto's standalone server, from PyPI, in the venv `.ci/run` makes) on
+/// 127.0.0.1 that checks Signature V4: the first three requests (creating an IAM user, its
+/// policy and its access key) are the only unauthenticated ones. Its request log (one line
+/// per request: `"GET /bucket/key HTTP/1.1" 200`) is [`S3Server::log`]. Stopped when dropped;
+/// a missing server fails the test.
+pub struct S3Server {
+    pub addr: String,
+    pub key_id: String,
+    pub secret: String,
+    tls: bool,
+    pub dir: TestDir,
+    child: std::process::Child,
+}
+
+/// boto3 against the test server; argv: ENDPOINT KEY_ID SECRET then the operation.
+const S3_CLIENT: &str = r#"
+import json, sys, boto3
+endpoint, key_id, secret, op = sys.argv[1:5]
+args = sys.argv[5:]
+kw = dict(endpoint_url=endpoint, region_name="us-east-1")
+if op == "setup":
+    iam = boto3.client("iam", aws_access_key_id="x", aws_secret_access_key="y", **kw)
+    iam.create_user(UserName="packer")
+    iam.put_user_policy(UserName="packer", PolicyName="all", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    k = iam.create_access_key(UserName="packer")["AccessKey"]
+    print(k["AccessKeyId"], k["SecretAccessKey"])
+    sys.exit(0)
+s3 = boto3.client("s3", aws_access_key_id=key_id, aws_secret_access_key=secret, **kw)
+if op == "bucket":
+    s3.create_bucket(Bucket=args[0])
+elif op == "put":
+    # put BUCKET KEY FILE [KEY FILE ...]
+    bucket = args[0]
+    for key, path in zip(args[1::2], args[2::2]):
+        s3.upload_file(path, bucket, key)
+elif op == "put-bytes":
+    s3.put_object(Bucket=args[0], Key=args[1], Body=args[2].encode())
+elif op == "presign":
+    print(s3.generate_presigned_url("get_object", Params={"Bucket": args[0], "Key": args[1]}, ExpiresIn=3600))
+else:
+    sys.exit("unknown operation " + op)
+"#;
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        S3Server::start_with_tls(false)
+    }
+
+    /// HTTPS with a certificate of a test CA (`S3Server::ca`).
+    pub fn with_tls() -> S3Server {
+        S3Server::start_with_tls(true)
+    }
+
+    fn start_with_tls(tls: bool) -> S3Server {
+        let dir = TestDir::new();
+        let mut tls_args = Vec::new();
+        if tls {
+            let (_, cert, key) = test_certificates(&dir);
+            tls_args = vec![
+                "-c".to_string(),
+                cert.display().to_string(),
+                "-k".to_string(),
+                key.display().to_string(),
+            ];
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.join("s3.log")).expect("log");
+        let child = Command::new(peer("moto_server", "OCI_PACKER_MOTO"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(&tls_args)
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("moto_server must be installed (.ci/run installs it into .venv)");
+        let mut server = S3Server {
+            addr,
+            key_id: String::new(),
+            secret: String::new(),
+            tls,
+            dir,
+            child,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while TcpStream::connect(&server.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the S3 server did not start: {}",
+                server.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = server.client(&["setup"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (id, secret) = text.trim().split_once(' ').expect("key id and secret");
+        server.key_id = id.to_string();
+        server.secret = secret.to_string();
+        server
+    }
+
+    /// Runs the boto3 client with `args`, which must succeed.
+    fn client(&self, args: &[&str]) -> Output {
+        let python = std::env::var_os("OCI_PACKER_TEST_PYTHON")
+            .expect("OCI_PACKER_TEST_PYTHON (scripts/test sets it to the venv's python)");
+        let mut c = Command::new(python);
+        c.args([
+            "-c",
+            S3_CLIENT,
+            &self.endpoint(),
+            &self.key_id,
+            &self.secret,
+        ])
+        .args(args);
+        if self.tls {
+            c.env("AWS_CA_BUNDLE", self.ca());
+        }
+        let out = c.output().expect("python");
+        assert!(
+            out.status.success(),
+            "S3 client {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://…` with TLS).
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// `s3+http://127.0.0.1:PORT/BUCKET/KEY` (`s3+https://…` with TLS).
+    pub fn uri(&self, bucket_and_key: &str) -> String {
+        format!("s3+{}/{bucket_and_key}", self.endpoint())
+    }
+
+    /// The test CA's certificate (with TLS).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    pub fn bucket(&self, name: &str) {
+        self.client(&["bucket", name]);
+    }
+
+    /// Uploads files: `(key, path)` pairs.
+    pub fn put_files(&self, bucket: &str, files: &[(String, PathBuf)]) {
+        let mut args = vec!["put".to_string(), bucket.to_string()];
+        for (k, p) in files {
+            args.push(k.clone());
+            args.push(p.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.client(&args);
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, text: &str) {
+        self.client(&["put-bytes", bucket, key, text]);
+    }
+
+    /// A pre-signed GET URL of the object (for curl).
+    pub fn presign(&self, bucket: &str, key: &str) -> String {
+        let out = self.client(&["presign", bucket, key]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The environment of a run with the server's credentials (and nothing of the
+    /// machine's own AWS configuration).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let none = self.dir.join("no-such-file").display().to_string();
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), self.key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), self.secret.clone()),
+            ("AWS_SHARED_CREDENTIALS_FILE".into(), none.clone()),
+            ("AWS_CONFIG_FILE".into(), none),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+
+    /// The request log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("s3.log")).unwrap_or_default()
+    }
+
+    /// Request lines of `method` for the path `/bucket/key` (as the log writes it).
+    pub fn requests(&self, method: &str, path: &str) -> usize {
+        let needle = format!("\"{method} {path} HTTP/1.1\"");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

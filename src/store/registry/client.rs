@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 use super::credentials::{basic_header, Credential};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::FileRef;
+use crate::store::staging::Hashable;
 use crate::transport;
 
 pub use crate::transport::RegistryOptions;
@@ -50,11 +51,12 @@ pub enum Body {
         /// Bytes to send.
         len: u64,
     },
-    /// A whole file, hashed as it is sent (the hasher is reset on every attempt) and reported
-    /// to `progress` as staging of `path`.
+    /// A whole file or remote object, hashed as it is sent (the hasher is reset on every
+    /// attempt, which reads the content again from its start) and reported to `progress` as
+    /// staging of its name.
     Hashing {
-        /// The file.
-        file: FileRef,
+        /// The content.
+        content: crate::store::staging::Hashable,
         /// Its size.
         len: u64,
         /// Receives every byte sent.
@@ -100,11 +102,20 @@ impl Body {
                 offset: base + offset,
                 len,
             },
-            Body::Hashing { file, .. } => Body::File {
+            Body::Hashing {
+                content: Hashable::File(file),
+                ..
+            } => Body::File {
                 file: file.clone(),
                 offset,
                 len,
             },
+            // Ingestion sends a hashing body whole, in one PATCH; only uploads of a known
+            // digest are cut into chunks.
+            Body::Hashing {
+                content: Hashable::Remote(r),
+                ..
+            } => unreachable!("a remote hashing body ({}) is never cut", r.name()),
         }
     }
 }
@@ -379,18 +390,22 @@ impl Client {
             Body::Empty => (reqwest::Body::from(Vec::new()), Some(0)),
             Body::Bytes(b) => (reqwest::Body::from(b.clone()), Some(b.len() as u64)),
             Body::Hashing {
-                file,
+                content,
                 len,
                 hasher,
                 progress,
             } => {
-                use futures::TryStreamExt;
+                use futures::{StreamExt, TryStreamExt};
                 *hasher.lock().unwrap_or_else(|p| p.into_inner()) = crate::digest::Hasher::new();
-                let path = &file.path;
-                let f = open_body_file(file).await?;
-                let (hasher, progress, source) =
-                    (hasher.clone(), progress.clone(), path.display().to_string());
-                let stream = exact_stream(f, path, *len, true).inspect_ok(move |chunk| {
+                let chunks = match content {
+                    Hashable::File(file) => {
+                        let f = open_body_file(file).await?;
+                        exact_stream(f, &file.path, *len, true).boxed()
+                    }
+                    Hashable::Remote(r) => r.open().await?,
+                };
+                let (hasher, progress, source) = (hasher.clone(), progress.clone(), content.name());
+                let stream = chunks.inspect_ok(move |chunk| {
                     hasher
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

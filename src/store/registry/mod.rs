@@ -17,6 +17,7 @@ use crate::fsutil::FileRef;
 use crate::mediatype;
 use crate::progress::Progress;
 use crate::reference::RegistryRef;
+use crate::store::staging::Hashable;
 
 pub mod client;
 pub mod credentials;
@@ -637,21 +638,20 @@ impl Registry {
         self.location(&resp, location.as_str())
     }
 
-    /// One streamed upload of a file while hashing it, in a new session (cancelled when
-    /// anything fails, a file that changed size included).
+    /// One streamed upload of a file or object while hashing it, in a new session (cancelled
+    /// when anything fails, content that changed size included).
     async fn ingest_once(
         &self,
-        file: &FileRef,
+        content: &Hashable,
         size: u64,
         progress: &Progress,
     ) -> Result<Option<Digest>> {
-        let path = &file.path;
-        let what = format!("upload of {}", path.display());
+        let what = format!("upload of {}", content.name());
         let ingested = self
             .in_session(&what, async |s| {
                 let hasher = Arc::new(std::sync::Mutex::new(crate::digest::Hasher::new()));
                 let body = Body::Hashing {
-                    file: file.clone(),
+                    content: content.clone(),
                     len: size,
                     hasher: hasher.clone(),
                     progress: progress.clone(),
@@ -664,10 +664,14 @@ impl Registry {
                     .clone()
                     .finish();
                 if sent != size {
-                    return Err(crate::fsutil::changed_while_packing(
-                        path,
-                        &format!("{size} bytes, then {sent} uploaded"),
-                    ));
+                    let detail = format!("{size} bytes, then {sent} uploaded");
+                    return Err(match content {
+                        Hashable::File(f) => crate::fsutil::changed_while_packing(&f.path, &detail),
+                        Hashable::Remote(r) => Error::new(
+                            ErrorKind::Network,
+                            format!("{}: {detail}; pack again", r.name()),
+                        ),
+                    });
                 }
                 let desc = Descriptor::new(
                     MediaType::Other("application/octet-stream".into()),
@@ -914,12 +918,12 @@ impl Target for Registry {
 
     async fn push_hashing(
         &self,
-        file: &FileRef,
+        content: &Hashable,
         size: u64,
         progress: &Progress,
     ) -> Result<Option<Digest>> {
-        let what = file.path.display().to_string();
-        in_new_sessions(&what, || self.ingest_once(file, size, progress)).await
+        let what = content.name();
+        in_new_sessions(&what, || self.ingest_once(content, size, progress)).await
     }
 
     async fn delete_manifest(&self, desc: &Descriptor) -> Result<()> {
