@@ -29,11 +29,10 @@ use object_store::aws::{AwsAuthorizer, AwsCredential, AwsCredentialProvider};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, ETAG, IF_MATCH};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 
 use super::{descriptor, with_title, Hashable, Origin, Reopen, StageContext, StagedBlob};
 use crate::archive::ArchiveFormat;
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mediatype;
 use crate::progress::ProgressEvent;
@@ -1135,37 +1134,42 @@ fn classify(e: Error) -> Failure {
     }
 }
 
-/// One download of the object into a new temp file in `dir`, hashed on the way.
+/// One download of the object into a new temp file in `dir`, hashed on the way: the network
+/// is read on the runtime, hashed on a blocking thread and written by another
+/// ([`crate::digest::copy_hashing_pipelined`]), so the three overlap.
 async fn download(
     object: &Arc<Object>,
     uri: &str,
     dir: &Path,
     ctx: &StageContext,
 ) -> std::result::Result<(Digest, std::fs::File, tempfile::TempPath), Failure> {
-    let mut stream = object.open().await.map_err(Failure::fatal)?;
+    let stream = object.open().await.map_err(Failure::fatal)?;
     let (file, path) = crate::fsutil::temp_file(dir)
         .map_err(Failure::fatal)?
         .into_parts();
     let held = file
         .try_clone()
         .map_err(|e| Failure::fatal(Error::io("opening", &path, e)))?;
-    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
-    let mut hasher = Hasher::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| classify(stream_error(e, uri)))?;
-        hasher.update(&chunk);
-        ctx.progress.emit(ProgressEvent::StageAdvanced {
-            source: uri.to_string(),
-            bytes: chunk.len() as u64,
-        });
-        out.write_all(&chunk)
-            .await
-            .map_err(|e| Failure::fatal(Error::io("writing", &path, e)))?;
-    }
-    out.flush()
-        .await
-        .map_err(|e| Failure::fatal(Error::io("writing", &path, e)))?;
-    let (digest, _) = hasher.finish();
+    let mut reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let (progress, source, at) = (ctx.progress.clone(), uri.to_string(), path.to_path_buf());
+    let copied = tokio::task::spawn_blocking(move || {
+        let mut out = file;
+        crate::digest::copy_hashing_pipelined(&mut reader, &mut out, &mut |bytes| {
+            progress.emit(ProgressEvent::StageAdvanced {
+                source: source.clone(),
+                bytes,
+            })
+        })
+    })
+    .await
+    .map_err(|e| Failure::fatal(Error::new(ErrorKind::Internal, e.to_string())))?;
+    // Errors of the stream carry the library error (a network fault: another attempt);
+    // anything else is the local write.
+    let (digest, _) = copied.map_err(|e| {
+        classify(crate::error::from_read_error(e, |e| {
+            Error::io("writing", &at, e)
+        }))
+    })?;
     Ok((digest, held, path))
 }
 
