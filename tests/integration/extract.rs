@@ -478,16 +478,7 @@ fn layouts_the_go_tool_wrote_extract_and_pack_again() {
     assert_eq!(pack.matches("- from:").count(), 2, "{pack}");
     let again = repack(&d, &x, "oci://again:service");
     let m = blob_json(&d.join("again"), &again);
-    let titles: Vec<&str> = m["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| {
-            l["annotations"]["org.opencontainers.image.title"]
-                .as_str()
-                .expect("title")
-        })
-        .collect();
+    let titles = layer_titles(&m);
     assert_eq!(titles, ["a.tmpl", "nested/b.tmpl", "app.conf"]);
     // The index of cr:// members: each member an oci:// item by digest, the created time
     // as SOURCE_DATE_EPOCH.

@@ -37,6 +37,35 @@ fn tree(d: &TestDir) -> Vec<(String, std::path::PathBuf)> {
         .collect()
 }
 
+/// `pack` of one item `from: URI` into a layout fails with exit status 1, says `says`, and
+/// writes no index.
+fn pack_fails(d: &TestDir, uri: &str, env: &[(&str, &str)], says: &str) {
+    d.write("pack.yaml", format!("items:\n  - from: {uri}\n"));
+    let o = run(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v1"], env);
+    assert_eq!(o.status.code(), Some(1), "{says}: {}", stderr(&o));
+    assert!(stderr(&o).contains(says), "{says}: {}", stderr(&o));
+    assert!(!d.join("out/index.json").exists());
+}
+
+/// The JSON error of `pack -f pack.yaml` (`--format json`), which must fail.
+fn json_error(d: &TestDir, env: &[(&str, &str)]) -> serde_json::Value {
+    let o = run(
+        &d.path,
+        &[
+            "--format",
+            "json",
+            "pack",
+            "-f",
+            "pack.yaml",
+            "oci://out:v1",
+        ],
+        env,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_str(stderr(&o).trim()).expect("a JSON error");
+    e["error"].clone()
+}
+
 fn manifest_of(dir: &Path, tag: &str) -> serde_json::Value {
     let e = entry(dir, tag);
     blob_json(dir, e["digest"].as_str().expect("digest"))
@@ -88,14 +117,7 @@ fn objects_prefixes_archives_and_configs_pack_like_the_same_files_from_disk() {
     let m = manifest_of(&d.join("s3"), "v1");
     let layers = m["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 1 + 50 + 1);
-    let titles: Vec<&str> = layers
-        .iter()
-        .map(|l| {
-            l["annotations"]["org.opencontainers.image.title"]
-                .as_str()
-                .expect("title")
-        })
-        .collect();
+    let titles = layer_titles(&m);
     assert_eq!(titles[0], "tool.bin");
     assert!(titles.contains(&"with space.txt"));
     assert!(titles.contains(&"ünï/κλειδί.json"));
@@ -205,6 +227,7 @@ fn credentials_come_from_the_environment_or_a_profile_and_a_wrong_secret_is_told
             "{text}"
         );
         assert!(!text.contains(secret), "the secret leaked: {text}");
+        assert_eq!(json_error(&d, &env_of(&bad))["kind"], "authentication");
         assert!(!text.contains(&s3.secret), "the secret leaked: {text}");
     }
     assert!(
@@ -382,25 +405,16 @@ fn missing_objects_buckets_and_servers_are_clear_errors() {
         (s3.uri("bkt/empty/"), "no objects below this prefix"),
         (s3.uri("nobucket/prefix/"), "has no bucket \"nobucket\""),
     ] {
-        d.write("pack.yaml", format!("items:\n  - from: {uri}\n"));
-        let o = run(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v1"], &env);
-        assert_eq!(o.status.code(), Some(1), "{uri}: {}", stderr(&o));
-        assert!(stderr(&o).contains(says), "{uri}: {}", stderr(&o));
-        assert!(stderr(&o).contains(&uri), "{uri}: {}", stderr(&o));
+        pack_fails(&d, &uri, &env, says);
+        let e = json_error(&d, &env);
+        assert_eq!(e["kind"], "source_not_found", "{e}");
         assert!(
-            stderr(&o).contains("source_not_found")
-                || stderr(&o).contains("not found")
-                || stderr(&o).contains("no "),
-            "{}",
-            stderr(&o)
+            e["message"].as_str().expect("message").contains(&uri),
+            "{e}"
         );
     }
     // A server that is not there: a network error, after the transport's retries.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     d.write(
         "pack.yaml",
         format!("items:\n  - from: s3+http://127.0.0.1:{port}/bkt/x.txt\n"),
@@ -517,14 +531,7 @@ fn hostile_listings_are_refused_with_the_fault_named() {
                 Response::status(404)
             }
         });
-        d.write(
-            "pack.yaml",
-            format!("items:\n  - from: s3+{}\n", server.url("/bkt/p/")),
-        );
-        let o = run(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v1"], &env);
-        assert_eq!(o.status.code(), Some(1), "{says}: {}", stderr(&o));
-        assert!(stderr(&o).contains(says), "{says}: {}", stderr(&o));
-        assert!(!d.join("out/index.json").exists());
+        pack_fails(&d, &format!("s3+{}", server.url("/bkt/p/")), &env, says);
     }
 }
 
@@ -604,14 +611,12 @@ fn objects_that_change_or_lie_about_their_size_are_refused() {
                 get.clone()
             }
         });
-        d.write(
-            "pack.yaml",
-            format!("items:\n  - from: s3+{}\n", server.url("/bkt/obj.bin")),
+        pack_fails(
+            &d,
+            &format!("s3+{}", server.url("/bkt/obj.bin")),
+            &env,
+            says,
         );
-        let o = run(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v1"], &env);
-        assert_eq!(o.status.code(), Some(1), "{says}: {}", stderr(&o));
-        assert!(stderr(&o).contains(says), "{says}: {}", stderr(&o));
-        assert!(!d.join("out/index.json").exists());
     }
 }
 

@@ -620,11 +620,7 @@ impl RegistryServer {
 
     fn start_configured(auth: impl FnOnce(&TestDir) -> String, deletes: bool) -> RegistryServer {
         let dir = TestDir::new();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let config = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {deletes}\nhttp:\n  addr: {addr}\n{}",
@@ -1164,11 +1160,7 @@ impl S3Server {
                 key.display().to_string(),
             ];
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.join("s3.log")).expect("log");
         let child = Command::new(peer("moto_server", "OCI_PACKER_MOTO"))
@@ -1301,4 +1293,27 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A port nothing listens on now, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The titles of a manifest's layers, in order.
+pub fn layer_titles(manifest: &Value) -> Vec<&str> {
+    manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            l["annotations"]["org.opencontainers.image.title"]
+                .as_str()
+                .expect("title")
+        })
+        .collect()
 }
