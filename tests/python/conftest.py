@@ -1,8 +1,9 @@
-"""Fixtures: temp dirs with files, and a real Distribution registry on 127.0.0.1."""
+"""Fixtures: temp dirs with files, a real Distribution registry and an S3 server on 127.0.0.1."""
 
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -68,3 +69,39 @@ def registry(tmp_path_factory):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture()
+def s3_server(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 (accepting any credentials), with bucket "bkt" holding
+    `data/one.txt` and `data/nested/two.txt`; yields its endpoint."""
+    import boto3
+
+    d = tmp_path_factory.mktemp("s3")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    moto = os.environ.get("OCI_PACKER_MOTO") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+    log = open(d / "s3.log", "w")
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
+                            env={**os.environ, "NO_COLOR": "1"})
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(400):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.1):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("the S3 server did not start")
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="AKIAPYTEST", aws_secret_access_key="py-secret")
+        s3.create_bucket(Bucket="bkt")
+        s3.put_object(Bucket="bkt", Key="data/one.txt", Body=b"1")
+        s3.put_object(Bucket="bkt", Key="data/nested/two.txt", Body=b"2")
+        yield endpoint
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()

@@ -460,3 +460,20 @@ def test_serve_answers_curl_and_stops_on_ctrl_c(files):
             p.kill()
     with pytest.raises(oci_packer.InvalidArgumentError, match="registry host"):
         oci_packer.serve("not a host/x")
+
+
+def test_s3_sources_read_credentials_from_the_environment(files, s3_server, monkeypatch, tmp_path):
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAPYTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "py-secret")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    from_s3 = oci_packer.pack({"items": [{"from": f"s3+{s3_server}/bkt/data/"}]}, f"oci://{tmp_path}/s3:v1")
+    from_disk = oci_packer.pack({"items": [{"from": "dir://data"}]}, f"oci://{tmp_path}/disk:v1",
+                                base_dir=str(files))
+    assert from_s3.digest == from_disk.digest
+    with pytest.raises(oci_packer.SourceNotFoundError) as e:
+        oci_packer.pack({"items": [{"from": f"s3+{s3_server}/bkt/data/missing.txt"}]}, f"oci://{tmp_path}/x:v1")
+    assert "missing.txt" in str(e.value)
