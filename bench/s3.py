@@ -7,7 +7,8 @@ with `curl` fetching the same object from the same server in the same run as the
    the server can send, and the same plus the disk write the layout also does). Time and
    peak RSS. The same GET piped through `tee` to a file and `openssl dgst -sha256` is the
    limit of what a pack does (read, store and hash every byte). Also 4 ranged `curl` GETs at
-   once: whether parallel ranges would be faster.
+   once: whether parallel ranges would be faster. The same object → a Distribution registry
+   (a new repository every run): time and peak RSS.
 2. A prefix of 50 objects (4 KiB to 200 KiB) → a layout: objects/s, vs 50 `curl` GETs of
    the same objects in one process (`curl --parallel`, 4 at a time like the pack).
 3. Re-pack of the unchanged 1 GiB object into the same layout (HEAD only).
@@ -27,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import BIN, GiB, ROOT, median_runs  # noqa: E402
+from registry import start_registry  # noqa: E402
 
 PY = os.path.join(ROOT, ".venv", "bin", "python")
 MOTO = os.path.join(ROOT, ".venv", "bin", "moto_server")
@@ -126,6 +128,17 @@ def main():
               f"pack / (curl | tee file | openssl sha256) = {ours.ratio(same)}  "
               f"({GiB / ours.median / 2**20:.0f} MiB/s vs {GiB / disk.median / 2**20:.0f} MiB/s); "
               f"4 ranges at once / one GET = {par.ratio(null)} (below 1: ranged GETs would pay here)")
+
+        registry, reg_addr, _ = start_registry(work)
+        try:
+            fresh(0)
+            pushed = median_runs("oci-packer pack s3 → registry (new repository)",
+                                 lambda i: [BIN, "-q", "--plain-http", "pack", "-f", "big.yaml",
+                                            f"{reg_addr}/bench/big{i}:v1"], args.runs, cleanup=fresh, cwd=work)
+            print(f"  pack → registry / curl→/dev/null = {pushed.ratio(null)}; peak RSS {pushed.rss:.1f} MiB")
+        finally:
+            registry.kill()
+            registry.wait()
 
         print(f"2. a prefix of 50 objects (4–200 KiB), median of {args.runs}")
         fresh(0)

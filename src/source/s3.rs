@@ -99,6 +99,11 @@ impl ObjectUri {
             }
             (Some(format!("{scheme}://{host}")), rest)
         };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!(
+                "{uri}: no bucket; write …/BUCKET/KEY, or …/BUCKET/PREFIX/ for every object below a prefix"
+            ));
+        }
         let Some((bucket, key)) = rest.split_once('/') else {
             return Err(format!(
                 "{uri}: add the key after the bucket (…/{rest}/key), or a prefix ending in / (…/{rest}/dir/)"
@@ -266,6 +271,8 @@ struct Profile {
     region: Option<String>,
     /// The files it was found in.
     found_in: Vec<PathBuf>,
+    /// The files looked in.
+    read: Vec<PathBuf>,
 }
 
 /// Reads profile `name` from the shared credentials file (`[name]`) and config file
@@ -295,6 +302,7 @@ fn read_profile(name: &str) -> Result<Profile> {
     ];
     for (path, section) in sources {
         let Some(path) = path else { continue };
+        p.read.push(path.clone());
         let text = match read_small_file(&path) {
             Ok(Some(t)) => t,
             Ok(None) => continue,
@@ -437,10 +445,16 @@ fn credentials(
     }
     let chosen = env("AWS_PROFILE").is_some() || env("AWS_DEFAULT_PROFILE").is_some();
     if chosen && profile.found_in.is_empty() {
+        let read: Vec<String> = profile
+            .read
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         return Err(Error::new(
             ErrorKind::Authentication,
             format!(
-                "{uri}: AWS_PROFILE names \"{profile_name}\", which is in neither ~/.aws/credentials nor ~/.aws/config (AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE)"
+                "{uri}: AWS_PROFILE names \"{profile_name}\", which is in neither {} (set AWS_SHARED_CREDENTIALS_FILE or AWS_CONFIG_FILE for other files)",
+                read.join(" nor ")
             ),
         )
         .with_reference(uri.to_string()));
@@ -500,11 +514,36 @@ fn credentials(
     })
 }
 
-/// `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`: another server for `s3://` URIs.
+/// `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`: another server for `s3://` URIs, with
+/// the variable's name.
+fn endpoint_variable() -> Option<(&'static str, String)> {
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .into_iter()
+        .find_map(|name| env(name).map(|v| (name, v.trim_end_matches('/').to_string())))
+}
+
 fn endpoint_override() -> Option<String> {
-    env("AWS_ENDPOINT_URL_S3")
-        .or_else(|| env("AWS_ENDPOINT_URL"))
-        .map(|e| e.trim_end_matches('/').to_string())
+    endpoint_variable().map(|(_, v)| v)
+}
+
+/// The endpoint variable, when set, must be an `http(s)://host[:port]` URL.
+fn check_endpoint_variable() -> Result<()> {
+    let Some((name, value)) = endpoint_variable() else {
+        return Ok(());
+    };
+    let ok = reqwest::Url::parse(&value).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some_and(|h| !h.is_empty())
+            && u.query().is_none()
+            && u.path() == "/"
+    });
+    if ok {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidArgument,
+        format!("{name}=\"{value}\" is not a server URL; write it like http://127.0.0.1:9000 or https://s3.example.com"),
+    ))
 }
 
 impl Bucket {
@@ -513,6 +552,9 @@ impl Bucket {
         let profile_name = env("AWS_PROFILE")
             .or_else(|| env("AWS_DEFAULT_PROFILE"))
             .unwrap_or_else(|| "default".into());
+        if uri.endpoint.is_none() {
+            check_endpoint_variable()?;
+        }
         let profile = read_profile(&profile_name)?;
         let region = env("AWS_REGION")
             .or_else(|| env("AWS_DEFAULT_REGION"))
@@ -570,7 +612,7 @@ impl Bucket {
         let parsed = reqwest::Url::parse(url).map_err(|e| {
             Failure::fatal(Error::new(
                 ErrorKind::InvalidArgument,
-                format!("{}: cannot make a URL of it ({e})", self.uri),
+                format!("{}: \"{url}\" is not a URL ({e})", self.uri),
             ))
         })?;
         let mut request = reqwest::Request::new(method.clone(), parsed);
@@ -818,8 +860,7 @@ impl Bucket {
             }
             let resp = self
                 .request(Method::GET, None, &query, HeaderMap::new(), None)
-                .await
-                .map_err(|e| e.context(&uri))?;
+                .await?;
             let body =
                 transport::read_body(resp, MAX_PAGE_BYTES, &format!("listing of {uri}")).await?;
             let page: ListPage = quick_xml::de::from_reader(body.as_ref()).map_err(|e| {
@@ -1272,6 +1313,12 @@ pub async fn stage_prefix(
 
 /// Stages the prefix of `uri` as one deterministic archive layer: its objects are downloaded
 /// into a private temp dir named like the prefix, which is archived as `dir://` would be.
+///
+/// The archive's descriptor is remembered (in the private cache `s3-archives`) under a stamp
+/// of everything it is made of — format, `SOURCE_DATE_EPOCH`, the item's type and
+/// annotations, every object's relative key, ETag and size — so a later pack of an unchanged
+/// prefix downloads nothing unless the target lacks the archive; then it is built again
+/// (the same bytes: it is deterministic) and verified as it is copied.
 pub async fn stage_prefix_archive(
     uri: &ObjectUri,
     format: ArchiveFormat,
@@ -1279,47 +1326,156 @@ pub async fn stage_prefix_archive(
     ctx: &StageContext,
 ) -> Result<StagedBlob> {
     let bucket = Arc::new(Bucket::open(uri, ctx)?);
-    let files = files_below(&bucket, uri).await?;
-    let tmp = tempfile::Builder::new()
-        .prefix(crate::fsutil::TEMP_PREFIX)
-        .tempdir_in(&ctx.tmp_dir)
-        .map_err(|e| Error::io("creating a download dir in", &ctx.tmp_dir, e))?;
-    let root = tmp.path().join(uri.base_name());
-    std::fs::create_dir(&root).map_err(|e| Error::io("creating", &root, e))?;
-    futures::stream::iter(files.into_iter().map(|(key, rel, meta)| {
-        let (bucket, root) = (bucket.clone(), root.clone());
-        async move {
-            let object = Arc::new(Object {
-                bucket,
-                key: key.clone(),
-                meta,
-            });
-            let target = root.join(&rel);
-            let parent = target.parent().unwrap_or(&root).to_path_buf();
-            std::fs::create_dir_all(&parent).map_err(|e| Error::io("creating", &parent, e))?;
-            let u = object.name();
-            let (_, file, path) =
-                transport::retried(&u, || download(&object, &u, &parent, ctx)).await?;
-            drop(file);
-            path.persist(&target)
-                .map_err(|e| Error::io("saving", &target, e.error))?;
-            Ok::<_, Error>(())
-        }
-    }))
-    .buffered(PREFIX_CONCURRENCY)
-    .try_collect::<Vec<()>>()
-    .await?;
-    let staged = super::dir::stage_archive(
-        root,
-        uri.to_string(),
+    let archive = Arc::new(PrefixArchive {
+        files: files_below(&bucket, uri).await?,
+        bucket,
+        uri: uri.clone(),
         format,
-        spec.media_type.clone(),
-        spec.annotations.clone(),
-        ctx,
-    )
-    .await?;
-    drop(tmp);
+        spec: spec.clone(),
+        ctx: ctx.clone(),
+    });
+    let stamp = archive.stamp();
+    let entry = super::cache::private_dir("s3-archives").map(|d| {
+        let id = format!("{} archive", cache_id(&archive.bucket, &uri.key));
+        d.join(&Digest::of(id.as_bytes()).hex()[..32])
+    });
+    if let (Some(stamp), Some(entry)) = (&stamp, &entry) {
+        let known = super::cache::read_entry(entry)
+            .and_then(|b| serde_json::from_slice::<ArchiveRecord>(&b).ok())
+            .filter(|r| &r.stamp == stamp);
+        if let Some(record) = known {
+            tracing::debug!(uri = %uri, digest = %record.descriptor.digest(), "unchanged prefix: the archive is built only if the target lacks it");
+            return Ok(StagedBlob {
+                descriptor: record.descriptor,
+                origin: Origin::Remote(archive),
+            });
+        }
+    }
+    let (staged, _dir) = archive.build().await?;
+    if let (Some(stamp), Some(entry)) = (stamp, entry) {
+        let record = ArchiveRecord {
+            stamp,
+            descriptor: staged.descriptor.clone(),
+        };
+        if let (Ok(body), Some(dir)) = (serde_json::to_vec(&record), entry.parent()) {
+            if let Ok(mut tmp) = crate::fsutil::temp_file(dir) {
+                use std::io::Write;
+                if tmp.write_all(&body).is_ok() {
+                    let _ = tmp.persist(&entry);
+                }
+            }
+        }
+    }
     Ok(staged)
+}
+
+/// What the cache keeps of a prefix's archive.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct ArchiveRecord {
+    stamp: String,
+    descriptor: oci_spec::image::Descriptor,
+}
+
+/// The archive of a prefix, built again when a target needs its bytes.
+#[derive(Debug)]
+struct PrefixArchive {
+    bucket: Arc<Bucket>,
+    uri: ObjectUri,
+    files: Vec<(String, String, ObjectMeta)>,
+    format: ArchiveFormat,
+    spec: Spec,
+    ctx: StageContext,
+}
+
+impl PrefixArchive {
+    /// Everything the archive is made of, hashed; `None` when an object has no ETag.
+    fn stamp(&self) -> Option<String> {
+        let mut text = format!(
+            "{:?} {:?} {:?} {:?}\n",
+            self.format, self.ctx.source_date_epoch, self.spec.media_type, self.spec.annotations
+        );
+        for (_, rel, meta) in &self.files {
+            text.push_str(&format!(
+                "{rel:?} {:?} {}\n",
+                meta.etag.as_ref()?,
+                meta.size
+            ));
+        }
+        Some(Digest::of(text.as_bytes()).to_string())
+    }
+
+    /// Downloads the objects into a private temp dir and archives it; returns the staged
+    /// archive and the dir (removed when dropped).
+    async fn build(&self) -> Result<(StagedBlob, tempfile::TempDir)> {
+        let ctx = &self.ctx;
+        let tmp = tempfile::Builder::new()
+            .prefix(crate::fsutil::TEMP_PREFIX)
+            .tempdir_in(&ctx.tmp_dir)
+            .map_err(|e| Error::io("creating a download dir in", &ctx.tmp_dir, e))?;
+        let root = tmp.path().join(self.uri.base_name());
+        std::fs::create_dir(&root).map_err(|e| Error::io("creating", &root, e))?;
+        futures::stream::iter(self.files.clone().into_iter().map(|(key, rel, meta)| {
+            let (root, bucket, ctx) = (root.clone(), self.bucket.clone(), ctx.clone());
+            async move {
+                let ctx = &ctx;
+                let object = Arc::new(Object { bucket, key, meta });
+                let target = root.join(rel);
+                let parent = target.parent().unwrap_or(&root).to_path_buf();
+                std::fs::create_dir_all(&parent).map_err(|e| Error::io("creating", &parent, e))?;
+                let u = object.name();
+                let (_, file, path) =
+                    transport::retried(&u, || download(&object, &u, &parent, ctx)).await?;
+                drop(file);
+                path.persist(&target)
+                    .map_err(|e| Error::io("saving", &target, e.error))?;
+                Ok::<_, Error>(())
+            }
+        }))
+        .buffered(PREFIX_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+        let staged = super::dir::stage_archive(
+            root,
+            self.uri.to_string(),
+            self.format,
+            self.spec.media_type.clone(),
+            self.spec.annotations.clone(),
+            ctx,
+        )
+        .await?;
+        Ok((staged, tmp))
+    }
+}
+
+#[async_trait::async_trait]
+impl Reopen for PrefixArchive {
+    fn name(&self) -> String {
+        self.uri.to_string()
+    }
+
+    async fn open(&self) -> Result<ByteStream> {
+        let (staged, _dir) = self.build().await?;
+        let path = match &staged.origin {
+            Origin::Spooled(t, ..) | Origin::Temp(t, _) => t.to_path_buf(),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("{}: the archive was not built into a file", self.uri),
+                ))
+            }
+        };
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Error::io("reading", &path, e))?;
+        // The staged blob (and so its temp file) lives as long as the stream.
+        let chunks = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10);
+        Ok(chunks
+            .map(move |c| {
+                let _keep = &staged;
+                c
+            })
+            .boxed())
+    }
 }
 
 #[cfg(test)]
@@ -1350,7 +1506,8 @@ mod tests {
         assert_eq!(whole.base_name(), "bkt");
         for (bad, says) in [
             ("s3://bkt", "add the key"),
-            ("s3:///key", "not a bucket name"),
+            ("s3:///key", "no bucket"),
+            ("s3://", "no bucket"),
             ("s3+http:///bkt/k", "no server"),
             (
                 "s3+http://user:pw@host/bkt/k",

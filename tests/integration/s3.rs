@@ -244,12 +244,15 @@ fn an_unchanged_object_is_not_read_again_and_a_changed_one_is() {
     let big = d.write("big.bin", vec![1u8; 2 << 20]);
     s3.put_files("bkt", &[("data/big.bin".into(), big)]);
     s3.put("bkt", "data/small.txt", "small one\n");
+    s3.put("bkt", "arch/a.txt", "in the archive\n");
+    s3.put("bkt", "arch/sub/b.txt", "in the archive too\n");
     d.write(
         "pack.yaml",
         format!(
-            "items:\n  - from: {}\n  - from: {}\n",
+            "items:\n  - from: {}\n  - from: {}\n  - from: {}\n    archive: tar+gzip\n",
             s3.uri("bkt/data/big.bin"),
-            s3.uri("bkt/data/small.txt")
+            s3.uri("bkt/data/small.txt"),
+            s3.uri("bkt/arch/"),
         ),
     );
     let env = s3.env();
@@ -270,6 +273,18 @@ fn an_unchanged_object_is_not_read_again_and_a_changed_one_is() {
     assert_eq!(s3.requests("GET", "/bkt/data/big.bin"), 1, "{}", s3.log());
     assert_eq!(s3.requests("GET", "/bkt/data/small.txt"), 1, "{}", s3.log());
     assert_eq!(s3.requests("HEAD", "/bkt/data/big.bin"), 2);
+    assert_eq!(s3.requests("GET", "/bkt/arch/a.txt"), 1, "{}", s3.log());
+    // A target without the archive: the prefix is read again, the archive is the same.
+    let elsewhere = packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "pack.yaml", "oci://other:v1"],
+        &env,
+    ));
+    assert_eq!(elsewhere, first);
+    assert_eq!(s3.requests("GET", "/bkt/arch/a.txt"), 2, "{}", s3.log());
+    assert_eq!(s3.requests("GET", "/bkt/arch/sub/b.txt"), 2, "{}", s3.log());
+    // (That target lacked the other blobs too: each object was read once more.)
+    assert_eq!(s3.requests("GET", "/bkt/data/big.bin"), 2);
     // The object changes: read again, and the digest changes.
     s3.put("bkt", "data/small.txt", "small two\n");
     let changed = packed_digest(&run(
@@ -278,8 +293,9 @@ fn an_unchanged_object_is_not_read_again_and_a_changed_one_is() {
         &env,
     ));
     assert_ne!(changed, first);
-    assert_eq!(s3.requests("GET", "/bkt/data/small.txt"), 2);
-    assert_eq!(s3.requests("GET", "/bkt/data/big.bin"), 1);
+    assert_eq!(s3.requests("GET", "/bkt/data/small.txt"), 3);
+    assert_eq!(s3.requests("GET", "/bkt/data/big.bin"), 2);
+    assert_eq!(s3.requests("GET", "/bkt/arch/a.txt"), 2);
     let m = manifest_of(&d.join("l"), "v3");
     assert_eq!(m["layers"][1]["digest"], sha256(b"small two\n"));
 }
