@@ -318,6 +318,15 @@ oci_packer_status oci_packer_options_set_insecure(struct oci_packer_options *opt
                                                   bool value,
                                                   struct oci_packer_error **error);
 
+// `--no-cache`: read and write none of the user's caches (downloads, digests of large
+// files and S3 objects, where registries hold blobs).
+//
+// # Safety
+// `options` is NULL or live.
+oci_packer_status oci_packer_options_set_no_cache(struct oci_packer_options *options,
+                                                  bool value,
+                                                  struct oci_packer_error **error);
+
 // `-j`: blob transfers at once (at least 1).
 //
 // # Safety

@@ -549,3 +549,74 @@ pub fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<(
     }
     Ok(())
 }
+
+// The user's private cache directory (the download, digest and location caches).
+
+/// `$XDG_CACHE_HOME/oci-packer/SUB` (else `~/.cache/oci-packer/SUB`), created 0700.
+///
+/// `None` — no cache — when there is no home, or when `oci-packer` or `SUB` there is not a
+/// directory of this user that no one else may write to (another user could plant entries).
+pub(crate) fn private_dir(sub: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let top = base.join("oci-packer");
+    let dir = top.join(sub);
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&dir).ok()?;
+    for d in [&top, &dir] {
+        if !is_private(d) {
+            tracing::warn!(dir = %d.display(), "not a private directory of this user; caching nothing there");
+            return None;
+        }
+    }
+    Some(dir)
+}
+
+/// A directory (not a symlink to one) owned by this user and writable by no one else.
+#[cfg(unix)]
+fn is_private(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir).is_ok_and(|m| {
+        m.is_dir() && m.uid() == rustix::process::geteuid().as_raw() && m.mode() & 0o022 == 0
+    })
+}
+
+#[cfg(not(unix))]
+fn is_private(_dir: &Path) -> bool {
+    false
+}
+
+/// Opens a cache entry for reading: never through a symlink, only a regular file of this
+/// user. `None` for anything else (a miss).
+#[cfg(unix)]
+pub(crate) fn open_entry(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    (m.is_file() && m.uid() == rustix::process::geteuid().as_raw()).then_some(f)
+}
+
+#[cfg(not(unix))]
+pub(crate) fn open_entry(_path: &Path) -> Option<std::fs::File> {
+    None
+}
+
+/// Reads a small cache entry (at most 64 KiB) through [`open_entry`].
+pub(crate) fn read_entry(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    open_entry(path)?
+        .take(64 << 10)
+        .read_to_end(&mut data)
+        .ok()?;
+    Some(data)
+}

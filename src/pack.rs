@@ -275,7 +275,7 @@ pub(crate) async fn build(
         registry: options.registry.clone(),
         targets,
         taker,
-        cache: source::cache::DigestCache::for_user(),
+        cache: source::cache::DigestCache::for_user(!options.registry.no_cache),
     };
     let top = match &plan.config {
         Some(c) => Some(stage_config(c, &ctx).await?),

@@ -36,6 +36,9 @@ pub struct RegistryOptions {
     pub password: Option<String>,
     /// Docker config file (`--registry-config`).
     pub config: Option<PathBuf>,
+    /// Use no cache at all (`--no-cache`): downloads, digests of files and objects, and
+    /// known blob locations are neither read nor written.
+    pub no_cache: bool,
     /// Read timeout (`--timeout`, default 30 s): a server that sends nothing for this long
     /// fails the request; small requests also end after twice this, blob transfers after
     /// that plus the time their bytes take at 64 KiB/s.

@@ -164,7 +164,7 @@ type Option func(*options)
 type options struct {
 	concurrency                                                           uint32
 	tmpDir, created, platform, caFile, username, password, registryConfig string
-	fsync, dryRun, plainHTTP, insecure, force, unpack, images             bool
+	fsync, dryRun, plainHTTP, insecure, force, unpack, images, noCache    bool
 	maxBytes, maxEntries                                                  uint64
 	progress                                                              func(ProgressEvent)
 }
@@ -202,6 +202,10 @@ func WithImages() Option { return func(o *options) { o.images = true } }
 func WithLimits(maxBytes, maxEntries uint64) Option {
 	return func(o *options) { o.maxBytes, o.maxEntries = maxBytes, maxEntries }
 }
+
+// WithNoCache reads and writes none of the user's caches (downloads, digests, where
+// registries hold blobs), as --no-cache does.
+func WithNoCache() Option { return func(o *options) { o.noCache = true } }
 
 // WithPlainHTTP talks plain HTTP to registries.
 func WithPlainHTTP() Option { return func(o *options) { o.plainHTTP = true } }
@@ -328,6 +332,7 @@ func newCall(opts []Option) (*call, error) {
 	C.oci_packer_options_set_dry_run(c.co, C.bool(o.dryRun), nil)
 	C.oci_packer_options_set_plain_http(c.co, C.bool(o.plainHTTP), nil)
 	C.oci_packer_options_set_insecure(c.co, C.bool(o.insecure), nil)
+	C.oci_packer_options_set_no_cache(c.co, C.bool(o.noCache), nil)
 	C.oci_packer_options_set_force(c.co, C.bool(o.force), nil)
 	C.oci_packer_options_set_unpack(c.co, C.bool(o.unpack), nil)
 	C.oci_packer_options_set_images(c.co, C.bool(o.images), nil)

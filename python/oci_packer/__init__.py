@@ -236,6 +236,7 @@ def pack(
     unpack: bool = False,
     max_bytes: Optional[int] = None,
     max_entries: Optional[int] = None,
+    no_cache: bool = False,
 ) -> Descriptor:
     """Builds the artifact described by ``pack`` (a path, a :class:`Pack` or a dict) and
     writes it to ``target`` (``host/repo:tag`` or ``oci://DIR:REF``). Returns the root.
@@ -245,12 +246,14 @@ def pack(
     ``stage_advanced``, ``stage_finished``, ``started``, ``advanced``, ``finished``,
     ``skipped``, ``mounted``; with ``digest``/``source``, ``title``, ``size``, ``bytes``).
     ``unpack`` (layouts only) also extracts every tar layer into ``DIR/unpacked/sha256/<hex>/``,
-    each at most ``max_bytes`` (default 64 GiB) and ``max_entries`` (default 1,000,000)."""
+    each at most ``max_bytes`` (default 64 GiB) and ``max_entries`` (default 1,000,000).
+    ``no_cache`` reads and writes none of the user's caches (downloads, digests, where
+    registries hold blobs), as ``--no-cache`` does."""
     kind, value, base = _input(pack, base_dir)
     opts = _options(concurrency=concurrency, tmp_dir=tmp_dir, fsync=fsync, created=created, dry_run=dry_run,
                     plain_http=plain_http, insecure=insecure, ca_file=ca_file, username=username,
                     password=password, registry_config=registry_config, unpack=unpack, max_bytes=max_bytes,
-                    max_entries=max_entries)
+                    max_entries=max_entries, no_cache=no_cache)
     return Descriptor._from_json(_native.pack(kind, value, base, target, opts, progress))
 
 
@@ -276,13 +279,14 @@ def copy(
     unpack: bool = False,
     max_bytes: Optional[int] = None,
     max_entries: Optional[int] = None,
+    no_cache: bool = False,
 ) -> Descriptor:
     """Copies an artifact between registries and layouts (any direction); with ``platform``
-    only the best-matching member of an index. ``progress``, ``unpack`` and the limits as
-    for :func:`pack`."""
+    only the best-matching member of an index. ``progress``, ``unpack``, the limits and
+    ``no_cache`` as for :func:`pack`."""
     opts = _options(platform=platform, concurrency=concurrency, plain_http=plain_http, insecure=insecure,
                     ca_file=ca_file, username=username, password=password, registry_config=registry_config,
-                    unpack=unpack, max_bytes=max_bytes, max_entries=max_entries)
+                    unpack=unpack, max_bytes=max_bytes, max_entries=max_entries, no_cache=no_cache)
     return Descriptor._from_json(_native.copy(src, dst, opts, progress))
 
 

@@ -79,6 +79,10 @@ struct Global {
     /// time its bytes take at 64 KiB/s.
     #[arg(long, value_name = "SECS", global = true, value_parser = clap::value_parser!(u64).range(1..=86400))]
     timeout: Option<u64>,
+    /// Read and write no cache: downloads, digests of large files and S3 objects, and where
+    /// registries hold blobs (for mounts) are all looked up and stored afresh.
+    #[arg(long, global = true)]
+    no_cache: bool,
     /// Registry user name (also -l).
     #[arg(
         short = 'u',
@@ -609,6 +613,7 @@ fn registry_options(g: &Global) -> Result<RegistryOptions, Error> {
         password,
         config: g.registry_config.clone(),
         timeout: g.timeout.map(std::time::Duration::from_secs),
+        no_cache: g.no_cache,
     })
 }
 

@@ -46,8 +46,9 @@ impl Place {
     }
 }
 
-fn place(tmp: &Path, url: &str) -> Result<Place> {
-    if let Some(cache) = super::cache::private_dir("http") {
+fn place(ctx: &StageContext, url: &str) -> Result<Place> {
+    let tmp = &ctx.tmp_dir;
+    if let Some(cache) = ctx.cache.sibling("http") {
         let dir = cache.join(&crate::digest::Digest::of(url.as_bytes()).hex()[..32]);
         if std::fs::create_dir(&dir).is_ok()
             || std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir())
@@ -84,7 +85,7 @@ pub async fn stage(
     annotations: BTreeMap<String, String>,
 ) -> Result<StagedBlob> {
     let name = url_basename(&url);
-    let place = place(&ctx.tmp_dir, &url)?;
+    let place = place(ctx, &url)?;
     let path = transport::retried(&url, || try_download(ctx, &url, &place)).await?;
     let uri = url.clone();
     let staging = ctx.clone();

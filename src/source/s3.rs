@@ -1335,7 +1335,7 @@ pub async fn stage_prefix_archive(
         ctx: ctx.clone(),
     });
     let stamp = archive.stamp();
-    let entry = super::cache::private_dir("s3-archives").map(|d| {
+    let entry = ctx.cache.sibling("s3-archives").map(|d| {
         let id = format!("{} archive", cache_id(&archive.bucket, &uri.key));
         d.join(&Digest::of(id.as_bytes()).hex()[..32])
     });

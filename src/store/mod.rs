@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 
 pub mod layout;
+pub mod locations;
 pub(crate) mod open;
 pub mod registry;
 pub mod staging;

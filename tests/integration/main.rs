@@ -9,6 +9,7 @@ mod faults;
 mod hostile;
 mod layout;
 mod library;
+mod locations;
 mod mount;
 mod packfile;
 mod proxy;

@@ -717,6 +717,8 @@ pub struct TokenRegistry {
     pub tokens: HttpServer,
     /// Token requests the server granted (scope strings).
     pub granted: Arc<Mutex<Vec<String>>>,
+    /// Repositories the token server grants nothing on, whatever is asked.
+    pub denied: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl TokenRegistry {
@@ -744,6 +746,8 @@ impl TokenRegistry {
         let x5c = base64::engine::general_purpose::STANDARD.encode(&der.stdout);
         let granted: Arc<Mutex<Vec<String>>> = Arc::default();
         let g = granted.clone();
+        let denied: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let deny = denied.clone();
         let key_path = key.clone();
         let keys_dir = Arc::new(keys);
         let tokens = HttpServer::with_handler(move |req| {
@@ -773,7 +777,7 @@ impl TokenRegistry {
                         .replace("%2C", ",");
                     g.lock().expect("lock").push(scope.clone());
                     let parts: Vec<&str> = scope.split(':').collect();
-                    if parts.len() == 3 {
+                    if parts.len() == 3 && !deny.lock().expect("lock").contains(parts[1]) {
                         access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}));
                     }
                 }
@@ -821,6 +825,7 @@ impl TokenRegistry {
             registry,
             tokens,
             granted,
+            denied,
         }
     }
 }

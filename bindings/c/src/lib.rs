@@ -688,6 +688,23 @@ pub unsafe extern "C" fn oci_packer_options_set_insecure(
     })
 }
 
+/// `--no-cache`: read and write none of the user's caches (downloads, digests of large
+/// files and S3 objects, where registries hold blobs).
+///
+/// # Safety
+/// `options` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn oci_packer_options_set_no_cache(
+    options: *mut oci_packer_options,
+    value: bool,
+    error: *mut *mut oci_packer_error,
+) -> oci_packer_status {
+    set_option(options, error, |o| {
+        o.registry.no_cache = value;
+        Ok(())
+    })
+}
+
 /// `-j`: blob transfers at once (at least 1).
 ///
 /// # Safety

@@ -187,6 +187,7 @@ struct PyOptions {
     images: bool,
     max_bytes: Option<u64>,
     max_entries: Option<u64>,
+    no_cache: bool,
 }
 
 /// Options from the JSON of the keyword arguments.
@@ -213,6 +214,7 @@ fn options(opts: &str) -> PyResult<Options> {
             password: o.password,
             config: o.registry_config,
             timeout: None,
+            no_cache: o.no_cache,
         },
         ..Options::default()
     })

@@ -185,6 +185,8 @@ pub struct Client {
     credential: Option<Credential>,
     auth: Mutex<AuthState>,
     options: RegistryOptions,
+    /// Where blobs of this host were seen (repositories to mount them from).
+    pub locations: crate::store::locations::BlobLocations,
 }
 
 /// Why one attempt of a request did not give an answer to hand back.
@@ -272,6 +274,7 @@ impl Client {
             credential,
             auth: Mutex::new(AuthState::default()),
             options: opts.clone(),
+            locations: crate::store::locations::BlobLocations::for_user(!opts.no_cache),
         })
     }
 

@@ -124,6 +124,92 @@ impl Registry {
         &self.reference.repository
     }
 
+    /// Remembers that this repository has the blob `desc` (for mounts into others later).
+    fn seen(&self, desc: &Descriptor) {
+        if !mediatype::is_manifest(desc.media_type().as_ref()) {
+            self.client.locations.record(
+                &self.reference.host,
+                desc.digest().as_ref(),
+                desc.size(),
+                self.repo(),
+            );
+        }
+    }
+
+    /// One cross-repository mount of `desc` from `from` on this host: `Some(Mounted)`, or
+    /// the upload session the registry opened instead (it could not mount).
+    async fn mount_once(
+        &self,
+        desc: &Descriptor,
+        from: &str,
+    ) -> Result<std::result::Result<PushOutcome, reqwest::Url>> {
+        let digest = desc.digest().to_string();
+        let mut url = reqwest::Url::parse(&format!(
+            "{}/v2/{}/blobs/uploads/",
+            self.client.base,
+            self.repo()
+        ))
+        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("mount", &digest)
+            .append_pair("from", from);
+        // The token must allow pulling from the source repository too.
+        let scope = format!("{} repository:{from}:pull", self.push_scope());
+        let resp = self
+            .client
+            .send(
+                Method::POST,
+                url.as_str(),
+                &scope,
+                HeaderMap::new(),
+                &Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(Ok(PushOutcome::Mounted)),
+            StatusCode::ACCEPTED => Ok(Err(self.location(&resp, url.as_str())?)),
+            _ => Err(self
+                .client
+                .error(
+                    &Method::POST,
+                    url.as_str(),
+                    &format!("mount of {digest} from {from}"),
+                    resp,
+                )
+                .await),
+        }
+    }
+
+    /// Mounts `desc` from a repository of this host where it was seen before, most recent
+    /// first, at most [`crate::store::locations::MAX_REPOSITORIES`] tries; a repository that
+    /// cannot give it is forgotten. `None`: no known repository could.
+    async fn mount_known(&self, desc: &Descriptor) -> Result<Option<PushOutcome>> {
+        let host = &self.reference.host;
+        let digest = desc.digest().to_string();
+        for from in self.client.locations.lookup(host, &digest) {
+            if from == self.repo() {
+                continue;
+            }
+            match self.mount_once(desc, &from).await {
+                Ok(Ok(outcome)) => {
+                    tracing::debug!(%digest, from, "mounted from a known repository");
+                    self.seen(desc);
+                    return Ok(Some(outcome));
+                }
+                Ok(Err(session)) => {
+                    // Not there any more (or not ours to read): forget it, close the session.
+                    self.client.locations.forget(host, &digest, &from);
+                    self.cancel_upload(&session).await;
+                }
+                Err(e) => {
+                    tracing::debug!(%digest, from, error = %e, "mount refused");
+                    self.client.locations.forget(host, &digest, &from);
+                }
+            }
+        }
+        Ok(None)
+    }
+
     fn url(&self, kind: &str, reference: &str) -> String {
         format!("{}/v2/{}/{kind}/{reference}", self.client.base, self.repo())
     }
@@ -816,7 +902,10 @@ impl Target for Registry {
             )
             .await?;
         match resp.status() {
-            s if s.is_success() => Ok(true),
+            s if s.is_success() => {
+                self.seen(desc);
+                Ok(true)
+            }
             StatusCode::NOT_FOUND => Ok(false),
             _ => Err(self.client.error(&Method::HEAD, &url, &digest, resp).await),
         }
@@ -828,6 +917,7 @@ impl Target for Registry {
             return Ok(Blob::Bytes(self.get_manifest(&digest).await?.0));
         }
         let resp = self.get_blob(desc, HeaderMap::new(), desc.size()).await?;
+        self.seen(desc);
         if resp.content_length().is_some_and(|n| n != desc.size()) {
             return Err(crate::store::verify::mismatch(
                 desc,
@@ -907,6 +997,7 @@ impl Target for Registry {
         }
         let (body, _tmp) = self.body_of(desc, blob).await?;
         let outcome = self.upload(desc, body).await?;
+        self.seen(desc);
         if !progress.is_silent() {
             progress.emit(crate::progress::ProgressEvent::Advanced {
                 digest: desc.digest().to_string(),
@@ -923,7 +1014,13 @@ impl Target for Registry {
         progress: &Progress,
     ) -> Result<Option<Digest>> {
         let what = content.name();
-        in_new_sessions(&what, || self.ingest_once(content, size, progress)).await
+        let digest = in_new_sessions(&what, || self.ingest_once(content, size, progress)).await?;
+        if let Some(d) = &digest {
+            self.client
+                .locations
+                .record(&self.reference.host, d.as_str(), size, self.repo());
+        }
+        Ok(digest)
     }
 
     async fn delete_manifest(&self, desc: &Descriptor) -> Result<()> {
@@ -963,60 +1060,31 @@ impl Target for Registry {
         desc: &Descriptor,
         source: &dyn Target,
     ) -> Result<Option<PushOutcome>> {
-        let Some(MountSource {
-            host,
-            repository: from,
-        }) = source.mount_source(desc)
-        else {
-            return Ok(None);
-        };
-        let from = from.as_str();
-        if host != self.reference.host
-            || from == self.repo()
-            || mediatype::is_manifest(desc.media_type().as_ref())
-        {
+        if mediatype::is_manifest(desc.media_type().as_ref()) {
             return Ok(None);
         }
-        let digest = desc.digest().to_string();
-        let mut url = reqwest::Url::parse(&format!(
-            "{}/v2/{}/blobs/uploads/",
-            self.client.base,
-            self.repo()
-        ))
-        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
-        url.query_pairs_mut()
-            .append_pair("mount", &digest)
-            .append_pair("from", from);
-        // The token must allow pulling from the source repository too.
-        let scope = format!("{} repository:{from}:pull", self.push_scope());
-        let resp = self
-            .client
-            .send(
-                Method::POST,
-                url.as_str(),
-                &scope,
-                HeaderMap::new(),
-                &Body::Empty,
-            )
-            .await?;
-        match resp.status() {
-            StatusCode::CREATED => Ok(Some(PushOutcome::Mounted)),
+        let from = match source.mount_source(desc) {
+            Some(MountSource { host, repository })
+                if host == self.reference.host && repository != self.repo() =>
+            {
+                repository
+            }
+            // Not from this registry: perhaps it has the blob in another repository.
+            _ if desc.size() >= crate::store::locations::WORTH_MOUNTING => {
+                return self.mount_known(desc).await
+            }
+            _ => return Ok(None),
+        };
+        let outcome = match self.mount_once(desc, &from).await? {
+            Ok(outcome) => outcome,
             // The registry would not mount: it opened an upload session instead; use it.
-            StatusCode::ACCEPTED => {
-                let location = self.location(&resp, url.as_str())?;
+            Err(location) => {
                 let blob = source.fetch(desc).await?;
                 let (body, _tmp) = self.body_of(desc, blob).await?;
-                self.finish_upload(location, desc, body).await.map(Some)
+                self.finish_upload(location, desc, body).await?
             }
-            _ => Err(self
-                .client
-                .error(
-                    &Method::POST,
-                    url.as_str(),
-                    &format!("mount of {digest} from {from}"),
-                    resp,
-                )
-                .await),
-        }
+        };
+        self.seen(desc);
+        Ok(Some(outcome))
     }
 }

@@ -1,0 +1,195 @@
+//! Known blob locations: for each registry host, in which repositories a blob was last seen
+//! (pushed, pulled or mounted there), so that a later push of the same blob to another
+//! repository of that host can mount it from there instead of uploading every byte again
+//! (skopeo's blob-info cache does the same).
+//!
+//! Entries live in the user's private cache (`$XDG_CACHE_HOME/oci-packer/locations`, else
+//! `~/.cache/oci-packer/locations`, 0700, owner checked, read without following symlinks):
+//! one small file per host and digest, `locations/<host key>/<digest hex>`, holding at most
+//! [`MAX_REPOSITORIES`] repository names, most recent first. A file is replaced whole (temp
+//! file, then rename), so two processes never see half of one; the last writer wins, which
+//! loses at most a hint. Each host keeps at most [`MAX_BLOBS`] files: past that, the oldest
+//! are removed. Only blobs of at least [`WORTH_MOUNTING`] bytes are recorded — below that,
+//! an upload costs no more than a mount request.
+
+use std::path::PathBuf;
+
+use crate::fsutil::{private_dir, read_entry};
+
+/// Repositories remembered per blob.
+pub const MAX_REPOSITORIES: usize = 4;
+/// Blobs remembered per registry host.
+pub const MAX_BLOBS: usize = 20_000;
+/// Smallest blob worth a mount.
+pub const WORTH_MOUNTING: u64 = 1 << 20;
+
+/// The known-locations cache of one operation (no cache: `--no-cache`, or no usable home).
+#[derive(Debug, Default)]
+pub struct BlobLocations {
+    dir: Option<PathBuf>,
+    /// Hosts whose directory was trimmed by this process already.
+    trimmed: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// A repository name as a registry allows it (lowercase path components), so a damaged or
+/// planted entry can never make a mount request say anything else.
+fn is_repository(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        })
+}
+
+impl BlobLocations {
+    /// The user's cache, or none when `enabled` is false.
+    pub fn for_user(enabled: bool) -> BlobLocations {
+        BlobLocations {
+            dir: if enabled {
+                private_dir("locations")
+            } else {
+                None
+            },
+            trimmed: Default::default(),
+        }
+    }
+
+    fn file(&self, host: &str, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let host_key = crate::digest::Digest::of(host.as_bytes()).hex()[..32].to_string();
+        Some(self.dir.as_ref()?.join(host_key).join(hex))
+    }
+
+    /// Repositories of `host` where `digest` was seen, most recent first.
+    pub fn lookup(&self, host: &str, digest: &str) -> Vec<String> {
+        let Some(file) = self.file(host, digest) else {
+            return Vec::new();
+        };
+        let Some(text) = read_entry(&file).and_then(|b| String::from_utf8(b).ok()) else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter(|l| is_repository(l))
+            .take(MAX_REPOSITORIES)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Records that `repository` of `host` has `digest` (of `size` bytes): it comes first.
+    pub fn record(&self, host: &str, digest: &str, size: u64, repository: &str) {
+        if size < WORTH_MOUNTING || !is_repository(repository) {
+            return;
+        }
+        let mut repos = self.lookup(host, digest);
+        if repos.first().map(String::as_str) == Some(repository) {
+            return;
+        }
+        repos.retain(|r| r != repository);
+        repos.insert(0, repository.to_string());
+        repos.truncate(MAX_REPOSITORIES);
+        self.write(host, digest, &repos);
+    }
+
+    /// Forgets that `repository` of `host` has `digest` (a mount from it failed).
+    pub fn forget(&self, host: &str, digest: &str, repository: &str) {
+        let mut repos = self.lookup(host, digest);
+        let before = repos.len();
+        repos.retain(|r| r != repository);
+        if repos.len() != before {
+            self.write(host, digest, &repos);
+        }
+    }
+
+    /// Replaces the entry (best effort: a cache that cannot be written is a miss later).
+    fn write(&self, host: &str, digest: &str, repos: &[String]) {
+        let Some(file) = self.file(host, digest) else {
+            return;
+        };
+        let Some(dir) = file.parent() else { return };
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        if builder.create(dir).is_err() {
+            return;
+        }
+        if repos.is_empty() {
+            let _ = std::fs::remove_file(&file);
+            return;
+        }
+        self.trim(host, dir);
+        if let Ok(mut tmp) = crate::fsutil::temp_file(dir) {
+            use std::io::Write;
+            if tmp.write_all(repos.join("\n").as_bytes()).is_ok() {
+                let _ = tmp.persist(&file);
+            }
+        }
+    }
+
+    /// Once per process and host: past [`MAX_BLOBS`] entries, the oldest tenth go.
+    fn trim(&self, host: &str, dir: &std::path::Path) {
+        if !self
+            .trimmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.to_string())
+        {
+            return;
+        }
+        crate::fsutil::sweep_stale_temps(dir, crate::fsutil::STALE_TEMP_AGE);
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries: Vec<(std::time::SystemTime, PathBuf)> = read
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        if entries.len() <= MAX_BLOBS {
+            return;
+        }
+        entries.sort();
+        let excess = entries.len() - MAX_BLOBS * 9 / 10;
+        for (_, path) in entries.into_iter().take(excess) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_recent_first_bounded_and_forgettable() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let l = BlobLocations {
+            dir: Some(dir.path().join("locations")),
+            trimmed: Default::default(),
+        };
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert!(l.lookup("r:5000", &d).is_empty());
+        l.record("r:5000", &d, 10, "small/ignored");
+        assert!(
+            l.lookup("r:5000", &d).is_empty(),
+            "small blobs are not worth it"
+        );
+        for r in ["one", "two", "three", "four", "five", "two"] {
+            l.record("r:5000", &d, 2 << 20, r);
+        }
+        assert_eq!(l.lookup("r:5000", &d), ["two", "five", "four", "three"]);
+        assert!(l.lookup("other:5000", &d).is_empty(), "per host");
+        l.forget("r:5000", &d, "five");
+        assert_eq!(l.lookup("r:5000", &d), ["two", "four", "three"]);
+        l.record("r:5000", &d, 2 << 20, "Bad Name");
+        l.record("r:5000", "sha256:../../x", 2 << 20, "x");
+        assert_eq!(l.lookup("r:5000", &d), ["two", "four", "three"]);
+        let off = BlobLocations::for_user(false);
+        off.record("r:5000", &d, 2 << 20, "x");
+        assert!(off.lookup("r:5000", &d).is_empty());
+    }
+}

@@ -1,0 +1,161 @@
+//! Known blob locations: a blob pushed to one repository of a registry is mounted, not
+//! uploaded, into another; a mount the registry refuses becomes an upload; a location that
+//! no longer holds the blob is forgotten; `--no-cache` writes no cache.
+
+use crate::util::*;
+
+/// Access-log lines of `method` whose path starts with `prefix`.
+fn requests(log: &str, method: &str, prefix: &str) -> Vec<String> {
+    let needle = format!("\"{method} {prefix}");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+fn pack_to(d: &TestDir, target: &str, extra: &[&str]) -> String {
+    let mut args = vec!["--plain-http"];
+    args.extend_from_slice(extra);
+    args.extend(["pack", "-f", "pack.yaml", target]);
+    packed_digest(&run(&d.path, &args, &[]))
+}
+
+#[test]
+fn a_blob_known_in_another_repository_is_mounted_and_a_stale_location_is_forgotten() {
+    let registry = RegistryServer::start();
+    let d = TestDir::new();
+    d.write("big.bin", vec![5u8; 3 << 20]);
+    d.write("pack.yaml", "items:\n  - from: file://big.bin\n");
+    let layer = sha256(&vec![5u8; 3 << 20]);
+    pack_to(&d, &registry.reference("team/one:v1"), &[]);
+    // Another repository: the layer is mounted from team/one, no byte of it uploaded.
+    pack_to(&d, &registry.reference("team/two:v1"), &[]);
+    let log = registry.log();
+    let mounts = requests(&log, "POST", "/v2/team/two/blobs/uploads/?");
+    assert!(
+        mounts
+            .iter()
+            .any(|l| l.contains("from=team%2Fone") && l.contains("\" 201 ")),
+        "{log}"
+    );
+    assert!(requests(&log, "PATCH", "/v2/team/two/").is_empty(), "{log}");
+    let puts = requests(&log, "PUT", "/v2/team/two/blobs/uploads/");
+    assert!(
+        puts.iter().all(|l| !l.contains(&layer["sha256:".len()..])),
+        "the layer was uploaded: {log}"
+    );
+    // The blob leaves both repositories: the next push cannot mount it, uploads it, and
+    // forgets both places.
+    for repo in ["team/one", "team/two"] {
+        let o = std::process::Command::new("curl")
+            .args(["-sf", "-X", "DELETE"])
+            .arg(format!("http://{}/v2/{repo}/blobs/{layer}", registry.addr))
+            .output()
+            .expect("curl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    pack_to(&d, &registry.reference("team/three:v1"), &[]);
+    let log = registry.log();
+    assert_eq!(
+        requests(&log, "POST", "/v2/team/three/blobs/uploads/?").len(),
+        2,
+        "{log}"
+    );
+    assert!(
+        !requests(&log, "PUT", "/v2/team/three/blobs/uploads/").is_empty(),
+        "uploaded: {log}"
+    );
+    pack_to(&d, &registry.reference("team/four:v1"), &[]);
+    let log = registry.log();
+    let four = requests(&log, "POST", "/v2/team/four/blobs/uploads/?");
+    assert_eq!(four.len(), 1, "only team/three is known now: {log}");
+    assert!(
+        four[0].contains("from=team%2Fthree") && four[0].contains("\" 201 "),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_mount_the_registry_refuses_becomes_an_upload() {
+    let tr = TokenRegistry::start("alice", "pw");
+    let d = TestDir::new();
+    d.write("big.bin", vec![6u8; 2 << 20]);
+    d.write("pack.yaml", "items:\n  - from: file://big.bin\n");
+    let auth = ["-u", "alice", "-p", "pw"];
+    let pack = |target: &str| {
+        let mut args = vec!["--plain-http"];
+        args.extend(auth);
+        args.extend(["pack", "-f", "pack.yaml", target]);
+        packed_digest(&run(&d.path, &args, &[]))
+    };
+    let first = pack(&tr.registry.reference("private/src:v1"));
+    // Nobody may read private/src any more: the mount's token cannot pull from it.
+    tr.denied
+        .lock()
+        .expect("lock")
+        .insert("private/src".to_string());
+    let second = pack(&tr.registry.reference("public/dst:v1"));
+    assert_eq!(first, second);
+    let log = tr.registry.log();
+    let posts = requests(&log, "POST", "/v2/public/dst/blobs/uploads/?");
+    assert!(
+        posts.iter().any(|l| l.contains("from=private%2Fsrc")),
+        "a mount was tried: {log}"
+    );
+    assert!(
+        posts.iter().all(|l| !l.contains("\" 201 ")),
+        "the registry could not mount: {log}"
+    );
+    assert!(
+        !requests(&log, "PUT", "/v2/public/dst/blobs/uploads/").is_empty(),
+        "uploaded instead: {log}"
+    );
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "-u",
+            "alice",
+            "-p",
+            "pw",
+            "verify",
+            &tr.registry.reference("public/dst:v1"),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn no_cache_writes_nothing_into_the_cache_dir() {
+    let registry = RegistryServer::start();
+    let d = TestDir::new();
+    d.write("big.bin", vec![7u8; 10 << 20]);
+    d.write("pack.yaml", "items:\n  - from: file://big.bin\n");
+    pack_to(&d, &registry.reference("nc/one:v1"), &["--no-cache"]);
+    pack_to(
+        &d,
+        &format!("oci://{}:v1", d.join("layout").display()),
+        &["--no-cache"],
+    );
+    assert!(
+        !d.join("xdg-cache").exists() || snapshot(&d.join("xdg-cache")).is_empty(),
+        "{:?}",
+        snapshot(&d.join("xdg-cache")).keys().collect::<Vec<_>>()
+    );
+    // Without it, the same packs fill the digest and location caches.
+    pack_to(&d, &registry.reference("nc/two:v1"), &[]);
+    let cached = snapshot(&d.join("xdg-cache"));
+    assert!(
+        cached.keys().any(|k| k.starts_with("oci-packer/digests/")),
+        "{:?}",
+        cached.keys()
+    );
+    assert!(
+        cached
+            .keys()
+            .any(|k| k.starts_with("oci-packer/locations/")),
+        "{:?}",
+        cached.keys()
+    );
+}
