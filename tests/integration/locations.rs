@@ -159,3 +159,30 @@ fn no_cache_writes_nothing_into_the_cache_dir() {
         cached.keys()
     );
 }
+
+#[test]
+fn a_copy_from_a_layout_mounts_what_the_registry_holds_elsewhere() {
+    let registry = RegistryServer::start();
+    let d = TestDir::new();
+    d.write("big.bin", vec![8u8; 2 << 20]);
+    d.write("pack.yaml", "items:\n  - from: file://big.bin\n");
+    let layout = format!("oci://{}:v1", d.join("layout").display());
+    pack_to(&d, &layout, &[]);
+    pack_to(&d, &registry.reference("lay/one:v1"), &[]);
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--format",
+            "json",
+            "copy",
+            &layout,
+            &registry.reference("lay/copy:v1"),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let result: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(result["stats"]["mounted"], 1, "{result}");
+    assert!(requests(&registry.log(), "PATCH", "/v2/lay/copy/").is_empty());
+}
