@@ -184,8 +184,10 @@ pub fn copy_hashing(
     mut writer: Option<&mut dyn Write>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> io::Result<(Digest, u64)> {
+    // Small first: a 1 MiB buffer zeroed for every small file of a directory cost more than
+    // hashing it. It grows to COPY_BUFFER once a read fills it.
+    let mut buf = vec![0u8; 64 << 10];
     let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; COPY_BUFFER];
     loop {
         crate::fsutil::check_stopped()?;
         let n = match reader.read(&mut buf) {
@@ -199,6 +201,9 @@ pub fn copy_hashing(
             w.write_all(&buf[..n])?;
         }
         on_bytes(n as u64);
+        if n == buf.len() && buf.len() < COPY_BUFFER {
+            buf.resize(COPY_BUFFER, 0);
+        }
     }
     Ok(hasher.finish())
 }

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::future::{try_join_all, BoxFuture, FutureExt};
+use futures::future::{BoxFuture, FutureExt};
+use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::Descriptor;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -88,6 +89,10 @@ impl CopyStats {
             "mounted": self.mounted, "bytes": self.bytes})
     }
 }
+
+/// Children of one manifest copied at the same time, at most (transfers are bounded by the
+/// slots; this bounds the futures waiting for one).
+const CHILDREN_IN_FLIGHT: usize = 64;
 
 struct Engine<'a> {
     src: &'a dyn Target,
@@ -206,13 +211,15 @@ impl<'a> Engine<'a> {
         let mut below = path.to_vec();
         below.push(desc.digest().to_string());
         let below = Arc::new(below);
-        // No slot is held while waiting for children, so deep graphs cannot deadlock.
-        try_join_all(
-            children
-                .into_iter()
-                .map(|c| self.copy_node(c, below.clone())),
-        )
-        .await?;
+        // No slot is held while waiting for children, so deep graphs cannot deadlock. The
+        // children's futures are made as they start, a bounded number at a time: a manifest
+        // of 10,000 layers must not hold 10,000 of them at once (their memory was most of a
+        // pack's).
+        futures::stream::iter(children)
+            .map(|c| self.copy_node(c, below.clone()))
+            .buffer_unordered(CHILDREN_IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
         let _slot = self.slot().await?;
         self.transfer(desc, crate::store::Blob::Bytes(data)).await
     }
