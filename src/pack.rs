@@ -276,6 +276,7 @@ pub(crate) async fn build(
         targets,
         taker,
         cache: source::cache::DigestCache::for_user(!options.registry.no_cache),
+        held: Default::default(),
     };
     let top = match &plan.config {
         Some(c) => Some(stage_config(c, &ctx).await?),

@@ -134,6 +134,17 @@ where
 /// Builds the HTTP client for `opts`: rustls with the system roots plus `--ca-file`,
 /// `--insecure`, the redirect policy, connect and read timeouts.
 pub fn client(opts: &RegistryOptions) -> Result<reqwest::Client> {
+    build_client(opts, true)
+}
+
+/// The same client that follows no redirect: for signed S3 requests, whose security token
+/// header reqwest would carry to any host a redirect names (S3 itself redirects only with
+/// a region header, which the S3 source follows by signing again).
+pub fn client_without_redirects(opts: &RegistryOptions) -> Result<reqwest::Client> {
+    build_client(opts, false)
+}
+
+fn build_client(opts: &RegistryOptions, redirects: bool) -> Result<reqwest::Client> {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let downgrade = attempt
             .previous()
@@ -149,6 +160,11 @@ pub fn client(opts: &RegistryOptions) -> Result<reqwest::Client> {
             attempt.follow()
         }
     });
+    let policy = if redirects {
+        policy
+    } else {
+        reqwest::redirect::Policy::none()
+    };
     let read = timeout(opts);
     let mut builder = reqwest::Client::builder()
         .connect_timeout(read.min(Duration::from_secs(30)))

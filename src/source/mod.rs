@@ -233,6 +233,27 @@ pub struct StageContext {
     pub taker: Option<Arc<dyn TakeHashing>>,
     /// Digests of large files that did not change.
     pub cache: cache::DigestCache,
+    /// Bytes of staged blobs this pack keeps in memory (small downloaded objects), which
+    /// [`StageContext::hold`] keeps under [`IN_MEMORY_BUDGET`].
+    pub held: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The most bytes of staged blobs one pack keeps in memory.
+pub const IN_MEMORY_BUDGET: u64 = 16 << 20;
+
+impl StageContext {
+    /// `data` as an in-memory origin while the pack's budget allows, else `None` (the
+    /// caller leaves the bytes where they came from).
+    pub fn hold(&self, data: bytes::Bytes) -> Option<Origin> {
+        use std::sync::atomic::Ordering;
+        let n = data.len() as u64;
+        let before = self.held.fetch_add(n, Ordering::Relaxed);
+        if before + n <= IN_MEMORY_BUDGET {
+            return Some(Origin::Bytes(data));
+        }
+        self.held.fetch_sub(n, Ordering::Relaxed);
+        None
+    }
 }
 
 /// Builds a descriptor with the given annotations; empty maps are left out.

@@ -45,9 +45,14 @@ pub const MAX_OBJECTS: usize = 100_000;
 /// never ends the walk otherwise).
 pub const MAX_PAGES: usize = 10_000;
 /// Cap of one listing page (S3 sends at most 1,000 keys of at most 1 KiB a page).
-pub const MAX_PAGE_BYTES: u64 = 16 << 20;
-/// Objects up to this size are read into memory when staged; larger ones stream.
-const IN_MEMORY: u64 = 1 << 20;
+pub const MAX_PAGE_BYTES: u64 = 4 << 20;
+/// Longest continuation token taken (S3's are a few hundred bytes).
+const MAX_TOKEN: usize = 4096;
+/// Pages in a row that list nothing yet say there is more, at most.
+const MAX_EMPTY_PAGES: usize = 100;
+/// Objects up to this size are read into memory when staged (while the pack's budget,
+/// [`super::IN_MEMORY_BUDGET`], lasts); larger ones stream into files.
+const IN_MEMORY: u64 = 256 << 10;
 /// Objects of one prefix staged at the same time.
 const PREFIX_CONCURRENCY: usize = 4;
 /// Longest key S3 allows, in bytes.
@@ -125,6 +130,11 @@ impl ObjectUri {
         }
         if key.chars().any(char::is_control) {
             return Err(format!("{uri}: the key holds a control character"));
+        }
+        if key.split('/').any(|s| s == "." || s == "..") {
+            return Err(format!(
+                "{uri}: the key has a . or .. segment, which URLs resolve away; such an object cannot be named here"
+            ));
         }
         Ok(ObjectUri {
             endpoint,
@@ -308,7 +318,7 @@ fn read_profile(name: &str) -> Result<Profile> {
             Ok(None) => continue,
             Err(e) => return Err(e),
         };
-        let ini = ini::Ini::load_from_str(&text).map_err(|e| {
+        let ini = parse_ini(&text).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidArgument,
                 format!("{}: not a valid AWS config file ({e})", path.display()),
@@ -337,16 +347,40 @@ fn read_profile(name: &str) -> Result<Profile> {
     Ok(p)
 }
 
-/// The text of a small file of the user's (at most 1 MiB); `None` when it does not exist.
+/// An AWS config or credentials file: values are taken literally, as the AWS CLI does (no
+/// quotes, no escapes).
+fn parse_ini(text: &str) -> std::result::Result<ini::Ini, ini::ParseError> {
+    let literal = ini::ParseOption {
+        enabled_quote: false,
+        enabled_escape: false,
+        ..ini::ParseOption::default()
+    };
+    ini::Ini::load_from_str_opt(text, literal)
+}
+
+/// The text of a small regular file of the user's (at most 1 MiB, else an error); `None`
+/// when it does not exist. Never waits on a FIFO put in its place.
 fn read_small_file(path: &Path) -> Result<Option<String>> {
     use std::io::Read;
-    let f = match std::fs::File::open(path) {
+    const MAX: u64 = 1 << 20;
+    let f = match crate::fsutil::open_nonblocking(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("reading", path, e)),
     };
+    let meta = f.metadata().map_err(|e| Error::io("reading", path, e))?;
+    if !meta.is_file() || meta.len() > MAX {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{}: not an AWS config or credentials file (not a regular file of at most 1 MiB)",
+                path.display()
+            ),
+        )
+        .with_path(path));
+    }
     let mut text = String::new();
-    f.take(1 << 20)
+    f.take(MAX)
         .read_to_string(&mut text)
         .map_err(|e| Error::io("reading", path, e))?;
     Ok(Some(text))
@@ -531,7 +565,17 @@ fn check_endpoint_variable() -> Result<()> {
     let Some((name, value)) = endpoint_variable() else {
         return Ok(());
     };
-    let ok = reqwest::Url::parse(&value).is_ok_and(|u| {
+    let parsed = reqwest::Url::parse(&value);
+    if parsed
+        .as_ref()
+        .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{name} holds credentials; they do not go into the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        ));
+    }
+    let ok = parsed.is_ok_and(|u| {
         matches!(u.scheme(), "http" | "https")
             && u.host_str().is_some_and(|h| !h.is_empty())
             && u.query().is_none()
@@ -540,9 +584,15 @@ fn check_endpoint_variable() -> Result<()> {
     if ok {
         return Ok(());
     }
+    // A value with `@` may hold a password: not repeated.
+    let shown = if value.contains('@') {
+        String::new()
+    } else {
+        format!("=\"{value}\"")
+    };
     Err(Error::new(
         ErrorKind::InvalidArgument,
-        format!("{name}=\"{value}\" is not a server URL; write it like http://127.0.0.1:9000 or https://s3.example.com"),
+        format!("{name}{shown} is not a server URL; write it like http://127.0.0.1:9000 or https://s3.example.com"),
     ))
 }
 
@@ -564,7 +614,7 @@ impl Bucket {
         tracing::debug!(uri = %uri, region, credentials = %credentials.from, "S3 bucket");
         Ok(Bucket {
             uri: uri.clone(),
-            http: ctx.http.clone(),
+            http: transport::client_without_redirects(&ctx.registry)?,
             opts: ctx.registry.clone(),
             endpoint: uri.endpoint.clone().or_else(endpoint_override),
             region: Mutex::new(region),
@@ -813,7 +863,7 @@ impl Bucket {
             })?;
         Ok(ObjectMeta {
             size,
-            etag: header_text(resp.headers(), ETAG),
+            etag: usable_etag(header_text(resp.headers(), ETAG)),
         })
     }
 
@@ -832,6 +882,16 @@ impl Bucket {
             .request(Method::GET, Some(key), "", headers, Some(meta.size))
             .await?;
         let uri = self.uri.with_key(key);
+        let etag = header_text(resp.headers(), ETAG);
+        if let (Some(want), Some(got)) = (&meta.etag, &etag) {
+            if want != got {
+                return Err(Error::new(
+                    ErrorKind::SourceNotFound,
+                    format!("{uri}: the object changed while it was being packed (another ETag); pack again"),
+                )
+                .with_reference(&uri));
+            }
+        }
         if let Some(n) = resp.content_length().filter(|n| *n != meta.size) {
             return Err(Error::new(
                 ErrorKind::Network,
@@ -850,6 +910,7 @@ impl Bucket {
         let mut out: Vec<(String, ObjectMeta)> = Vec::new();
         let mut token: Option<String> = None;
         let mut tokens = HashSet::new();
+        let mut empty = 0;
         for _ in 0..MAX_PAGES {
             let mut query = format!(
                 "list-type=2&encoding-type=url&prefix={}",
@@ -869,9 +930,26 @@ impl Bucket {
                     format!("{uri}: the server's listing is not S3 XML ({e})"),
                 )
             })?;
+            empty = if page.contents.is_empty() {
+                empty + 1
+            } else {
+                0
+            };
+            if page.is_truncated && empty > MAX_EMPTY_PAGES {
+                return Err(Error::new(
+                    ErrorKind::Registry,
+                    format!("{uri}: the server's listing gave {MAX_EMPTY_PAGES} empty pages in a row, each saying there is more"),
+                ));
+            }
             let next = match (page.is_truncated, page.next_token.filter(|t| !t.is_empty())) {
                 (false, _) => None,
-                (true, Some(t)) if tokens.insert(t.clone()) => Some(t),
+                (true, Some(t)) if t.len() > MAX_TOKEN => {
+                    return Err(Error::new(
+                        ErrorKind::Registry,
+                        format!("{uri}: the server's continuation token is longer than {MAX_TOKEN} bytes"),
+                    ))
+                }
+                (true, Some(t)) if tokens.insert(Digest::of(t.as_bytes())) => Some(t),
                 (true, Some(_)) => {
                     return Err(Error::new(
                         ErrorKind::Registry,
@@ -901,6 +979,14 @@ impl Bucket {
                         ),
                     )
                 };
+                if key.len() > MAX_KEY {
+                    return Err(Error::new(
+                        ErrorKind::Registry,
+                        format!(
+                            "{uri}: the server's listing names a key longer than {MAX_KEY} bytes"
+                        ),
+                    ));
+                }
                 if !key.starts_with(prefix) {
                     return Err(bad("names a key outside the prefix"));
                 }
@@ -920,7 +1006,7 @@ impl Bucket {
                     key,
                     ObjectMeta {
                         size: o.size,
-                        etag: o.etag,
+                        etag: usable_etag(o.etag),
                     },
                 ));
             }
@@ -934,6 +1020,11 @@ impl Bucket {
             format!("{uri}: the listing did not end after {MAX_PAGES} pages"),
         ))
     }
+}
+
+/// An ETag usable as a header value and a cache stamp, or none.
+fn usable_etag(etag: Option<String>) -> Option<String> {
+    etag.filter(|e| e.len() <= 1024 && HeaderValue::from_str(e).is_ok())
 }
 
 fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
@@ -1127,7 +1218,12 @@ async fn read_now(
             Ok(Bytes::from(data))
         })
         .await?;
-        return Ok((Digest::of(&data), Origin::Bytes(data)));
+        let digest = Digest::of(&data);
+        // Kept in memory while the pack's budget lasts; past it, read again when copied.
+        return Ok((
+            digest,
+            ctx.hold(data).unwrap_or(Origin::Remote(object.clone())),
+        ));
     }
     if ctx.spool.is_none() && may_take {
         if let Some(taker) = &ctx.taker {
@@ -1160,9 +1256,13 @@ async fn read_now(
             .metadata()
             .map_err(|e| Error::io("reading", &path, e))?,
     );
+    // Only large objects keep their spool file open to be adopted by rename: an open file
+    // each for thousands of smaller ones would run out of descriptors; those are copied.
     let origin = match ctx.spool {
-        Some(_) => Origin::Spooled(Arc::new(path), id, Arc::new(file)),
-        None => Origin::Temp(Arc::new(path), id),
+        Some(_) if size >= crate::digest::PIPELINE_THRESHOLD => {
+            Origin::Spooled(Arc::new(path), id, Arc::new(file))
+        }
+        _ => Origin::Temp(Arc::new(path), id),
     };
     Ok((digest, origin))
 }
@@ -1293,6 +1393,18 @@ pub async fn stage_prefix(
 ) -> Result<Vec<StagedBlob>> {
     let bucket = Arc::new(Bucket::open(uri, ctx)?);
     let files = files_below(&bucket, uri).await?;
+    // Before any object is read: a layer descriptor takes at least ~180 bytes of JSON.
+    let least: u64 = files.iter().map(|(_, rel, _)| 180 + rel.len() as u64).sum();
+    if least > crate::store::MAX_MANIFEST_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{uri}: {} objects would make a manifest larger than 4 MiB; pack the prefix with archive:, or narrower prefixes",
+                files.len()
+            ),
+        )
+        .with_reference(uri.to_string()));
+    }
     let dir = uri.base_name();
     futures::stream::iter(files.into_iter().map(|(key, rel, meta)| {
         let mut annotations = with_title(&spec.annotations, &rel);
@@ -1515,10 +1627,22 @@ mod tests {
             ),
             ("s3://b*d/k", "not a bucket name"),
             ("s3://bkt/a\nb", "control character"),
+            ("s3://bkt/x/../f.txt", ". or .. segment"),
+            ("s3+http://h:1/bkt/../other/k", ". or .. segment"),
+            ("s3://bkt/x/..", ". or .. segment"),
         ] {
             let e = ObjectUri::parse(bad).expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn profile_values_are_literal() {
+        let ini = parse_ini("[default]\naws_secret_access_key = ab\\cd\"e'\n").expect("ini");
+        let secret = ini
+            .section(Some("default"))
+            .and_then(|s| s.get("aws_secret_access_key"));
+        assert_eq!(secret, Some("ab\\cd\"e'"));
     }
 
     #[test]

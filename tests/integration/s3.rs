@@ -659,3 +659,231 @@ fn s3_items_are_validated_with_the_other_fields() {
         assert!(text.contains(says), "{says}: {text}");
     }
 }
+
+/// The credentials of the misbehaving servers' tests.
+fn fake_env(d: &TestDir) -> Vec<(String, String)> {
+    let none = d.join("none").display().to_string();
+    vec![
+        ("AWS_ACCESS_KEY_ID".into(), "AKIATEST".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test-secret".into()),
+        ("AWS_SESSION_TOKEN".into(), "SESSION-TOKEN-SECRET".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE".into(), none.clone()),
+        ("AWS_CONFIG_FILE".into(), none),
+    ]
+}
+
+#[test]
+fn redirects_etags_and_endless_listings_of_a_hostile_server_are_refused() {
+    let d = TestDir::new();
+    let env = fake_env(&d);
+    let env = env_of(&env);
+    // A redirect to another server: not followed (the security token would go along).
+    let elsewhere = HttpServer::with_handler(|_| Response::status(200).body(vec![1u8; 10]));
+    let to = elsewhere.url("/bkt/k");
+    let redirecting =
+        HttpServer::with_handler(move |_| Response::status(307).header("Location", &to));
+    pack_fails(
+        &d,
+        &format!("s3+{}", redirecting.url("/bkt/k")),
+        &env,
+        "answered HTTP 307",
+    );
+    assert!(elsewhere.seen.lock().expect("lock").is_empty(), "followed");
+    // A GET whose ETag is not the HEAD's: another version of the object.
+    let versions = HttpServer::with_handler(|req| {
+        let etag = if req.method == "HEAD" {
+            "\"A\""
+        } else {
+            "\"1\""
+        };
+        Response::status(200)
+            .header("ETag", etag)
+            .body(vec![2u8; 100])
+    });
+    pack_fails(
+        &d,
+        &format!("s3+{}", versions.url("/bkt/k")),
+        &env,
+        "changed while it was being packed",
+    );
+    // Pages that list nothing yet always say there is more (a new token each time).
+    let pages = std::sync::atomic::AtomicUsize::new(0);
+    let endless = HttpServer::with_handler(move |_| {
+        let n = pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Response::status(200).body(page(&[], Some(&format!("t{n}"))))
+    });
+    pack_fails(
+        &d,
+        &format!("s3+{}", endless.url("/bkt/p/")),
+        &env,
+        "empty pages in a row",
+    );
+    assert!(endless.seen.lock().expect("lock").len() <= 102);
+    // A key longer than S3 allows; a token longer than any server sends.
+    let long_key = format!("p/{}", "k".repeat(2000));
+    let token = "t".repeat(5000);
+    for (body, says) in [
+        (page(&[long_key.as_str()], None), "longer than 1024 bytes"),
+        (page(&["p/a"], Some(&token)), "longer than 4096 bytes"),
+    ] {
+        let server = HttpServer::with_handler(move |_| Response::status(200).body(body.clone()));
+        pack_fails(&d, &format!("s3+{}", server.url("/bkt/p/")), &env, says);
+    }
+    // Too many objects for one manifest: refused after the listing, before any object GET.
+    let keys: Vec<String> = (0..25_000).map(|i| format!("p/k{i:05}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let listing = page(&keys, None);
+    let many = HttpServer::with_handler(move |req| {
+        if req.path.starts_with("/bkt?") {
+            Response::status(200).body(listing.clone())
+        } else {
+            Response::status(200).body(vec![0u8; 1])
+        }
+    });
+    d.write(
+        "pack.yaml",
+        format!("items:\n  - from: s3+{}\n", many.url("/bkt/p/")),
+    );
+    let o = run(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v1"], &env);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("would make a manifest larger than 4 MiB"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(many.seen.lock().expect("lock").len(), 1, "only the listing");
+}
+
+#[test]
+fn endpoint_variables_and_credential_files_are_checked() {
+    let d = TestDir::new();
+    d.write("pack.yaml", "items:\n  - from: s3://bkt/k\n");
+    let none = d.join("none").display().to_string();
+    let base = [
+        ("AWS_ACCESS_KEY_ID", "AKIATEST"),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret"),
+        ("AWS_SHARED_CREDENTIALS_FILE", none.as_str()),
+        ("AWS_CONFIG_FILE", none.as_str()),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| [&base[..], extra].concat();
+    let o = run(
+        &d.path,
+        &["pack", "-f", "pack.yaml", "oci://out:v1"],
+        &with(&[("AWS_ENDPOINT_URL_S3", "http://user:PASSWORD@127.0.0.1:1")]),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("holds credentials"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("PASSWORD"), "{}", stderr(&o));
+    let o = run(
+        &d.path,
+        &["pack", "-f", "pack.yaml", "oci://out:v1"],
+        &with(&[("AWS_ENDPOINT_URL", "127.0.0.1:9000")]),
+    );
+    assert!(
+        stderr(&o).contains("AWS_ENDPOINT_URL=\"127.0.0.1:9000\" is not a server URL"),
+        "{}",
+        stderr(&o)
+    );
+    // A FIFO in place of the credentials file: refused, never waited on.
+    let fifo = d.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let o = run(
+        &d.path,
+        &["pack", "-f", "pack.yaml", "oci://out:v1"],
+        &[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_SHARED_CREDENTIALS_FILE", fifo.to_str().expect("utf8")),
+            ("AWS_CONFIG_FILE", none.as_str()),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not an AWS config or credentials file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn many_objects_of_a_prefix_stay_within_memory_and_descriptors() {
+    let s3 = S3Server::start();
+    let d = TestDir::new();
+    s3.bucket("bkt");
+    // 80 objects of 1 MiB and 80 of 1.1 MiB: more than the memory budget, more than the
+    // descriptors allowed below.
+    let mut files = Vec::new();
+    for i in 0..80u8 {
+        files.push((
+            format!("mem/o{i:02}"),
+            d.write(&format!("src/mem/o{i:02}"), vec![i; 1 << 20]),
+        ));
+        files.push((
+            format!("fds/o{i:02}"),
+            d.write(
+                &format!("src/fds/o{i:02}"),
+                vec![i; (1 << 20) + (100 << 10)],
+            ),
+        ));
+    }
+    s3.put_files("bkt", &files);
+    d.write(
+        "pack.yaml",
+        format!(
+            "items:\n  - from: {}\n  - from: {}\n",
+            s3.uri("bkt/mem/"),
+            s3.uri("bkt/fds/")
+        ),
+    );
+    d.write(
+        "disk.yaml",
+        "items:\n  - from: dir://src/mem/\n  - from: dir://src/fds/\n",
+    );
+    let env = s3.env();
+    let env = env_of(&env);
+    let (o, kib) = run_measured(&d.path, &["pack", "-f", "pack.yaml", "oci://l:v1"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        kib <= 64 * 1024,
+        "peak RSS {kib} KiB for 80 MiB of small objects"
+    );
+    packed_digest(&run(
+        &d.path,
+        &["pack", "-f", "disk.yaml", "oci://disk:v1"],
+        &[],
+    ));
+    // The same layers as the files from disk (the dir annotation aside: mem, src/mem).
+    let layers = |layout: &str| -> Vec<String> {
+        manifest_of(&d.join(layout), "v1")["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}",
+                    l["digest"], l["annotations"]["org.opencontainers.image.title"]
+                )
+            })
+            .collect()
+    };
+    assert!(layers("l") == layers("disk"), "the layers differ");
+    // With few file descriptors allowed: the spooled objects do not hold one each.
+    std::fs::remove_dir_all(d.join("xdg-cache")).expect("rm cache");
+    let script = format!(
+        "ulimit -n 64 && exec {} pack -f pack.yaml oci://fds:v1",
+        env!("CARGO_BIN_EXE_oci-packer")
+    );
+    let mut c = std::process::Command::new("sh");
+    c.current_dir(&d.path)
+        .args(["-c", &script])
+        .env("XDG_CACHE_HOME", d.join("xdg-cache"));
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let o = c.output().expect("sh");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
