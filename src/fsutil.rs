@@ -577,6 +577,18 @@ pub(crate) fn private_dir(sub: &str) -> Option<PathBuf> {
     Some(dir)
 }
 
+/// True when this user owns what `meta` describes.
+#[cfg(unix)]
+pub(crate) fn owned_by_me(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.uid() == rustix::process::geteuid().as_raw()
+}
+
+#[cfg(not(unix))]
+pub(crate) fn owned_by_me(_meta: &std::fs::Metadata) -> bool {
+    false
+}
+
 /// A directory (not a symlink to one) owned by this user and writable by no one else.
 #[cfg(unix)]
 fn is_private(dir: &Path) -> bool {

@@ -9,7 +9,8 @@
 //! [`MAX_REPOSITORIES`] repository names, most recent first. A file is replaced whole (temp
 //! file, then rename), so two processes never see half of one; the last writer wins, which
 //! loses at most a hint. Each host keeps at most [`MAX_BLOBS`] files: past that, the oldest
-//! are removed. Only blobs of at least [`WORTH_MOUNTING`] bytes are recorded — below that,
+//! entries are removed (only entry files: 64 hex digits). A host directory that is not a
+//! real directory of this user (a symlink, someone else's) is not used. Only blobs of at least [`WORTH_MOUNTING`] bytes are recorded — below that,
 //! an upload costs no more than a mount request.
 
 use std::path::PathBuf;
@@ -31,16 +32,41 @@ pub struct BlobLocations {
     trimmed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-/// A repository name as a registry allows it (lowercase path components), so a damaged or
-/// planted entry can never make a mount request say anything else.
+/// A repository name as the distribution spec allows it — path components of
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` — so a damaged or planted entry can never make a
+/// mount request name anything else.
 fn is_repository(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name.split('/').all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        })
+    fn component(c: &str) -> bool {
+        let b = c.as_bytes();
+        let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+        if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+            return false;
+        }
+        // Between alphanumerics: one `.`, one or two `_`, or any number of `-`.
+        let mut i = 0;
+        while i < b.len() {
+            if alnum(b[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && !alnum(b[i]) {
+                i += 1;
+            }
+            let sep = &c[start..i];
+            let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+    !name.is_empty() && name.len() <= 255 && name.split('/').all(component)
+}
+
+/// The name of an entry: the 64 hex digits of a digest.
+fn is_entry_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl BlobLocations {
@@ -58,11 +84,19 @@ impl BlobLocations {
 
     fn file(&self, host: &str, digest: &str) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_entry_name(hex) {
             return None;
         }
         let host_key = crate::digest::Digest::of(host.as_bytes()).hex()[..32].to_string();
-        Some(self.dir.as_ref()?.join(host_key).join(hex))
+        let host_dir = self.dir.as_ref()?.join(host_key);
+        // Absent (made on the first record), or a real directory of this user: never a
+        // symlink leading elsewhere.
+        match std::fs::symlink_metadata(&host_dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(m) if m.is_dir() && crate::fsutil::owned_by_me(&m) => {}
+            _ => return None,
+        }
+        Some(host_dir.join(hex))
     }
 
     /// Repositories of `host` where `digest` was seen, most recent first.
@@ -147,6 +181,7 @@ impl BlobLocations {
         };
         let mut entries: Vec<(std::time::SystemTime, PathBuf)> = read
             .flatten()
+            .filter(|e| is_entry_name(&e.file_name().to_string_lossy()))
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
             .collect();
         if entries.len() <= MAX_BLOBS {
@@ -186,8 +221,28 @@ mod tests {
         l.forget("r:5000", &d, "five");
         assert_eq!(l.lookup("r:5000", &d), ["two", "four", "three"]);
         l.record("r:5000", &d, 2 << 20, "Bad Name");
+        for bad in ["..", "../x", ".", "-/_", "a__-b", "a..b", "x/", "A"] {
+            assert!(!is_repository(bad), "{bad}");
+        }
+        for good in ["a", "team/one", "a.b", "a_b", "a__b", "a---b", "x9/y-z.w"] {
+            assert!(is_repository(good), "{good}");
+        }
         l.record("r:5000", "sha256:../../x", 2 << 20, "x");
         assert_eq!(l.lookup("r:5000", &d), ["two", "four", "three"]);
+        // A host directory that is a symlink is not used, and its target is not touched.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("mkdir");
+        std::fs::write(elsewhere.join("photo.jpg"), b"x").expect("write");
+        let host_key = crate::digest::Digest::of(b"s:1").hex()[..32].to_string();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("locations").join(host_key))
+            .expect("symlink");
+        l.record("s:1", &d, 2 << 20, "one");
+        assert!(l.lookup("s:1", &d).is_empty());
+        let names: Vec<_> = std::fs::read_dir(&elsewhere)
+            .expect("ls")
+            .flatten()
+            .collect();
+        assert_eq!(names.len(), 1, "nothing written through the link");
         let off = BlobLocations::for_user(false);
         off.record("r:5000", &d, 2 << 20, "x");
         assert!(off.lookup("r:5000", &d).is_empty());

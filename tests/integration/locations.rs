@@ -186,3 +186,77 @@ fn a_copy_from_a_layout_mounts_what_the_registry_holds_elsewhere() {
     assert_eq!(result["stats"]["mounted"], 1, "{result}");
     assert!(requests(&registry.log(), "PATCH", "/v2/lay/copy/").is_empty());
 }
+
+/// A registry that answers a mount with 201 for another digest, and takes uploads.
+fn lying_registry(uploads: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> HttpServer {
+    HttpServer::with_handler(move |req| {
+        let path = req.path.as_str();
+        match req.method.as_str() {
+            "GET" if path == "/v2/" => Response::status(200),
+            "HEAD" => Response::status(404),
+            "POST" if path.contains("mount=") => Response::status(201).header(
+                "Docker-Content-Digest",
+                &format!("sha256:{}", "0".repeat(64)),
+            ),
+            "POST" => Response::status(202).header("Location", "/v2/r/two/blobs/uploads/u1"),
+            "PUT" => {
+                uploads.lock().expect("lock").push(path.to_string());
+                Response::status(201)
+            }
+            _ => Response::status(404),
+        }
+    })
+}
+
+#[test]
+fn a_mount_answered_for_another_digest_is_not_a_mount() {
+    let d = TestDir::new();
+    let data = vec![9u8; 2 << 20];
+    d.write("big.bin", &data);
+    d.write("pack.yaml", "items:\n  - from: file://big.bin\n");
+    let uploads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = lying_registry(uploads.clone());
+    // A location planted as a pack would have recorded it.
+    let layer = sha256(&data);
+    let host_key = sha256(server.addr.as_bytes())["sha256:".len()..][..32].to_string();
+    d.write(
+        &format!(
+            "xdg-cache/oci-packer/locations/{host_key}/{}",
+            &layer["sha256:".len()..]
+        ),
+        "r/one",
+    );
+    for p in [
+        "xdg-cache",
+        "xdg-cache/oci-packer",
+        "xdg-cache/oci-packer/locations",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join(p), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    let o = run(
+        &d.path,
+        &[
+            "--plain-http",
+            "--format",
+            "json",
+            "pack",
+            "-f",
+            "pack.yaml",
+            &format!("{}/r/two:v1", server.addr),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let result: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(result["stats"]["mounted"], 0, "{result}");
+    assert!(
+        uploads
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|p| p.contains(&layer.replace(':', "%3A")) || p.contains(&layer)),
+        "the layer was uploaded: {:?}",
+        uploads.lock().expect("lock")
+    );
+}

@@ -166,6 +166,20 @@ impl Registry {
             )
             .await?;
         match resp.status() {
+            // A registry that names another digest did not mount this blob.
+            StatusCode::CREATED
+                if resp
+                    .headers()
+                    .get("docker-content-digest")
+                    .is_some_and(|v| v.as_bytes() != digest.as_bytes()) =>
+            {
+                Err(Error::new(
+                    ErrorKind::Registry,
+                    format!(
+                        "mount of {digest} from {from}: the registry answered for another digest"
+                    ),
+                ))
+            }
             StatusCode::CREATED => Ok(Ok(PushOutcome::Mounted)),
             StatusCode::ACCEPTED => Ok(Err(self.location(&resp, url.as_str())?)),
             _ => Err(self
@@ -181,8 +195,10 @@ impl Registry {
     }
 
     /// Mounts `desc` from a repository of this host where it was seen before, most recent
-    /// first, at most [`crate::store::locations::MAX_REPOSITORIES`] tries; a repository that
-    /// cannot give it is forgotten. `None`: no known repository could.
+    /// first, at most [`crate::store::locations::MAX_REPOSITORIES`] tries. A repository the
+    /// registry says lacks it (a 202 with an upload session, or a 404) is forgotten; other
+    /// refusals keep it (an outage says nothing of where blobs are); a network fault ends the
+    /// tries. `None`: no known repository could.
     async fn mount_known(&self, desc: &Descriptor) -> Result<Option<PushOutcome>> {
         let host = &self.reference.host;
         let digest = desc.digest().to_string();
@@ -201,9 +217,16 @@ impl Registry {
                     self.client.locations.forget(host, &digest, &from);
                     self.cancel_upload(&session).await;
                 }
+                // A refusal by status says nothing of where the blob is: kept. A network
+                // fault would repeat for every other repository of this host: no more tries.
                 Err(e) => {
                     tracing::debug!(%digest, from, error = %e, "mount refused");
-                    self.client.locations.forget(host, &digest, &from);
+                    if e.kind() == ErrorKind::Network {
+                        break;
+                    }
+                    if e.http_status() == Some(404) {
+                        self.client.locations.forget(host, &digest, &from);
+                    }
                 }
             }
         }
