@@ -577,6 +577,27 @@ pub(crate) fn private_dir(sub: &str) -> Option<PathBuf> {
     Some(dir)
 }
 
+/// Creates `dir` and its missing parents with mode 0700; false when it cannot.
+pub(crate) fn make_private_dir(dir: &Path) -> bool {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).is_ok()
+}
+
+/// Replaces the cache entry `path` with `data` (a temp file beside it, then a rename, so no
+/// reader sees half of it). Best effort: an entry that cannot be written is a miss later.
+pub(crate) fn write_entry(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    let Some(dir) = path.parent() else { return };
+    if let Ok(mut tmp) = temp_file(dir) {
+        if tmp.write_all(data).is_ok() {
+            let _ = tmp.persist(path);
+        }
+    }
+}
+
 /// True when this user owns what `meta` describes.
 #[cfg(unix)]
 pub(crate) fn owned_by_me(meta: &std::fs::Metadata) -> bool {

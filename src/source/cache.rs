@@ -107,21 +107,10 @@ impl DigestCache {
         let (Some(entry), Some(dir)) = (self.entry(id), self.dir.as_ref()) else {
             return;
         };
-        if !dir.is_dir() {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            if builder.create(dir).is_err() {
-                return;
-            }
+        if !dir.is_dir() && !crate::fsutil::make_private_dir(dir) {
+            return;
         }
-        if let Ok(mut tmp) = crate::fsutil::temp_file(dir) {
-            use std::io::Write;
-            if writeln!(tmp, "{} {digest}", stamp.trim()).is_ok() {
-                let _ = tmp.persist(entry);
-            }
-        }
+        crate::fsutil::write_entry(&entry, format!("{} {digest}\n", stamp.trim()).as_bytes());
     }
 }
 

@@ -275,15 +275,7 @@ fn save_meta(dir: &Path, meta: &CacheMeta) {
     let Ok(body) = serde_json::to_vec(meta) else {
         return;
     };
-    if let Ok(mut tmp) = tempfile::Builder::new()
-        .prefix(crate::fsutil::TEMP_PREFIX)
-        .tempfile_in(dir)
-    {
-        use std::io::Write;
-        if tmp.write_all(&body).is_ok() {
-            let _ = tmp.persist(dir.join("meta.json"));
-        }
-    }
+    crate::fsutil::write_entry(&dir.join("meta.json"), &body);
     let current = format!("data-{}", meta.sha256);
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

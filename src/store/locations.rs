@@ -145,11 +145,7 @@ impl BlobLocations {
             return;
         };
         let Some(dir) = file.parent() else { return };
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        if builder.create(dir).is_err() {
+        if !crate::fsutil::make_private_dir(dir) {
             return;
         }
         if repos.is_empty() {
@@ -157,12 +153,7 @@ impl BlobLocations {
             return;
         }
         self.trim(host, dir);
-        if let Ok(mut tmp) = crate::fsutil::temp_file(dir) {
-            use std::io::Write;
-            if tmp.write_all(repos.join("\n").as_bytes()).is_ok() {
-                let _ = tmp.persist(&file);
-            }
-        }
+        crate::fsutil::write_entry(&file, repos.join("\n").as_bytes());
     }
 
     /// Once per process and host: past [`MAX_BLOBS`] entries, the oldest tenth go.

@@ -47,6 +47,16 @@ fn pack_fails(d: &TestDir, uri: &str, env: &[(&str, &str)], says: &str) {
     assert!(!d.join("out/index.json").exists());
 }
 
+/// Bucket `bkt` with one object `key`, and a pack.yaml of it in `d`.
+fn one_object(s3: &S3Server, d: &TestDir, key: &str, text: &str) {
+    s3.bucket("bkt");
+    s3.put("bkt", key, text);
+    d.write(
+        "pack.yaml",
+        format!("items:\n  - from: {}\n", s3.uri(&format!("bkt/{key}"))),
+    );
+}
+
 /// The JSON error of `pack -f pack.yaml` (`--format json`), which must fail.
 fn json_error(d: &TestDir, env: &[(&str, &str)]) -> serde_json::Value {
     let o = run(
@@ -152,12 +162,7 @@ fn objects_prefixes_archives_and_configs_pack_like_the_same_files_from_disk() {
 fn credentials_come_from_the_environment_or_a_profile_and_a_wrong_secret_is_told_without_it() {
     let s3 = S3Server::start();
     let d = TestDir::new();
-    s3.bucket("bkt");
-    s3.put("bkt", "notes/readme.txt", "read me\n");
-    d.write(
-        "pack.yaml",
-        format!("items:\n  - from: {}\n", s3.uri("bkt/notes/readme.txt")),
-    );
+    one_object(&s3, &d, "notes/readme.txt", "read me\n");
     let good = s3.env();
     let o = run(
         &d.path,
@@ -555,12 +560,7 @@ fn hostile_listings_are_refused_with_the_fault_named() {
 fn https_servers_need_their_ca_and_s3_uris_follow_the_endpoint_variable() {
     let s3 = S3Server::with_tls();
     let d = TestDir::new();
-    s3.bucket("bkt");
-    s3.put("bkt", "x/y.txt", "over tls\n");
-    d.write(
-        "pack.yaml",
-        format!("items:\n  - from: {}\n", s3.uri("bkt/x/y.txt")),
-    );
+    one_object(&s3, &d, "x/y.txt", "over tls\n");
     let env = s3.env();
     let env = env_of(&env);
     let o = run(&d.path, &["pack", "-f", "pack.yaml", "oci://tls:v1"], &env);

@@ -440,13 +440,8 @@ pub async fn stage_prefix_archive(
             stamp,
             descriptor: staged.descriptor.clone(),
         };
-        if let (Ok(body), Some(dir)) = (serde_json::to_vec(&record), entry.parent()) {
-            if let Ok(mut tmp) = crate::fsutil::temp_file(dir) {
-                use std::io::Write;
-                if tmp.write_all(&body).is_ok() {
-                    let _ = tmp.persist(&entry);
-                }
-            }
+        if let Ok(body) = serde_json::to_vec(&record) {
+            crate::fsutil::write_entry(&entry, &body);
         }
     }
     Ok(staged)
