@@ -8,7 +8,9 @@
 //! pin an upstream connection), request headers must arrive within [`HEADER_TIMEOUT`], and
 //! a response holds at most a few chunks in memory.
 
+mod headers;
 mod upstream;
+mod watch;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,7 +30,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::options::Options;
 use crate::platform::Platform;
 use crate::store::ByteStream;
-use upstream::{File, Found, Upstream};
+use headers::{byte_range, etag_matches, file_headers};
+use upstream::{File, Upstream};
+use watch::Watched;
 
 /// Connections at once; more wait to be accepted. With [`CONNECTION_BUFFER`] this bounds
 /// what slow clients can make the proxy hold.
@@ -217,117 +221,6 @@ async fn accept(
 }
 
 type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
-
-/// A connection's socket, noting when a write was last refused for want of room and when
-/// one last went through.
-struct Watched {
-    inner: tokio::net::TcpStream,
-    progress: Arc<Progress>,
-}
-
-/// What [`Watched`] notes, shared with the connection's watchdog.
-#[derive(Default)]
-struct Progress {
-    /// Milliseconds since `epoch` of the last write that went through.
-    last: std::sync::atomic::AtomicU64,
-    /// A write is waiting for room.
-    blocked: std::sync::atomic::AtomicBool,
-    epoch: std::sync::OnceLock<Instant>,
-}
-
-impl Progress {
-    fn now(&self) -> u64 {
-        self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64
-    }
-
-    /// Notes a write: refused for want of room (`blocked`), or through.
-    fn note(&self, blocked: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.blocked.store(blocked, Relaxed);
-        if !blocked {
-            self.last.store(self.now(), Relaxed);
-        }
-    }
-
-    /// Resolves once output has waited for the client [`CLIENT_STALL`] without any of it
-    /// going through.
-    async fn stalled(self: Arc<Self>) {
-        use std::sync::atomic::Ordering::Relaxed;
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let idle = self.now().saturating_sub(self.last.load(Relaxed));
-            if self.blocked.load(Relaxed) && idle >= CLIENT_STALL.as_millis() as u64 {
-                return;
-            }
-        }
-    }
-}
-
-impl Watched {
-    fn new(inner: tokio::net::TcpStream) -> (Watched, Arc<Progress>) {
-        let progress = Arc::new(Progress::default());
-        progress
-            .last
-            .store(progress.now(), std::sync::atomic::Ordering::Relaxed);
-        (
-            Watched {
-                inner,
-                progress: progress.clone(),
-            },
-            progress,
-        )
-    }
-}
-
-impl tokio::io::AsyncRead for Watched {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Watched {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.progress.note(r.is_pending());
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.progress.note(r.is_pending());
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 /// One request, logged when its response ends.
 async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Response<Body> {
@@ -751,143 +644,6 @@ fn listing(files: &[File]) -> Answer {
     json_answer(StatusCode::OK, serde_json::Value::Array(list).to_string())
 }
 
-/// The headers of a file's response (SPEC §8).
-fn file_headers(
-    file: &File,
-    found: &Found,
-    tag_ttl: Duration,
-) -> Vec<(header::HeaderName, String)> {
-    let digest = file.desc.digest().to_string();
-    let cache = if found.by_digest {
-        IMMUTABLE.to_string()
-    } else {
-        format!("public, max-age={}", tag_ttl.as_secs())
-    };
-    vec![
-        (
-            header::CONTENT_TYPE,
-            content_type(file.desc.media_type().as_ref()),
-        ),
-        (header::ETAG, format!("\"{digest}\"")),
-        (
-            header::HeaderName::from_static("docker-content-digest"),
-            digest,
-        ),
-        (header::ACCEPT_RANGES, "bytes".into()),
-        (header::CONTENT_DISPOSITION, disposition(&file.title)),
-        (header::CACHE_CONTROL, cache),
-    ]
-}
-
-/// The layer's media type, or `application/octet-stream` when it cannot be a header value.
-fn content_type(media_type: &str) -> String {
-    match HeaderValue::from_str(media_type) {
-        Ok(_) if !media_type.is_empty() => media_type.to_string(),
-        _ => "application/octet-stream".to_string(),
-    }
-}
-
-/// `attachment; filename="NAME"` with the title's last segment, and `filename*` (RFC 6266,
-/// RFC 8187) when it is not plain ASCII.
-fn disposition(title: &str) -> String {
-    let name = match title.rsplit('/').next().unwrap_or(title) {
-        "" | "." | ".." => "download",
-        n => n,
-    };
-    let ascii: String = name
-        .chars()
-        .map(|c| match c {
-            ' '..='~' if c != '"' && c != '\\' => c,
-            _ => '_',
-        })
-        .collect();
-    if ascii == name {
-        return format!("attachment; filename=\"{ascii}\"");
-    }
-    const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'!')
-        .remove(b'#')
-        .remove(b'$')
-        .remove(b'&')
-        .remove(b'+')
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'^')
-        .remove(b'_')
-        .remove(b'`')
-        .remove(b'|')
-        .remove(b'~');
-    let encoded = percent_encoding::utf8_percent_encode(name, ATTR);
-    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
-}
-
-/// True when an `If-None-Match` value names `etag` (or is `*`); weak tags compare too.
-fn etag_matches(value: &HeaderValue, etag: &str) -> bool {
-    let Ok(text) = value.to_str() else {
-        return false;
-    };
-    text.split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
-}
-
-/// The one range of a `Range` header within `size` bytes, inclusive (RFC 9110 §14.1.2):
-/// `bytes=A-B`, `bytes=A-` or `bytes=-N` (the unit in any case; a suffix longer than the
-/// file is the whole file). `None` to send the whole: no `bytes` range, an invalid one
-/// (`5-4`), or several (a whole body is a valid answer to those). 416 when the one range
-/// starts past the end, or is the empty suffix `-0`.
-fn byte_range(value: &HeaderValue, size: u64) -> std::result::Result<Option<(u64, u64)>, Refusal> {
-    let unsatisfiable = || {
-        let mut r = Refusal::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            format!("the range is outside the file's {size} bytes"),
-        );
-        r.headers
-            .push((header::CONTENT_RANGE, format!("bytes */{size}")));
-        r
-    };
-    let Ok(text) = value.to_str() else {
-        return Ok(None);
-    };
-    let Some((unit, spec)) = text.split_once('=') else {
-        return Ok(None);
-    };
-    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
-        return Ok(None);
-    }
-    let number = |s: &str| {
-        let s = s.trim();
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse::<u64>().ok())
-            .flatten()
-    };
-    let Some((first, last)) = spec.split_once('-') else {
-        return Ok(None);
-    };
-    match (first.trim().is_empty(), number(first), number(last)) {
-        // `-N`: the last N bytes.
-        (true, _, Some(n)) => {
-            if n == 0 || size == 0 {
-                return Err(unsatisfiable());
-            }
-            Ok(Some((size.saturating_sub(n), size - 1)))
-        }
-        (false, Some(a), None) if last.trim().is_empty() => {
-            if a >= size {
-                return Err(unsatisfiable());
-            }
-            Ok(Some((a, size - 1)))
-        }
-        (false, Some(a), Some(b)) if a <= b => {
-            if a >= size {
-                return Err(unsatisfiable());
-            }
-            Ok(Some((a, b.min(size - 1))))
-        }
-        _ => Ok(None),
-    }
-}
-
 /// The body, handed over through a small channel by a task that reads upstream; the body
 /// holds the upstream slot until it ends, so memory is bounded by the slots. A client that
 /// takes nothing for [`CLIENT_STALL`] loses its connection (the watchdog of [`Watched`]),
@@ -1017,6 +773,7 @@ impl Drop for AccessLine {
 
 #[cfg(test)]
 mod tests {
+    use super::headers::disposition;
     use super::*;
 
     #[test]
