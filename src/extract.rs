@@ -623,7 +623,7 @@ fn write_file(
     use std::os::unix::fs::PermissionsExt;
     let mut file = at.create_file(path)?;
     let mut raw = HashingReader::new(reader);
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; crate::digest::COPY_BUFFER];
     loop {
         // A failed read is the source's (a download cut short), a failed write the disk's.
         let n = raw.read(&mut buf).map_err(|e| read_error(e, desc, from))?;

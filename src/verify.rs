@@ -91,7 +91,7 @@ async fn read_all(
         }
     };
     let mut reader = (&mut reader).take(declared + 1);
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; crate::digest::COPY_BUFFER];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) => break,

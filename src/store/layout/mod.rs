@@ -57,6 +57,10 @@ pub struct Layout {
     /// and written relative to it, so a directory swapped for a link meanwhile cannot send
     /// reads or writes elsewhere.
     blobs: Arc<OnceLock<Arc<OwnedFd>>>,
+    /// No layout was there when this handle opened the directory for writing: every blob
+    /// it is asked about is written without a look first (another writer's copy of the
+    /// same blob is simply replaced by the same verified bytes).
+    fresh: bool,
 }
 
 /// A directory this handle created; removed on drop when it is still empty of a layout.
@@ -96,6 +100,7 @@ impl Layout {
             writing: Arc::default(),
             created: Arc::default(),
             blobs: Arc::default(),
+            fresh: false,
         }
     }
 
@@ -103,8 +108,9 @@ impl Layout {
     /// `index.json` must be valid, else nothing is touched); a missing one is created on the
     /// first write. `fsync` makes blobs durable before `index.json` names them.
     pub fn open(dir: &Path, fsync: bool) -> Result<Layout> {
-        let layout = Layout::new(dir, fsync);
-        if dir.join(LAYOUT_FILE).exists() {
+        let mut layout = Layout::new(dir, fsync);
+        layout.fresh = !dir.join(LAYOUT_FILE).exists();
+        if !layout.fresh {
             layout.check()?;
             // A writer holds the operation lock from the start — before it decides which
             // blobs are already there — so a collection never removes a blob it skipped.
@@ -395,10 +401,9 @@ impl Layout {
         blob: Blob,
         progress: &Progress,
     ) -> Result<PushOutcome> {
+        // No look for the blob first: the copy engine asked `exists` just before. One that
+        // appeared meanwhile is replaced by the same bytes, verified.
         let digest = desc.digest().to_string();
-        if self.stat_blob(desc).is_some() {
-            return Ok(PushOutcome::AlreadyExists);
-        }
         if !digest.starts_with("sha256:") {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -471,7 +476,7 @@ impl Layout {
                 .map_err(|e| Error::io("syncing", &tmp.path(), e))?;
         }
         tmp.persist(&hex)
-            .map_err(|e| Error::io("renaming blob to", &self.blobs_path().join(&hex), e))?;
+            .map_err(|e| Error::io("storing blob as", &self.blobs_path().join(&hex), e))?;
         self.sync_blobs(&blobs)?;
         Ok(PushOutcome::Stored)
     }
@@ -501,28 +506,14 @@ impl Layout {
         if self.fsync {
             held.sync_all().map_err(|e| Error::io("syncing", path, e))?;
         }
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let from = format!("/proc/self/fd/{}", held.as_raw_fd());
-            let linked = rustix::fs::linkat(
-                rustix::fs::CWD,
-                from.as_str(),
-                blobs,
-                hex,
-                rustix::fs::AtFlags::SYMLINK_FOLLOW,
-            );
-            if linked.is_err() {
-                return Ok(false);
-            }
-            self.sync_blobs(blobs)?;
-            return Ok(true);
+        match crate::fsutil::link_unnamed(held, blobs, hex) {
+            Ok(()) => {}
+            // Written meanwhile (by another writer): that one is as good.
+            Err(rustix::io::Errno::EXIST) if self.stat_blob(desc).is_some() => return Ok(true),
+            Err(_) => return Ok(false),
         }
-        #[allow(unreachable_code)]
-        {
-            let _ = (blobs, hex);
-            Ok(false)
-        }
+        self.sync_blobs(blobs)?;
+        Ok(true)
     }
 
     /// Makes the blobs directory's new entries durable, when asked to.
@@ -736,6 +727,9 @@ impl Target for Layout {
     }
 
     async fn exists(&self, desc: &Descriptor) -> Result<bool> {
+        if self.fresh {
+            return Ok(false);
+        }
         // A writer that skips a blob because it is there must keep it there until its tag:
         // from its first look at a layout, it holds the operation lock.
         if self.writing.get().is_none() && self.dir.join(LAYOUT_FILE).exists() {
