@@ -32,13 +32,16 @@ def oras_bin():
     sys.exit("oras not found: run scripts/test once (it installs it) or set OCI_PACKER_ORAS")
 
 
-def start_registry(work):
+def start_registry(work, storage=None):
+    """A Distribution registry on 127.0.0.1 storing in `storage` (default: work/registry),
+    its log in work/registry.log; returns (process, host:port, log path)."""
+    storage = storage or os.path.join(work, "registry")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = os.path.join(work, "registry.yml")
     with open(cfg, "w") as f:
-        f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {work}/registry\n"
+        f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n"
                 f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
     log = open(os.path.join(work, "registry.log"), "w")
     proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=log, stderr=log)

@@ -277,6 +277,7 @@ pub(crate) async fn build(
         taker,
         cache: source::cache::DigestCache::for_user(!options.registry.no_cache),
         held: Default::default(),
+        s3: Default::default(),
     };
     let top = match &plan.config {
         Some(c) => Some(stage_config(c, &ctx).await?),

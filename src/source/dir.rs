@@ -304,9 +304,15 @@ pub async fn stage_files(
     let ctx = ctx.clone();
     blocking(move || {
         let entries = walk(&path, &uri, false)?;
-        let mut staged = Vec::new();
-        for e in entries.into_iter().filter(|e| e.kind == EntryKind::File) {
-            let (digest, size, origin) = stage_path(&FileRef::new(e.path, e.id), &uri, &ctx)?;
+        let files: Vec<Entry> = entries
+            .into_iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .collect();
+        let hashed = in_parallel(&files, |e| {
+            stage_path(&FileRef::new(e.path.clone(), e.id), &uri, &ctx)
+        })?;
+        let mut staged = Vec::with_capacity(files.len());
+        for (e, (digest, size, origin)) in files.into_iter().zip(hashed) {
             let mut ann = with_title(&annotations, &e.rel);
             ann.insert(DIR_ANNOTATION.to_string(), written.clone());
             let mt = media_type
@@ -320,6 +326,57 @@ pub async fn stage_files(
         Ok(staged)
     })
     .await
+}
+
+/// Threads [`in_parallel`] uses at most.
+const HASHING_THREADS: usize = 4;
+/// Fewer items than this are done on the calling thread, in order (threads would not pay).
+const PARALLEL_FROM: usize = 64;
+
+/// `f` of every item, on up to one thread per core ([`HASHING_THREADS`] at most) once there
+/// are [`PARALLEL_FROM`] items, results in the items' order. The first error in that order
+/// is returned; after any error no new item is started.
+fn in_parallel<T: Sync, R: Send + Sync>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(HASHING_THREADS)
+        .min(items.len());
+    if threads <= 1 || items.len() < PARALLEL_FROM {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let slots: Vec<std::sync::OnceLock<Result<R>>> = (0..items.len())
+        .map(|_| std::sync::OnceLock::new())
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    let _ = slots[i].set(r);
+                }
+            });
+        }
+    });
+    // Items after a failure were never started; `collect` stops at the first error, which
+    // comes before them.
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .expect("every item before the first error was done")
+        })
+        .collect()
 }
 
 /// Annotation ORAS uses to unpack a directory layer on pull (it gunzips, then untars).
@@ -404,4 +461,26 @@ pub async fn stage_archive(
         })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_results_keep_the_order_and_the_first_error_wins() {
+        let items: Vec<usize> = (0..1000).collect();
+        let doubled = in_parallel(&items, |i| Ok(i * 2)).expect("all fine");
+        assert_eq!(doubled, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        let failing = |i: &usize| match *i {
+            300 | 700 => Err(Error::new(ErrorKind::Io, format!("item {i}"))),
+            i => Ok(i),
+        };
+        for _ in 0..20 {
+            let e = in_parallel(&items, failing).expect_err("two fail");
+            assert_eq!(e.to_string(), "item 300");
+        }
+        let few: Vec<usize> = (0..3).collect();
+        assert_eq!(in_parallel(&few, |i| Ok(*i)).expect("fine"), few);
+    }
 }

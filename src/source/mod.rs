@@ -236,6 +236,8 @@ pub struct StageContext {
     /// Bytes of staged blobs this pack keeps in memory (small downloaded objects), which
     /// [`StageContext::hold`] keeps under [`IN_MEMORY_BUDGET`].
     pub held: Arc<std::sync::atomic::AtomicU64>,
+    /// The S3 client and credentials the pack's S3 items share.
+    pub s3: s3::Clients,
 }
 
 /// The most bytes of staged blobs one pack keeps in memory.

@@ -30,7 +30,13 @@ pub struct BlobLocations {
     dir: Option<PathBuf>,
     /// Hosts whose directory was trimmed by this process already.
     trimmed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// (host, digest) → the repository this process last recorded first for it: a re-push
+    /// of many blobs reads no entry twice.
+    recorded: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
 }
+
+/// Recorded blobs one process remembers, at most (then it starts afresh).
+const MAX_RECORDED: usize = 100_000;
 
 /// A repository name as the distribution spec allows it — path components of
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` — so a damaged or planted entry can never make a
@@ -79,6 +85,7 @@ impl BlobLocations {
                 None
             },
             trimmed: Default::default(),
+            recorded: Default::default(),
         }
     }
 
@@ -116,8 +123,18 @@ impl BlobLocations {
 
     /// Records that `repository` of `host` has `digest` (of `size` bytes): it comes first.
     pub fn record(&self, host: &str, digest: &str, size: u64, repository: &str) {
-        if size < WORTH_MOUNTING || !is_repository(repository) {
+        if size < WORTH_MOUNTING || !is_repository(repository) || self.dir.is_none() {
             return;
+        }
+        {
+            let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+            if recorded.len() >= MAX_RECORDED {
+                recorded.clear();
+            }
+            let key = (host.to_string(), digest.to_string());
+            if recorded.insert(key, repository.to_string()).as_deref() == Some(repository) {
+                return;
+            }
         }
         let mut repos = self.lookup(host, digest);
         if repos.first().map(String::as_str) == Some(repository) {
@@ -131,6 +148,12 @@ impl BlobLocations {
 
     /// Forgets that `repository` of `host` has `digest` (a mount from it failed).
     pub fn forget(&self, host: &str, digest: &str, repository: &str) {
+        let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (host.to_string(), digest.to_string());
+        if recorded.get(&key).map(String::as_str) == Some(repository) {
+            recorded.remove(&key);
+        }
+        drop(recorded);
         let mut repos = self.lookup(host, digest);
         let before = repos.len();
         repos.retain(|r| r != repository);
@@ -196,6 +219,7 @@ mod tests {
         let l = BlobLocations {
             dir: Some(dir.path().join("locations")),
             trimmed: Default::default(),
+            recorded: Default::default(),
         };
         let d = format!("sha256:{}", "a".repeat(64));
         assert!(l.lookup("r:5000", &d).is_empty());
@@ -234,6 +258,20 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(names.len(), 1, "nothing written through the link");
+        // Recorded once per process: the same record again reads and writes nothing.
+        let e = format!("sha256:{}", "e".repeat(64));
+        l.record("r:5000", &e, 2 << 20, "one");
+        let host_key = crate::digest::Digest::of(b"r:5000").hex()[..32].to_string();
+        let entry = dir
+            .path()
+            .join("locations")
+            .join(host_key)
+            .join("e".repeat(64));
+        std::fs::remove_file(&entry).expect("recorded");
+        l.record("r:5000", &e, 2 << 20, "one");
+        assert!(!entry.exists());
+        l.record("r:5000", &e, 2 << 20, "two");
+        assert_eq!(l.lookup("r:5000", &e), ["two"]);
         let off = BlobLocations::for_user(false);
         off.record("r:5000", &d, 2 << 20, "x");
         assert!(off.lookup("r:5000", &d).is_empty());

@@ -4,15 +4,6 @@
 
 use crate::util::*;
 
-/// Access-log lines of `method` whose path starts with `prefix`.
-fn requests(log: &str, method: &str, prefix: &str) -> Vec<String> {
-    let needle = format!("\"{method} {prefix}");
-    log.lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_string)
-        .collect()
-}
-
 fn pack_to(d: &TestDir, target: &str, extra: &[&str]) -> String {
     let mut args = vec!["--plain-http"];
     args.extend_from_slice(extra);
@@ -31,15 +22,18 @@ fn a_blob_known_in_another_repository_is_mounted_and_a_stale_location_is_forgott
     // Another repository: the layer is mounted from team/one, no byte of it uploaded.
     pack_to(&d, &registry.reference("team/two:v1"), &[]);
     let log = registry.log();
-    let mounts = requests(&log, "POST", "/v2/team/two/blobs/uploads/?");
+    let mounts = log_requests(&log, "POST", "/v2/team/two/blobs/uploads/?");
     assert!(
         mounts
             .iter()
             .any(|l| l.contains("from=team%2Fone") && l.contains("\" 201 ")),
         "{log}"
     );
-    assert!(requests(&log, "PATCH", "/v2/team/two/").is_empty(), "{log}");
-    let puts = requests(&log, "PUT", "/v2/team/two/blobs/uploads/");
+    assert!(
+        log_requests(&log, "PATCH", "/v2/team/two/").is_empty(),
+        "{log}"
+    );
+    let puts = log_requests(&log, "PUT", "/v2/team/two/blobs/uploads/");
     assert!(
         puts.iter().all(|l| !l.contains(&layer["sha256:".len()..])),
         "the layer was uploaded: {log}"
@@ -57,17 +51,17 @@ fn a_blob_known_in_another_repository_is_mounted_and_a_stale_location_is_forgott
     pack_to(&d, &registry.reference("team/three:v1"), &[]);
     let log = registry.log();
     assert_eq!(
-        requests(&log, "POST", "/v2/team/three/blobs/uploads/?").len(),
+        log_requests(&log, "POST", "/v2/team/three/blobs/uploads/?").len(),
         2,
         "{log}"
     );
     assert!(
-        !requests(&log, "PUT", "/v2/team/three/blobs/uploads/").is_empty(),
+        !log_requests(&log, "PUT", "/v2/team/three/blobs/uploads/").is_empty(),
         "uploaded: {log}"
     );
     pack_to(&d, &registry.reference("team/four:v1"), &[]);
     let log = registry.log();
-    let four = requests(&log, "POST", "/v2/team/four/blobs/uploads/?");
+    let four = log_requests(&log, "POST", "/v2/team/four/blobs/uploads/?");
     assert_eq!(four.len(), 1, "only team/three is known now: {log}");
     assert!(
         four[0].contains("from=team%2Fthree") && four[0].contains("\" 201 "),
@@ -97,7 +91,7 @@ fn a_mount_the_registry_refuses_becomes_an_upload() {
     let second = pack(&tr.registry.reference("public/dst:v1"));
     assert_eq!(first, second);
     let log = tr.registry.log();
-    let posts = requests(&log, "POST", "/v2/public/dst/blobs/uploads/?");
+    let posts = log_requests(&log, "POST", "/v2/public/dst/blobs/uploads/?");
     assert!(
         posts.iter().any(|l| l.contains("from=private%2Fsrc")),
         "a mount was tried: {log}"
@@ -107,7 +101,7 @@ fn a_mount_the_registry_refuses_becomes_an_upload() {
         "the registry could not mount: {log}"
     );
     assert!(
-        !requests(&log, "PUT", "/v2/public/dst/blobs/uploads/").is_empty(),
+        !log_requests(&log, "PUT", "/v2/public/dst/blobs/uploads/").is_empty(),
         "uploaded instead: {log}"
     );
     let o = run(
@@ -184,7 +178,7 @@ fn a_copy_from_a_layout_mounts_what_the_registry_holds_elsewhere() {
     assert!(o.status.success(), "{}", stderr(&o));
     let result: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
     assert_eq!(result["stats"]["mounted"], 1, "{result}");
-    assert!(requests(&registry.log(), "PATCH", "/v2/lay/copy/").is_empty());
+    assert!(log_requests(&registry.log(), "PATCH", "/v2/lay/copy/").is_empty());
 }
 
 /// A registry that answers a mount with 201 for another digest, and takes uploads.

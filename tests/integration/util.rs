@@ -1288,8 +1288,7 @@ impl S3Server {
 
     /// Request lines of `method` for the path `/bucket/key` (as the log writes it).
     pub fn requests(&self, method: &str, path: &str) -> usize {
-        let needle = format!("\"{method} {path} HTTP/1.1\"");
-        self.log().lines().filter(|l| l.contains(&needle)).count()
+        log_requests(&self.log(), method, &format!("{path} HTTP/1.1\"")).len()
     }
 }
 
@@ -1298,6 +1297,16 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Lines of an access log (a registry's or an S3 server's: `"METHOD PATH HTTP/1.1"`) of
+/// `method` whose path starts with `prefix`.
+pub fn log_requests(log: &str, method: &str, prefix: &str) -> Vec<String> {
+    let needle = format!("\"{method} {prefix}");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A port nothing listens on now, on 127.0.0.1.

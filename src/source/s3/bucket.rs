@@ -70,24 +70,51 @@ pub(super) struct ListedObject {
 }
 
 impl Bucket {
-    /// The bucket of `uri`, with the region and credentials of the environment.
+    /// The bucket of `uri`, with the region and credentials of the environment (read once
+    /// per pack: see [`super::Clients`]).
     pub(crate) fn open(uri: &ObjectUri, ctx: &StageContext) -> Result<Bucket> {
-        let profile_name = env("AWS_PROFILE")
-            .or_else(|| env("AWS_DEFAULT_PROFILE"))
-            .unwrap_or_else(|| "default".into());
-        if uri.endpoint.is_none() {
+        let shared = &ctx.s3.0;
+        let http = match shared.http.get() {
+            Some(c) => c.clone(),
+            None => {
+                let c = transport::client_without_redirects(&ctx.registry)?;
+                shared.http.get_or_init(|| c).clone()
+            }
+        };
+        let aws = uri.endpoint.is_none();
+        if aws {
             check_endpoint_variable()?;
         }
-        let profile = read_profile(&profile_name)?;
-        let region = env("AWS_REGION")
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .or_else(|| profile.region.clone())
-            .unwrap_or_else(|| "us-east-1".into());
-        let credentials = credentials(uri, &region, &ctx.http, &profile, &profile_name)?;
-        tracing::debug!(uri = %uri, region, credentials = %credentials.from, "S3 bucket");
+        let known = shared
+            .access
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&aws)
+            .cloned();
+        let (region, credentials) = match known {
+            Some(access) => access,
+            None => {
+                let profile_name = env("AWS_PROFILE")
+                    .or_else(|| env("AWS_DEFAULT_PROFILE"))
+                    .unwrap_or_else(|| "default".into());
+                let profile = read_profile(&profile_name)?;
+                let region = env("AWS_REGION")
+                    .or_else(|| env("AWS_DEFAULT_REGION"))
+                    .or_else(|| profile.region.clone())
+                    .unwrap_or_else(|| "us-east-1".into());
+                let credentials = credentials(uri, &region, &ctx.http, &profile, &profile_name)?;
+                tracing::debug!(uri = %uri, region, credentials = %credentials.from, "S3 access");
+                shared
+                    .access
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(aws, (region.clone(), credentials.clone()));
+                (region, credentials)
+            }
+        };
         Ok(Bucket {
             uri: uri.clone(),
-            http: transport::client_without_redirects(&ctx.registry)?,
+            http,
             opts: ctx.registry.clone(),
             endpoint: uri.endpoint.clone().or_else(endpoint_override),
             region: Mutex::new(region),

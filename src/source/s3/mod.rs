@@ -32,7 +32,21 @@ mod credentials;
 mod uri;
 
 use bucket::{stream_error, Bucket, ObjectMeta};
+use credentials::Credentials;
 pub use uri::ObjectUri;
+
+/// What the S3 items of one pack share: one HTTP client (it follows no redirects: signed
+/// requests must not be replayed elsewhere) and, for AWS and for other servers, the region
+/// and credentials of the environment — files read and providers built once, not per item.
+#[derive(Debug, Default, Clone)]
+pub struct Clients(Arc<ClientsInner>);
+
+#[derive(Debug, Default)]
+struct ClientsInner {
+    http: std::sync::OnceLock<reqwest::Client>,
+    /// Keyed by "AWS" (`s3://`: instance metadata may be asked) or not.
+    access: std::sync::Mutex<std::collections::HashMap<bool, (String, Credentials)>>,
+}
 
 use super::{descriptor, with_title, Hashable, Origin, Reopen, StageContext, StagedBlob};
 use crate::archive::ArchiveFormat;

@@ -123,22 +123,22 @@ impl Body {
 /// The next `len` bytes of `file` as a body stream that fails — with the library error
 /// "changed while packing" inside the `io::Error` — when the file ends before `len` bytes
 /// or, for a `whole` file, goes on past them, instead of sending a short or long body the
-/// server would cut.
+/// server would cut. Read ahead on a blocking thread (see [`read_ahead`]), hashed there into
+/// `hasher` when given.
 fn exact_stream(
-    file: tokio::fs::File,
+    file: std::fs::File,
     path: &std::path::Path,
     len: u64,
     whole: bool,
+    hasher: Option<std::sync::Arc<std::sync::Mutex<crate::digest::Hasher>>>,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     use futures::StreamExt;
-    use tokio::io::AsyncReadExt;
     let path = path.to_path_buf();
     let changed = move |what: String| {
         std::io::Error::other(crate::fsutil::changed_while_packing(&path, &what))
     };
     // One byte more than `len` of a whole file, to see a file that grew.
-    let chunks =
-        tokio_util::io::ReaderStream::with_capacity(file.take(len + u64::from(whole)), 1 << 20);
+    let chunks = read_ahead(file, len + u64::from(whole), hasher);
     let mut sent = 0u64;
     let mut ended = false;
     chunks
@@ -165,13 +165,60 @@ fn exact_stream(
         })
 }
 
+/// Chunks read from `file`'s position on, `limit` bytes at most: read on a blocking thread
+/// that stays a few chunks ahead of the sender and hashes each chunk (when `hasher` is
+/// given: it holds the hash of every chunk handed on so far) while it is still in that
+/// core's cache, so reading, hashing and sending overlap. The thread stops when the stream
+/// is dropped.
+fn read_ahead(
+    mut file: std::fs::File,
+    limit: u64,
+    hasher: Option<std::sync::Arc<std::sync::Mutex<crate::digest::Hasher>>>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    use std::io::Read;
+    /// Chunk size: a quarter of a core's L2 cache here; 4 chunks ahead.
+    const CHUNK: u64 = 256 << 10;
+    const AHEAD: usize = 4;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(AHEAD);
+    tokio::task::spawn_blocking(move || {
+        // This attempt's own hasher, copied out before each chunk is handed on (a sender
+        // may end the request as soon as the last byte went, without asking for more): a
+        // thread of an attempt that was given up replaces the state at most once, right
+        // away, and never mixes its bytes into the next attempt's.
+        let mut own = hasher.as_ref().map(|_| crate::digest::Hasher::new());
+        let mut left = limit;
+        while left > 0 {
+            let mut buf = vec![0u8; CHUNK.min(left) as usize];
+            let n = match file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            buf.truncate(n);
+            if let (Some(shared), Some(h)) = (&hasher, own.as_mut()) {
+                h.update(&buf);
+                *shared.lock().unwrap_or_else(|p| p.into_inner()) = h.clone();
+            }
+            left -= n as u64;
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                return; // the request ended
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+}
+
 /// Opens the file of a body: never waiting on a FIFO swapped in, never another file than
 /// the one staged (a symlink to a file elsewhere would send that file's bytes).
-async fn open_body_file(file: &FileRef) -> Result<tokio::fs::File> {
+fn open_body_file(file: &FileRef) -> Result<std::fs::File> {
     let opened = file
         .open()
         .map_err(|e| crate::error::from_read_error(e, |e| Error::io("reading", &file.path, e)))?;
-    Ok(tokio::fs::File::from_std(opened.0))
+    Ok(opened.0)
 }
 
 /// HTTP client for one registry host.
@@ -401,18 +448,26 @@ impl Client {
                 use futures::{StreamExt, TryStreamExt};
                 *hasher.lock().unwrap_or_else(|p| p.into_inner()) = crate::digest::Hasher::new();
                 let chunks = match content {
+                    // Hashed on the thread that reads it ahead.
                     Hashable::File(file) => {
-                        let f = open_body_file(file).await?;
-                        exact_stream(f, &file.path, *len, true).boxed()
+                        let f = open_body_file(file)?;
+                        exact_stream(f, &file.path, *len, true, Some(hasher.clone())).boxed()
                     }
-                    Hashable::Remote(r) => r.open().await?,
+                    Hashable::Remote(r) => {
+                        let hasher = hasher.clone();
+                        r.open()
+                            .await?
+                            .inspect_ok(move |chunk| {
+                                hasher
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .update(chunk)
+                            })
+                            .boxed()
+                    }
                 };
-                let (hasher, progress, source) = (hasher.clone(), progress.clone(), content.name());
+                let (progress, source) = (progress.clone(), content.name());
                 let stream = chunks.inspect_ok(move |chunk| {
-                    hasher
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .update(chunk);
                     progress.emit(crate::progress::ProgressEvent::StageAdvanced {
                         source: source.clone(),
                         bytes: chunk.len() as u64,
@@ -421,13 +476,12 @@ impl Client {
                 (reqwest::Body::wrap_stream(stream), Some(*len))
             }
             Body::File { file, offset, len } => {
-                use tokio::io::AsyncSeekExt;
+                use std::io::Seek;
                 let path = &file.path;
-                let mut f = open_body_file(file).await?;
+                let mut f = open_body_file(file)?;
                 f.seek(std::io::SeekFrom::Start(*offset))
-                    .await
                     .map_err(|e| Error::io("reading", path, e))?;
-                let stream = exact_stream(f, path, *len, false);
+                let stream = exact_stream(f, path, *len, false, None);
                 (reqwest::Body::wrap_stream(stream), Some(*len))
             }
         })
