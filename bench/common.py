@@ -9,6 +9,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "oci-packer")
 GiB = 1 << 30
 
+# The floor of the small-file cases: a bare loop that creates, writes and renames 10,000 files
+# of 4 KiB into a new directory (argv[1]), as a layout writer with named temp files must.
+CREATE_FLOOR = """
+import os, sys
+d = sys.argv[1]
+os.mkdir(d)
+data = b"x" * 4096
+for i in range(10000):
+    tmp = os.path.join(d, f".tmp{i}")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.write(fd, data)
+    os.close(fd)
+    os.rename(tmp, os.path.join(d, f"f{i}"))
+"""
+
 
 def run(cmd, cwd=None, shell=False, ok=(0,)):
     """Runs a command under GNU time; returns (seconds, peak RSS in MiB of the command).

@@ -12,20 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import BIN, GiB, ROOT, median_runs, write_random, write_small_files
-
-CREATE_FLOOR = """
-import os, sys
-d = sys.argv[1]
-os.mkdir(d)
-data = b"x" * 4096
-for i in range(10000):
-    tmp = os.path.join(d, f".tmp{i}")
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.write(fd, data)
-    os.close(fd)
-    os.rename(tmp, os.path.join(d, f"f{i}"))
-"""
+from common import BIN, CREATE_FLOOR, GiB, ROOT, median_runs, write_random, write_small_files
 
 
 def copy_tree_upto(dst, limit):

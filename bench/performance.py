@@ -35,21 +35,9 @@ import subprocess
 import sys
 import tempfile
 
-from common import BIN, GiB, ROOT, Figure, run, settle, write_random, write_small_files
+from common import BIN, CREATE_FLOOR, GiB, ROOT, Figure, run, settle, write_random, write_small_files
 from registry import CLEAR_SKOPEO_CACHE, oras_bin, requests_during, start_registry
 
-FLOOR = """
-import os, sys
-d = sys.argv[1]
-os.mkdir(d)
-data = b"x" * 4096
-for i in range(10000):
-    tmp = os.path.join(d, f".tmp{i}")
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    os.write(fd, data)
-    os.close(fd)
-    os.rename(tmp, os.path.join(d, f"f{i}"))
-"""
 
 # The fastest way this kernel offers to add a named file (what oci-packer does): for
 # information, next to the create+write+rename floor the goal is set against.
@@ -203,7 +191,7 @@ def bench(work, host, log, runs):
         ("oras push --oci-layout (files named)",
          lambda i: ([oras, "push", "--oci-layout", f"../small-oras{i}:v1", *names], False, small), None),
         ("floor: create+write+rename loop (python)",
-         lambda i: ([sys.executable, "-c", FLOOR, f"floor{i}"], False, work), None),
+         lambda i: ([sys.executable, "-c", CREATE_FLOOR, f"floor{i}"], False, work), None),
         ("O_TMPFILE+link loop (python, for information)",
          lambda i: ([sys.executable, "-c", FLOOR_TMPFILE, f"tmpfile{i}"], False, work), None),
     ])

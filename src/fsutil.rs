@@ -460,30 +460,14 @@ pub struct TempAt {
 #[cfg(unix)]
 const FILE_MODE: u32 = 0o644;
 
-/// Whether the process umask leaves [`FILE_MODE`] as it is (so no `fchmod` is needed after a
-/// create). Read once from `/proc/self/status`; unknown counts as "no".
-#[cfg(unix)]
-fn umask_keeps_file_mode() -> bool {
-    static KEEPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *KEEPS.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Umask:"))
-            .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-            .is_some_and(|mask| mask & FILE_MODE == 0)
-    })
-}
-
 #[cfg(unix)]
 impl TempAt {
     /// A new empty temp file in `dir` (whose path is `shown`), mode 0644.
     pub fn new(dir: Arc<std::os::fd::OwnedFd>, shown: &Path) -> Result<TempAt> {
         use rustix::fs::{fchmod, openat, Mode, OFlags};
         let made = |fd: std::os::fd::OwnedFd, name: Option<String>| {
-            if !umask_keeps_file_mode() {
-                let _ = fchmod(&fd, Mode::from_raw_mode(FILE_MODE));
-            }
+            // Whatever the umask is now (a process that embeds the library may change it).
+            let _ = fchmod(&fd, Mode::from_raw_mode(FILE_MODE));
             TempAt {
                 dir: dir.clone(),
                 shown: shown.to_path_buf(),
