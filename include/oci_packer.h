@@ -184,7 +184,7 @@ void oci_packer_string_free(char *s);
 // The library version ("0.1.0"); static, do not free.
 const char *oci_packer_version(void);
 
-// New options with the defaults (concurrency 4, no fsync, no registry credentials, …).
+// New options with the defaults (concurrency 8, no fsync, no registry credentials, …).
 struct oci_packer_options *oci_packer_options_new(void);
 
 // Frees options. NULL is a no-op.

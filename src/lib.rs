@@ -56,7 +56,9 @@ pub use error::{Error, ErrorKind, Problem, Result};
 pub use extract::Extracted;
 pub use list::{ListEntry, Listing, TreeNode};
 pub use mount::{MountSpec, Mounted, Unmounted};
-pub use options::{Options, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MAX_CONCURRENCY};
+pub use options::{
+    Options, DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MAX_CONCURRENCY,
+};
 pub use pack::Packed;
 pub use packfile::{ConfigSpec, ItemSpec, PackFile, PackInput};
 pub use progress::{Progress, ProgressEvent, ProgressFields};

@@ -169,7 +169,7 @@ type options struct {
 	progress                                                              func(ProgressEvent)
 }
 
-// WithConcurrency sets -j (default 4).
+// WithConcurrency sets -j (default 8).
 func WithConcurrency(n uint32) Option { return func(o *options) { o.concurrency = n } }
 
 // WithTmpDir sets --tmp-dir.
@@ -279,7 +279,7 @@ func goProgress(event *C.oci_packer_progress, userData unsafe.Pointer) {
 
 // newCall builds the C options of one operation, with a cancel handle.
 func newCall(opts []Option) (*call, error) {
-	o := options{concurrency: 4}
+	o := options{concurrency: 8}
 	for _, f := range opts {
 		f(&o)
 	}

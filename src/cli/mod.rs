@@ -54,7 +54,7 @@ struct Global {
     #[arg(long, value_enum, default_value = "text", global = true)]
     format: Format,
     /// Blob transfers at once.
-    #[arg(short = 'j', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    #[arg(short = 'j', long, default_value_t = crate::DEFAULT_CONCURRENCY as u16, value_parser = clap::value_parser!(u16).range(1..), global = true)]
     concurrency: u16,
     /// Directory for downloads and archives (default: the system temp dir).
     #[arg(long, value_name = "DIR", global = true)]

@@ -373,7 +373,7 @@ pub struct oci_packer_options {
     inner: Options,
 }
 
-/// New options with the defaults (concurrency 4, no fsync, no registry credentials, …).
+/// New options with the defaults (concurrency 8, no fsync, no registry credentials, …).
 #[no_mangle]
 pub extern "C" fn oci_packer_options_new() -> *mut oci_packer_options {
     Box::into_raw(Box::new(oci_packer_options {

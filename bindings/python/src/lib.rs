@@ -195,7 +195,7 @@ fn options(opts: &str) -> PyResult<Options> {
     let o: PyOptions =
         serde_json::from_str(opts).map_err(|e| PyTypeError::new_err(format!("bad option: {e}")))?;
     Ok(Options {
-        concurrency: o.concurrency.unwrap_or(4),
+        concurrency: o.concurrency.unwrap_or(oci_packer::DEFAULT_CONCURRENCY),
         tmp_dir: o.tmp_dir,
         fsync: o.fsync,
         created: o.created,
