@@ -379,6 +379,22 @@ impl std::io::Read for StableRead {
         if self.remaining == 0 {
             if !self.checked {
                 self.checked = true;
+                // A file that says it is empty yet has bytes (`/proc`, `/sys`): its size is no
+                // promise, so it cannot be packed as it is.
+                let mut probe = [0u8; 1];
+                if self.size == 0 && self.file.read(&mut probe)? > 0 {
+                    return Err(std::io::Error::other(
+                        Error::new(
+                            ErrorKind::InvalidArgument,
+                            format!(
+                                "{}: its size reads 0 bytes, yet it has content (a file of /proc \
+                                 or /sys?); copy it to a regular file and pack that",
+                                self.path.display()
+                            ),
+                        )
+                        .with_path(&self.path),
+                    ));
+                }
                 let meta = self.file.metadata()?;
                 if meta.len() != self.size {
                     return Err(self.changed(format!("{} bytes, then {}", self.size, meta.len())));

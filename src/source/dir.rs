@@ -308,6 +308,14 @@ pub async fn stage_files(
             .into_iter()
             .filter(|e| e.kind == EntryKind::File)
             .collect();
+        // Before any file is read.
+        super::check_manifest_room(
+            &uri,
+            files.iter().map(|e| e.rel.as_str()),
+            "files",
+            "the directory",
+            "its subdirectories as separate items",
+        )?;
         let hashed = in_parallel(&files, |e| {
             stage_path(&FileRef::new(e.path.clone(), e.id), &uri, &ctx)
         })?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use oci_spec::image::Descriptor;
 
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 
 pub mod cache;
@@ -238,6 +238,34 @@ pub struct StageContext {
     pub held: Arc<std::sync::atomic::AtomicU64>,
     /// The S3 client and credentials the pack's S3 items share.
     pub s3: s3::Clients,
+}
+
+/// Refuses, before anything is read, a directory or prefix with so many entries (named by
+/// their relative paths `names`) that their layers cannot fit one manifest: a layer's
+/// descriptor takes at least ~180 bytes of JSON plus its title. `what` names the entries
+/// ("files"), `whole` the source ("the directory"), `split` how to cut it.
+pub(crate) fn check_manifest_room<'a>(
+    uri: &str,
+    names: impl Iterator<Item = &'a str>,
+    what: &str,
+    whole: &str,
+    split: &str,
+) -> Result<()> {
+    let (mut count, mut least) = (0u64, 0u64);
+    for name in names {
+        count += 1;
+        least += 180 + name.len() as u64;
+    }
+    if least > crate::store::MAX_MANIFEST_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{uri}: {count} {what} would make a manifest larger than 4 MiB; pack {whole} with archive:, or {split}"
+            ),
+        )
+        .with_reference(uri));
+    }
+    Ok(())
 }
 
 /// The most bytes of staged blobs one pack keeps in memory.

@@ -844,3 +844,56 @@ fn verify_reads_registries_and_names_a_corrupted_blob() {
         "{out}"
     );
 }
+
+/// A directory with more files than one manifest can name fails right after the walk —
+/// before any file is read — in bounded memory, and creates no layout. (Hashed first, 50,000
+/// small files took 197 MB before the same error.)
+#[test]
+fn a_directory_too_large_for_one_manifest_fails_before_reading() {
+    let d = TestDir::new();
+    let src = d.join("many");
+    for i in 0..25_000 {
+        let sub = src.join(format!("d{:02}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&sub).expect("mkdir");
+        }
+        std::fs::write(sub.join(format!("f{i:05}")), b"x").expect("write");
+    }
+    d.write("pack.yaml", "items:\n  - from: dir://many\n");
+    let (o, kib) = run_measured(&d.path, &["pack", "-f", "pack.yaml", "oci://out:v1"], &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("25000 files would make a manifest larger than 4 MiB")
+            && err.contains("archive:"),
+        "{err}"
+    );
+    assert!(kib < RSS_LIMIT_KIB, "peak RSS {kib} KiB");
+    assert!(!d.join("out").exists(), "a layout was created");
+}
+
+/// A file whose size reads 0 yet has content (`/proc`) is refused naming it, into a layout
+/// and into a registry alike: never packed as an empty layer.
+#[test]
+fn a_file_that_says_it_is_empty_but_is_not_is_refused() {
+    let registry = RegistryServer::start();
+    let d = TestDir::new();
+    d.write("pack.yaml", "items:\n  - from: file:///proc/self/status\n");
+    let to_registry = registry.reference("proc/status:v1");
+    for target in ["oci://out:v1", to_registry.as_str()] {
+        let o = run(
+            &d.path,
+            &["--plain-http", "pack", "-f", "pack.yaml", target],
+            &[],
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{target}: {err}");
+        assert!(
+            err.contains("/proc/self/status: its size reads 0 bytes, yet it has content"),
+            "{target}: {err}"
+        );
+    }
+    assert!(!d.join("out/index.json").exists());
+    let log = registry.log();
+    assert!(log_requests(&log, "PUT", "/v2/proc/").is_empty(), "{log}");
+}

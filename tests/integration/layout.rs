@@ -487,7 +487,7 @@ fn blob_directories_must_be_real_directories() {
 }
 
 /// A manifest over 4 MiB (a directory of 20,000 files as one layer each) is refused before
-/// anything is written, for a dry run too.
+/// anything is read or written, for a dry run too.
 #[test]
 fn manifests_over_four_mib_are_refused_before_writing() {
     let d = TestDir::new();
@@ -502,7 +502,7 @@ fn manifests_over_four_mib_are_refused_before_writing() {
         let o = run(&d.path, &args, &[]);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(
-            stderr(&o).contains("the manifest would be"),
+            stderr(&o).contains("20000 files would make a manifest larger than 4 MiB"),
             "{}",
             stderr(&o)
         );

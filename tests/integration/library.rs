@@ -423,12 +423,14 @@ fn directories_exchanged_for_links_during_the_walk_never_pack_outside_files() {
 }
 
 /// Sources staged, then swapped before they are sent: a symlink to another file of the same
-/// size, or a FIFO. The upload refuses both (the FIFO is never waited on) and the registry
-/// never receives the other file's bytes; a layout target refuses them the same way.
+/// size, a FIFO, or the same file edited in place (same size, same inode). The upload refuses
+/// all three, naming the file (the FIFO is never waited on; the edited file's bytes are
+/// checked against the digest staging computed before the upload can complete) and the
+/// registry never receives the other file's bytes; a layout target refuses them the same way.
 #[test]
 fn sources_swapped_after_staging_are_never_sent() {
     let reg = RegistryServer::start();
-    for swap in ["symlink", "fifo"] {
+    for swap in ["symlink", "fifo", "edit"] {
         for to_registry in [true, false] {
             let d = TestDir::new();
             d.write("z.txt", "original");
@@ -443,6 +445,15 @@ fn sources_swapped_after_staging_are_never_sent() {
                     let mut done = flag.lock().expect("lock");
                     if matches!(e, ProgressEvent::Started { .. }) && !*done {
                         *done = true;
+                        if swap == "edit" {
+                            use std::io::Write;
+                            let mut f = std::fs::OpenOptions::new()
+                                .write(true)
+                                .open(&z)
+                                .expect("open for writing");
+                            f.write_all(b"SECRET!!").expect("edit in place");
+                            return;
+                        }
                         std::fs::remove_file(&z).expect("rm");
                         if swap == "symlink" {
                             std::os::unix::fs::symlink(&outside, &z).expect("ln");
@@ -467,8 +478,8 @@ fn sources_swapped_after_staging_are_never_sent() {
             let e = oci_packer::pack(yaml(&d, text), &target, &opts).expect_err(swap);
             assert!(*done.lock().expect("lock"), "{swap}: not swapped");
             let want = match swap {
-                "symlink" => "changed while packing",
-                _ => "not a regular file",
+                "fifo" => "not a regular file",
+                _ => "changed while packing",
             };
             assert!(
                 e.to_string().contains(want) && e.to_string().contains("z.txt"),
@@ -486,6 +497,16 @@ fn sources_swapped_after_staging_are_never_sent() {
                     .output()
                     .expect("curl");
                 assert_eq!(String::from_utf8_lossy(&code.stdout), "404", "{swap}");
+                let tag = format!("http://{}/v2/{repo}/a/manifests/v1", reg.addr);
+                let code = std::process::Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I", &tag])
+                    .output()
+                    .expect("curl");
+                assert_eq!(
+                    String::from_utf8_lossy(&code.stdout),
+                    "404",
+                    "{swap}: tagged"
+                );
             } else {
                 let index: serde_json::Value = serde_json::from_slice(
                     &std::fs::read(d.join("out/index.json")).expect("index"),

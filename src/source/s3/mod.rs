@@ -378,18 +378,14 @@ pub async fn stage_prefix(
 ) -> Result<Vec<StagedBlob>> {
     let bucket = Arc::new(Bucket::open(uri, ctx)?);
     let files = files_below(&bucket, uri).await?;
-    // Before any object is read: a layer descriptor takes at least ~180 bytes of JSON.
-    let least: u64 = files.iter().map(|(_, rel, _)| 180 + rel.len() as u64).sum();
-    if least > crate::store::MAX_MANIFEST_BYTES {
-        return Err(Error::new(
-            ErrorKind::InvalidArgument,
-            format!(
-                "{uri}: {} objects would make a manifest larger than 4 MiB; pack the prefix with archive:, or narrower prefixes",
-                files.len()
-            ),
-        )
-        .with_reference(uri.to_string()));
-    }
+    // Before any object is read.
+    super::check_manifest_room(
+        &uri.to_string(),
+        files.iter().map(|(_, rel, _)| rel.as_str()),
+        "objects",
+        "the prefix",
+        "narrower prefixes",
+    )?;
     let dir = uri.base_name();
     futures::stream::iter(files.into_iter().map(|(key, rel, meta)| {
         let mut annotations = with_title(&spec.annotations, &rel);

@@ -109,24 +109,33 @@ impl Layout {
     /// first write. `fsync` makes blobs durable before `index.json` names them.
     pub fn open(dir: &Path, fsync: bool) -> Result<Layout> {
         let mut layout = Layout::new(dir, fsync);
-        layout.fresh = !dir.join(LAYOUT_FILE).exists();
-        if !layout.fresh {
+        let mut is_layout = dir.join(LAYOUT_FILE).exists();
+        if !is_layout {
+            if dir.is_file() {
+                return Err(layout_err(dir, "is a file, not a directory"));
+            }
+            // A temp `oci-layout` means another process is creating this layout right now.
+            // So does our lock or a temp file of ours.
+            let foreign = fs::read_dir(dir).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| !e.file_name().to_string_lossy().starts_with(".oci-packer"))
+            });
+            // Another writer creates `oci-layout` before anything else: one that did since
+            // the first look made this a layout.
+            is_layout = foreign && dir.join(LAYOUT_FILE).exists();
+            if foreign && !is_layout {
+                return Err(layout_err(
+                    dir,
+                    "exists but is not an OCI image layout (no oci-layout file); use a new or empty directory",
+                ));
+            }
+        }
+        layout.fresh = !is_layout;
+        if is_layout {
             layout.check()?;
             // A writer holds the operation lock from the start — before it decides which
             // blobs are already there — so a collection never removes a blob it skipped.
             layout.hold_for_writing()?;
-        } else if dir.is_file() {
-            return Err(layout_err(dir, "is a file, not a directory"));
-        } else if fs::read_dir(dir).is_ok_and(|d| {
-            // A temp `oci-layout` means another process is creating this layout right now.
-            // So does our lock or a temp file of ours.
-            d.flatten()
-                .any(|e| !e.file_name().to_string_lossy().starts_with(".oci-packer"))
-        }) {
-            return Err(layout_err(
-                dir,
-                "exists but is not an OCI image layout (no oci-layout file); use a new or empty directory",
-            ));
         }
         Ok(layout)
     }
@@ -430,6 +439,10 @@ impl Layout {
         }
         let mut tmp = TempAt::new(blobs.clone(), &self.blobs_path())?;
         let downloading = matches!(blob, Blob::Stream(_));
+        let source = match &blob {
+            Blob::File(f) | Blob::Spooled(f, _) => Some(f.path.clone()),
+            _ => None,
+        };
         let from = match &blob {
             Blob::File(f) | Blob::Spooled(f, _) => f.path.display().to_string(),
             Blob::Bytes(_) => "memory".to_string(),
@@ -469,7 +482,17 @@ impl Layout {
                 }
             })
         })?;
-        verify::check(desc, &from, &got, size)?;
+        verify::check(desc, &from, &got, size).map_err(|e| match &source {
+            // A file staged (hashed) earlier and edited in place since.
+            Some(path) => crate::fsutil::changed_while_packing(
+                path,
+                &format!(
+                    "{size} bytes with digest {got}, not {} as when it was hashed",
+                    desc.digest()
+                ),
+            ),
+            None => e,
+        })?;
         if self.fsync {
             tmp.file()
                 .sync_all()

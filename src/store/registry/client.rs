@@ -12,6 +12,7 @@ use reqwest::{Method, Response, StatusCode};
 use tokio::sync::Mutex;
 
 use super::credentials::{basic_header, Credential};
+use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::FileRef;
 use crate::store::staging::Hashable;
@@ -50,6 +51,10 @@ pub enum Body {
         offset: u64,
         /// Bytes to send.
         len: u64,
+        /// For a whole file: the digest its bytes must have. They are hashed as they are
+        /// read and the last chunk is held back until the digest matches, so a file edited
+        /// in place since it was hashed never completes an upload under the old digest.
+        expect: Option<Digest>,
     },
     /// A whole file or remote object, hashed as it is sent (the hasher is reset on every
     /// attempt, which reads the content again from its start) and reported to `progress` as
@@ -67,12 +72,14 @@ pub enum Body {
 }
 
 impl Body {
-    /// A whole file of `len` bytes.
-    pub fn file(file: FileRef, len: u64) -> Body {
+    /// The whole file of the blob `desc` (its size; its digest checked as it is read when it
+    /// is one this build can compute).
+    pub fn file(file: FileRef, desc: &oci_spec::image::Descriptor) -> Body {
         Body::File {
             file,
             offset: 0,
-            len,
+            len: desc.size(),
+            expect: Digest::parse(desc.digest().as_ref()).ok(),
         }
     }
 
@@ -95,12 +102,18 @@ impl Body {
         match self {
             Body::Empty => Body::Empty,
             Body::Bytes(b) => Body::Bytes(b.slice(offset as usize..(offset + len) as usize)),
+            // A part of a file cannot be checked against the whole's digest: the registry
+            // checks the digest when the session is closed.
             Body::File {
-                file, offset: base, ..
+                file,
+                offset: base,
+                len: whole,
+                expect,
             } => Body::File {
                 file: file.clone(),
                 offset: base + offset,
                 len,
+                expect: expect.clone().filter(|_| offset == 0 && len == *whole),
             },
             Body::Hashing {
                 content: Hashable::File(file),
@@ -109,6 +122,7 @@ impl Body {
                 file: file.clone(),
                 offset,
                 len,
+                expect: None,
             },
             // Ingestion sends a hashing body whole, in one PATCH; only uploads of a known
             // digest are cut into chunks.
@@ -123,22 +137,25 @@ impl Body {
 /// The next `len` bytes of `file` as a body stream that fails — with the library error
 /// "changed while packing" inside the `io::Error` — when the file ends before `len` bytes
 /// or, for a `whole` file, goes on past them, instead of sending a short or long body the
-/// server would cut. Read ahead on a blocking thread (see [`read_ahead`]), hashed there into
-/// `hasher` when given.
+/// server would cut. Read ahead on a blocking thread (see [`read_ahead`]), hashed there for
+/// `check`.
 fn exact_stream(
     file: std::fs::File,
     path: &std::path::Path,
     len: u64,
     whole: bool,
-    hasher: Option<std::sync::Arc<std::sync::Mutex<crate::digest::Hasher>>>,
+    check: Option<Check>,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     use futures::StreamExt;
     let path = path.to_path_buf();
-    let changed = move |what: String| {
-        std::io::Error::other(crate::fsutil::changed_while_packing(&path, &what))
+    let changed = {
+        let path = path.clone();
+        move |what: String| {
+            std::io::Error::other(crate::fsutil::changed_while_packing(&path, &what))
+        }
     };
     // One byte more than `len` of a whole file, to see a file that grew.
-    let chunks = read_ahead(file, len + u64::from(whole), hasher);
+    let chunks = read_ahead(file, &path, len + u64::from(whole), check);
     let mut sent = 0u64;
     let mut ended = false;
     chunks
@@ -165,47 +182,90 @@ fn exact_stream(
         })
 }
 
-/// Chunks read from `file`'s position on, `limit` bytes at most: read on a blocking thread
-/// that stays a few chunks ahead of the sender and hashes each chunk (when `hasher` is
-/// given: it holds the hash of every chunk handed on so far) while it is still in that
-/// core's cache, so reading, hashing and sending overlap. The thread stops when the stream
-/// is dropped.
+/// What the thread of [`read_ahead`] does with the hash of what it reads.
+#[derive(Debug, Clone)]
+enum Check {
+    /// Keeps the hash of every chunk handed on so far in the shared hasher.
+    Publish(std::sync::Arc<std::sync::Mutex<crate::digest::Hasher>>),
+    /// Holds the last chunk back until the whole content has this digest; otherwise ends
+    /// with "changed while packing" instead.
+    Expect(Digest),
+}
+
+/// Chunks read from `file`'s position on (`path` for messages), `limit` bytes at most: read
+/// on a blocking thread that stays a few chunks ahead of the sender and hashes each chunk for
+/// `check` while it is still in that core's cache, so reading, hashing and sending overlap.
+/// The thread stops when the stream is dropped.
 fn read_ahead(
     mut file: std::fs::File,
+    path: &std::path::Path,
     limit: u64,
-    hasher: Option<std::sync::Arc<std::sync::Mutex<crate::digest::Hasher>>>,
+    check: Option<Check>,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     use std::io::Read;
     /// Chunk size: a quarter of a core's L2 cache here; 4 chunks ahead.
     const CHUNK: u64 = 256 << 10;
     const AHEAD: usize = 4;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(AHEAD);
+    let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        // This attempt's own hasher, copied out before each chunk is handed on (a sender
-        // may end the request as soon as the last byte went, without asking for more): a
-        // thread of an attempt that was given up replaces the state at most once, right
-        // away, and never mixes its bytes into the next attempt's.
-        let mut own = hasher.as_ref().map(|_| crate::digest::Hasher::new());
+        // This attempt's own hasher. Published (copied out) before each chunk is handed on
+        // (a sender may end the request as soon as the last byte went, without asking for
+        // more): a thread of an attempt that was given up replaces the state at most once,
+        // right away, and never mixes its bytes into the next attempt's.
+        let mut own = check.as_ref().map(|_| crate::digest::Hasher::new());
+        // With an expected digest, each chunk is handed on only once the next was read: the
+        // last one goes only when the digest is right.
+        let mut held: Option<Bytes> = None;
+        let send = |chunk| tx.blocking_send(chunk).is_ok();
         let mut left = limit;
         while left > 0 {
             let mut buf = vec![0u8; CHUNK.min(left) as usize];
             let n = match file.read(&mut buf) {
-                Ok(0) => return,
+                Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
+                    send(Err(e));
                     return;
                 }
             };
             buf.truncate(n);
-            if let (Some(shared), Some(h)) = (&hasher, own.as_mut()) {
-                h.update(&buf);
-                *shared.lock().unwrap_or_else(|p| p.into_inner()) = h.clone();
-            }
             left -= n as u64;
-            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                return; // the request ended
+            if let Some(h) = own.as_mut() {
+                h.update(&buf);
+            }
+            let chunk = Bytes::from(buf);
+            let ready = match &check {
+                Some(Check::Publish(shared)) => {
+                    let h = own.as_ref().expect("a hasher with a check").clone();
+                    *shared.lock().unwrap_or_else(|p| p.into_inner()) = h;
+                    Some(chunk)
+                }
+                Some(Check::Expect(_)) => held.replace(chunk),
+                None => Some(chunk),
+            };
+            if let Some(c) = ready {
+                if !send(Ok(c)) {
+                    return; // the request ended
+                }
+            }
+        }
+        if let (Some(Check::Expect(expected)), Some(h)) = (&check, own) {
+            let (got, n) = h.finish();
+            if got != *expected {
+                send(Err(std::io::Error::other(
+                    crate::fsutil::changed_while_packing(
+                        &path,
+                        &format!(
+                            "{n} bytes with digest {got}, not {expected} as when it was hashed"
+                        ),
+                    ),
+                )));
+                return;
+            }
+            if let Some(c) = held {
+                send(Ok(c));
             }
         }
     });
@@ -451,7 +511,8 @@ impl Client {
                     // Hashed on the thread that reads it ahead.
                     Hashable::File(file) => {
                         let f = open_body_file(file)?;
-                        exact_stream(f, &file.path, *len, true, Some(hasher.clone())).boxed()
+                        let check = Some(Check::Publish(hasher.clone()));
+                        exact_stream(f, &file.path, *len, true, check).boxed()
                     }
                     Hashable::Remote(r) => {
                         let hasher = hasher.clone();
@@ -475,13 +536,19 @@ impl Client {
                 });
                 (reqwest::Body::wrap_stream(stream), Some(*len))
             }
-            Body::File { file, offset, len } => {
+            Body::File {
+                file,
+                offset,
+                len,
+                expect,
+            } => {
                 use std::io::Seek;
                 let path = &file.path;
                 let mut f = open_body_file(file)?;
                 f.seek(std::io::SeekFrom::Start(*offset))
                     .map_err(|e| Error::io("reading", path, e))?;
-                let stream = exact_stream(f, path, *len, false, None);
+                let check = expect.clone().map(Check::Expect);
+                let stream = exact_stream(f, path, *len, *offset == 0 && expect.is_some(), check);
                 (reqwest::Body::wrap_stream(stream), Some(*len))
             }
         })

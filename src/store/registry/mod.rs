@@ -811,7 +811,7 @@ impl Registry {
             Blob::Bytes(b) => (Body::Bytes(b), None),
             blob @ (Blob::File(_) | Blob::Spooled(..)) => {
                 let file = blob.into_file_ref().expect("a file");
-                (Body::file(file, desc.size()), None)
+                (Body::file(file, desc), None)
             }
             Blob::Stream(reader) => {
                 use tokio::io::AsyncReadExt;
@@ -847,7 +847,7 @@ impl Registry {
                     ));
                 }
                 (
-                    Body::file(FileRef::new(path.to_path_buf(), Some(id)), desc.size()),
+                    Body::file(FileRef::new(path.to_path_buf(), Some(id)), desc),
                     Some(path),
                 )
             }
