@@ -68,8 +68,8 @@ curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T "$3"
 
 def paired(runs, series):
     """Runs each series' command once per run, interleaved, the order rotated every run;
-    `series` is a list of (label, make_cmd(i) -> (cmd, shell, cwd), cleanup(i) or None).
-    Prints and returns {label: Figure}."""
+    `series` is a list of (label, make_cmd(i) -> (cmd, shell, cwd), cleanup(i) or None), as
+    `series()` makes them. Prints and returns {label: Figure}."""
     times = {label: [] for label, _, _ in series}
     rss = {label: [] for label, _, _ in series}
     for i in range(runs):
@@ -90,6 +90,17 @@ def paired(runs, series):
               f"{', '.join(f'{t:.2f}' for t in times[label])})  peak RSS {max(rss[label]):6.1f} MiB")
         out[label] = Figure(med, ts[0], max(rss[label]))
     return out
+
+
+def conclude(rows, workload, ours, peers, ratios, goal, extra="", note=""):
+    """Prints a row's verdict and adds it to the closing table."""
+    print(f"  => {ratios} (goal {goal}){extra}")
+    rows.append((workload, ours, peers, ratios, goal, note))
+
+
+def series(label, make, cwd):
+    """One series of `paired`: `make(i)` gives a shell command (str) or an argv (list)."""
+    return (label, lambda i: (make(i), isinstance(make(i), str), cwd), None)
 
 
 def fresh_fs(size_gib):
@@ -162,22 +173,20 @@ def bench(work, host, log, runs):
     subprocess.run(f"{CLEAR_SKOPEO_CACHE}; skopeo copy --quiet --dest-tls-verify=false oci:layout:v1 "
                    f"docker://{host}/warm-skopeo/big:v1", shell=True, cwd=work, check=True)
     f = paired(runs, [
-        ("oci-packer pack (known location: mount)",
-         lambda i: (f"XDG_CACHE_HOME={cache} {BIN} --plain-http pack -f file.yaml {host}/m-ours{i}/big:v1",
-                    True, work), None),
-        ("skopeo copy (blob-info cache warm: mount)",
-         lambda i: (f"skopeo copy --quiet --dest-tls-verify=false oci:layout:v1 docker://{host}/m-skopeo{i}/big:v1",
-                    True, work), None),
+        series("oci-packer pack (known location: mount)",
+               lambda i: f"XDG_CACHE_HOME={cache} {BIN} --plain-http pack -f file.yaml {host}/m-ours{i}/big:v1", work),
+        series("skopeo copy (blob-info cache warm: mount)",
+               lambda i: f"skopeo copy --quiet --dest-tls-verify=false oci:layout:v1 "
+                         f"docker://{host}/m-skopeo{i}/big:v1", work),
     ])
     counts = requests_during(log, lambda: subprocess.run(
         f"XDG_CACHE_HOME={cache} {BIN} --plain-http pack -f file.yaml {host}/m-probe/big:v1",
         shell=True, cwd=work, check=True, stdout=subprocess.DEVNULL))
     ours, peer = f["oci-packer pack (known location: mount)"], f["skopeo copy (blob-info cache warm: mount)"]
-    print(f"  => {ours.ratio(peer)} skopeo's time (goal <= 1x); oci-packer's requests "
-          f"{json.dumps(counts, sort_keys=True)} (a PATCH would carry layer bytes)")
-    rows.append(("1 GiB blob known in another repository -> new repository", f"{ours.median:.3f} s",
-                 f"skopeo {peer.median:.3f} s", ours.ratio(peer), "<= 1x skopeo, 0 layer bytes",
-                 f"PATCH {counts.get('PATCH', 0)}"))
+    conclude(rows, "1 GiB blob known in another repository -> new repository", f"{ours.median:.3f} s",
+             f"skopeo {peer.median:.3f} s", f"{ours.ratio(peer)} skopeo's time", "<= 1x skopeo, 0 layer bytes",
+             f"; oci-packer's requests {json.dumps(counts, sort_keys=True)} (a PATCH would carry layer bytes)",
+             f"PATCH {counts.get('PATCH', 0)}")
 
     # 2. 10,000 small files.
     small = os.path.join(work, "small")
@@ -187,62 +196,57 @@ def bench(work, host, log, runs):
         fh.write("items:\n  - from: dir://small\n")
     print("\n2. 10,000 files of 4 KiB via dir:// -> layout (one layer per file)")
     f = paired(runs, [
-        ("oci-packer pack",
-         lambda i: ([BIN, "--no-cache", "pack", "-f", "dir.yaml", f"oci://small-ours{i}:v1"], False, work), None),
-        ("oras push --oci-layout (files named)",
-         lambda i: ([oras, "push", "--oci-layout", f"../small-oras{i}:v1", *names], False, small), None),
-        ("floor: create+write+rename loop (python)",
-         lambda i: ([sys.executable, "-c", CREATE_FLOOR, f"floor{i}"], False, work), None),
-        ("O_TMPFILE+link loop (python, for information)",
-         lambda i: ([sys.executable, "-c", FLOOR_TMPFILE, f"tmpfile{i}"], False, work), None),
+        series("oci-packer pack",
+               lambda i: [BIN, "--no-cache", "pack", "-f", "dir.yaml", f"oci://small-ours{i}:v1"], work),
+        series("oras push --oci-layout (files named)",
+               lambda i: [oras, "push", "--oci-layout", f"../small-oras{i}:v1", *names], small),
+        series("floor: create+write+rename loop (python)",
+               lambda i: [sys.executable, "-c", CREATE_FLOOR, f"floor{i}"], work),
+        series("O_TMPFILE+link loop (python, for information)",
+               lambda i: [sys.executable, "-c", FLOOR_TMPFILE, f"tmpfile{i}"], work),
     ])
     ours, peer, floor = (f["oci-packer pack"], f["oras push --oci-layout (files named)"],
                          f["floor: create+write+rename loop (python)"])
-    print(f"  => {ours.ratio(peer)} ORAS's time (goal <= 0.5x), {ours.ratio(floor)} the floor's (goal <= 1.3x); "
-          f"{10_000 / ours.median:,.0f} files/s; peak RSS {ours.rss:.1f} MiB (goal <= 64), ORAS {peer.rss:.1f} MiB")
-    rows.append(("10,000 files of 4 KiB via dir:// -> layout", f"{ours.median:.3f} s, {ours.rss:.0f} MiB",
-                 f"ORAS {peer.median:.3f} s; floor {floor.median:.3f} s",
-                 f"{ours.ratio(peer)} ORAS; {ours.ratio(floor)} floor", "<= 0.5x ORAS, <= 1.3x floor, <= 64 MiB", ""))
+    conclude(rows, "10,000 files of 4 KiB via dir:// -> layout", f"{ours.median:.3f} s, {ours.rss:.0f} MiB",
+             f"ORAS {peer.median:.3f} s; floor {floor.median:.3f} s",
+             f"{ours.ratio(peer)} ORAS; {ours.ratio(floor)} floor", "<= 0.5x ORAS, <= 1.3x floor, <= 64 MiB",
+             f"; {10_000 / ours.median:,.0f} files/s; ORAS {peer.rss:.1f} MiB")
 
     # 3. One 1 GiB file into a layout.
     print("\n3. 1 GiB file -> layout (a fresh digest cache every run: the file's first pack)")
     f = paired(runs, [
-        ("oci-packer pack",
-         lambda i: (f"XDG_CACHE_HOME={work}/cache-l{i} {BIN} pack -f file.yaml oci://big-ours{i}:v1", True, work),
-         None),
-        ("openssl dgst -sha256 (one hash pass: the limit)",
-         lambda i: (["openssl", "dgst", "-sha256", big], False, work), None),
-        ("oras push --oci-layout",
-         lambda i: ([oras, "push", "--oci-layout", f"big-oras{i}:v1", "big.bin"], False, work), None),
+        series("oci-packer pack",
+               lambda i: f"XDG_CACHE_HOME={work}/cache-l{i} {BIN} pack -f file.yaml oci://big-ours{i}:v1", work),
+        series("openssl dgst -sha256 (one hash pass: the limit)", lambda i: ["openssl", "dgst", "-sha256", big], work),
+        series("oras push --oci-layout",
+               lambda i: [oras, "push", "--oci-layout", f"big-oras{i}:v1", "big.bin"], work),
     ])
     ours, ssl, peer = (f["oci-packer pack"], f["openssl dgst -sha256 (one hash pass: the limit)"],
                        f["oras push --oci-layout"])
-    print(f"  => {ours.ratio(ssl)} OpenSSL's time (goal <= 1.2x), {ours.ratio(peer)} ORAS's; "
-          f"peak RSS {ours.rss:.1f} MiB")
-    rows.append(("1 GiB file -> layout", f"{ours.median:.3f} s", f"OpenSSL {ssl.median:.3f} s; ORAS {peer.median:.3f} s",
-                 f"{ours.ratio(ssl)} OpenSSL; {ours.ratio(peer)} ORAS", "<= 1.2x OpenSSL", ""))
+    conclude(rows, "1 GiB file -> layout", f"{ours.median:.3f} s, {ours.rss:.0f} MiB",
+             f"OpenSSL {ssl.median:.3f} s; ORAS {peer.median:.3f} s",
+             f"{ours.ratio(ssl)} OpenSSL; {ours.ratio(peer)} ORAS", "<= 1.2x OpenSSL")
 
     # 4. One 1 GiB file into a registry, a fresh repository every run of every tool.
     print("\n4. 1 GiB file -> registry, a fresh repository every run of every tool")
     f = paired(runs, [
-        ("oci-packer pack (digest not known yet)",
-         lambda i: (f"XDG_CACHE_HOME={work}/cache-p{i} {BIN} --plain-http pack -f file.yaml {host}/p-ours{i}/big:v1",
-                    True, work), None),
-        ("oci-packer pack (digest remembered)",
-         lambda i: (f"rm -rf {work}/cache-known/oci-packer/locations; XDG_CACHE_HOME={work}/cache-known {BIN} "
-                    f"--plain-http pack -f file.yaml {host}/p-cached{i}/big:v1", True, work), None),
-        ("oras push",
-         lambda i: ([oras, "push", "--plain-http", f"{host}/p-oras{i}/big:v1", "big.bin"], False, work), None),
-        ("curl: POST + one PUT with the digest (the limit)",
-         lambda i: (["sh", "-c", CURL_PUT, "put", host, f"p-curl{i}/big", big, digest], False, work), None),
+        series("oci-packer pack (digest not known yet)",
+               lambda i: f"XDG_CACHE_HOME={work}/cache-p{i} {BIN} --plain-http pack -f file.yaml "
+                         f"{host}/p-ours{i}/big:v1", work),
+        series("oci-packer pack (digest remembered)",
+               lambda i: f"rm -rf {work}/cache-known/oci-packer/locations; XDG_CACHE_HOME={work}/cache-known {BIN} "
+                         f"--plain-http pack -f file.yaml {host}/p-cached{i}/big:v1", work),
+        series("oras push", lambda i: [oras, "push", "--plain-http", f"{host}/p-oras{i}/big:v1", "big.bin"], work),
+        series("curl: POST + one PUT with the digest (the limit)",
+               lambda i: ["sh", "-c", CURL_PUT, "put", host, f"p-curl{i}/big", big, digest], work),
     ])
     ours, cached, peer, curl = (f["oci-packer pack (digest not known yet)"], f["oci-packer pack (digest remembered)"],
                                 f["oras push"], f["curl: POST + one PUT with the digest (the limit)"])
-    print(f"  => {ours.ratio(curl)} curl's time (goal <= 1.05x), digest remembered {cached.ratio(curl)}; "
-          f"{ours.ratio(peer)} ORAS's; peak RSS {ours.rss:.1f} MiB, ORAS {peer.rss:.1f} MiB")
-    rows.append(("1 GiB file -> registry, fresh repository", f"{ours.median:.3f} s (remembered {cached.median:.3f} s)",
-                 f"curl {curl.median:.3f} s; ORAS {peer.median:.3f} s",
-                 f"{ours.ratio(curl)} curl; {ours.ratio(peer)} ORAS", "<= 1.05x curl", ""))
+    conclude(rows, "1 GiB file -> registry, fresh repository",
+             f"{ours.median:.3f} s (remembered {cached.median:.3f} s), {ours.rss:.0f} MiB",
+             f"curl {curl.median:.3f} s; ORAS {peer.median:.3f} s",
+             f"{ours.ratio(curl)} curl (remembered {cached.ratio(curl)}); {ours.ratio(peer)} ORAS", "<= 1.05x curl",
+             f"; ORAS {peer.rss:.1f} MiB")
 
     print("\n| workload | oci-packer | peer / limit | ratio | goal | note |\n|---|---|---|---|---|---|")
     for r in rows:
