@@ -226,6 +226,20 @@ pub async fn blocking<T: Send + 'static>(
     .map_err(|e| Error::new(ErrorKind::Internal, format!("worker thread failed: {e}")))?
 }
 
+/// [`changed_while_packing`] for a file whose bytes, read again, are not those hashed when it
+/// was staged (edited in place): `size` bytes with digest `got`, not `hashed`.
+pub fn rehashed_differently(
+    path: &Path,
+    size: u64,
+    got: impl std::fmt::Display,
+    hashed: impl std::fmt::Display,
+) -> Error {
+    changed_while_packing(
+        path,
+        &format!("{size} bytes with digest {got}, not {hashed} as when it was hashed"),
+    )
+}
+
 /// The error for a source file that changed while it was read (`what` says how).
 pub fn changed_while_packing(path: &Path, what: &str) -> Error {
     Error::new(

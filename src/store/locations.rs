@@ -10,8 +10,9 @@
 //! file, then rename), so two processes never see half of one; the last writer wins, which
 //! loses at most a hint. Each host keeps at most [`MAX_BLOBS`] files: past that, the oldest
 //! entries are removed (only entry files: 64 hex digits). A host directory that is not a
-//! real directory of this user (a symlink, someone else's) is not used. Only blobs of at least [`WORTH_MOUNTING`] bytes are recorded — below that,
-//! an upload costs no more than a mount request.
+//! real directory of this user (a symlink, someone else's) is not used. Only blobs of at
+//! least [`WORTH_MOUNTING`] bytes are recorded — below that, an upload costs no more than a
+//! mount request.
 
 use std::path::PathBuf;
 

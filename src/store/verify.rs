@@ -51,6 +51,42 @@ fn as_io(e: Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// How a stream that must carry exactly its declared size went wrong (see [`exactly`]).
+pub(crate) enum SizeFault {
+    /// A chunk went past the size.
+    Longer,
+    /// It ended after this many bytes, fewer than the size.
+    Shorter(u64),
+}
+
+/// `inner` as a stream of exactly `size` bytes: a chunk that goes past `size` is replaced by
+/// `fault(SizeFault::Longer)`, an end before it by `fault(SizeFault::Shorter(seen))`; the
+/// stream ends after either, or after an error of `inner` (handed on as it is).
+pub(crate) fn exactly(
+    inner: impl futures::Stream<Item = io::Result<Bytes>> + Send + 'static,
+    size: u64,
+    fault: impl Fn(SizeFault) -> io::Error + Send + 'static,
+) -> BoxStream<'static, io::Result<Bytes>> {
+    // `None` once the stream has ended with an error.
+    let state = Some((inner.boxed(), 0u64, fault));
+    futures::stream::unfold(state, move |state| async move {
+        let (mut inner, seen, fault) = state?;
+        match inner.next().await {
+            Some(Ok(chunk)) => {
+                let seen = seen + chunk.len() as u64;
+                if seen > size {
+                    return Some((Err(fault(SizeFault::Longer)), None));
+                }
+                Some((Ok(chunk), Some((inner, seen, fault))))
+            }
+            Some(Err(e)) => Some((Err(e), None)),
+            None if seen < size => Some((Err(fault(SizeFault::Shorter(seen))), None)),
+            None => None,
+        }
+    })
+    .boxed()
+}
+
 /// Wraps a byte stream of `desc`: it ends with an error as soon as it passes the declared
 /// size, and at its end unless size and digest match. `from` names the source for messages.
 pub(crate) fn verified_stream(
@@ -296,6 +332,33 @@ pub(crate) fn refuse_large(desc: &Descriptor, from: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn exactly_sized_streams_end_at_the_first_fault() {
+        let chunks = |parts: &[&'static [u8]]| {
+            futures::stream::iter(
+                parts
+                    .iter()
+                    .map(|p| Ok(Bytes::from_static(p)))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let fault = |f: SizeFault| match f {
+            SizeFault::Longer => io::Error::other("longer"),
+            SizeFault::Shorter(n) => io::Error::other(format!("shorter after {n}")),
+        };
+        let collect = |s: BoxStream<'static, io::Result<Bytes>>| async move {
+            s.map(|r| r.map(|b| b.len()).map_err(|e| e.to_string()))
+                .collect::<Vec<_>>()
+                .await
+        };
+        let ok = collect(exactly(chunks(&[b"abc", b"de"]), 5, fault)).await;
+        assert_eq!(ok, vec![Ok(3), Ok(2)]);
+        let long = collect(exactly(chunks(&[b"abc", b"def", b"g"]), 5, fault)).await;
+        assert_eq!(long, vec![Ok(3), Err("longer".to_string())]);
+        let short = collect(exactly(chunks(&[b"abc"]), 5, fault)).await;
+        assert_eq!(short, vec![Ok(3), Err("shorter after 3".to_string())]);
+    }
 
     fn desc(data: &[u8]) -> Descriptor {
         Descriptor::new(

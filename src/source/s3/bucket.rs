@@ -573,37 +573,20 @@ pub(super) fn exact(
     size: u64,
     uri: String,
 ) -> ByteStream {
-    let mut seen = 0u64;
+    use crate::store::verify::{exactly, SizeFault};
     let name = uri.clone();
-    let cut = move |what: String| {
+    let body = body.map(move |r| {
+        r.map_err(|e| std::io::Error::other(transport::network_error("GET", &name, e)))
+    });
+    exactly(body, size, move |fault| {
+        let what = match fault {
+            SizeFault::Longer => format!("more than the object's {size} bytes arrived"),
+            SizeFault::Shorter(seen) => {
+                format!("the connection ended after {seen} of {size} bytes")
+            }
+        };
         std::io::Error::other(Error::new(ErrorKind::Network, format!("{uri}: {what}")))
-    };
-    let (cut1, cut2) = (cut.clone(), cut);
-    body.map(Some)
-        .chain(futures::stream::once(async { None }))
-        .filter_map(move |item| {
-            let out = match item {
-                Some(Ok(chunk)) => {
-                    seen += chunk.len() as u64;
-                    if seen > size {
-                        Some(Err(cut1(format!(
-                            "more than the object's {size} bytes arrived"
-                        ))))
-                    } else {
-                        Some(Ok(chunk))
-                    }
-                }
-                Some(Err(e)) => Some(Err(std::io::Error::other(transport::network_error(
-                    "GET", &name, e,
-                )))),
-                None if seen < size => Some(Err(cut2(format!(
-                    "the connection ended after {seen} of {size} bytes"
-                )))),
-                None => None,
-            };
-            futures::future::ready(out)
-        })
-        .boxed()
+    })
 }
 
 /// The library error inside an `io::Error` of a stream, or the `io::Error` as one.

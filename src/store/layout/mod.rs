@@ -443,10 +443,10 @@ impl Layout {
             Blob::File(f) | Blob::Spooled(f, _) => Some(f.path.clone()),
             _ => None,
         };
-        let from = match &blob {
-            Blob::File(f) | Blob::Spooled(f, _) => f.path.display().to_string(),
-            Blob::Bytes(_) => "memory".to_string(),
-            Blob::Stream(_) => "the download".to_string(),
+        let from = match (&source, &blob) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Blob::Bytes(_)) => "memory".to_string(),
+            (None, _) => "the download".to_string(),
         };
         let big = desc.size() >= PIPELINE_THRESHOLD;
         let out = tmp.file();
@@ -484,13 +484,7 @@ impl Layout {
         })?;
         verify::check(desc, &from, &got, size).map_err(|e| match &source {
             // A file staged (hashed) earlier and edited in place since.
-            Some(path) => crate::fsutil::changed_while_packing(
-                path,
-                &format!(
-                    "{size} bytes with digest {got}, not {} as when it was hashed",
-                    desc.digest()
-                ),
-            ),
+            Some(path) => crate::fsutil::rehashed_differently(path, size, &got, desc.digest()),
             None => e,
         })?;
         if self.fsync {

@@ -72,9 +72,20 @@ pub enum Body {
 }
 
 impl Body {
-    /// The whole file of the blob `desc` (its size; its digest checked as it is read when it
-    /// is one this build can compute).
-    pub fn file(file: FileRef, desc: &oci_spec::image::Descriptor) -> Body {
+    /// A whole file of `len` bytes that this process wrote and hashed itself (a spooled
+    /// copy): sent as it is.
+    pub fn file(file: FileRef, len: u64) -> Body {
+        Body::File {
+            file,
+            offset: 0,
+            len,
+            expect: None,
+        }
+    }
+
+    /// The whole source file of the blob `desc`, which the user may edit meanwhile: its
+    /// digest is checked as it is read (when it is one this build can compute).
+    pub fn source_file(file: FileRef, desc: &oci_spec::image::Descriptor) -> Body {
         Body::File {
             file,
             offset: 0,
@@ -146,40 +157,17 @@ fn exact_stream(
     whole: bool,
     check: Option<Check>,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    use futures::StreamExt;
-    let path = path.to_path_buf();
-    let changed = {
-        let path = path.clone();
-        move |what: String| {
-            std::io::Error::other(crate::fsutil::changed_while_packing(&path, &what))
-        }
-    };
+    use crate::store::verify::{exactly, SizeFault};
     // One byte more than `len` of a whole file, to see a file that grew.
-    let chunks = read_ahead(file, &path, len + u64::from(whole), check);
-    let mut sent = 0u64;
-    let mut ended = false;
-    chunks
-        .map(Some)
-        .chain(futures::stream::once(async { None }))
-        .filter_map(move |item| {
-            let out = match item {
-                Some(Ok(chunk)) => {
-                    sent += chunk.len() as u64;
-                    if sent > len {
-                        ended = true;
-                        Some(Err(changed(format!("{len} bytes, then more"))))
-                    } else {
-                        Some(Ok(chunk))
-                    }
-                }
-                Some(Err(e)) => Some(Err(e)),
-                None if sent < len && !ended => Some(Err(changed(format!(
-                    "{len} bytes, then only {sent} to send"
-                )))),
-                None => None,
-            };
-            futures::future::ready(out)
-        })
+    let chunks = read_ahead(file, path, len + u64::from(whole), check);
+    let path = path.to_path_buf();
+    exactly(chunks, len, move |fault| {
+        let what = match fault {
+            SizeFault::Longer => format!("{len} bytes, then more"),
+            SizeFault::Shorter(sent) => format!("{len} bytes, then only {sent} to send"),
+        };
+        std::io::Error::other(crate::fsutil::changed_while_packing(&path, &what))
+    })
 }
 
 /// What the thread of [`read_ahead`] does with the hash of what it reads.
@@ -254,14 +242,8 @@ fn read_ahead(
         if let (Some(Check::Expect(expected)), Some(h)) = (&check, own) {
             let (got, n) = h.finish();
             if got != *expected {
-                send(Err(std::io::Error::other(
-                    crate::fsutil::changed_while_packing(
-                        &path,
-                        &format!(
-                            "{n} bytes with digest {got}, not {expected} as when it was hashed"
-                        ),
-                    ),
-                )));
+                let changed = crate::fsutil::rehashed_differently(&path, n, got, expected);
+                send(Err(std::io::Error::other(changed)));
                 return;
             }
             if let Some(c) = held {
@@ -547,8 +529,9 @@ impl Client {
                 let mut f = open_body_file(file)?;
                 f.seek(std::io::SeekFrom::Start(*offset))
                     .map_err(|e| Error::io("reading", path, e))?;
+                // A body with an expected digest is a whole file (see `Body::slice`).
                 let check = expect.clone().map(Check::Expect);
-                let stream = exact_stream(f, path, *len, *offset == 0 && expect.is_some(), check);
+                let stream = exact_stream(f, path, *len, expect.is_some(), check);
                 (reqwest::Body::wrap_stream(stream), Some(*len))
             }
         })

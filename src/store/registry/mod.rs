@@ -809,9 +809,11 @@ impl Registry {
     ) -> Result<(Body, Option<tempfile::TempPath>)> {
         Ok(match blob {
             Blob::Bytes(b) => (Body::Bytes(b), None),
-            blob @ (Blob::File(_) | Blob::Spooled(..)) => {
+            Blob::File(file) => (Body::source_file(file, desc), None),
+            // Written and hashed by staging, in a temp file of its own.
+            blob @ Blob::Spooled(..) => {
                 let file = blob.into_file_ref().expect("a file");
-                (Body::file(file, desc), None)
+                (Body::file(file, desc.size()), None)
             }
             Blob::Stream(reader) => {
                 use tokio::io::AsyncReadExt;
@@ -847,7 +849,7 @@ impl Registry {
                     ));
                 }
                 (
-                    Body::file(FileRef::new(path.to_path_buf(), Some(id)), desc),
+                    Body::file(FileRef::new(path.to_path_buf(), Some(id)), desc.size()),
                     Some(path),
                 )
             }
