@@ -80,6 +80,21 @@ impl crate::source::TakeHashing for Taker {
         }
         Ok(digest)
     }
+
+    fn take_read(
+        &self,
+        read: &mut dyn std::io::Read,
+        from: &std::path::Path,
+    ) -> Result<Option<(crate::digest::Digest, u64)>> {
+        let stored = self.target.store_hashing(read, from)?;
+        if let Some((d, size)) = &stored {
+            self.taken
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(d.as_str().to_string(), *size);
+        }
+        Ok(stored)
+    }
 }
 
 impl CopyStats {
@@ -146,15 +161,25 @@ impl<'a> Engine<'a> {
 
     /// True (and reported) when the destination has the blob already.
     async fn skip(&self, desc: &Descriptor) -> Result<bool> {
-        if !self.dst.exists(desc).await? {
-            return Ok(false);
-        }
         let digest = desc.digest().to_string();
         if let Some(size) = self.taker.and_then(|t| t.taken(&digest)) {
-            // Stored by this pack while it was hashed (see `Taker`).
+            // Stored by this pack while it was hashed (see `Taker`): reported as moved now,
+            // so that the byte events of every pack add up to what it stored.
             self.count(PushOutcome::Stored, size);
+            self.progress.emit(ProgressEvent::Started {
+                digest: digest.clone(),
+                title: title(desc),
+                size,
+            });
+            self.progress.emit(ProgressEvent::Advanced {
+                digest: digest.clone(),
+                bytes: size,
+            });
             self.progress.emit(ProgressEvent::Finished { digest });
             return Ok(true);
+        }
+        if !self.dst.exists(desc).await? {
+            return Ok(false);
         }
         self.count(PushOutcome::AlreadyExists, desc.size());
         self.progress.emit(ProgressEvent::Skipped {
@@ -227,14 +252,9 @@ impl<'a> Engine<'a> {
     /// Pushes one blob; the caller holds a slot.
     async fn transfer(&self, desc: &Descriptor, blob: crate::store::Blob) -> Result<()> {
         let digest = desc.digest().to_string();
-        let title = desc
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(TITLE))
-            .cloned();
         self.progress.emit(ProgressEvent::Started {
             digest: digest.clone(),
-            title,
+            title: title(desc),
             size: desc.size(),
         });
         let outcome = self
@@ -256,6 +276,14 @@ impl<'a> Engine<'a> {
         });
         Ok(())
     }
+}
+
+/// A blob's title annotation, for progress.
+fn title(desc: &Descriptor) -> Option<String> {
+    desc.annotations()
+        .as_ref()
+        .and_then(|a| a.get(TITLE))
+        .cloned()
 }
 
 /// Copies the graph rooted at `root` from `src` to `dst` with at most `concurrency` blob

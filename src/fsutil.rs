@@ -167,6 +167,15 @@ pub fn check_stopped() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Tells the blocking work of the operation this task runs to stop at its next chunk and
+/// waits until none runs (on a failure path: what the operation wrote can then be taken
+/// back without a worker still adding to it).
+pub async fn stop_blocking_work() {
+    if let Ok(work) = IN_FLIGHT.try_with(|w| w.clone()) {
+        let _ = tokio::task::spawn_blocking(move || work.stop_and_wait()).await;
+    }
+}
+
 /// One running blocking task of an [`InFlight`]; counted down when dropped.
 struct Running(Arc<InFlight>);
 

@@ -322,12 +322,40 @@ pub(crate) async fn pack(plan: &Plan, target: &str, options: &Options) -> Result
     let taker = opened
         .as_ref()
         .map(|t| std::sync::Arc::new(crate::engine::Taker::new(t.target.clone())));
+    let written = write(
+        plan,
+        target,
+        options,
+        spool,
+        targets,
+        opened.as_ref(),
+        taker,
+    )
+    .await;
+    if let (Err(_), Some(t)) = (&written, &opened) {
+        // Staging threads may still be writing into a new layout: stopped first.
+        crate::fsutil::stop_blocking_work().await;
+        t.target.abandon().await;
+    }
+    written
+}
+
+/// Stages and assembles `plan`, then (unless a dry run) writes it into `opened`.
+async fn write(
+    plan: &Plan,
+    target: &str,
+    options: &Options,
+    spool: Option<PathBuf>,
+    targets: std::sync::Arc<Targets>,
+    opened: Option<&Opened>,
+    taker: Option<std::sync::Arc<crate::engine::Taker>>,
+) -> Result<Packed> {
     let as_source = taker
         .clone()
         .map(|t| t as std::sync::Arc<dyn source::TakeHashing>);
     let (built, images) = build(plan, options, spool, targets, as_source).await?;
     let mut stats = CopyStats::default();
-    if let Some(t) = &opened {
+    if let Some(t) = opened {
         let staging = Staging::new(built.blobs.iter().cloned())
             .with_images(images.into_iter().map(|i| (i.digests, i.store)));
         stats = copy_graph(

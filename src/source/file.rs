@@ -72,9 +72,17 @@ pub fn stage_path(file: &FileRef, uri: &str, ctx: &StageContext) -> Result<(Dige
     };
     let staged = match ctx.spool.as_deref().filter(|_| big) {
         None => {
-            let (d, n) = copy_hashing(&mut f, None, &mut report).map_err(|e| {
-                from_read_error(e, |e| Error::io(&format!("{uri}: reading"), path, e))
-            })?;
+            // A small file into a layout this pack creates: written as it is hashed.
+            let taken = match ctx.taker.as_ref().filter(|_| !big) {
+                Some(taker) => taker.take_read(&mut f, path)?,
+                None => None,
+            };
+            let (d, n) = match taken {
+                Some(stored) => stored,
+                None => copy_hashing(&mut f, None, &mut report).map_err(|e| {
+                    from_read_error(e, |e| Error::io(&format!("{uri}: reading"), path, e))
+                })?,
+            };
             (d, n, Origin::File(f.file_ref()))
         }
         Some(dir) => {

@@ -208,6 +208,15 @@ pub trait TakeHashing: Send + Sync + std::fmt::Debug {
         size: u64,
         progress: &Progress,
     ) -> Result<Option<Digest>>;
+
+    /// Takes small content read on a blocking thread into the target while it is hashed,
+    /// when the target can (see [`crate::store::Target::store_hashing`]): its digest and
+    /// size, or `None` before anything is read.
+    fn take_read(
+        &self,
+        read: &mut dyn std::io::Read,
+        from: &std::path::Path,
+    ) -> Result<Option<(Digest, u64)>>;
 }
 
 /// What every source needs while staging.

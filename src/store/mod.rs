@@ -173,6 +173,24 @@ pub trait Target: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// The operation writing into this target failed (and its blocking work has stopped):
+    /// take back what it wrote where nothing else can be using it (a new layout it created
+    /// and nobody else holds), so that a failed pack leaves nothing. Nothing by default;
+    /// never fails (the operation's own error is the one to report).
+    async fn abandon(&self) {}
+
+    /// Stores content read on a blocking thread (`from` names it in messages) as a new blob,
+    /// hashing it as it is written, when this target writes blobs without a look first (a
+    /// layout this operation creates): its digest and size. `None`, before anything is read,
+    /// when it cannot; the caller hashes the content and the copy writes it later.
+    fn store_hashing(
+        &self,
+        _read: &mut dyn std::io::Read,
+        _from: &std::path::Path,
+    ) -> Result<Option<(crate::digest::Digest, u64)>> {
+        Ok(None)
+    }
+
     /// Takes content whose digest is not known yet (a file, or a remote object read again
     /// on each attempt), computing the digest on the way (a registry streams it into an
     /// upload session); `None` when this target cannot, and the caller hashes it first. The

@@ -359,18 +359,7 @@ fn layout_references_with_a_tag_and_a_digest() {
         "{}",
         stderr(&o)
     );
-    let names: Vec<String> = read_json(&d.join("out/index.json"))["manifests"]
-        .as_array()
-        .expect("m")
-        .iter()
-        .map(|m| {
-            m["annotations"]["org.opencontainers.image.ref.name"]
-                .as_str()
-                .expect("n")
-                .to_string()
-        })
-        .collect();
-    assert_eq!(names, ["a", "b"], "nothing tagged");
+    assert_eq!(entry_names(&d.join("out")), ["a", "b"], "nothing tagged");
     let o = run(
         &d.path,
         &["pack", "-f", "a.yaml", &format!("oci://out:v1@{a}")],

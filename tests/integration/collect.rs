@@ -208,17 +208,7 @@ fn packs_racing_delete_and_gc_leave_every_tag_whole() {
         pack_ok(&d, &format!("p{i}.yaml"), &format!("oci://lay:t{i}"));
     }
     collector.join().expect("collector");
-    let index = read_json(&d.join("lay/index.json"));
-    let tags: Vec<String> = index["manifests"]
-        .as_array()
-        .expect("manifests")
-        .iter()
-        .filter_map(|m| {
-            m["annotations"]["org.opencontainers.image.ref.name"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
+    let tags = entry_names(&d.join("lay"));
     assert!(!tags.is_empty());
     for t in tags {
         let o = run(&d.path, &["verify", &format!("oci://lay:{t}")], &[]);

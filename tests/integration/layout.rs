@@ -141,23 +141,70 @@ fn eight_processes_pack_into_one_layout_at_once() {
         let o = c.wait_with_output().expect("wait");
         packed_digest(&o);
     }
-    let index = read_json(&d.join("out/index.json"));
-    let mut names: Vec<String> = index["manifests"]
-        .as_array()
-        .expect("m")
-        .iter()
-        .map(|m| {
-            m["annotations"]["org.opencontainers.image.ref.name"]
-                .as_str()
-                .expect("n")
-                .to_string()
-        })
-        .collect();
+    let mut names = entry_names(&d.join("out"));
     names.sort();
     assert_eq!(names, (0..8).map(|i| format!("tag{i}")).collect::<Vec<_>>());
     assert_layout_valid(&d.join("out"));
     for i in 0..8 {
         skopeo_reads(&d.join("out"), &format!("tag{i}"));
+    }
+}
+
+/// Packs into one new layout at once, half of them failing after staging stored their
+/// files there: every pack that succeeds has its whole graph in a valid layout (a failing
+/// one takes the layout back only while no other writer holds it), and what is left names
+/// only the tags that succeeded.
+#[test]
+fn failing_and_succeeding_packs_into_one_new_layout_at_once() {
+    let d = TestDir::new();
+    for i in 0..80 {
+        d.write(&format!("src/f{i:02}.txt"), format!("shared {i}"));
+    }
+    d.write("own.txt", "own");
+    d.write(
+        "good.yaml",
+        "items:\n  - from: dir://src\n  - from: file://own.txt\n",
+    );
+    d.write(
+        "bad.yaml",
+        format!(
+            "items:\n  - from: dir://src\n  - from: file://own.txt\n    digest: sha256:{}\n",
+            "1".repeat(64)
+        ),
+    );
+    for round in 0..12 {
+        let out = format!("out{round}");
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                let (file, tag) = match i % 2 {
+                    0 => ("good.yaml", format!("oci://{out}:good{i}")),
+                    _ => ("bad.yaml", format!("oci://{out}:bad{i}")),
+                };
+                bin()
+                    .current_dir(&d.path)
+                    .args(["pack", "-f", file, &tag])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for (i, c) in children.into_iter().enumerate() {
+            let o = c.wait_with_output().expect("wait");
+            match i % 2 {
+                0 => {
+                    packed_digest(&o);
+                }
+                _ => assert_eq!(o.status.code(), Some(1), "{round}: {}", stderr(&o)),
+            }
+        }
+        assert_layout_valid(&d.join(&out));
+        let mut names = entry_names(&d.join(&out));
+        names.sort();
+        assert_eq!(names, ["good0", "good2"], "{round}");
+        for tag in ["good0", "good2"] {
+            run_ok(&d.path, &["verify", &format!("oci://{out}:{tag}")]);
+        }
     }
 }
 

@@ -422,16 +422,92 @@ fn directories_exchanged_for_links_during_the_walk_never_pack_outside_files() {
     eprintln!("{packed} packed, {refused} refused, {swaps} exchanges");
 }
 
+/// A layout the pack creates gets each small file as staging hashes it; a pack that then
+/// fails takes the new layout back whole — a new directory disappears, an empty one is left
+/// empty — and an existing layout is left byte for byte as it was.
+#[test]
+fn a_failed_pack_takes_back_the_new_layout_it_wrote_into() {
+    let d = TestDir::new();
+    for i in 0..100 {
+        d.write(&format!("src/f{i:03}.txt"), format!("file {i}"));
+    }
+    let big = std::fs::File::create(d.join("big.bin")).expect("create");
+    big.set_len(16 << 20).expect("sparse 16 MiB");
+    // One item at a time: the directory is staged (stored) before the large file starts,
+    // and the wrong pin fails last.
+    let text = format!(
+        "items:\n  - from: dir://src\n  - from: file://big.bin\n  - from: file://base.txt\n    digest: sha256:{}\n",
+        "1".repeat(64)
+    );
+    std::fs::create_dir(d.join("empty")).expect("mkdir");
+    d.write("base.txt", "base");
+    oci_packer::pack(
+        yaml(&d, "items:\n  - from: file://base.txt\n"),
+        &format!("oci://{}:base", d.join("existing").display()),
+        &Options::default(),
+    )
+    .expect("base");
+    let before = snapshot(&d.join("existing"));
+    let existing_blobs = std::fs::read_dir(d.join("existing/blobs/sha256"))
+        .expect("blobs")
+        .count();
+    for (dir, fresh) in [("new", true), ("empty", true), ("existing", false)] {
+        let out = d.join(dir);
+        let seen: Arc<Mutex<Option<usize>>> = Arc::default();
+        let (probe, blobs) = (seen.clone(), out.join("blobs/sha256"));
+        let mut opts = Options {
+            concurrency: 1,
+            progress: Progress::new(move |e| {
+                if matches!(e, ProgressEvent::StageStarted { .. }) {
+                    let n = std::fs::read_dir(&blobs).map_or(0, |r| r.count());
+                    *probe.lock().expect("lock") = Some(n);
+                }
+            }),
+            ..Options::default()
+        };
+        // The large file is read (no digest remembered from an earlier run).
+        opts.registry.no_cache = true;
+        let target = format!("oci://{}:v1", out.display());
+        let e = oci_packer::pack(yaml(&d, &text), &target, &opts).expect_err(dir);
+        assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{dir}: {e}");
+        let stored = seen
+            .lock()
+            .expect("lock")
+            .expect("the large file was staged");
+        match (dir, fresh) {
+            ("new", _) => {
+                assert!(stored >= 100, "{dir}: {stored} blobs stored while staging");
+                assert!(!out.exists(), "{dir}: the new layout was left");
+            }
+            ("empty", _) => {
+                assert!(stored >= 100, "{dir}: {stored} blobs stored while staging");
+                let left: Vec<_> = std::fs::read_dir(&out).expect("dir").collect();
+                assert!(left.is_empty(), "{dir}: {left:?} left");
+            }
+            _ => {
+                assert_eq!(
+                    stored, existing_blobs,
+                    "{dir}: staging wrote into an existing layout"
+                );
+                assert_eq!(snapshot(&out), before, "{dir}: changed");
+            }
+        }
+    }
+}
+
 /// Sources staged, then swapped before they are sent: a symlink to another file of the same
 /// size, a FIFO, or the same file edited in place (same size, same inode). The upload refuses
 /// all three, naming the file (the FIFO is never waited on; the edited file's bytes are
 /// checked against the digest staging computed before the upload can complete) and the
-/// registry never receives the other file's bytes; a layout target refuses them the same way.
+/// registry never receives the other file's bytes; an existing layout refuses them the same
+/// way. A layout the pack creates stored each small file as it hashed it — the bytes hashed
+/// are the bytes stored — so the swap after staging changes nothing there.
 #[test]
 fn sources_swapped_after_staging_are_never_sent() {
     let reg = RegistryServer::start();
     for swap in ["symlink", "fifo", "edit"] {
-        for to_registry in [true, false] {
+        for target_kind in ["registry", "existing layout", "new layout"] {
+            let to_registry = target_kind == "registry";
             let d = TestDir::new();
             d.write("z.txt", "original");
             d.write("y.txt", "another!");
@@ -475,6 +551,35 @@ fn sources_swapped_after_staging_are_never_sent() {
                 false => format!("oci://{}:v1", d.join("out").display()),
             };
             let text = "items:\n  - from: file://y.txt\n  - from: file://z.txt\n";
+            if target_kind == "existing layout" {
+                d.write("base.txt", "base");
+                let base = "items:\n  - from: file://base.txt\n";
+                oci_packer::pack(
+                    yaml(&d, base),
+                    &format!("oci://{}:base", d.join("out").display()),
+                    &Options::default(),
+                )
+                .expect("base");
+            }
+            if target_kind == "new layout" {
+                oci_packer::pack(yaml(&d, text), &target, &opts).expect(swap);
+                assert!(*done.lock().expect("lock"), "{swap}: not swapped");
+                let blobs: Vec<Vec<u8>> = std::fs::read_dir(d.join("out/blobs/sha256"))
+                    .expect("blobs")
+                    .map(|e| std::fs::read(e.expect("entry").path()).expect("blob"))
+                    .collect();
+                assert!(
+                    blobs.iter().any(|b| b == b"original"),
+                    "{swap}: staged bytes stored"
+                );
+                assert!(
+                    !blobs.iter().any(|b| b == b"SECRET!!"),
+                    "{swap}: swapped bytes stored"
+                );
+                let v = oci_packer::verify(&target, &Options::default()).expect("verify");
+                assert!(v.problems.is_empty(), "{swap}: {:?}", v.problems);
+                continue;
+            }
             let e = oci_packer::pack(yaml(&d, text), &target, &opts).expect_err(swap);
             assert!(*done.lock().expect("lock"), "{swap}: not swapped");
             let want = match swap {
@@ -508,11 +613,7 @@ fn sources_swapped_after_staging_are_never_sent() {
                     "{swap}: tagged"
                 );
             } else {
-                let index: serde_json::Value = serde_json::from_slice(
-                    &std::fs::read(d.join("out/index.json")).expect("index"),
-                )
-                .expect("json");
-                assert_eq!(index["manifests"], serde_json::json!([]), "{swap}: tagged");
+                assert_eq!(entry_names(&d.join("out")), ["base"], "{swap}: tagged");
             }
         }
     }

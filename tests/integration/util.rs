@@ -160,6 +160,21 @@ pub fn blob_json(dir: &Path, digest: &str) -> Value {
     serde_json::from_slice(&blob(dir, digest)).expect("json blob")
 }
 
+/// The names in the layout `dir`'s `index.json`, in its order (entries without a name
+/// left out).
+pub fn entry_names(dir: &Path) -> Vec<String> {
+    read_json(&dir.join("index.json"))["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .filter_map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
 /// The `index.json` entry named `name`.
 pub fn entry(dir: &Path, name: &str) -> Value {
     let index = read_json(&dir.join("index.json"));

@@ -135,7 +135,10 @@ impl Layout {
             layout.check()?;
             // A writer holds the operation lock from the start — before it decides which
             // blobs are already there — so a collection never removes a blob it skipped.
-            layout.hold_for_writing()?;
+            // One taken back meanwhile by a failed pack that created it is new again.
+            if !layout.hold_for_writing()? {
+                layout.fresh = true;
+            }
         }
         Ok(layout)
     }
@@ -197,8 +200,18 @@ impl Layout {
         }
         // `oci-layout` first: another process opening the directory meanwhile must see
         // either nothing of ours or a layout (see `open`).
-        fs::create_dir_all(&self.dir).map_err(|e| target_io("creating", &self.dir, e))?;
-        self.hold_for_writing()?;
+        // A new layout that a failed pack took back while this waited is made again.
+        let mut held = false;
+        for _ in 0..4 {
+            fs::create_dir_all(&self.dir).map_err(|e| target_io("creating", &self.dir, e))?;
+            held = self.hold_for_writing()?;
+            if held {
+                break;
+            }
+        }
+        if !held {
+            return Err(self.taken_back());
+        }
         if !self.dir.join(LAYOUT_FILE).exists() {
             crate::fsutil::write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
         }
@@ -302,17 +315,90 @@ impl Layout {
         crate::fsutil::write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)
     }
 
+    /// Takes back a new layout this handle created after the operation writing it failed:
+    /// when no other writer holds it and it names nothing, its blobs, unpacked layers, temp
+    /// files and skeleton go (and the directory, once the last clone of a handle that
+    /// created it goes), so a failed pack into a new layout leaves nothing. Otherwise —
+    /// another writer uses it, or an existing layout — everything stays (`gc` removes blobs
+    /// nothing names). Best effort: the operation's own error is what is reported.
+    fn abandon(&self) {
+        let Some(held) = self.writing.get().filter(|_| self.fresh) else {
+            return;
+        };
+        // Shared to exclusive: only when no other writer holds the layout.
+        if !fs4::fs_std::FileExt::try_lock_exclusive(held).unwrap_or(false) {
+            return;
+        }
+        let Ok(_index_lock) = self.lock() else { return };
+        if !self.read_index().is_ok_and(|i| i.manifests().is_empty())
+            || self
+                .collect_locked(None, false, Some(std::time::Duration::ZERO))
+                .is_err()
+        {
+            return;
+        }
+        let _ = fs::remove_file(self.dir.join(INDEX_FILE));
+        let _ = fs::remove_file(self.dir.join(LOCK_FILE));
+        let unpacked_top = UNPACKED_DIR.split('/').next().unwrap_or(UNPACKED_DIR);
+        for dir in ["blobs/sha256", "blobs", UNPACKED_DIR, unpacked_top] {
+            let _ = fs::remove_dir(self.dir.join(dir));
+        }
+        // Last the layout's mark, then the lock (see `lock_operation`).
+        let _ = fs::remove_file(self.dir.join(LAYOUT_FILE));
+        let _ = fs::remove_file(self.dir.join(GC_LOCK_FILE));
+    }
+
     /// Takes this writer's shared hold of the operation lock (once; kept until the handle
     /// goes), waiting while a collector holds it exclusively.
-    fn hold_for_writing(&self) -> Result<()> {
+    /// `false` when the layout was taken back while this waited (see [`Layout::abandon`]):
+    /// nothing is held then, and the directory holds no layout.
+    fn hold_for_writing(&self) -> Result<bool> {
         if self.writing.get().is_some() {
-            return Ok(());
+            return Ok(true);
         }
-        let f = self.open_lock_file(GC_LOCK_FILE)?;
-        fs4::fs_std::FileExt::lock_shared(&f)
-            .map_err(|e| Error::io("locking", &self.dir.join(GC_LOCK_FILE), e))?;
+        let Some(f) = self.lock_operation(false)? else {
+            return Ok(false);
+        };
         let _ = self.writing.set(f);
-        Ok(())
+        Ok(true)
+    }
+
+    /// The error of an operation whose layout was taken back while it waited for it.
+    fn taken_back(&self) -> Error {
+        layout_err(
+            &self.shown,
+            "was removed while this operation waited for it (a pack that created it failed \
+             and took it back); run the operation again",
+        )
+    }
+
+    /// Takes the operation lock ([`GC_LOCK_FILE`]): shared for a writer, exclusive for a
+    /// collector. The lock file is removed only with a new layout that a failed pack takes
+    /// back (see [`Layout::abandon`]); whoever waited on the removed file finds out here, so
+    /// every holder holds the one file that is at the name: one replaced meanwhile is
+    /// locked again; `None` when it is gone, with the layout.
+    fn lock_operation(&self, exclusive: bool) -> Result<Option<File>> {
+        let path = self.dir.join(GC_LOCK_FILE);
+        for _ in 0..16 {
+            if !self.dir.is_dir() {
+                return Ok(None);
+            }
+            let f = self.open_lock_file(GC_LOCK_FILE)?;
+            match exclusive {
+                true => fs4::fs_std::FileExt::lock_exclusive(&f),
+                false => fs4::fs_std::FileExt::lock_shared(&f),
+            }
+            .map_err(|e| Error::io("locking", &path, e))?;
+            let held = f.metadata().map_err(|e| Error::io("locking", &path, e))?;
+            match fs::symlink_metadata(&path) {
+                Ok(m) if crate::fsutil::file_id(&m) == crate::fsutil::file_id(&held) => {
+                    return Ok(Some(f))
+                }
+                Ok(_) => continue,
+                Err(_) => return Ok(None),
+            }
+        }
+        Err(self.taken_back())
     }
 
     /// Opens (creating) a lock file of the layout, never through a symlink: a planted link
@@ -496,6 +582,38 @@ impl Layout {
             .map_err(|e| Error::io("storing blob as", &self.blobs_path().join(&hex), e))?;
         self.sync_blobs(&blobs)?;
         Ok(PushOutcome::Stored)
+    }
+
+    /// Stores what `read` gives (a small source file, read once) as a new blob, hashing it
+    /// as it is written, when this handle writes without looking first — a layout this
+    /// operation creates. The digest and size, or `None` (before anything is read) for an
+    /// existing layout, where staging must leave everything unchanged until the copy.
+    fn store_hashing(&self, read: &mut dyn Read, from: &Path) -> Result<Option<(Digest, u64)>> {
+        if !self.fresh {
+            return Ok(None);
+        }
+        self.ensure()?;
+        let blobs = self.blobs_fd(true)?.expect("created");
+        let mut tmp = TempAt::new(blobs.clone(), &self.blobs_path())?;
+        let (digest, size) = copy_hashing(read, Some(tmp.file()), &mut |_| {}).map_err(|e| {
+            verify::from_read_error(e, |e| {
+                Error::io(
+                    &format!("writing blob ({}) to", from.display()),
+                    &tmp.path(),
+                    e,
+                )
+            })
+        })?;
+        if self.fsync {
+            tmp.file()
+                .sync_all()
+                .map_err(|e| Error::io("syncing", &tmp.path(), e))?;
+        }
+        let hex = digest.hex().to_string();
+        tmp.persist(&hex)
+            .map_err(|e| Error::io("storing blob as", &self.blobs_path().join(&hex), e))?;
+        self.sync_blobs(&blobs)?;
+        Ok(Some((digest, size)))
     }
 
     /// Makes a spooled file (written and hashed by staging) the blob `hex` without copying
@@ -751,6 +869,7 @@ impl Target for Layout {
         // from its first look at a layout, it holds the operation lock.
         if self.writing.get().is_none() && self.dir.join(LAYOUT_FILE).exists() {
             let this = self.clone();
+            // A layout taken back meanwhile has no blob: the answer below is no.
             blocking(move || this.hold_for_writing()).await?;
         }
         Ok(self.stat_blob(desc).is_some())
@@ -791,6 +910,16 @@ impl Target for Layout {
         let desc = desc.clone();
         let progress = progress.clone();
         blocking(move || this.write_blob(&desc, blob, &progress)).await
+    }
+
+    async fn abandon(&self) {
+        // Not as the operation's blocking work, which has been told to stop.
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.abandon()).await;
+    }
+
+    fn store_hashing(&self, read: &mut dyn Read, from: &Path) -> Result<Option<(Digest, u64)>> {
+        Layout::store_hashing(self, read, from)
     }
 
     async fn spool_dir(&self) -> Result<Option<PathBuf>> {
@@ -845,12 +974,25 @@ impl Layout {
         let _locks = match dry_run {
             true => None,
             false => {
-                let gc_lock = self.open_lock_file(GC_LOCK_FILE)?;
-                fs4::fs_std::FileExt::lock_exclusive(&gc_lock)
-                    .map_err(|e| Error::io("locking", &self.dir.join(GC_LOCK_FILE), e))?;
-                Some((gc_lock, self.lock()?))
+                let held = self.lock_operation(true)?;
+                Some((held.ok_or_else(|| self.taken_back())?, self.lock()?))
             }
         };
+        self.collect_locked(
+            untag,
+            dry_run,
+            sweep_temps.then_some(crate::fsutil::STALE_TEMP_AGE),
+        )
+    }
+
+    /// [`Layout::collect`] once the locks are held (none for a dry run); `sweep_age`: remove
+    /// this program's temp files older than that.
+    fn collect_locked(
+        &self,
+        untag: Option<&LayoutSelector>,
+        dry_run: bool,
+        sweep_age: Option<std::time::Duration>,
+    ) -> Result<Collected> {
         let mut index = self.read_index()?;
         let (gone, kept): (Vec<Descriptor>, Vec<Descriptor>) = index
             .manifests()
@@ -908,9 +1050,8 @@ impl Layout {
         self.check_not_mounted(&unpacked.iter().map(String::as_str).collect::<Vec<_>>())?;
         out.unpacked = unpacked.iter().map(|h| format!("sha256:{h}")).collect();
         out.unpacked.sort();
-        let age = crate::fsutil::STALE_TEMP_AGE;
         if dry_run {
-            if sweep_temps {
+            if let Some(age) = sweep_age {
                 out.temp_files = crate::fsutil::stale_temps(&self.dir, age, false)
                     + crate::fsutil::stale_temp_files_at(&blobs, age, false)
                     + self.stale_unpack_temps(age, false);
@@ -933,7 +1074,7 @@ impl Layout {
         for hex in &unpacked {
             self.remove_unpacked(hex)?;
         }
-        if sweep_temps {
+        if let Some(age) = sweep_age {
             out.temp_files = crate::fsutil::stale_temps(&self.dir, age, true)
                 + crate::fsutil::stale_temp_files_at(&blobs, age, true)
                 + self.stale_unpack_temps(age, true);

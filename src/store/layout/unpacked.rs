@@ -71,7 +71,9 @@ impl Layout {
     /// running as root. Holds the layout's shared operation lock (until the last clone of
     /// this handle goes), so a collection cannot remove the directories before their use.
     pub fn unpack_graph(&self, root: &Descriptor, limits: unpack::Limits) -> Result<usize> {
-        self.hold_for_writing()?;
+        if !self.hold_for_writing()? {
+            return Err(self.taken_back());
+        }
         let options = UnpackOptions {
             limits,
             whiteouts: unpack::Whiteouts::Overlay,
