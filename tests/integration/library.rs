@@ -495,6 +495,71 @@ fn a_failed_pack_takes_back_the_new_layout_it_wrote_into() {
     }
 }
 
+/// A new layout moved away and replaced by a symlink to another directory while the pack
+/// runs: the failing pack takes back nothing — least of all the other directory's files
+/// (layout files, temp-like names, a blob), which it never wrote.
+#[test]
+fn a_failed_pack_never_takes_back_a_directory_put_in_its_place() {
+    let d = TestDir::new();
+    for i in 0..100 {
+        d.write(&format!("src/f{i:03}.txt"), format!("file {i}"));
+    }
+    let big = std::fs::File::create(d.join("big.bin")).expect("create");
+    big.set_len(16 << 20).expect("sparse 16 MiB");
+    d.write("base.txt", "base");
+    let text = format!(
+        "items:\n  - from: dir://src\n  - from: file://big.bin\n  - from: file://base.txt\n    digest: sha256:{}\n",
+        "1".repeat(64)
+    );
+    let outside = d.join("outside");
+    for (name, body) in [
+        (
+            "index.json",
+            r#"{"schemaVersion":2,"manifests":[]}"#.to_string(),
+        ),
+        (
+            "oci-layout",
+            r#"{"imageLayoutVersion":"1.0.0"}"#.to_string(),
+        ),
+        ("index.lock", String::new()),
+        (".oci-packer.lock", String::new()),
+        (".oci-packer-canary", "looks like a temp file".to_string()),
+        (
+            &format!("blobs/sha256/{}", "2".repeat(64)),
+            "a blob".to_string(),
+        ),
+    ] {
+        d.write(&format!("outside/{name}"), body);
+    }
+    let before = snapshot(&outside);
+    let out = d.join("out");
+    let (o, moved, to) = (out.clone(), d.join("out.moved"), outside.clone());
+    let swapped = Arc::new(Mutex::new(false));
+    let flag = swapped.clone();
+    let mut opts = Options {
+        concurrency: 1,
+        progress: Progress::new(move |e| {
+            let mut done = flag.lock().expect("lock");
+            if matches!(e, ProgressEvent::StageStarted { .. }) && !*done {
+                *done = true;
+                std::fs::rename(&o, &moved).expect("move the new layout away");
+                std::os::unix::fs::symlink(&to, &o).expect("link");
+            }
+        }),
+        ..Options::default()
+    };
+    opts.registry.no_cache = true;
+    let target = format!("oci://{}:v1", out.display());
+    let e = oci_packer::pack(yaml(&d, &text), &target, &opts).expect_err("pin");
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
+    assert!(*swapped.lock().expect("lock"), "not swapped");
+    assert_eq!(snapshot(&outside), before, "the other directory changed");
+    let moved_blobs = std::fs::read_dir(d.join("out.moved/blobs/sha256"))
+        .expect("the moved layout is left as it was")
+        .count();
+    assert!(moved_blobs >= 100, "{moved_blobs}");
+}
+
 /// Sources staged, then swapped before they are sent: a symlink to another file of the same
 /// size, a FIFO, or the same file edited in place (same size, same inode). The upload refuses
 /// all three, naming the file (the FIFO is never waited on; the edited file's bytes are

@@ -57,6 +57,9 @@ pub struct Layout {
     /// and written relative to it, so a directory swapped for a link meanwhile cannot send
     /// reads or writes elsewhere.
     blobs: Arc<OnceLock<Arc<OwnedFd>>>,
+    /// The layout's directory as this handle made or found it when it first wrote: a
+    /// failed pack takes back only this directory, by this descriptor (see `abandon`).
+    root: Arc<OnceLock<OwnedFd>>,
     /// No layout was there when this handle opened the directory for writing: every blob
     /// it is asked about is written without a look first (another writer's copy of the
     /// same blob is simply replaced by the same verified bytes).
@@ -100,6 +103,7 @@ impl Layout {
             writing: Arc::default(),
             created: Arc::default(),
             blobs: Arc::default(),
+            root: Arc::default(),
             fresh: false,
         }
     }
@@ -113,6 +117,16 @@ impl Layout {
         if !is_layout {
             if dir.is_file() {
                 return Err(layout_err(dir, "is a file, not a directory"));
+            }
+            if let (Ok(target), false) = (fs::read_link(dir), dir.exists()) {
+                return Err(layout_err(
+                    dir,
+                    format!(
+                        "is a symlink to {}, which does not exist; create that directory or \
+                         remove the link",
+                        target.display()
+                    ),
+                ));
             }
             // A temp `oci-layout` means another process is creating this layout right now.
             // So does our lock or a temp file of ours.
@@ -211,6 +225,9 @@ impl Layout {
         }
         if !held {
             return Err(self.taken_back());
+        }
+        if let Ok(root) = File::open(&self.dir) {
+            let _ = self.root.set(root.into());
         }
         if !self.dir.join(LAYOUT_FILE).exists() {
             crate::fsutil::write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
@@ -321,31 +338,49 @@ impl Layout {
     /// created it goes), so a failed pack into a new layout leaves nothing. Otherwise —
     /// another writer uses it, or an existing layout — everything stays (`gc` removes blobs
     /// nothing names). Best effort: the operation's own error is what is reported.
+    ///
+    /// Only the directory this handle wrote into is touched, by the descriptor it opened
+    /// then: when the path leads elsewhere now (moved away, a symlink put in its place),
+    /// nothing is removed.
     fn abandon(&self) {
+        use rustix::fs::{unlinkat, AtFlags};
         let Some(held) = self.writing.get().filter(|_| self.fresh) else {
             return;
         };
+        let Some(root) = self.root.get() else { return };
+        let same = File::open(&self.dir)
+            .ok()
+            .and_then(|now| rustix::fs::fstat(now).ok())
+            .zip(rustix::fs::fstat(root).ok())
+            .is_some_and(|(now, was)| (now.st_dev, now.st_ino) == (was.st_dev, was.st_ino));
         // Shared to exclusive: only when no other writer holds the layout.
-        if !fs4::fs_std::FileExt::try_lock_exclusive(held).unwrap_or(false) {
+        if !same || !fs4::fs_std::FileExt::try_lock_exclusive(held).unwrap_or(false) {
             return;
         }
         let Ok(_index_lock) = self.lock() else { return };
         if !self.read_index().is_ok_and(|i| i.manifests().is_empty())
-            || self
-                .collect_locked(None, false, Some(std::time::Duration::ZERO))
-                .is_err()
+            || self.collect_locked(None, false, None).is_err()
         {
             return;
         }
-        let _ = fs::remove_file(self.dir.join(INDEX_FILE));
-        let _ = fs::remove_file(self.dir.join(LOCK_FILE));
-        let unpacked_top = UNPACKED_DIR.split('/').next().unwrap_or(UNPACKED_DIR);
-        for dir in ["blobs/sha256", "blobs", UNPACKED_DIR, unpacked_top] {
-            let _ = fs::remove_dir(self.dir.join(dir));
+        // Every temp file is this operation's or a dead writer's: no other writer runs.
+        let none = std::time::Duration::ZERO;
+        crate::fsutil::stale_temp_files_at(root, none, true);
+        if let Ok(Some(blobs)) = self.blobs_fd(false) {
+            crate::fsutil::stale_temp_files_at(&blobs, none, true);
+        }
+        let _ = unlinkat(root, INDEX_FILE, AtFlags::empty());
+        let _ = unlinkat(root, LOCK_FILE, AtFlags::empty());
+        for path in ["blobs/sha256", UNPACKED_DIR] {
+            let (top, sub) = path.split_once('/').expect("two levels");
+            if let Ok(Some(dir)) = crate::fsutil::open_dir_at(root, top, false) {
+                let _ = unlinkat(&dir, sub, AtFlags::REMOVEDIR);
+            }
+            let _ = unlinkat(root, top, AtFlags::REMOVEDIR);
         }
         // Last the layout's mark, then the lock (see `lock_operation`).
-        let _ = fs::remove_file(self.dir.join(LAYOUT_FILE));
-        let _ = fs::remove_file(self.dir.join(GC_LOCK_FILE));
+        let _ = unlinkat(root, LAYOUT_FILE, AtFlags::empty());
+        let _ = unlinkat(root, GC_LOCK_FILE, AtFlags::empty());
     }
 
     /// Takes this writer's shared hold of the operation lock (once; kept until the handle
