@@ -422,25 +422,31 @@ fn directories_exchanged_for_links_during_the_walk_never_pack_outside_files() {
     eprintln!("{packed} packed, {refused} refused, {swaps} exchanges");
 }
 
-/// A layout the pack creates gets each small file as staging hashes it; a pack that then
-/// fails takes the new layout back whole — a new directory disappears, an empty one is left
-/// empty — and an existing layout is left byte for byte as it was.
-#[test]
-fn a_failed_pack_takes_back_the_new_layout_it_wrote_into() {
+/// A directory of 100 small files, a 16 MiB file and `base.txt`, with a pack file that
+/// stages them in that order (with one item at a time: the small files are stored before
+/// the large one starts) and then fails on a wrong digest pin.
+fn failing_after_staging() -> (TestDir, String) {
     let d = TestDir::new();
     for i in 0..100 {
         d.write(&format!("src/f{i:03}.txt"), format!("file {i}"));
     }
     let big = std::fs::File::create(d.join("big.bin")).expect("create");
     big.set_len(16 << 20).expect("sparse 16 MiB");
-    // One item at a time: the directory is staged (stored) before the large file starts,
-    // and the wrong pin fails last.
+    d.write("base.txt", "base");
     let text = format!(
         "items:\n  - from: dir://src\n  - from: file://big.bin\n  - from: file://base.txt\n    digest: sha256:{}\n",
         "1".repeat(64)
     );
+    (d, text)
+}
+
+/// A layout the pack creates gets each small file as staging hashes it; a pack that then
+/// fails takes the new layout back whole — a new directory disappears, an empty one is left
+/// empty — and an existing layout is left byte for byte as it was.
+#[test]
+fn a_failed_pack_takes_back_the_new_layout_it_wrote_into() {
+    let (d, text) = failing_after_staging();
     std::fs::create_dir(d.join("empty")).expect("mkdir");
-    d.write("base.txt", "base");
     oci_packer::pack(
         yaml(&d, "items:\n  - from: file://base.txt\n"),
         &format!("oci://{}:base", d.join("existing").display()),
@@ -500,17 +506,7 @@ fn a_failed_pack_takes_back_the_new_layout_it_wrote_into() {
 /// (layout files, temp-like names, a blob), which it never wrote.
 #[test]
 fn a_failed_pack_never_takes_back_a_directory_put_in_its_place() {
-    let d = TestDir::new();
-    for i in 0..100 {
-        d.write(&format!("src/f{i:03}.txt"), format!("file {i}"));
-    }
-    let big = std::fs::File::create(d.join("big.bin")).expect("create");
-    big.set_len(16 << 20).expect("sparse 16 MiB");
-    d.write("base.txt", "base");
-    let text = format!(
-        "items:\n  - from: dir://src\n  - from: file://big.bin\n  - from: file://base.txt\n    digest: sha256:{}\n",
-        "1".repeat(64)
-    );
+    let (d, text) = failing_after_staging();
     let outside = d.join("outside");
     for (name, body) in [
         (
