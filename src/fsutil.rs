@@ -632,7 +632,8 @@ impl Drop for TempAt {
 }
 
 /// Writes `name` in `dir` via temp file + rename (+ fsync of file and directory when `sync`).
-pub fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<()> {
+/// Returns the identity of the file written.
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<FileId> {
     use std::io::Write;
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!("{}{name}.", crate::fsutil::TEMP_PREFIX))
@@ -655,6 +656,11 @@ pub fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<(
             .set_permissions(std::fs::Permissions::from_mode(0o644));
     }
     let target = dir.join(name);
+    let id = file_id(
+        &tmp.as_file()
+            .metadata()
+            .map_err(|e| Error::io("writing", tmp.path(), e))?,
+    );
     tmp.persist(&target)
         .map_err(|e| Error::io("replacing", &target, e.error))?;
     if sync {
@@ -662,7 +668,7 @@ pub fn write_atomic(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<(
             .and_then(|d| d.sync_all())
             .map_err(|e| Error::io("syncing", dir, e))?;
     }
-    Ok(())
+    Ok(id)
 }
 
 // The user's private cache directory (the download, digest and location caches).

@@ -502,58 +502,75 @@ fn a_failed_pack_takes_back_the_new_layout_it_wrote_into() {
 }
 
 /// A new layout moved away and replaced by a symlink to another directory while the pack
-/// runs: the failing pack takes back nothing — least of all the other directory's files
-/// (layout files, temp-like names, a blob), which it never wrote.
+/// runs — after its first blob (the pack took back nothing) or before it (the pack then wrote
+/// into the other directory, as every layout write follows the path it was given): the
+/// failing pack removes nothing but files it made, so the other directory's own files
+/// (layout files, temp-like names, another blob) stay as they were.
 #[test]
 fn a_failed_pack_never_takes_back_a_directory_put_in_its_place() {
-    let (d, text) = failing_after_staging();
-    let outside = d.join("outside");
-    for (name, body) in [
-        (
-            "index.json",
-            r#"{"schemaVersion":2,"manifests":[]}"#.to_string(),
-        ),
-        (
-            "oci-layout",
-            r#"{"imageLayoutVersion":"1.0.0"}"#.to_string(),
-        ),
-        ("index.lock", String::new()),
-        (".oci-packer.lock", String::new()),
-        (".oci-packer-canary", "looks like a temp file".to_string()),
-        (
-            &format!("blobs/sha256/{}", "2".repeat(64)),
-            "a blob".to_string(),
-        ),
-    ] {
-        d.write(&format!("outside/{name}"), body);
+    for early in [false, true] {
+        let (d, mut text) = failing_after_staging();
+        if early {
+            // The large file first: the swap comes before any blob is stored.
+            text = text.replace(
+                "  - from: dir://src\n  - from: file://big.bin\n",
+                "  - from: file://big.bin\n  - from: dir://src\n",
+            );
+        }
+        let outside = d.join("outside");
+        for (name, body) in [
+            (
+                "index.json",
+                r#"{"schemaVersion":2,"manifests":[]}"#.to_string(),
+            ),
+            (
+                "oci-layout",
+                r#"{"imageLayoutVersion":"1.0.0"}"#.to_string(),
+            ),
+            ("index.lock", String::new()),
+            (".oci-packer.lock", String::new()),
+            (".oci-packer-canary", "looks like a temp file".to_string()),
+            (
+                &format!("blobs/sha256/{}", "2".repeat(64)),
+                "a blob".to_string(),
+            ),
+        ] {
+            d.write(&format!("outside/{name}"), body);
+        }
+        let before = snapshot(&outside);
+        let out = d.join("out");
+        let (o, moved, to) = (out.clone(), d.join("out.moved"), outside.clone());
+        let swapped = Arc::new(Mutex::new(false));
+        let flag = swapped.clone();
+        let mut opts = Options {
+            concurrency: 1,
+            progress: Progress::new(move |e| {
+                let mut done = flag.lock().expect("lock");
+                if matches!(e, ProgressEvent::StageStarted { .. }) && !*done {
+                    *done = true;
+                    std::fs::rename(&o, &moved).expect("move the new layout away");
+                    std::os::unix::fs::symlink(&to, &o).expect("link");
+                }
+            }),
+            ..Options::default()
+        };
+        opts.registry.no_cache = true;
+        let target = format!("oci://{}:v1", out.display());
+        let e = oci_packer::pack(yaml(&d, &text), &target, &opts).expect_err("pin");
+        assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
+        assert!(*swapped.lock().expect("lock"), "not swapped");
+        assert_eq!(
+            snapshot(&outside),
+            before,
+            "early {early}: the other directory changed"
+        );
+        if !early {
+            let moved_blobs = std::fs::read_dir(d.join("out.moved/blobs/sha256"))
+                .expect("the moved layout is left as it was")
+                .count();
+            assert!(moved_blobs >= 100, "{moved_blobs}");
+        }
     }
-    let before = snapshot(&outside);
-    let out = d.join("out");
-    let (o, moved, to) = (out.clone(), d.join("out.moved"), outside.clone());
-    let swapped = Arc::new(Mutex::new(false));
-    let flag = swapped.clone();
-    let mut opts = Options {
-        concurrency: 1,
-        progress: Progress::new(move |e| {
-            let mut done = flag.lock().expect("lock");
-            if matches!(e, ProgressEvent::StageStarted { .. }) && !*done {
-                *done = true;
-                std::fs::rename(&o, &moved).expect("move the new layout away");
-                std::os::unix::fs::symlink(&to, &o).expect("link");
-            }
-        }),
-        ..Options::default()
-    };
-    opts.registry.no_cache = true;
-    let target = format!("oci://{}:v1", out.display());
-    let e = oci_packer::pack(yaml(&d, &text), &target, &opts).expect_err("pin");
-    assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
-    assert!(*swapped.lock().expect("lock"), "not swapped");
-    assert_eq!(snapshot(&outside), before, "the other directory changed");
-    let moved_blobs = std::fs::read_dir(d.join("out.moved/blobs/sha256"))
-        .expect("the moved layout is left as it was")
-        .count();
-    assert!(moved_blobs >= 100, "{moved_blobs}");
 }
 
 /// Sources staged, then swapped before they are sent: a symlink to another file of the same

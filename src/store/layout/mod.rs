@@ -60,19 +60,34 @@ pub struct Layout {
     /// The layout's directory as this handle made or found it when it first wrote: a
     /// failed pack takes back only this directory, by this descriptor (see `abandon`).
     root: Arc<OnceLock<OwnedFd>>,
+    /// What this handle made in a new layout, by identity: all a failed pack takes back.
+    made: Arc<std::sync::Mutex<Made>>,
     /// No layout was there when this handle opened the directory for writing: every blob
     /// it is asked about is written without a look first (another writer's copy of the
     /// same blob is simply replaced by the same verified bytes).
     fresh: bool,
 }
 
-/// A directory this handle created; removed on drop when it is still empty of a layout.
+/// The files a handle writing a new layout made there, each with the identity it had when
+/// made: a failed pack removes a file only while it is still the one it made.
+#[derive(Debug, Default)]
+struct Made {
+    /// Blob files of `blobs/sha256`, by hex digest.
+    blobs: Vec<(String, crate::fsutil::FileId)>,
+    /// `oci-layout` and `index.json`, when this handle wrote them.
+    files: Vec<(&'static str, crate::fsutil::FileId)>,
+}
+
+/// A directory this handle created, with its identity; removed on drop when it is still
+/// that directory, and empty.
 #[derive(Debug)]
-struct CreatedDir(PathBuf);
+struct CreatedDir(PathBuf, crate::fsutil::FileId);
 
 impl Drop for CreatedDir {
     fn drop(&mut self) {
-        if !self.0.join(LAYOUT_FILE).exists() {
+        let same =
+            fs::symlink_metadata(&self.0).is_ok_and(|m| crate::fsutil::file_id(&m) == self.1);
+        if same && !self.0.join(LAYOUT_FILE).exists() {
             // Only when empty: another run's files are never removed here.
             let _ = fs::remove_dir(&self.0);
         }
@@ -104,6 +119,7 @@ impl Layout {
             created: Arc::default(),
             blobs: Arc::default(),
             root: Arc::default(),
+            made: Arc::default(),
             fresh: false,
         }
     }
@@ -118,15 +134,16 @@ impl Layout {
             if dir.is_file() {
                 return Err(layout_err(dir, "is a file, not a directory"));
             }
-            if let (Ok(target), false) = (fs::read_link(dir), dir.exists()) {
-                return Err(layout_err(
-                    dir,
-                    format!(
-                        "is a symlink to {}, which does not exist; create that directory or \
+            if let (Ok(target), Err(e)) = (fs::read_link(dir), fs::metadata(dir)) {
+                let what = match e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                    true => "a loop of symlinks; replace it with a directory".to_string(),
+                    false => format!(
+                        "a symlink to {}, which does not exist; create that directory or \
                          remove the link",
                         target.display()
                     ),
-                ));
+                };
+                return Err(layout_err(dir, format!("is {what}")));
             }
             // A temp `oci-layout` means another process is creating this layout right now.
             // So does our lock or a temp file of ours.
@@ -230,7 +247,8 @@ impl Layout {
             let _ = self.root.set(root.into());
         }
         if !self.dir.join(LAYOUT_FILE).exists() {
-            crate::fsutil::write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
+            let id = crate::fsutil::write_atomic(&self.dir, LAYOUT_FILE, LAYOUT_JSON, true)?;
+            self.made_file(LAYOUT_FILE, id);
         }
         let blobs = self.blobs_fd(true)?.expect("created");
         // Leftovers of runs that were killed (their own temp files are removed on every
@@ -241,12 +259,13 @@ impl Layout {
         if !self.dir.join(INDEX_FILE).exists() {
             let _lock = self.lock()?;
             if !self.dir.join(INDEX_FILE).exists() {
-                crate::fsutil::write_atomic(
+                let id = crate::fsutil::write_atomic(
                     &self.dir,
                     INDEX_FILE,
                     &canonical_json(&empty_index())?,
                     true,
                 )?;
+                self.made_file(INDEX_FILE, id);
             }
         }
         let _ = self.ensured.set(());
@@ -329,7 +348,8 @@ impl Layout {
             (ref_name(a), a.digest().to_string()).cmp(&(ref_name(b), b.digest().to_string()))
         });
         index.set_manifests(manifests);
-        crate::fsutil::write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)
+        crate::fsutil::write_atomic(&self.dir, INDEX_FILE, &canonical_json(&index)?, true)?;
+        Ok(())
     }
 
     /// Takes back a new layout this handle created after the operation writing it failed:
@@ -343,44 +363,92 @@ impl Layout {
     /// then: when the path leads elsewhere now (moved away, a symlink put in its place),
     /// nothing is removed.
     fn abandon(&self) {
-        use rustix::fs::{unlinkat, AtFlags};
+        use rustix::fs::{statat, unlinkat, AtFlags};
         let Some(held) = self.writing.get().filter(|_| self.fresh) else {
             return;
         };
         let Some(root) = self.root.get() else { return };
+        let identity = |st: rustix::fs::Stat| (st.st_dev, st.st_ino);
         let same = File::open(&self.dir)
             .ok()
             .and_then(|now| rustix::fs::fstat(now).ok())
             .zip(rustix::fs::fstat(root).ok())
-            .is_some_and(|(now, was)| (now.st_dev, now.st_ino) == (was.st_dev, was.st_ino));
+            .is_some_and(|(now, was)| identity(now) == identity(was));
         // Shared to exclusive: only when no other writer holds the layout.
         if !same || !fs4::fs_std::FileExt::try_lock_exclusive(held).unwrap_or(false) {
             return;
         }
-        let Ok(_index_lock) = self.lock() else { return };
-        if !self.read_index().is_ok_and(|i| i.manifests().is_empty())
-            || self.collect_locked(None, false, None).is_err()
-        {
+        let Ok(index_lock) = self.lock() else { return };
+        if !self.read_index().is_ok_and(|i| i.manifests().is_empty()) {
             return;
         }
-        // Every temp file is this operation's or a dead writer's: no other writer runs.
-        let none = std::time::Duration::ZERO;
-        crate::fsutil::stale_temp_files_at(root, none, true);
+        // Whether `name` in `dir` is still the file with the identity `id`.
+        let is = |dir: &OwnedFd, name: &str, id: (u64, u64)| {
+            statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                #[allow(clippy::unnecessary_cast)]
+                let got = (st.st_dev as u64, st.st_ino as u64);
+                got == id
+            })
+        };
+        let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|p| p.into_inner()));
         if let Ok(Some(blobs)) = self.blobs_fd(false) {
-            crate::fsutil::stale_temp_files_at(&blobs, none, true);
+            for (hex, id) in &made.blobs {
+                if is(&blobs, hex, *id) {
+                    let _ = unlinkat(&*blobs, hex.as_str(), AtFlags::empty());
+                }
+            }
+        }
+        // Anything left that this handle did not make (another writer's blob, unpacked
+        // layers, a file put there) keeps the layout: a valid one, naming nothing.
+        let gone = |parent: &OwnedFd, name: &str| {
+            matches!(
+                unlinkat(parent, name, AtFlags::REMOVEDIR),
+                Ok(()) | Err(rustix::io::Errno::NOENT)
+            )
+        };
+        let blobs_dir = crate::fsutil::open_dir_at(root, "blobs", false);
+        let emptied = match &blobs_dir {
+            Ok(Some(dir)) => gone(dir, "sha256") && gone(root, "blobs"),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        let unpacked = UNPACKED_DIR.split('/').next().unwrap_or(UNPACKED_DIR);
+        let skeleton_ours = [LAYOUT_FILE, INDEX_FILE].iter().all(|name| {
+            made.files
+                .iter()
+                .any(|(n, id)| n == name && is(root, name, *id))
+        });
+        let locks = [(LOCK_FILE, &index_lock), (GC_LOCK_FILE, held)].map(|(name, file)| {
+            let id = file.metadata().map(|m| crate::fsutil::file_id(&m)).ok();
+            (name, id.is_some_and(|id| is(root, name, id)))
+        });
+        if !emptied || !gone(root, unpacked) || !skeleton_ours || locks.iter().any(|l| !l.1) {
+            return;
         }
         let _ = unlinkat(root, INDEX_FILE, AtFlags::empty());
         let _ = unlinkat(root, LOCK_FILE, AtFlags::empty());
-        for path in ["blobs/sha256", UNPACKED_DIR] {
-            let (top, sub) = path.split_once('/').expect("two levels");
-            if let Ok(Some(dir)) = crate::fsutil::open_dir_at(root, top, false) {
-                let _ = unlinkat(&dir, sub, AtFlags::REMOVEDIR);
-            }
-            let _ = unlinkat(root, top, AtFlags::REMOVEDIR);
-        }
         // Last the layout's mark, then the lock (see `lock_operation`).
         let _ = unlinkat(root, LAYOUT_FILE, AtFlags::empty());
         let _ = unlinkat(root, GC_LOCK_FILE, AtFlags::empty());
+    }
+
+    /// Records a file this handle made in a new layout (see [`Made`]).
+    fn made_file(&self, name: &'static str, id: crate::fsutil::FileId) {
+        if self.fresh {
+            let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+            made.files.push((name, id));
+        }
+    }
+
+    /// Records a blob this handle made in a new layout (see [`Made`]).
+    fn made_blob(&self, hex: &str, file: &File) {
+        if self.fresh {
+            if let Ok(meta) = file.metadata() {
+                let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+                made.blobs
+                    .push((hex.to_string(), crate::fsutil::file_id(&meta)));
+            }
+        }
     }
 
     /// Takes this writer's shared hold of the operation lock (once; kept until the handle
@@ -400,11 +468,15 @@ impl Layout {
 
     /// The error of an operation whose layout was taken back while it waited for it.
     fn taken_back(&self) -> Error {
-        layout_err(
-            &self.shown,
-            "was removed while this operation waited for it (a pack that created it failed \
-             and took it back); run the operation again",
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "layout {}: was removed while this operation waited for it (a pack that \
+                 created it failed and took it back); run the operation again",
+                self.shown.display()
+            ),
         )
+        .with_path(&self.shown)
     }
 
     /// Takes the operation lock ([`GC_LOCK_FILE`]): shared for a writer, exclusive for a
@@ -613,6 +685,7 @@ impl Layout {
                 .sync_all()
                 .map_err(|e| Error::io("syncing", &tmp.path(), e))?;
         }
+        self.made_blob(&hex, tmp.file());
         tmp.persist(&hex)
             .map_err(|e| Error::io("storing blob as", &self.blobs_path().join(&hex), e))?;
         self.sync_blobs(&blobs)?;
@@ -645,6 +718,7 @@ impl Layout {
                 .map_err(|e| Error::io("syncing", &tmp.path(), e))?;
         }
         let hex = digest.hex().to_string();
+        self.made_blob(&hex, tmp.file());
         tmp.persist(&hex)
             .map_err(|e| Error::io("storing blob as", &self.blobs_path().join(&hex), e))?;
         self.sync_blobs(&blobs)?;
@@ -677,7 +751,7 @@ impl Layout {
             held.sync_all().map_err(|e| Error::io("syncing", path, e))?;
         }
         match crate::fsutil::link_unnamed(held, blobs, hex) {
-            Ok(()) => {}
+            Ok(()) => self.made_blob(hex, held),
             // Written meanwhile (by another writer): that one is as good.
             Err(rustix::io::Errno::EXIST) if self.stat_blob(desc).is_some() => return Ok(true),
             Err(_) => return Ok(false),
@@ -783,8 +857,12 @@ impl Layout {
         }
         let existed = self.dir.is_dir();
         fs::create_dir_all(&self.dir).ok()?;
-        if !existed {
-            let _ = self.created.set(CreatedDir(self.dir.clone()));
+        // Made here, so never a symlink: one found now was put in its place.
+        if let (false, Ok(m)) = (existed, fs::symlink_metadata(&self.dir)) {
+            if m.is_dir() {
+                let id = crate::fsutil::file_id(&m);
+                let _ = self.created.set(CreatedDir(self.dir.clone(), id));
+            }
         }
         Some(self.dir.clone())
     }
