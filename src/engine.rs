@@ -53,6 +53,14 @@ impl Taker {
         }
     }
 
+    /// Records that this taker stored `digest` (`size` bytes).
+    fn took(&self, digest: &crate::digest::Digest, size: u64) {
+        self.taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest.as_str().to_string(), size);
+    }
+
     /// The size of `digest` when this taker stored it.
     fn taken(&self, digest: &str) -> Option<u64> {
         self.taken
@@ -73,10 +81,7 @@ impl crate::source::TakeHashing for Taker {
     ) -> Result<Option<crate::digest::Digest>> {
         let digest = self.target.push_hashing(content, size, progress).await?;
         if let Some(d) = &digest {
-            self.taken
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(d.as_str().to_string(), size);
+            self.took(d, size);
         }
         Ok(digest)
     }
@@ -88,10 +93,7 @@ impl crate::source::TakeHashing for Taker {
     ) -> Result<Option<(crate::digest::Digest, u64)>> {
         let stored = self.target.store_hashing(read, from)?;
         if let Some((d, size)) = &stored {
-            self.taken
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(d.as_str().to_string(), *size);
+            self.took(d, *size);
         }
         Ok(stored)
     }

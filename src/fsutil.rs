@@ -287,6 +287,13 @@ pub fn file_id(meta: &std::fs::Metadata) -> FileId {
     (meta.dev(), meta.ino())
 }
 
+/// The identity of a file from its `stat` (the field types differ between systems).
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)]
+pub fn stat_id(st: &rustix::fs::Stat) -> FileId {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
 /// The identity of the file `meta` describes (none off Unix).
 #[cfg(not(unix))]
 pub fn file_id(_meta: &std::fs::Metadata) -> FileId {

@@ -12,7 +12,7 @@ use crate::archive;
 use crate::archive::ArchiveFormat;
 use crate::digest::PIPELINE_THRESHOLD;
 use crate::error::{Error, ErrorKind, Result};
-use crate::fsutil::{blocking, file_id, FileId, FileRef};
+use crate::fsutil::{blocking, file_id, stat_id, FileId, FileRef};
 use crate::mediatype;
 use crate::progress::ProgressEvent;
 use crate::source::StageContext;
@@ -73,12 +73,6 @@ pub fn walk(root: &Path, uri: &str, keep_links: bool) -> Result<Vec<Entry>> {
 /// How deep a walk goes below its root (the walk recurses; real trees are a few dozen
 /// levels at most).
 pub const MAX_DIR_DEPTH: usize = 128;
-
-/// The identity of a file from its `stat` (the field types differ between systems).
-#[allow(clippy::unnecessary_cast)]
-fn stat_id(st: &rustix::fs::Stat) -> FileId {
-    (st.st_dev as u64, st.st_ino as u64)
-}
 
 /// Permission bits of a `stat`.
 #[allow(clippy::unnecessary_cast)]

@@ -353,11 +353,13 @@ impl Layout {
     }
 
     /// Takes back a new layout this handle created after the operation writing it failed:
-    /// when no other writer holds it and it names nothing, its blobs, unpacked layers, temp
-    /// files and skeleton go (and the directory, once the last clone of a handle that
-    /// created it goes), so a failed pack into a new layout leaves nothing. Otherwise —
-    /// another writer uses it, or an existing layout — everything stays (`gc` removes blobs
-    /// nothing names). Best effort: the operation's own error is what is reported.
+    /// when no other writer holds it and it names nothing, the files this handle made there
+    /// ([`Made`], each only while its name still holds that file) go, then the emptied
+    /// directories, the lock files, and (once the last clone of a handle that created it
+    /// goes) the directory — so a failed pack into a new layout leaves nothing. Anything
+    /// else there (another writer's blob, unpacked layers, a file put there) keeps the
+    /// layout, a valid one naming nothing, for `gc`; an existing layout is never touched.
+    /// Best effort: the operation's own error is what is reported.
     ///
     /// Only the directory this handle wrote into is touched, by the descriptor it opened
     /// then: when the path leads elsewhere now (moved away, a symlink put in its place),
@@ -368,12 +370,12 @@ impl Layout {
             return;
         };
         let Some(root) = self.root.get() else { return };
-        let identity = |st: rustix::fs::Stat| (st.st_dev, st.st_ino);
+        use crate::fsutil::stat_id;
         let same = File::open(&self.dir)
             .ok()
             .and_then(|now| rustix::fs::fstat(now).ok())
             .zip(rustix::fs::fstat(root).ok())
-            .is_some_and(|(now, was)| identity(now) == identity(was));
+            .is_some_and(|(now, was)| stat_id(&now) == stat_id(&was));
         // Shared to exclusive: only when no other writer holds the layout.
         if !same || !fs4::fs_std::FileExt::try_lock_exclusive(held).unwrap_or(false) {
             return;
@@ -383,12 +385,8 @@ impl Layout {
             return;
         }
         // Whether `name` in `dir` is still the file with the identity `id`.
-        let is = |dir: &OwnedFd, name: &str, id: (u64, u64)| {
-            statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
-                #[allow(clippy::unnecessary_cast)]
-                let got = (st.st_dev as u64, st.st_ino as u64);
-                got == id
-            })
+        let is = |dir: &OwnedFd, name: &str, id: crate::fsutil::FileId| {
+            statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| stat_id(&st) == id)
         };
         let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|p| p.into_inner()));
         if let Ok(Some(blobs)) = self.blobs_fd(false) {
@@ -680,16 +678,22 @@ impl Layout {
             Some(path) => crate::fsutil::rehashed_differently(path, size, &got, desc.digest()),
             None => e,
         })?;
+        self.keep(tmp, &hex, &blobs)?;
+        Ok(PushOutcome::Stored)
+    }
+
+    /// Gives the verified temp file `tmp` its digest name `hex` in the blobs directory
+    /// (durably, when asked) and records it as made by this handle.
+    fn keep(&self, mut tmp: TempAt, hex: &str, blobs: &OwnedFd) -> Result<()> {
         if self.fsync {
             tmp.file()
                 .sync_all()
                 .map_err(|e| Error::io("syncing", &tmp.path(), e))?;
         }
-        self.made_blob(&hex, tmp.file());
-        tmp.persist(&hex)
-            .map_err(|e| Error::io("storing blob as", &self.blobs_path().join(&hex), e))?;
-        self.sync_blobs(&blobs)?;
-        Ok(PushOutcome::Stored)
+        self.made_blob(hex, tmp.file());
+        tmp.persist(hex)
+            .map_err(|e| Error::io("storing blob as", &self.blobs_path().join(hex), e))?;
+        self.sync_blobs(blobs)
     }
 
     /// Stores what `read` gives (a small source file, read once) as a new blob, hashing it
@@ -712,16 +716,7 @@ impl Layout {
                 )
             })
         })?;
-        if self.fsync {
-            tmp.file()
-                .sync_all()
-                .map_err(|e| Error::io("syncing", &tmp.path(), e))?;
-        }
-        let hex = digest.hex().to_string();
-        self.made_blob(&hex, tmp.file());
-        tmp.persist(&hex)
-            .map_err(|e| Error::io("storing blob as", &self.blobs_path().join(&hex), e))?;
-        self.sync_blobs(&blobs)?;
+        self.keep(tmp, digest.hex(), &blobs)?;
         Ok(Some((digest, size)))
     }
 
@@ -1091,21 +1086,6 @@ impl Layout {
                 Some((held.ok_or_else(|| self.taken_back())?, self.lock()?))
             }
         };
-        self.collect_locked(
-            untag,
-            dry_run,
-            sweep_temps.then_some(crate::fsutil::STALE_TEMP_AGE),
-        )
-    }
-
-    /// [`Layout::collect`] once the locks are held (none for a dry run); `sweep_age`: remove
-    /// this program's temp files older than that.
-    fn collect_locked(
-        &self,
-        untag: Option<&LayoutSelector>,
-        dry_run: bool,
-        sweep_age: Option<std::time::Duration>,
-    ) -> Result<Collected> {
         let mut index = self.read_index()?;
         let (gone, kept): (Vec<Descriptor>, Vec<Descriptor>) = index
             .manifests()
@@ -1163,8 +1143,9 @@ impl Layout {
         self.check_not_mounted(&unpacked.iter().map(String::as_str).collect::<Vec<_>>())?;
         out.unpacked = unpacked.iter().map(|h| format!("sha256:{h}")).collect();
         out.unpacked.sort();
+        let age = crate::fsutil::STALE_TEMP_AGE;
         if dry_run {
-            if let Some(age) = sweep_age {
+            if sweep_temps {
                 out.temp_files = crate::fsutil::stale_temps(&self.dir, age, false)
                     + crate::fsutil::stale_temp_files_at(&blobs, age, false)
                     + self.stale_unpack_temps(age, false);
@@ -1187,7 +1168,7 @@ impl Layout {
         for hex in &unpacked {
             self.remove_unpacked(hex)?;
         }
-        if let Some(age) = sweep_age {
+        if sweep_temps {
             out.temp_files = crate::fsutil::stale_temps(&self.dir, age, true)
                 + crate::fsutil::stale_temp_files_at(&blobs, age, true)
                 + self.stale_unpack_temps(age, true);
